@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PLANT := $(VENV)/bin/plant
+PYTHON ?= python3
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(PLANT) db upgrade
+	$(PLANT) run --simulate
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy plant drivers models hmi
+
+bench: install
+	$(PLANT) bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,1 @@
+"""Hardware drivers: protocols and devices, no recycling knowledge."""

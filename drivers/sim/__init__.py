@@ -1,0 +1,1 @@
+"""Simulated hardware serving the same protocols as the real devices."""

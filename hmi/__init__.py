@@ -1,0 +1,1 @@
+"""Operator and engineer web view (FastAPI)."""

@@ -1,0 +1,1 @@
+"""Chemistry decisions from spectra and passports; no hardware knowledge."""

@@ -1,0 +1,126 @@
+"""Load and validate config/*.toml with pydantic: a typo must never be silently ignored."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_CONFIG_DIR = Path("config")
+CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
+DATABASE_URL_ENV = "PLANT_DATABASE_URL"
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid; the message is one line."""
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlantSection(Strict):
+    site: str = "demo"
+    line: str = "L1"
+    data_dir: Path = Path("var")
+
+
+class DatabaseSection(Strict):
+    url: str = "sqlite:///var/plant.db"
+    echo: bool = False
+
+
+class HmiSection(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class SimSection(Strict):
+    host: str = "127.0.0.1"
+    plc_port: int = Field(5020, ge=1, le=65535)
+    xrf_port: int = Field(5030, ge=1, le=65535, description="port of XRF head 1; head k on +k-1")
+    xrf_heads: int = Field(4, ge=1, le=32)
+    seed: int = 1
+
+
+class MqttSection(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+
+
+class PlantConfig(Strict):
+    """config/plant.toml."""
+
+    plant: PlantSection = PlantSection()
+    database: DatabaseSection = DatabaseSection()
+    hmi: HmiSection = HmiSection()
+    sim: SimSection = SimSection()
+    mqtt: MqttSection = MqttSection()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def config_dir(explicit: Path | None = None) -> Path:
+    """The config directory: explicit option, then $PLANT_CONFIG_DIR, then ./config."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_DIR_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_DIR
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if err["type"] == "missing":
+        return f"{loc}: required key is missing"
+    value = err.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    return f"{loc}: {err['msg']}{shown}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file, turning every failure into a one-line ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def validate(path: Path, data: dict[str, Any], model: type[M]) -> M:
+    """Validate parsed TOML against a model; errors name the file and the key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(dict(errors[0]))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{path}: {first}{more}") from None
+
+
+def load_file(path: Path, model: type[M], *, required: bool = True) -> M:
+    """Load one TOML file into a model; an optional missing file gives the model's defaults."""
+    if not path.exists() and not required:
+        return model()
+    return validate(path, read_toml(path), model)
+
+
+def load_plant(directory: Path | None = None) -> PlantConfig:
+    """Load config/plant.toml; $PLANT_DATABASE_URL overrides database.url."""
+    cfg = load_file(config_dir(directory) / "plant.toml", PlantConfig)
+    env_url = os.environ.get(DATABASE_URL_ENV)
+    if env_url:
+        cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": env_url})})
+    return cfg

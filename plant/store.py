@@ -1,0 +1,325 @@
+"""Persistence: SQLAlchemy 2 ORM tables, engine setup, migrations and the repository."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class CellRow(Base):
+    """One physical cell; committed before its diverter command is written."""
+
+    __tablename__ = "cells"
+    __table_args__ = (
+        UniqueConstraint("line", "seq", name="uq_cells_line_seq"),
+        Index("ix_cells_passport_id", "passport_id"),
+        Index("ix_cells_created_at", "created_at"),
+        Index("ix_cells_route", "route"),
+        Index("ix_cells_state", "state"),
+        Index("ix_cells_lot_id", "lot_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    line: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    passport_id: Mapped[str | None] = mapped_column(String(200))
+    mass_g: Mapped[float | None] = mapped_column(Float)
+    spectrum_ref: Mapped[str | None] = mapped_column(String(300))
+    chemistry: Mapped[str | None] = mapped_column(String(16))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    decision_source: Mapped[str | None] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="detected")
+    lot_id: Mapped[str | None] = mapped_column(ForeignKey("lots.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PassportRow(Base):
+    """An imported battery passport, looked up by id when a label is read."""
+
+    __tablename__ = "passports"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64))
+    chemistry: Mapped[str] = mapped_column(String(16))
+    chemistry_reason: Mapped[str | None] = mapped_column(Text)
+    manufacturer: Mapped[str | None] = mapped_column(String(200))
+    mass_g: Mapped[float | None] = mapped_column(Float)
+    soh_pct: Mapped[float | None] = mapped_column(Float)
+    source_file: Mapped[str | None] = mapped_column(String(500))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LotRow(Base):
+    """Cells accumulated per route; closes at a mass or age and feeds batches."""
+
+    __tablename__ = "lots"
+    __table_args__ = (Index("ix_lots_route_state", "route", "state"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    mass_g: Mapped[float] = mapped_column(Float, default=0.0)
+    cell_count: Mapped[int] = mapped_column(Integer, default=0)
+    metals_g: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+
+class BatchRow(Base):
+    """A hydrometallurgy product batch (e.g. NiSO4·6H2O) made from lots."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_product_created", "product", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product: Mapped[str] = mapped_column(String(32))
+    mass_kg: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AssayRow(Base):
+    """A measured composition of a batch or lot (inline analyser, lab or XRF)."""
+
+    __tablename__ = "assays"
+    __table_args__ = (Index("ix_assays_batch", "batch_id"), Index("ix_assays_lot", "lot_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    lot_id: Mapped[str | None] = mapped_column(ForeignKey("lots.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    purity_pct: Mapped[float | None] = mapped_column(Float)
+    composition: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProcessValueRow(Base):
+    """Historian sample of one PLC tag."""
+
+    __tablename__ = "process_values"
+    __table_args__ = (Index("ix_process_values_tag_ts", "tag", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column()
+    value: Mapped[float] = mapped_column(Float)
+
+
+class AlarmRow(Base):
+    """An alarm occurrence with its ISA-18.2 state history in timestamps."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        Index("ix_alarms_state", "state"),
+        Index("ix_alarms_raised_at", "raised_at"),
+        Index("ix_alarms_source", "source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    raised_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acked_at: Mapped[datetime | None] = mapped_column()
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    ack_note: Mapped[str | None] = mapped_column(Text)
+    cleared_at: Mapped[datetime | None] = mapped_column()
+    shelved_until: Mapped[datetime | None] = mapped_column()
+    shelve_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class UserRow(Base):
+    """HMI user; the password is stored only as an argon2 hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    """Who changed what, when, from which value to which."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_ts", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    user: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+
+
+class StoreError(Exception):
+    """The database cannot be used as asked (unreachable, outdated schema ...)."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine; SQLite gets WAL mode and its parent directory created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations up to `revision`."""
+    from alembic import command
+
+    make_engine(url).dispose()  # creates the SQLite directory
+    command.upgrade(_alembic_config(url), revision)
+
+
+def schema_status(engine: Engine) -> tuple[str | None, str]:
+    """(current revision in the database, newest revision in the code)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(str(engine.url))).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head or ""
+
+
+class Store:
+    """Repository over one database: the only place that writes SQL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, echo=echo)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def require_current_schema(self) -> None:
+        """Refuse to work on a database whose schema is not the code's newest."""
+        try:
+            current, head = schema_status(self.engine)
+        except Exception as exc:  # driver errors vary by backend
+            raise StoreError(f"cannot open database {self.safe_url}: {exc}") from None
+        if current != head:
+            state = "empty" if current is None else f"at revision {current}"
+            raise StoreError(
+                f"database {self.safe_url} is {state}, code needs {head}: "
+                "run `plant db upgrade` first"
+            )
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """A session in a transaction that commits on success."""
+        with self.session.begin() as s:
+            yield s
+
+    # -- cells -------------------------------------------------------------------------------
+    def add_cells(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert cells in one transaction (bulk path for imports and tests)."""
+        items = list(rows)
+        if items:
+            with self.begin() as s:
+                s.execute(CellRow.__table__.insert(), items)
+        return len(items)
+
+    def cells_by_passport(self, passport_id: str) -> list[CellRow]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(CellRow).where(CellRow.passport_id == passport_id).order_by(CellRow.id)
+                )
+            )
+
+    def count_cells(self, line: str | None = None) -> int:
+        with self.session() as s:
+            q = select(func.count(CellRow.id))
+            if line is not None:
+                q = q.where(CellRow.line == line)
+            return int(s.scalar(q) or 0)
+
+    # -- audit -------------------------------------------------------------------------------
+    def audit(
+        self, session: Session, user: str, action: str, target: str, old: Any, new: Any
+    ) -> None:
+        """Record a change inside the caller's transaction, so both commit or neither."""
+        session.add(
+            AuditRow(
+                user=user,
+                action=action,
+                target=target,
+                old=None if old is None else str(old),
+                new=None if new is None else str(new),
+            )
+        )

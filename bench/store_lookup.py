@@ -22,9 +22,15 @@ def fill(store: Store, n: int, batch: int = 50_000) -> None:
     for start in range(0, n, batch):
         store.add_cells(
             {
-                "line": "L1", "seq": i, "passport_id": f"urn:uuid:pp-{i:08d}", "mass_g": 46.0,
-                "chemistry": "NMC", "route": "hydromet", "state": "confirmed",
-                "created_at": now, "updated_at": now,
+                "line": "L1",
+                "seq": i,
+                "passport_id": f"urn:uuid:pp-{i:08d}",
+                "mass_g": 46.0,
+                "chemistry": "NMC",
+                "route": "hydromet",
+                "state": "confirmed",
+                "created_at": now,
+                "updated_at": now,
             }
             for i in range(start, min(n, start + batch))
         )

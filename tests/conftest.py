@@ -88,9 +88,7 @@ def _no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves non-daemon threads running (as pymodbus's suite does)."""
     before = set(threading.enumerate())
     yield
-    leaked = [
-        t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
-    ]
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
     for t in leaked:
         t.join(timeout=2.0)
     still = [t.name for t in leaked if t.is_alive()]
@@ -107,7 +105,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                     skipped += 1
                 elif rep.when == "call" or key == "error":
                     ran += 1
-    where = _PG or "no server"
-    terminalreporter.write_line(
-        f"PostgreSQL store tests: {ran} ran, {skipped} skipped ({where})"
-    )
+    where = make_url(_PG).render_as_string(hide_password=True) if _PG else "no server"
+    terminalreporter.write_line(f"PostgreSQL store tests: {ran} ran, {skipped} skipped ({where})")

@@ -22,12 +22,18 @@ def cfg_dir(tmp_path: Path) -> Path:
     return d
 
 
-def run_plant(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_plant(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PLANT_DATABASE_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "plant.cli", *args],
-        cwd=cwd, capture_output=True, text=True, env=full_env, timeout=120,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
     )
 
 
@@ -38,7 +44,9 @@ def test_shipped_config_loads() -> None:
 
 
 def test_unknown_section_names_file_and_key(cfg_dir: Path) -> None:
-    (cfg_dir / "plant.toml").write_text((cfg_dir / "plant.toml").read_text() + "\n[databse]\nurl='x'\n")
+    (cfg_dir / "plant.toml").write_text(
+        (cfg_dir / "plant.toml").read_text() + "\n[databse]\nurl='x'\n"
+    )
     with pytest.raises(ConfigError) as exc:
         load_plant(cfg_dir)
     assert "plant.toml" in str(exc.value)
@@ -60,7 +68,9 @@ def test_wrong_type_names_key(cfg_dir: Path) -> None:
         (lambda t: t + "\n[[[not toml", "not valid TOML"),
     ],
 )
-def test_plant_run_bad_config_exits_with_one_line(cfg_dir: Path, tmp_path: Path, edit, expect) -> None:  # type: ignore[no-untyped-def]
+def test_plant_run_bad_config_exits_with_one_line(
+    cfg_dir: Path, tmp_path: Path, edit, expect
+) -> None:  # type: ignore[no-untyped-def]
     (cfg_dir / "plant.toml").write_text(edit((cfg_dir / "plant.toml").read_text()))
     proc = run_plant("--config", str(cfg_dir), "run", cwd=tmp_path)
     assert proc.returncode != 0
@@ -76,8 +86,11 @@ def test_env_config_dir_and_database_url(cfg_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "var" / "plant.db").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "plant.cli", "db", "upgrade"], cwd=tmp_path, capture_output=True,
-        text=True, env={**os.environ, "PLANT_CONFIG_DIR": str(cfg_dir), "PLANT_DATABASE_URL": url},
+        [sys.executable, "-m", "plant.cli", "db", "upgrade"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PLANT_CONFIG_DIR": str(cfg_dir), "PLANT_DATABASE_URL": url},
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "other.db").exists()

@@ -201,6 +201,68 @@ class AuditRow(Base):
     new: Mapped[str | None] = mapped_column(Text)
 
 
+class LineStatusRow(Base):
+    """Live status of one line, upserted by its controller about once a second for the HMI."""
+
+    __tablename__ = "line_status"
+
+    line: Mapped[str] = mapped_column(String(32), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    running: Mapped[bool] = mapped_column(default=False)
+    plc_health: Mapped[str] = mapped_column(String(16), default="unknown")
+    xrf_health: Mapped[str] = mapped_column(String(16), default="unknown")
+    cells_per_min: Mapped[float] = mapped_column(Float, default=0.0)
+    quarantine_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SessionRow(Base):
+    """An HMI login (browser cookie or API bearer token); only the token's hash is stored."""
+
+    __tablename__ = "hmi_sessions"
+    __table_args__ = (Index("ix_hmi_sessions_expires_at", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class AlarmLimitRow(Base):
+    """An analog alarm limit (high or low) with deadband and on-delay, editable by engineers."""
+
+    __tablename__ = "alarm_limits"
+    __table_args__ = (UniqueConstraint("tag", "kind", name="uq_alarm_limits_tag_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    limit: Mapped[float] = mapped_column(Float)
+    deadband: Mapped[float] = mapped_column(Float, default=0.0)
+    on_delay_s: Mapped[float] = mapped_column(Float, default=0.0)
+    priority: Mapped[str] = mapped_column(String(16), default="medium")
+    unit: Mapped[str] = mapped_column(String(16), default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class SetpointRow(Base):
+    """A process setpoint requested from the HMI; the controller applies it and notes when."""
+
+    __tablename__ = "setpoints"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16), default="")
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_value: Mapped[float | None] = mapped_column(Float)
+    applied_at: Mapped[datetime | None] = mapped_column()
+
+
 class StoreError(Exception):
     """The database cannot be used as asked (unreachable, outdated schema ...)."""
 

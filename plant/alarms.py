@@ -1,21 +1,49 @@
-"""Alarms after ISA-18.2: raise/clear by (source, code), acknowledge, shelve; stored and published.
+"""Alarms after ISA-18.2 / IEC 62682: raise/clear, acknowledge, shelve, suppress; flood; limits.
 
 One active occurrence per (line, source, code): raising an alarm that is already active does not
 create a second row, so a condition that persists for an hour is one alarm, not thousands.
+
+State model (AlarmState):
+  raise            -> active_unacked
+  ack              active_unacked -> active_acked;  rtn_unacked -> cleared
+  condition clears active_acked -> cleared;  active_unacked -> rtn_unacked
+  shelve/suppress  any open state -> shelved / suppressed (hidden from operators, still recorded)
+  unshelve/unsuppress, or shelve expiry -> active_unacked if the condition is still there,
+                   else cleared
+Analog limits use `LimitAlarm` (deadband + on-delay) so a value hovering at its limit does not
+chatter. Every operator action is written with `Store.audit` in the same transaction.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from plant.domain import AlarmPriority, AlarmState
 from plant.events import Event, EventBus
-from plant.store import AlarmRow, Store, utcnow
+from plant.store import AlarmLimitRow, AlarmRow, Store, utcnow
 
-ACTIVE_STATES = (AlarmState.active_unacked, AlarmState.active_acked, AlarmState.shelved)
+ACTIVE_STATES = (
+    AlarmState.active_unacked,
+    AlarmState.active_acked,
+    AlarmState.shelved,
+    AlarmState.suppressed,
+)
 OPEN_STATES = (*ACTIVE_STATES, AlarmState.rtn_unacked)
+# What operators see as standing alarms (shelved and suppressed ones are hidden on purpose).
+ANNUNCIATED_STATES = (AlarmState.active_unacked, AlarmState.active_acked, AlarmState.rtn_unacked)
+FLOOD_COUNT = 10
+FLOOD_WINDOW = timedelta(minutes=10)
+
+
+class AlarmError(ValueError):
+    """An alarm action is not possible (unknown id, wrong state, bad shelve time)."""
 
 
 def alarm_json(row: AlarmRow) -> dict[str, object]:
@@ -43,7 +71,11 @@ def _iso(ts: datetime | None) -> str | None:
 
 
 class Alarms:
-    """Raise and clear alarms for one line; the store is the truth, the bus tells the HMI."""
+    """Raise, clear and handle alarms; the store is the truth, the bus tells the HMI.
+
+    `line` scopes raise/clear/active; the operator actions (ack, shelve, ...) take an alarm id
+    and work on any line, so the HMI uses `Alarms(store, None, bus)`.
+    """
 
     def __init__(self, store: Store, line: str | None, bus: EventBus | None = None) -> None:
         self.store = store
@@ -51,13 +83,17 @@ class Alarms:
         self.bus = bus
 
     def _publish(self, row: AlarmRow) -> None:
-        if self.bus is not None:
-            self.bus.publish(Event("alarm", self.line or "", alarm_json(row)))
+        if self.bus is None:
+            return
+        event = Event("alarm", row.line or "", alarm_json(row))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # called from a worker thread (e.g. an HMI request handler)
+            self.bus.publish_threadsafe(event)
+        else:
+            self.bus.publish(event)
 
-    def _open(self, s: object, source: str, code: str, states: tuple[str, ...]) -> AlarmRow | None:
-        from sqlalchemy.orm import Session
-
-        assert isinstance(s, Session)
+    def _open(self, s: Session, source: str, code: str, states: tuple[str, ...]) -> AlarmRow | None:
         return s.scalars(
             select(AlarmRow)
             .where(
@@ -70,12 +106,16 @@ class Alarms:
             .limit(1)
         ).first()
 
+    # -- condition side (line engine, purity SPC) ---------------------------------------------
     def raise_(
         self, source: str, code: str, message: str, priority: AlarmPriority = AlarmPriority.high
     ) -> AlarmRow:
         """Raise (or keep) the alarm; a returned-to-normal unacked one becomes active again."""
         with self.store.begin() as s:
             row = self._open(s, source, code, OPEN_STATES)
+            if row is not None and row.state in (AlarmState.shelved, AlarmState.suppressed):
+                row.cleared_at = None  # condition back while hidden: stays hidden, now active
+                return row
             if row is not None and row.state != AlarmState.rtn_unacked:
                 return row
             if row is not None:
@@ -103,6 +143,10 @@ class Alarms:
             row = self._open(s, source, code, ACTIVE_STATES)
             if row is None:
                 return None
+            if row.state in (AlarmState.shelved, AlarmState.suppressed):
+                if row.cleared_at is None:
+                    row.cleared_at = utcnow()
+                return row
             row.state = (
                 AlarmState.cleared
                 if row.state == AlarmState.active_acked
@@ -113,6 +157,7 @@ class Alarms:
         return row
 
     def active(self) -> list[AlarmRow]:
+        """This line's open alarms (including shelved and suppressed), newest first."""
         with self.store.session() as s:
             return list(
                 s.scalars(
@@ -121,3 +166,333 @@ class Alarms:
                     .order_by(AlarmRow.raised_at.desc())
                 )
             )
+
+    # -- operator side (HMI) ------------------------------------------------------------------
+    def _act(self, s: Session, alarm_id: int) -> AlarmRow:
+        row = s.get(AlarmRow, alarm_id, with_for_update=True)
+        if row is None:
+            raise AlarmError(f"no alarm with id {alarm_id}")
+        return row
+
+    def ack(self, alarm_id: int, user: str, note: str | None = None) -> AlarmRow:
+        """Acknowledge: who, when and an optional note are recorded and audited."""
+        with self.store.begin() as s:
+            row = self._act(s, alarm_id)
+            old = row.state
+            if old == AlarmState.active_unacked:
+                row.state = AlarmState.active_acked
+            elif old == AlarmState.rtn_unacked:
+                row.state = AlarmState.cleared
+            else:
+                raise AlarmError(f"alarm {alarm_id} is {old}: nothing to acknowledge")
+            row.acked_at = utcnow()
+            row.acked_by = user
+            row.ack_note = (note or "").strip() or None
+            self.store.audit(s, user, "alarm.ack", f"alarm:{alarm_id}", old, _with(row, note))
+        self._publish(row)
+        return row
+
+    def shelve(
+        self,
+        alarm_id: int,
+        user: str,
+        reason: str,
+        duration: timedelta,
+        *,
+        max_duration: timedelta,
+    ) -> AlarmRow:
+        """Hide a standing alarm for a while (reason required, duration capped by config)."""
+        if not reason.strip():
+            raise AlarmError("shelving needs a reason")
+        if duration <= timedelta(0):
+            raise AlarmError("shelve duration must be positive")
+        if duration > max_duration:
+            hours = max_duration.total_seconds() / 3600
+            raise AlarmError(f"shelve duration is capped at {hours:g} h by config/users.toml")
+        with self.store.begin() as s:
+            row = self._act(s, alarm_id)
+            old = row.state
+            if old not in (
+                AlarmState.active_unacked,
+                AlarmState.active_acked,
+                AlarmState.rtn_unacked,
+                AlarmState.shelved,
+            ):
+                raise AlarmError(f"alarm {alarm_id} is {old}: only standing alarms can be shelved")
+            if old == AlarmState.rtn_unacked and row.cleared_at is None:
+                row.cleared_at = utcnow()
+            row.state = AlarmState.shelved
+            row.shelved_until = utcnow() + duration
+            row.shelve_reason = reason.strip()
+            self.store.audit(
+                s,
+                user,
+                "alarm.shelve",
+                f"alarm:{alarm_id}",
+                old,
+                f"shelved until {row.shelved_until.isoformat()}: {row.shelve_reason}",
+            )
+        self._publish(row)
+        return row
+
+    def suppress(self, alarm_id: int, user: str, reason: str) -> AlarmRow:
+        """Suppress by design or out of service (engineers): hidden until unsuppressed."""
+        if not reason.strip():
+            raise AlarmError("suppressing needs a reason")
+        with self.store.begin() as s:
+            row = self._act(s, alarm_id)
+            old = row.state
+            if old not in OPEN_STATES or old == AlarmState.suppressed:
+                raise AlarmError(f"alarm {alarm_id} is {old}: cannot be suppressed")
+            row.state = AlarmState.suppressed
+            row.shelved_until = None
+            row.shelve_reason = reason.strip()
+            self.store.audit(s, user, "alarm.suppress", f"alarm:{alarm_id}", old, reason.strip())
+        self._publish(row)
+        return row
+
+    def unshelve(self, alarm_id: int, user: str) -> AlarmRow:
+        """Return a shelved or suppressed alarm to service; a standing condition re-annunciates."""
+        with self.store.begin() as s:
+            row = self._act(s, alarm_id)
+            if row.state not in (AlarmState.shelved, AlarmState.suppressed):
+                raise AlarmError(f"alarm {alarm_id} is {row.state}: not shelved or suppressed")
+            old = row.state
+            self._return_to_service(row)
+            self.store.audit(s, user, f"alarm.un{old}", f"alarm:{alarm_id}", old, row.state)
+        self._publish(row)
+        return row
+
+    @staticmethod
+    def _return_to_service(row: AlarmRow) -> None:
+        row.state = AlarmState.cleared if row.cleared_at else AlarmState.active_unacked
+        row.shelved_until = None
+
+    def expire_shelves(self, now: datetime | None = None) -> list[AlarmRow]:
+        """Unshelve every alarm whose shelve time has run out (call periodically)."""
+        now = now or utcnow()
+        with self.store.begin() as s:
+            rows = list(
+                s.scalars(
+                    select(AlarmRow).where(
+                        AlarmRow.state == AlarmState.shelved, AlarmRow.shelved_until <= now
+                    )
+                )
+            )
+            for row in rows:
+                self._return_to_service(row)
+                self.store.audit(
+                    s, "system", "alarm.shelve_expired", f"alarm:{row.id}", "shelved", row.state
+                )
+        for row in rows:
+            self._publish(row)
+        return rows
+
+
+def _with(row: AlarmRow, note: str | None) -> str:
+    return f"{row.state}: {note.strip()}" if note and note.strip() else str(row.state)
+
+
+# -- queries ----------------------------------------------------------------------------------
+def get_alarm(store: Store, alarm_id: int) -> AlarmRow | None:
+    with store.session() as s:
+        return s.get(AlarmRow, alarm_id)
+
+
+def search_alarms(
+    store: Store,
+    *,
+    states: tuple[str, ...] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    priority: str | None = None,
+    source: str | None = None,
+    line: str | None = None,
+    limit: int = 200,
+) -> list[AlarmRow]:
+    """Alarm history filtered by state, time raised, priority, source (substring) and line."""
+    q = select(AlarmRow)
+    if states:
+        q = q.where(AlarmRow.state.in_([str(x) for x in states]))
+    if since:
+        q = q.where(AlarmRow.raised_at >= since)
+    if until:
+        q = q.where(AlarmRow.raised_at <= until)
+    if priority:
+        q = q.where(AlarmRow.priority == priority)
+    if source:
+        q = q.where(AlarmRow.source.contains(source))
+    if line:
+        q = q.where(AlarmRow.line == line)
+    with store.session() as s:
+        return list(
+            s.scalars(q.order_by(AlarmRow.raised_at.desc(), AlarmRow.id.desc()).limit(limit))
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Flood:
+    """Alarm flood per ISA-18.2: more than `threshold` alarms raised within `window`."""
+
+    active: bool
+    raised: int
+    threshold: int
+    window_min: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "active": self.active,
+            "raised": self.raised,
+            "threshold": self.threshold,
+            "window_min": self.window_min,
+        }
+
+
+def flood_status(
+    store: Store,
+    *,
+    threshold: int = FLOOD_COUNT,
+    window: timedelta = FLOOD_WINDOW,
+    now: datetime | None = None,
+) -> Flood:
+    """Count alarms raised in the last `window`; more than `threshold` is a flood."""
+    since = (now or utcnow()) - window
+    with store.session() as s:
+        n = int(s.scalar(select(func.count(AlarmRow.id)).where(AlarmRow.raised_at >= since)) or 0)
+    return Flood(n > threshold, n, threshold, window.total_seconds() / 60)
+
+
+# -- analog limit alarms ----------------------------------------------------------------------
+Transition = Literal["raise", "clear"]
+
+
+@dataclass(slots=True)
+class LimitAlarm:
+    """A high or low limit with deadband and on-delay; pure: feed it (value, time) samples.
+
+    Raises after the value has stayed beyond the limit for `on_delay_s`; clears only once the
+    value is back inside by more than `deadband`. NaN samples are ignored (no raise, no clear).
+    """
+
+    kind: Literal["high", "low"]
+    limit: float
+    deadband: float = 0.0
+    on_delay_s: float = 0.0
+    active: bool = False
+    _beyond_since: float | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("high", "low"):
+            raise ValueError(f"LimitAlarm.kind={self.kind!r}: expected 'high' or 'low'")
+        if not math.isfinite(self.limit):
+            raise ValueError(f"LimitAlarm.limit={self.limit!r}: must be a finite number")
+        if self.deadband < 0 or self.on_delay_s < 0:
+            raise ValueError("LimitAlarm deadband and on_delay_s must not be negative")
+
+    def _beyond(self, value: float) -> bool:
+        return value > self.limit if self.kind == "high" else value < self.limit
+
+    def _back_inside(self, value: float) -> bool:
+        if self.kind == "high":
+            return value < self.limit - self.deadband
+        return value > self.limit + self.deadband
+
+    def update(self, value: float, t: float) -> Transition | None:
+        """Feed one sample at time `t` (seconds); returns "raise", "clear" or None."""
+        if math.isnan(value):
+            return None
+        if self.active:
+            if self._back_inside(value):
+                self.active = False
+                self._beyond_since = None
+                return "clear"
+            return None
+        if not self._beyond(value):
+            self._beyond_since = None
+            return None
+        if self._beyond_since is None:
+            self._beyond_since = t
+        if t - self._beyond_since >= self.on_delay_s:
+            self.active = True
+            return "raise"
+        return None
+
+    @classmethod
+    def from_row(cls, row: AlarmLimitRow) -> LimitAlarm:
+        kind: Literal["high", "low"] = "high" if row.kind == "high" else "low"
+        return cls(kind, row.limit, row.deadband, row.on_delay_s)
+
+
+def alarm_limits(store: Store) -> list[AlarmLimitRow]:
+    """Every configured analog limit, by tag and kind."""
+    with store.session() as s:
+        return list(
+            s.scalars(select(AlarmLimitRow).order_by(AlarmLimitRow.tag, AlarmLimitRow.kind))
+        )
+
+
+def limit_json(row: AlarmLimitRow) -> dict[str, object]:
+    return {
+        "tag": row.tag,
+        "kind": row.kind,
+        "limit": row.limit,
+        "deadband": row.deadband,
+        "on_delay_s": row.on_delay_s,
+        "priority": row.priority,
+        "unit": row.unit,
+        "enabled": row.enabled,
+        "updated_at": _iso(row.updated_at),
+        "updated_by": row.updated_by,
+    }
+
+
+def set_alarm_limit(
+    store: Store,
+    user: str,
+    *,
+    tag: str,
+    kind: str,
+    limit: float,
+    deadband: float = 0.0,
+    on_delay_s: float = 0.0,
+    priority: str = AlarmPriority.medium.value,
+    unit: str = "",
+    enabled: bool = True,
+) -> AlarmLimitRow:
+    """Create or change one limit; validated like `LimitAlarm`, audited with old and new."""
+    if kind not in ("high", "low"):
+        raise AlarmError(f"limit kind {kind!r}: expected 'high' or 'low'")
+    if not tag.strip():
+        raise AlarmError("limit tag must not be empty")
+    if priority not in {p.value for p in AlarmPriority}:
+        raise AlarmError(f"priority {priority!r} is not one of {[p.value for p in AlarmPriority]}")
+    try:
+        LimitAlarm("high" if kind == "high" else "low", limit, deadband, on_delay_s)
+    except ValueError as exc:
+        raise AlarmError(str(exc)) from None
+    with store.begin() as s:
+        row = s.scalars(
+            select(AlarmLimitRow).where(AlarmLimitRow.tag == tag, AlarmLimitRow.kind == kind)
+        ).first()
+        old = None if row is None else _limit_text(row)
+        if row is None:
+            row = AlarmLimitRow(tag=tag, kind=kind)
+            s.add(row)
+        row.limit = limit
+        row.deadband = deadband
+        row.on_delay_s = on_delay_s
+        row.priority = priority
+        row.unit = unit
+        row.enabled = enabled
+        row.updated_by = user
+        row.updated_at = utcnow()
+        store.audit(s, user, "alarm.limit", f"limit:{tag}:{kind}", old, _limit_text(row))
+        s.flush()
+    return row
+
+
+def _limit_text(row: AlarmLimitRow) -> str:
+    return (
+        f"{row.kind} {row.limit:g} {row.unit} deadband {row.deadband:g} "
+        f"on-delay {row.on_delay_s:g} s {row.priority}{'' if row.enabled else ' disabled'}"
+    )

@@ -48,6 +48,22 @@ class SimSection(Strict):
     seed: int = 1
 
 
+class LineSection(Strict):
+    """Line engine timing and lot policy."""
+
+    xrf_live_time_s: float = Field(0.5, gt=0, le=60, description="XRF acquisition per cell")
+    xrf_timeout_s: float = Field(3.0, gt=0, le=120)
+    diverter_ack_timeout_s: float = Field(2.0, gt=0, le=60)
+    idle_poll_s: float = Field(0.002, gt=0, le=1, description="infeed poll period when idle")
+    classify_batch_max: int = Field(64, ge=1, le=4096)
+    lot_close_kg: float = Field(20.0, gt=0, description="a lot closes at this mass of cells")
+    lot_max_age_h: float = Field(8.0, gt=0)
+    quarantine_rate_alarm: float = Field(
+        0.15, gt=0, le=1, description="alarm when the recent quarantine share exceeds this"
+    )
+    quarantine_rate_window: int = Field(200, ge=10, description="cells in the recent window")
+
+
 class MqttSection(Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -61,6 +77,7 @@ class PlantConfig(Strict):
     database: DatabaseSection = DatabaseSection()
     hmi: HmiSection = HmiSection()
     sim: SimSection = SimSection()
+    line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
 
 

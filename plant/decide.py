@@ -1,0 +1,105 @@
+"""From measured evidence to a routing decision: classify, fuse with the passport, apply rules.
+
+`decide_batch` is pure (plain data in, Decisions out). `Decider` wraps it for the line engine:
+spectra of cells that arrive together are classified together in a worker thread, so a burst
+of cells costs one scikit-learn call, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.spectra import Spectrum
+from models.fusion import fuse
+from plant.domain import Decision
+from plant.routing import RoutingRules, decide
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the line measured about one cell."""
+
+    spectrum: Spectrum | None = None
+    spectrum_error: str | None = None
+    passport_id: str | None = None
+    passport: Any = None  # models.passport.Passport
+    passport_error: str | None = None
+    buffers_full: frozenset[str] = frozenset()
+
+
+def decide_batch(
+    items: Sequence[Evidence], classifier: Any, rules: RoutingRules, model_version: str | None
+) -> list[Decision]:
+    """Classify the spectra present, fuse each with its passport, route by the rules."""
+    with_spectrum = [i for i, ev in enumerate(items) if ev.spectrum is not None]
+    results: dict[int, Any] = {}
+    if with_spectrum:
+        preds = classifier.predict_batch([items[i].spectrum for i in with_spectrum])
+        results = dict(zip(with_spectrum, preds, strict=True))
+    out = []
+    for i, ev in enumerate(items):
+        fused = fuse(
+            ev.passport,
+            results.get(i),
+            passport_error=ev.passport_error,
+            spectrum_error=ev.spectrum_error,
+        )
+        passport = ev.passport
+        out.append(
+            decide(
+                fused,
+                rules,
+                damaged=bool(getattr(passport, "damaged", False)),
+                soh_pct=getattr(passport, "soh_pct", None),
+                buffers_full=ev.buffers_full,
+                model_version=model_version if i in results else None,
+            )
+        )
+    return out
+
+
+class Decider:
+    """Micro-batching front of `decide_batch` for concurrent cells."""
+
+    def __init__(
+        self, classifier: Any, rules: RoutingRules, model_version: str | None, max_batch: int = 64
+    ) -> None:
+        self.classifier = classifier
+        self.rules = rules
+        self.model_version = model_version
+        self.max_batch = max_batch
+        self._pending: list[tuple[Evidence, asyncio.Future[Decision]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def decide(self, evidence: Evidence) -> Decision:
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._pending.append((evidence, fut))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self.max_batch],
+                self._pending[self.max_batch :],
+            )
+            try:
+                decisions = await asyncio.to_thread(
+                    decide_batch,
+                    [ev for ev, _ in batch],
+                    self.classifier,
+                    self.rules,
+                    self.model_version,
+                )
+            except Exception as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), d in zip(batch, decisions, strict=True):
+                if not fut.done():
+                    fut.set_result(d)

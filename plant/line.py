@@ -1,0 +1,667 @@
+"""The line engine: every cell detected, measured, classified, routed and confirmed.
+
+Per cell: `detected` (PLC infeed FIFO head; the row is committed before the cell is taken) ->
+`measured` (label decoded, passport looked up; XRF spectrum from a free head) -> `classified`
+(fused decision, pure: plant/decide.py) -> `routed` (decision committed, then diverter target +
+seq written) -> `confirmed` (PLC acknowledged that seq; cell added to its route's lot). Cells
+overlap in flight; diverter commands go out in sequence order, as cells reach the diverter.
+Faults never stop the engine: a cell that cannot be decided goes to `quarantine`, and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from drivers.spectra import Spectrum
+from plant.alarms import Alarms
+from plant.config import LineSection
+from plant.dbworker import DbWorker
+from plant.decide import Decider, Evidence
+from plant.domain import (
+    ROUTE_CODES,
+    AlarmPriority,
+    CellState,
+    Chemistry,
+    Decision,
+    DecisionSource,
+    Route,
+)
+from plant.events import Event, EventBus
+from plant.lots import LotPolicy, LotTracker
+from plant.store import CellRow, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+ROUTES = tuple(r.value for r in Route)
+COUNTER_TAGS = tuple(f"counters.{r}" for r in ROUTES)
+BUFFER_TAGS = tuple(f"buffer.{r}_full" for r in ROUTES)
+# Read together every poll: one request per Modbus table (see docs/plc.md).
+POLL_TAGS = (
+    "line.running",
+    "infeed.cell_present",
+    "infeed.cell_seq",
+    "infeed.cell_mass_g",
+    "diverter.ack_seq",
+    *COUNTER_TAGS,
+    *BUFFER_TAGS,
+)
+
+
+class Plc(Protocol):
+    """What the engine needs of the PLC client (drivers/plc.py)."""
+
+    async def read(self, *tags: str) -> dict[str, Any]: ...
+    async def write(self, tag: str, value: Any) -> None: ...
+    async def write_many(self, values: Mapping[str, Any]) -> None: ...
+
+
+class Spectrometer(Protocol):
+    """What the engine needs of the XRF station (drivers/xrf.py)."""
+
+    async def measure(self, sample_id: str, live_time_s: float) -> Spectrum: ...
+
+
+class LabelReader(Protocol):
+    """Camera + decoder: the passport id on the label of cell `seq`, or why there is none."""
+
+    async def read_label(self, seq: int) -> tuple[str | None, str | None]: ...
+
+
+PassportLookup = Callable[[str], Awaitable[Any]]
+
+
+@dataclass
+class Flight:
+    """One cell between detection and its final state."""
+
+    seq: int
+    mass_g: float
+    t_detect: float  # perf_counter when the PLC showed it
+    row_id: int = 0
+    decision: Decision | None = None
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    force_reason: str | None = None  # a fault sends it to quarantine with this reason
+
+
+@dataclass
+class Stats:
+    """Counters the HMI, `plant bench` and the run summary read."""
+
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    routed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROUTES, 0))
+    recent_quarantine: deque[bool] = field(default_factory=lambda: deque(maxlen=200))
+    confirmed_times: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    detected: int = 0
+    finished: int = 0
+
+    def cells_per_min(self, now: float) -> float:
+        recent = [t for t in self.confirmed_times if now - t <= 60.0]
+        if not recent:
+            return 0.0
+        span = max(now - recent[0], 1.0)
+        return len(recent) * 60.0 / span
+
+
+class LineEngine:
+    """Drives one line's PLC, XRF heads and label camera; records every cell."""
+
+    def __init__(
+        self,
+        *,
+        line: str,
+        settings: LineSection,
+        store: Store,
+        plc: Plc,
+        decider: Decider,
+        station: Spectrometer | None,
+        labels: LabelReader | None,
+        passports: PassportLookup | None,
+        bus: EventBus | None = None,
+        on_tick: Callable[[LineEngine], Awaitable[None]] | None = None,
+    ) -> None:
+        self.line = line
+        self.settings = settings
+        self.store = store
+        self.plc = plc
+        self.decider = decider
+        self.station = station
+        self.labels = labels
+        self.passports = passports
+        self.bus = bus
+        self.on_tick = on_tick
+        self.alarms = Alarms(store, line, bus)
+        self.db = DbWorker(store)
+        self.lots = LotTracker(
+            line,
+            LotPolicy(
+                close_mass_g=settings.lot_close_kg * 1000.0,
+                max_age=timedelta(hours=settings.lot_max_age_h),
+            ),
+        )
+        self.stats = Stats(recent_quarantine=deque(maxlen=settings.quarantine_rate_window))
+        self.plc_ok = asyncio.Event()
+        self.plc_state = "connecting"
+        self.xrf_state = "ok" if station is not None else "absent"
+        self.running = False
+        self.last_poll: dict[str, Any] = {}
+        self._flights: dict[int, Flight] = {}
+        self._next_divert: int | None = None
+        self._last_taken = 0
+        self._ack_seq = 0
+        self._ack_changed = asyncio.Event()
+        self._divert_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._alarm_states: dict[str, bool] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, *, start_line: bool = True) -> None:
+        """Recover in-flight cells, start the line, and run until `stop()`."""
+        self.db.start()
+        self.db.on_health = self._db_health
+        await self.db.run(self.lots.load)
+        await self._wait_plc()
+        await self._recover()
+        if start_line:
+            await self.plc.write("line.start_cmd", True)
+        loops = [self._infeed_loop(), self._diverter_loop(), self._tick_loop()]
+        self._main = [asyncio.create_task(c) for c in loops]
+        try:
+            await self._stop.wait()
+        finally:
+            for t in self._main:
+                t.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._main, *self._tasks, return_exceptions=True)
+            await self.db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def stop_infeed(self) -> None:
+        """Ask the PLC to stop feeding new cells (cells already in flight finish)."""
+        with contextlib.suppress(Exception):
+            await self.plc.write("line.stop_cmd", True)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    # -- PLC health --------------------------------------------------------------------------
+    async def _wait_plc(self) -> None:
+        """Block until the PLC answers; alarm while it does not."""
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self.last_poll = await self.plc.read(*POLL_TAGS)
+            except Exception as exc:
+                self._plc_down(exc)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            self._plc_up()
+            return
+
+    def _plc_down(self, exc: BaseException) -> None:
+        if self.plc_ok.is_set() or self.plc_state != "down":
+            log.error("PLC unreachable: %s", exc)
+            self.alarms.raise_("plc", "unreachable", f"PLC unreachable: {exc}", AlarmPriority.critical)
+        self.plc_state = "down"
+        self.plc_ok.clear()
+
+    def _plc_up(self) -> None:
+        if self.plc_state == "down":
+            log.warning("PLC reachable again")
+            self.alarms.clear("plc", "unreachable")
+        self.plc_state = "ok"
+        self.plc_ok.set()
+
+    async def _plc_outage(self, exc: BaseException) -> None:
+        """PLC lost: in-flight cells go to quarantine; on return stop infeed, resolve, resume."""
+        self._plc_down(exc)
+        for f in self._flights.values():
+            f.force_reason = f.force_reason or "PLC fault while the cell was in flight"
+        await self._wait_plc()
+        if self._stop.is_set():
+            return
+        with contextlib.suppress(Exception):
+            await self.plc.write("line.stop_cmd", True)
+        # the diverter loop now writes quarantine for every in-flight cell, in order
+        while self._flights and not self._stop.is_set():
+            await asyncio.sleep(0.01)
+        with contextlib.suppress(Exception):
+            await self.plc.write("line.start_cmd", True)
+
+    # -- infeed ------------------------------------------------------------------------------
+    async def _infeed_loop(self) -> None:
+        idle = self.settings.idle_poll_s
+        while not self._stop.is_set():
+            try:
+                poll = await self.plc.read(*POLL_TAGS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._plc_outage(exc)
+                continue
+            t_seen = time.perf_counter()
+            self.last_poll = poll
+            self.running = bool(poll["line.running"])
+            ack = int(poll["diverter.ack_seq"])
+            if ack != self._ack_seq:
+                self._ack_seq = ack
+                self._ack_changed.set()
+            seq = int(poll["infeed.cell_seq"])
+            if not poll["infeed.cell_present"] or seq <= self._last_taken:
+                await asyncio.sleep(idle)
+                continue
+            flight = Flight(seq, float(poll["infeed.cell_mass_g"]), t_seen)
+            try:
+                await self._take(flight)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._plc_outage(exc)
+
+    async def _take(self, flight: Flight) -> None:
+        """Commit the detected cell, then take it from the PLC's FIFO, then work on it."""
+        seq = flight.seq
+        existing = await self.db.run(lambda s: self._find_row(s, seq))
+        flight.row_id = existing or await self.db.run(lambda s: self._insert_detected(s, flight))
+        await self.plc.write("infeed.taken_seq", seq)
+        self._last_taken = seq
+        self.stats.detected += 1
+        self._flights[seq] = flight
+        if self._next_divert is None:
+            self._next_divert = seq
+        task = asyncio.create_task(self._cell(flight))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _find_row(self, s: Session, seq: int) -> int | None:
+        return s.scalar(select(CellRow.id).where(CellRow.line == self.line, CellRow.seq == seq))
+
+    def _insert_detected(self, s: Session, f: Flight) -> int:
+        now = utcnow()
+        res = s.execute(
+            insert(CellRow).values(
+                line=self.line,
+                seq=f.seq,
+                mass_g=f.mass_g,
+                state=CellState.detected,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        pk = res.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+
+    # -- one cell ----------------------------------------------------------------------------
+    async def _cell(self, f: Flight) -> None:
+        """Measure, classify and decide one cell; any failure decides quarantine."""
+        try:
+            evidence = await self._measure(f)
+            decision = await self.decider.decide(evidence)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never lose a cell to a bug: quarantine and say why
+            log.exception("cell %s: decision failed", f.seq)
+            decision = Decision(
+                chemistry=Chemistry.UNKNOWN,
+                confidence=0.0,
+                source=DecisionSource.none,
+                route=Route.quarantine,
+                reason=f"internal error while deciding: {exc}",
+            )
+            evidence = Evidence()
+        await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
+        f.decision = decision
+        f.decided.set()
+        self._divert_ready.set()
+
+    async def _measure(self, f: Flight) -> Evidence:
+        """Label + passport and XRF spectrum, concurrently."""
+        label_task = asyncio.create_task(self._label(f.seq))
+        spectrum: Spectrum | None = None
+        spectrum_error: str | None = None
+        if self.station is not None:
+            try:
+                spectrum = await asyncio.wait_for(
+                    self.station.measure(f"CELL:{f.seq}", self.settings.xrf_live_time_s),
+                    self.settings.xrf_timeout_s,
+                )
+                self._xrf_fault(None)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                spectrum_error = f"XRF timeout after {self.settings.xrf_timeout_s} s"
+                self._xrf_fault(spectrum_error)
+            except Exception as exc:
+                spectrum_error = f"XRF fault: {exc}"
+                self._xrf_fault(spectrum_error)
+        else:
+            spectrum_error = "no XRF station configured"
+        passport_id, passport, passport_error = await label_task
+        buffers = frozenset(
+            r for r in ROUTES if self.last_poll.get(f"buffer.{r}_full") and r != Route.quarantine
+        )
+        return Evidence(
+            spectrum=spectrum,
+            spectrum_error=spectrum_error,
+            passport_id=passport_id,
+            passport=passport,
+            passport_error=passport_error,
+            buffers_full=buffers,
+        )
+
+    async def _label(self, seq: int) -> tuple[str | None, Any, str | None]:
+        if self.labels is None:
+            return None, None, "no label camera configured"
+        try:
+            pid, error = await self.labels.read_label(seq)
+        except Exception as exc:
+            return None, None, f"label camera fault: {exc}"
+        if pid is None:
+            return None, None, error
+        if self.passports is None:
+            return pid, None, "no passport store"
+        try:
+            passport = await self.passports(pid)
+        except Exception as exc:
+            return pid, None, f"passport lookup failed: {exc}"
+        if passport is None:
+            return pid, None, f"passport {pid} not in the local passport store"
+        return pid, passport, None
+
+    def _record_decision(self, s: Session, f: Flight, d: Decision, ev: Evidence) -> None:
+        s.execute(
+            update(CellRow)
+            .where(CellRow.id == f.row_id)
+            .values(
+                passport_id=ev.passport_id,
+                spectrum_ref=ev.spectrum.source if ev.spectrum is not None else None,
+                chemistry=d.chemistry,
+                confidence=d.confidence,
+                decision_source=d.source,
+                route=d.route,
+                reason=d.reason,
+                model_version=d.model_version,
+                state=CellState.routed,
+                updated_at=utcnow(),
+            )
+        )
+
+    def _xrf_fault(self, error: str | None) -> None:
+        """XRF alarm once per change of state, cleared by the next good measurement."""
+        was = self._alarm_states.get("xrf", False)
+        if error is not None and not was:
+            self.alarms.raise_("xrf", "fault", error, AlarmPriority.high)
+            self.xrf_state = "fault"
+        elif error is None and was:
+            self.alarms.clear("xrf", "fault")
+            self.xrf_state = "ok"
+        self._alarm_states["xrf"] = error is not None
+
+    # -- diverter ----------------------------------------------------------------------------
+    async def _diverter_loop(self) -> None:
+        """Write diverter commands in sequence order, one outstanding, and confirm on ack."""
+        while not self._stop.is_set():
+            seq = self._next_divert
+            f = self._flights.get(seq) if seq is not None else None
+            if f is None or not f.decided.is_set():
+                self._divert_ready.clear()
+                if f is None and seq is not None and self._flights:
+                    self._next_divert = min(self._flights)  # a gap (should not happen)
+                    continue
+                await self._divert_ready.wait()
+                continue
+            await self._divert(f)
+            del self._flights[f.seq]
+            self._next_divert = f.seq + 1
+
+    async def _divert(self, f: Flight) -> None:
+        assert f.decision is not None
+        while not self._stop.is_set():
+            route = Route.quarantine if f.force_reason else f.decision.route
+            try:
+                await self.plc_ok.wait()
+                await self.plc.write_many(
+                    {"diverter.target": ROUTE_CODES[Route(route)], "diverter.seq": f.seq}
+                )
+                if route == f.decision.route:
+                    self.stats.latencies_ms.append((time.perf_counter() - f.t_detect) * 1000.0)
+                acked = await self._wait_ack(f.seq)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                f.force_reason = f.force_reason or f"PLC fault while routing: {exc}"
+                self.plc_ok.clear()
+                await asyncio.sleep(0.05)
+                continue
+            await self._finish(f, route, acked)
+            return
+
+    async def _wait_ack(self, seq: int) -> bool:
+        deadline = time.monotonic() + self.settings.diverter_ack_timeout_s
+        while self._ack_seq < seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._ack_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ack_changed.wait(), left)
+        return True
+
+    async def _finish(self, f: Flight, route: str, acked: bool) -> None:
+        assert f.decision is not None
+        if not acked:
+            reason = (
+                f"diverter did not acknowledge seq {f.seq} within "
+                f"{self.settings.diverter_ack_timeout_s} s: manual check"
+            )
+            self.alarms.raise_("diverter", "ack_missing", reason, AlarmPriority.high)
+            self._alarm_states["ack"] = True
+            await self.db.run(lambda s: self._mark(s, f, CellState.quarantined, Route.quarantine,
+                                                   reason, lot=False))
+            self._count(f, Route.quarantine)
+            return
+        if self._alarm_states.pop("ack", False):
+            self.alarms.clear("diverter", "ack_missing")
+        if route != f.decision.route:
+            reason = f"{f.force_reason} (was: {f.decision.route}, {f.decision.reason})"
+            await self.db.run(
+                lambda s: self._mark(s, f, CellState.quarantined, route, reason, lot=False)
+            )
+        else:
+            state = CellState.quarantined if route == Route.quarantine else CellState.confirmed
+            await self.db.run(lambda s: self._mark(s, f, state, route, None, lot=True))
+        self._count(f, route)
+
+    def _mark(
+        self, s: Session, f: Flight, state: str, route: str, reason: str | None, *, lot: bool
+    ) -> None:
+        values: dict[str, Any] = {"state": state, "route": route, "updated_at": utcnow()}
+        if reason is not None:
+            values["reason"] = reason
+        if lot and f.decision is not None:
+            lot_id, closed = self.lots.add(s, route, f.decision.chemistry, f.mass_g, utcnow())
+            values["lot_id"] = lot_id
+            for lid in closed:
+                self._publish("lot", {"id": lid, "state": "closed"})
+        s.execute(update(CellRow).where(CellRow.id == f.row_id).values(**values))
+
+    def _count(self, f: Flight, route: str) -> None:
+        self.stats.routed[route] += 1
+        self.stats.finished += 1
+        self.stats.recent_quarantine.append(route == Route.quarantine)
+        self.stats.confirmed_times.append(time.monotonic())
+        d = f.decision
+        self._publish(
+            "cell",
+            {
+                "id": f.row_id,
+                "seq": f.seq,
+                "route": route,
+                "chemistry": d.chemistry if d else None,
+                "confidence": d.confidence if d else None,
+                "reason": (f.force_reason or d.reason) if d else f.force_reason,
+            },
+        )
+
+    def _publish(self, topic: str, data: dict[str, Any]) -> None:
+        if self.bus is not None:
+            self.bus.publish(Event(topic, self.line, data))
+
+    # -- periodic ----------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(1.0)
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic line work failed (the line keeps running)")
+
+    async def _tick(self) -> None:
+        recent = self.stats.recent_quarantine
+        if len(recent) >= recent.maxlen if recent.maxlen else False:
+            rate = sum(recent) / len(recent)
+            limit = self.settings.quarantine_rate_alarm
+            was = self._alarm_states.get("qrate", False)
+            if rate > limit and not was:
+                self.alarms.raise_(
+                    "line",
+                    "quarantine_rate",
+                    f"{rate:.0%} of the last {len(recent)} cells quarantined (limit {limit:.0%})",
+                    AlarmPriority.medium,
+                )
+            elif rate <= limit * 0.8 and was:  # deadband: no chatter around the limit
+                self.alarms.clear("line", "quarantine_rate")
+            self._alarm_states["qrate"] = rate > limit or (was and rate > limit * 0.8)
+        closed = await self.db.run(lambda s: self.lots.close_aged(s, utcnow()))
+        for lid in closed:
+            self._publish("lot", {"id": lid, "state": "closed"})
+        self._publish("counts", self.status())
+        if self.on_tick is not None:
+            await self.on_tick(self)
+
+    def status(self) -> dict[str, Any]:
+        """Live figures for the HMI and the status table."""
+        recent = self.stats.recent_quarantine
+        return {
+            "line": self.line,
+            "running": self.running,
+            "plc_health": self.plc_state,
+            "xrf_health": self.xrf_state,
+            "db_health": "ok" if self.db.healthy else "down",
+            "cells_per_min": round(self.stats.cells_per_min(time.monotonic()), 1),
+            "quarantine_rate": round(sum(recent) / len(recent), 4) if recent else 0.0,
+            "counts": dict(self.stats.routed),
+            "plc_counters": {
+                r: int(self.last_poll.get(f"counters.{r}", 0)) for r in ROUTES
+            },
+            "in_flight": self.in_flight,
+        }
+
+    def _db_health(self, ok: bool, error: str | None) -> None:
+        if ok:
+            self.alarms_later(lambda: self.alarms.clear("database", "unreachable"))
+        else:
+            self.alarms_later(
+                lambda: self.alarms.raise_(
+                    "database", "unreachable", f"database unreachable: {error}", AlarmPriority.critical
+                )
+            )
+
+    def alarms_later(self, fn: Callable[[], Any]) -> None:
+        """Alarm writes about the database itself must not block the loop on that database."""
+        task = asyncio.create_task(asyncio.to_thread(_try, fn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- restart -----------------------------------------------------------------------------
+    async def _recover(self) -> None:
+        """Resolve cells left in flight by a crash: confirmed if the PLC acked, else quarantine."""
+        rows = await self.db.run(self._unfinished)
+        if not rows:
+            return
+        plc = await self.plc.read("diverter.ack_seq", "infeed.taken_seq")
+        ack, taken = int(plc["diverter.ack_seq"]), int(plc["infeed.taken_seq"])
+        self._ack_seq = ack
+        for row_id, seq, mass, state, route, chem in rows:
+            if seq > taken:
+                continue  # never taken: still the FIFO head, the infeed loop picks it up
+            f = Flight(seq, mass or 0.0, time.perf_counter(), row_id=row_id)
+            f.decision = Decision(
+                chemistry=chem or Chemistry.UNKNOWN,
+                confidence=0.0,
+                source=DecisionSource.none,
+                route=Route(route) if route else Route.quarantine,
+                reason="",
+            )
+            if state == CellState.routed and seq <= ack:
+                await self.db.run(
+                    lambda s, f=f, r=route: self._mark(s, f, CellState.confirmed, r, None, lot=True)
+                )
+                continue
+            f.force_reason = "controller restarted before the diverter was set: manual check"
+            await self._divert(f)
+        log.warning("recovered %d cells left in flight by the previous run", len(rows))
+
+    def _unfinished(self, s: Session) -> list[tuple[int, int, float, str, str | None, str | None]]:
+        q = (
+            select(
+                CellRow.id, CellRow.seq, CellRow.mass_g, CellRow.state, CellRow.route,
+                CellRow.chemistry,
+            )
+            .where(
+                CellRow.line == self.line,
+                CellRow.state.not_in([CellState.confirmed, CellState.quarantined]),
+            )
+            .order_by(CellRow.seq)
+        )
+        return [tuple(r) for r in s.execute(q)]  # type: ignore[misc]
+
+
+def count_routes(store: Store, line: str) -> dict[str, int]:
+    """Cells per final route in the store for one line."""
+    with store.session() as s:
+        rows = s.execute(
+            select(CellRow.route, func.count(CellRow.id))
+            .where(
+                CellRow.line == line,
+                CellRow.state.in_([CellState.confirmed, CellState.quarantined]),
+            )
+            .group_by(CellRow.route)
+        ).all()
+    out = dict.fromkeys(ROUTES, 0)
+    out.update({str(r): int(n) for r, n in rows if r is not None})
+    return out
+
+
+def percentiles(values: Any, ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size == 0:
+        return {f"p{int(p)}": float("nan") for p in ps} | {"max": float("nan")}
+    out = {f"p{int(p)}": round(float(np.percentile(arr, p)), 3) for p in ps}
+    out["max"] = round(float(arr.max()), 3)
+    return out
+
+
+def _try(fn: Callable[[], Any]) -> None:
+    with contextlib.suppress(Exception):
+        fn()

@@ -118,6 +118,47 @@ class BatchRow(Base):
     mass_kg: Mapped[float | None] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    campaign_id: Mapped[str | None] = mapped_column(ForeignKey("hydromet_campaigns.id"))
+
+
+class CampaignRow(Base):
+    """One hydrometallurgy run over 1-2 lots: its feed, process and residues (mass balance)."""
+
+    __tablename__ = "hydromet_campaigns"
+    __table_args__ = (Index("ix_hydromet_campaigns_started", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ph_mean: Mapped[float] = mapped_column(Float)
+    ph_sd: Mapped[float] = mapped_column(Float)
+    feed_g: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    residues_g: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CampaignLotRow(Base):
+    """Which lots a campaign consumed (genealogy: batch -> campaign -> lots -> cells)."""
+
+    __tablename__ = "campaign_lots"
+    __table_args__ = (Index("ix_campaign_lots_lot", "lot_id"),)
+
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("hydromet_campaigns.id"), primary_key=True)
+    lot_id: Mapped[str] = mapped_column(ForeignKey("lots.id"), primary_key=True)
+
+
+class RollupRow(Base):
+    """Historian roll-up: min/max/sum/count of one tag per bucket of `res_s` seconds."""
+
+    __tablename__ = "process_rollups"
+
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    res_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s of bucket start
+    n: Mapped[int] = mapped_column(BigInteger)
+    vmin: Mapped[float] = mapped_column(Float)
+    vmax: Mapped[float] = mapped_column(Float)
+    vsum: Mapped[float] = mapped_column(Float)
+    vsumsq: Mapped[float] = mapped_column(Float)
 
 
 class AssayRow(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 09:00:31.969843
+Create Date: 2026-11-29 09:03:46.098741
 """
 
 from __future__ import annotations
@@ -73,18 +73,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_ts", ["ts"], unique=False)
 
     op.create_table(
-        "batches",
-        sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("product", sa.String(length=32), nullable=False),
-        sa.Column("mass_kg", sa.Float(), nullable=True),
-        sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("batches", schema=None) as batch_op:
-        batch_op.create_index("ix_batches_product_created", ["product", "created_at"], unique=False)
-
-    op.create_table(
         "hmi_sessions",
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("user", sa.String(length=64), nullable=False),
@@ -95,6 +83,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("hmi_sessions", schema=None) as batch_op:
         batch_op.create_index("ix_hmi_sessions_expires_at", ["expires_at"], unique=False)
+
+    op.create_table(
+        "hydromet_campaigns",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("line", sa.String(length=32), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ph_mean", sa.Float(), nullable=False),
+        sa.Column("ph_sd", sa.Float(), nullable=False),
+        sa.Column("feed_g", sa.JSON(), nullable=False),
+        sa.Column("residues_g", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("hydromet_campaigns", schema=None) as batch_op:
+        batch_op.create_index("ix_hydromet_campaigns_started", ["started_at"], unique=False)
 
     op.create_table(
         "line_status",
@@ -122,6 +124,18 @@ def upgrade() -> None:
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "process_rollups",
+        sa.Column("tag", sa.String(length=64), nullable=False),
+        sa.Column("res_s", sa.Integer(), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.Column("vmin", sa.Float(), nullable=False),
+        sa.Column("vmax", sa.Float(), nullable=False),
+        sa.Column("vsum", sa.Float(), nullable=False),
+        sa.Column("vsumsq", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("tag", "res_s", "bucket"),
     )
     op.create_table(
         "process_values",
@@ -156,6 +170,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
+    op.create_table(
+        "batches",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("product", sa.String(length=32), nullable=False),
+        sa.Column("mass_kg", sa.Float(), nullable=True),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("campaign_id", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"],
+            ["hydromet_campaigns.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.create_index("ix_batches_product_created", ["product", "created_at"], unique=False)
+
     op.create_table(
         "lots",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -199,6 +230,23 @@ def upgrade() -> None:
     with op.batch_alter_table("assays", schema=None) as batch_op:
         batch_op.create_index("ix_assays_batch", ["batch_id"], unique=False)
         batch_op.create_index("ix_assays_lot", ["lot_id"], unique=False)
+
+    op.create_table(
+        "campaign_lots",
+        sa.Column("campaign_id", sa.String(length=64), nullable=False),
+        sa.Column("lot_id", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"],
+            ["hydromet_campaigns.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["lot_id"],
+            ["lots.id"],
+        ),
+        sa.PrimaryKeyConstraint("campaign_id", "lot_id"),
+    )
+    with op.batch_alter_table("campaign_lots", schema=None) as batch_op:
+        batch_op.create_index("ix_campaign_lots_lot", ["lot_id"], unique=False)
 
     op.create_table(
         "cells",
@@ -245,6 +293,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_cells_created_at")
 
     op.drop_table("cells")
+    with op.batch_alter_table("campaign_lots", schema=None) as batch_op:
+        batch_op.drop_index("ix_campaign_lots_lot")
+
+    op.drop_table("campaign_lots")
     with op.batch_alter_table("assays", schema=None) as batch_op:
         batch_op.drop_index("ix_assays_lot")
         batch_op.drop_index("ix_assays_batch")
@@ -254,22 +306,27 @@ def downgrade() -> None:
         batch_op.drop_index("ix_lots_route_state")
 
     op.drop_table("lots")
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.drop_index("ix_batches_product_created")
+
+    op.drop_table("batches")
     op.drop_table("users")
     op.drop_table("setpoints")
     with op.batch_alter_table("process_values", schema=None) as batch_op:
         batch_op.drop_index("ix_process_values_tag_ts")
 
     op.drop_table("process_values")
+    op.drop_table("process_rollups")
     op.drop_table("passports")
     op.drop_table("line_status")
+    with op.batch_alter_table("hydromet_campaigns", schema=None) as batch_op:
+        batch_op.drop_index("ix_hydromet_campaigns_started")
+
+    op.drop_table("hydromet_campaigns")
     with op.batch_alter_table("hmi_sessions", schema=None) as batch_op:
         batch_op.drop_index("ix_hmi_sessions_expires_at")
 
     op.drop_table("hmi_sessions")
-    with op.batch_alter_table("batches", schema=None) as batch_op:
-        batch_op.drop_index("ix_batches_product_created")
-
-    op.drop_table("batches")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_ts")
 

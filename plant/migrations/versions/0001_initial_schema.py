@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 09:03:46.098741
+Create Date: 2026-11-29 09:04:48.635933
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ def upgrade() -> None:
         sa.Column("manufacturer", sa.String(length=200), nullable=True),
         sa.Column("mass_g", sa.Float(), nullable=True),
         sa.Column("soh_pct", sa.Float(), nullable=True),
+        sa.Column("chemistry_text", sa.Text(), nullable=True),
+        sa.Column("damaged", sa.Boolean(), nullable=False),
+        sa.Column("fields_used", sa.JSON(), nullable=False),
         sa.Column("source_file", sa.String(length=500), nullable=True),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),

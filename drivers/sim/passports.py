@@ -1,0 +1,170 @@
+"""Simulated battery passports: Catena-X BatteryPass 6.x shaped JSON for simulated cells.
+
+The passport states `truth.passport_chemistry` (wrong when the cell is mislabelled), worded the
+way real suppliers word it: most NMC passports name only the family ("NCM", "Nickel Cobalt
+Manganese (NCM)"), some give the grade ("NCM 811", "NMC-622") or the cathode formula, either
+in `identification.chemistry` or as a material name in `materials.composition`. The layout
+follows ../shared/reference/passports/catenax-battery_pass-6.1.0/BatteryPass.json.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from drivers.sim.cells import CellStream, CellTruth
+
+SPEC_VERSION = "urn:io.catenax.battery.battery_pass:6.1.0"
+
+# Cathode formulas per class (Ni:Mn:Co grades as in ../shared/reference cathode compositions).
+FORMULAS: dict[str, tuple[str, ...]] = {
+    "NMC111": ("LiNi1/3Mn1/3Co1/3O2", "LiNi0.33Mn0.33Co0.33O2"),
+    "NMC532": ("LiNi0.5Mn0.3Co0.2O2",),
+    "NMC622": ("LiNi0.6Mn0.2Co0.2O2",),
+    "NMC811": ("LiNi0.8Mn0.1Co0.1O2", "LiNi₀.₈Mn₀.₁Co₀.₁O₂"),
+    "NCA": ("LiNi0.8Co0.15Al0.05O2", "LiNiCoAlO2"),
+    "LFP": ("LiFePO4",),
+    "LCO": ("LiCoO2",),
+    "LMO": ("LiMn2O4",),
+}
+NMC_FAMILY_WORDING: tuple[str, ...] = (
+    "NCM",
+    "NMC",
+    "Nickel Cobalt Manganese (NCM)",
+    "Lithium nickel manganese cobalt oxide",
+    "Li-ion NMC",
+)
+NMC_GRADE_WORDING: dict[str, tuple[str, ...]] = {
+    "NMC111": ("NMC111", "NCM 111", "NMC 1:1:1"),
+    "NMC532": ("NMC532", "NCM523", "NMC-532"),
+    "NMC622": ("NMC622", "NCM 622", "NMC-622"),
+    "NMC811": ("NMC811", "NCM 811", "NMC 8:1:1"),
+}
+WORDING: dict[str, tuple[str, ...]] = {
+    "NCA": ("NCA", "NCA (Lithium nickel cobalt aluminum oxide)", "nickel cobalt aluminium"),
+    "LFP": ("LFP", "lithium iron phosphate", "Lithium Iron Phosphate (LFP)", "LiFePO4"),
+    "LCO": ("LCO", "lithium cobalt oxide", "LiCoO2"),
+    "LMO": ("LMO", "Lithium-Manganese-Oxide (LMO)", "LiMn2O4"),
+    "NiMH": ("NiMH", "nickel-metal hydride"),
+    "NiCd": ("NiCd", "Ni-Cd"),
+    "ZnMn": ("alkaline", "Zn-MnO2"),
+}
+MANUFACTURERS: tuple[str, ...] = (
+    "BPNL00000003AYRE",
+    "BPNL00000007RXRX",
+    "BPNL000000000001",
+    "BPNL00000003CML1",
+)
+TIME = "2024-03-01T08:00:00.000+01:00"
+NMC_FAMILY_SHARE = 0.7  # real passports name the family, rarely the grade (DESIGN.md)
+
+
+def _wording(chemistry: str, rng: random.Random) -> tuple[str, str | None]:
+    """(text for identification.chemistry, cathode formula for materials.composition or None)."""
+    if chemistry in NMC_GRADE_WORDING:
+        roll = rng.random()
+        if roll < NMC_FAMILY_SHARE:
+            return rng.choice(NMC_FAMILY_WORDING), None
+        if roll < 0.8:
+            return rng.choice(NMC_GRADE_WORDING[chemistry]), None
+        if roll < 0.9:
+            return rng.choice(FORMULAS[chemistry]), None
+        return rng.choice(NMC_FAMILY_WORDING), rng.choice(FORMULAS[chemistry])
+    text = rng.choice(WORDING[chemistry])
+    formula = (
+        rng.choice(FORMULAS[chemistry]) if chemistry in FORMULAS and rng.random() < 0.2 else None
+    )
+    return text, formula
+
+
+def _document(kind: str, header: str) -> dict[str, str]:
+    return {"contentType": "URL", "header": header, "content": f"https://dummy.link/{kind}"}
+
+
+def passport_document(truth: CellTruth) -> dict[str, Any]:
+    """The Catena-X 6.x shaped passport of a simulated cell (deterministic per passport id)."""
+    if truth.passport_id is None or truth.passport_chemistry is None:
+        raise ValueError(f"simulated cell {truth.seq} carries no passport")
+    rng = random.Random(truth.passport_id)
+    text, formula = _wording(truth.passport_chemistry, rng)
+    soh = round(rng.uniform(55.0, 98.0), 1)
+    in_kg = rng.random() < 0.3  # some suppliers state the mass in kilograms
+    weight = {
+        "value": round(truth.mass_g / 1000.0, 4) if in_kg else truth.mass_g,
+        "unit": "unit:kilogram" if in_kg else "unit:gram",
+    }
+    manufacturer = rng.choice(MANUFACTURERS)
+    composition = []
+    if formula is not None:
+        composition.append(
+            {
+                "id": [{"type": "CAS", "name": formula, "id": "12190-79-3"}],
+                "concentration": round(rng.uniform(25.0, 40.0), 1),
+                "unit": "unit:percent",
+                "location": "Cathode",
+                "critical": True,
+            }
+        )
+    events = [_document("event", "Cell damaged: swollen casing")] if truth.damaged else []
+    return {
+        "specVersion": SPEC_VERSION,
+        "metadata": {
+            "passportIdentifier": truth.passport_id,
+            "version": "1.0.0",
+            "status": "approved",
+            "issueDate": "2024-03-01",
+            "economicOperatorId": manufacturer,
+        },
+        "identification": {
+            "category": "EV",
+            "chemistry": text,
+            "idDmc": f"SIM{truth.seq:012d}",
+            "identification": {
+                "type": {
+                    "manufacturerPartId": f"CELL-{rng.randrange(1000, 9999)}",
+                    "nameAtManufacturer": "Simulated cell",
+                },
+                "codes": [],
+                "dataCarrier": {"carrierType": "QR", "carrierLayout": "label, upper-left side"},
+                "classification": [],
+            },
+        },
+        "operation": {
+            "manufacturer": {"manufacturer": manufacturer, "manufacturingDate": "2019-05-14"}
+        },
+        "characteristics": {"physicalDimension": {"weight": weight}},
+        "materials": {"composition": composition},
+        "performance": {
+            "rated": {"capacity": {"value": round(rng.uniform(2.0, 60.0), 1), "temperature": 20.0}},
+            "dynamic": {
+                "capacity": {"fade": {"value": round(100.0 - soh, 1), "time": TIME}},
+                "negativeEvents": events,
+            },
+        },
+        "sustainability": {"status": "waste"},
+    }
+
+
+def passport_filename(passport_id: str) -> str:
+    """File name for a passport id (`urn:uuid:...` -> `<uuid>.json`; no colons on disk)."""
+    return passport_id.rsplit(":", 1)[-1].replace("/", "_") + ".json"
+
+
+def write_passport(truth: CellTruth, path: Path) -> None:
+    """Write the simulated cell's passport JSON to `path`."""
+    path.write_text(json.dumps(passport_document(truth), ensure_ascii=False, indent=1), "utf-8")
+
+
+def write_passports(stream: CellStream, seqs: Iterable[int], out_dir: Path) -> int:
+    """Write a passport file for every cell in `seqs` that carries one; returns how many."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for seq in seqs:
+        truth = stream.truth(seq)
+        if truth.passport_id is not None:
+            write_passport(truth, out_dir / passport_filename(truth.passport_id))
+            written += 1
+    return written

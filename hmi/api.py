@@ -1,0 +1,486 @@
+"""The JSON API under /api: reads for every logged-in role, writes by role, all writes audited."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from hmi.auth import (
+    Principal,
+    client_of,
+    close_session,
+    open_session,
+    require,
+    session_token,
+)
+from hmi.context import HmiContext, ctx
+from plant import __version__
+from plant.alarms import (
+    ANNUNCIATED_STATES,
+    AlarmError,
+    alarm_json,
+    alarm_limits,
+    limit_json,
+    search_alarms,
+    set_alarm_limit,
+)
+from plant.cell_view import (
+    CellError,
+    CellQuery,
+    cell_detail,
+    cell_json,
+    release_cell,
+    search_cells,
+    spectrum_plot,
+)
+from plant.domain import AlarmPriority, AlarmState, Role, Route
+from plant.setpoints import SetpointError, current_setpoints, request_setpoint
+from plant.status import read_statuses
+from plant.store import AuditRow, CellRow
+from plant.users import UserError, add_user, verify
+
+router = APIRouter(prefix="/api")
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Operator = Annotated[Principal, Depends(require(Role.operator))]
+Engineer = Annotated[Principal, Depends(require(Role.engineer))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+Ctx = Annotated[HmiContext, Depends(ctx)]
+
+
+def utc(ts: datetime | None) -> datetime | None:
+    """Query times without a zone are UTC; others are converted (the store keeps UTC)."""
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+# -- health and login ---------------------------------------------------------------------------
+@router.get("/health")
+def health(c: Ctx) -> dict[str, Any]:
+    """Liveness for monitoring: version, site, database reachable, lines reporting."""
+    try:
+        lines = [st.line for st in read_statuses(c.store)]
+        db = "ok"
+    except Exception as exc:  # any driver error means the database is not usable
+        lines, db = [], f"error: {type(exc).__name__}"
+    return {
+        "status": "ok" if db == "ok" else "degraded",
+        "version": __version__,
+        "site": c.config.plant.site,
+        "database": db,
+        "lines": lines,
+    }
+
+
+class LoginIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginOut(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    expires_at: datetime
+    user: str
+    role: Role
+
+
+def login_or_raise(c: HmiContext, request: Request, name: str, password: str) -> Any:
+    """Check credentials with throttling; raises 429 or 401, returns the user on success."""
+    client = client_of(request)
+    wait = c.throttle.retry_after(client)
+    if wait is not None:
+        raise HTTPException(
+            429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)}
+        )
+    user = verify(c.store, name, password)
+    if user is None:
+        c.throttle.failed(client)
+        with c.store.begin() as s:
+            c.store.audit(s, name[:64], "login.failed", f"client:{client}", None, None)
+        raise HTTPException(401, "wrong user name or password")
+    c.throttle.succeeded(client)
+    return user
+
+
+@router.post("/login", response_model=LoginOut)
+def login(body: LoginIn, request: Request, c: Ctx) -> LoginOut:
+    """Exchange name and password for a bearer token (`Authorization: Bearer <token>`)."""
+    user = login_or_raise(c, request, body.name, body.password)
+    token, _csrf, expires = open_session(c.store, user, c.users.auth.session_hours)
+    return LoginOut(token=token, expires_at=expires, user=user.name, role=user.role)
+
+
+@router.post("/logout")
+def logout(request: Request, who: Viewer, c: Ctx) -> dict[str, str]:
+    """End this session or token."""
+    token = session_token(request)
+    if token:
+        close_session(c.store, token, who.user.name)
+    return {"status": "logged out"}
+
+
+@router.get("/me")
+def me(who: Viewer) -> dict[str, Any]:
+    """Who is logged in, with which role, and the CSRF token for cookie sessions."""
+    return {"user": who.user.name, "role": who.user.role, "csrf": who.csrf, "via": who.via}
+
+
+# -- lines ------------------------------------------------------------------------------------
+@router.get("/lines")
+def lines(_: Viewer, c: Ctx) -> list[dict[str, Any]]:
+    """Live status of every line (from the store; any number of lines and HMI processes)."""
+    return [st.as_json() for st in read_statuses(c.store)]
+
+
+# -- cells ------------------------------------------------------------------------------------
+@router.get("/cells")
+def cells(
+    _: Viewer,
+    c: Ctx,
+    passport_id: str | None = None,
+    chemistry: str | None = None,
+    route: str | None = None,
+    state: str | None = None,
+    line: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """The cell log, newest first; page on with `before_id=next_before_id`."""
+    rows = search_cells(
+        c.store,
+        CellQuery(
+            passport_id or None,
+            chemistry or None,
+            route or None,
+            state or None,
+            line or None,
+            utc(since),
+            utc(until),
+            before_id,
+            limit,
+        ),
+    )
+    return {
+        "cells": [cell_json(r) for r in rows],
+        "next_before_id": rows[-1].id if len(rows) == limit else None,
+    }
+
+
+@router.get("/cells/{cell_id}")
+def cell(cell_id: int, _: Viewer, c: Ctx) -> dict[str, Any]:
+    """One cell: decision, reason, model version and the passport fields it used."""
+    found = cell_detail(c.store, cell_id)
+    if found is None:
+        raise HTTPException(404, f"no cell with id {cell_id}")
+    return found
+
+
+@router.get("/cells/{cell_id}/spectrum")
+def cell_spectrum(cell_id: int, _: Viewer, c: Ctx) -> dict[str, Any]:
+    """The cell's XRF spectrum in keV with element lines, if a spectrum file was kept."""
+    found = cell_detail(c.store, cell_id)
+    if found is None:
+        raise HTTPException(404, f"no cell with id {cell_id}")
+    if not found["spectrum_ref"]:
+        raise HTTPException(404, f"cell {cell_id} has no spectrum file")
+    try:
+        return spectrum_plot(found["spectrum_ref"], c.config.plant.data_dir)
+    except CellError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+class ReleaseIn(BaseModel):
+    route: Route
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+@router.post("/cells/{cell_id}/release")
+def release(cell_id: int, body: ReleaseIn, who: Operator, c: Ctx) -> dict[str, Any]:
+    """Release a quarantined cell to a route after inspection (operator; reason required)."""
+    try:
+        row = release_cell(c.store, cell_id, body.route.value, body.reason, who.user.name)
+    except CellError as exc:
+        raise HTTPException(404 if "no cell" in str(exc) else 409, str(exc)) from None
+    data = cell_json(row)
+    c.publish("cell", row.line, data)
+    return data
+
+
+# -- alarms -----------------------------------------------------------------------------------
+@router.get("/alarms")
+def alarms(
+    _: Viewer,
+    c: Ctx,
+    view: Annotated[str, Query(pattern="^(standing|hidden|history)$")] = "standing",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    priority: AlarmPriority | None = None,
+    source: str | None = None,
+    line: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """Standing alarms (default), shelved/suppressed ones (`hidden`) or the history, plus flood."""
+    states: tuple[str, ...] | None = {
+        "standing": ANNUNCIATED_STATES,
+        "hidden": (AlarmState.shelved, AlarmState.suppressed),
+        "history": None,
+    }[view]
+    rows = search_alarms(
+        c.store,
+        states=states,
+        since=utc(since),
+        until=utc(until),
+        priority=priority.value if priority else None,
+        source=source or None,
+        line=line or None,
+        limit=limit,
+    )
+    return {"alarms": [alarm_json(r) for r in rows], "flood": c.flood().as_json()}
+
+
+class AckIn(BaseModel):
+    note: str | None = Field(None, max_length=1000)
+
+
+class ShelveIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+    minutes: float = Field(gt=0)
+
+
+class SuppressIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+def _alarm_action(fn: Any, *args: Any) -> dict[str, object]:
+    try:
+        return alarm_json(fn(*args))
+    except AlarmError as exc:
+        raise HTTPException(404 if "no alarm" in str(exc) else 409, str(exc)) from None
+
+
+@router.post("/alarms/{alarm_id}/ack")
+def ack(alarm_id: int, who: Operator, c: Ctx, body: AckIn | None = None) -> dict[str, object]:
+    """Acknowledge an alarm, with an optional note (operator)."""
+    return _alarm_action(c.alarms.ack, alarm_id, who.user.name, body.note if body else None)
+
+
+@router.post("/alarms/{alarm_id}/shelve")
+def shelve(alarm_id: int, body: ShelveIn, who: Operator, c: Ctx) -> dict[str, object]:
+    """Shelve a standing alarm for `minutes` (capped by config/users.toml), reason required."""
+    return _alarm_action(
+        lambda: c.alarms.shelve(
+            alarm_id,
+            who.user.name,
+            body.reason,
+            timedelta(minutes=body.minutes),
+            max_duration=timedelta(hours=c.users.alarms.max_shelve_hours),
+        )
+    )
+
+
+@router.post("/alarms/{alarm_id}/unshelve")
+def unshelve(alarm_id: int, who: Operator, c: Ctx) -> dict[str, object]:
+    """Return a shelved or suppressed alarm to service (operator)."""
+    return _alarm_action(c.alarms.unshelve, alarm_id, who.user.name)
+
+
+@router.post("/alarms/{alarm_id}/suppress")
+def suppress(alarm_id: int, body: SuppressIn, who: Engineer, c: Ctx) -> dict[str, object]:
+    """Take an alarm out of service (engineer), reason required."""
+    return _alarm_action(c.alarms.suppress, alarm_id, who.user.name, body.reason)
+
+
+@router.get("/alarm-limits")
+def get_limits(_: Viewer, c: Ctx) -> list[dict[str, object]]:
+    """Analog alarm limits with deadband and on-delay."""
+    return [limit_json(r) for r in alarm_limits(c.store)]
+
+
+class LimitIn(BaseModel):
+    tag: str = Field(min_length=1, max_length=64)
+    kind: str = Field(pattern="^(high|low)$")
+    limit: float
+    deadband: float = Field(0.0, ge=0)
+    on_delay_s: float = Field(0.0, ge=0)
+    priority: AlarmPriority = AlarmPriority.medium
+    unit: str = Field("", max_length=16)
+    enabled: bool = True
+
+
+@router.put("/alarm-limits")
+def put_limit(body: LimitIn, who: Engineer, c: Ctx) -> dict[str, object]:
+    """Create or change an alarm limit at runtime (engineer; audited old -> new)."""
+    try:
+        row = set_alarm_limit(
+            c.store, who.user.name, **body.model_dump() | {"priority": body.priority.value}
+        )
+    except AlarmError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return limit_json(row)
+
+
+# -- purity -----------------------------------------------------------------------------------
+@router.get("/purity/batches")
+def purity_batches(
+    _: Viewer,
+    c: Ctx,
+    product: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 200,
+) -> dict[str, Any]:
+    """Product batches, newest first, each with its latest assay and spec verdict."""
+    return {"batches": c.purity.batches(product, limit), "target_pct": c.purity.target_pct}
+
+
+@router.get("/purity/overview")
+def purity_overview(_: Viewer, c: Ctx) -> dict[str, Any]:
+    """Mass balance, recovery vs EU targets, SPC alarms and black-mass lots, where available."""
+    return c.purity.overview()
+
+
+# -- classifier -------------------------------------------------------------------------------
+@router.get("/classifier")
+def classifier(
+    _: Viewer, c: Ctx, recent: Annotated[int, Query(ge=10, le=20000)] = 2000
+) -> dict[str, Any]:
+    """Active model, and of the most recent cells: confidence histogram, classes, reasons."""
+    with c.store.session() as s:
+        rows = s.execute(
+            select(CellRow.chemistry, CellRow.confidence, CellRow.route, CellRow.reason)
+            .order_by(CellRow.id.desc())
+            .limit(recent)
+        ).all()
+    bins = [0] * 10
+    for r in rows:
+        if r.confidence is not None:
+            bins[min(9, max(0, int(r.confidence * 10)))] += 1
+    reasons = Counter(r.reason or "(none)" for r in rows if r.route == Route.quarantine)
+    return {
+        "cells": len(rows),
+        "confidence_histogram": {"edges": [i / 10 for i in range(11)], "counts": bins},
+        "per_class": dict(Counter(r.chemistry or "(none)" for r in rows).most_common()),
+        "per_route": dict(Counter(r.route or "(none)" for r in rows).most_common()),
+        "quarantine_reasons": dict(reasons.most_common(20)),
+        "models": c.models.describe(),
+    }
+
+
+class ActivateIn(BaseModel):
+    version: str = Field(min_length=1, max_length=100)
+
+
+@router.post("/classifier/activate")
+def activate(body: ActivateIn, who: Engineer, c: Ctx) -> dict[str, Any]:
+    """Activate (or roll back to) a registered model version (engineer; audited)."""
+    try:
+        old = c.models.activate(body.version)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RuntimeError as exc:
+        raise HTTPException(503, str(exc)) from None
+    with c.store.begin() as s:
+        c.store.audit(s, who.user.name, "model.activate", "classifier", old, body.version)
+    return c.models.describe()
+
+
+# -- setpoints --------------------------------------------------------------------------------
+@router.get("/setpoints")
+def setpoints(_: Engineer, c: Ctx) -> dict[str, Any]:
+    """Process setpoints and routing thresholds, with their allowed ranges."""
+    return {"setpoints": current_setpoints(c.store), "routing": c.routing.thresholds()}
+
+
+class SetpointIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    value: float
+    confirm: bool = Field(
+        False, description="must be true: the HMI asks the engineer to confirm first"
+    )
+
+
+def _need_confirm(confirm: bool) -> None:
+    if not confirm:
+        raise HTTPException(428, "confirm the change: send confirm=true")
+
+
+@router.post("/setpoints")
+def put_setpoint(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
+    """Request a process setpoint (engineer; range-checked, confirmed, audited old -> new)."""
+    _need_confirm(body.confirm)
+    try:
+        old, new = request_setpoint(c.store, body.name, body.value, who.user.name)
+    except SetpointError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if c.setpoint_writer is not None:
+        c.setpoint_writer(body.name, new)
+    return {"name": body.name, "old": old, "new": new}
+
+
+@router.post("/routing/thresholds")
+def put_threshold(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
+    """Change a routing threshold in config/routing.toml (engineer; confirmed, audited)."""
+    _need_confirm(body.confirm)
+    try:
+        old, new = c.routing.set_threshold(body.name, body.value, who.user.name)
+    except (KeyError, ValueError) as exc:
+        raise HTTPException(422, str(exc).strip("'\"")) from None
+    except FileNotFoundError as exc:
+        raise HTTPException(503, str(exc)) from None
+    return {"name": body.name, "old": old, "new": new}
+
+
+# -- audit and users --------------------------------------------------------------------------
+@router.get("/audit")
+def audit(
+    _: Engineer,
+    c: Ctx,
+    since: datetime | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 200,
+) -> list[dict[str, Any]]:
+    """The audit log, newest first (engineer)."""
+    q = select(AuditRow)
+    if since:
+        q = q.where(AuditRow.ts >= utc(since))
+    if user:
+        q = q.where(AuditRow.user == user)
+    if action:
+        q = q.where(AuditRow.action.startswith(action))
+    with c.store.session() as s:
+        rows = s.scalars(q.order_by(AuditRow.id.desc()).limit(limit)).all()
+    return [
+        {
+            "id": r.id,
+            "ts": r.ts.isoformat(),
+            "user": r.user,
+            "action": r.action,
+            "target": r.target,
+            "old": r.old,
+            "new": r.new,
+        }
+        for r in rows
+    ]
+
+
+class UserIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post("/users", status_code=201)
+def create_user(body: UserIn, who: Admin, c: Ctx) -> dict[str, str]:
+    """Create an HMI user (admin; audited)."""
+    try:
+        u = add_user(c.store, body.name, body.role.value, body.password, by=who.user.name)
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"name": u.name, "role": u.role.value}

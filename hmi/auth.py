@@ -1,0 +1,156 @@
+"""Who is asking: sessions (browser cookie or API bearer token), roles, CSRF and login throttling.
+
+Sessions live in the store (`hmi_sessions`, token hashed with SHA-256), so any number of HMI
+processes accept the same login. Browser sessions use an HttpOnly, SameSite=Strict cookie plus a
+per-session CSRF token that every non-GET request must echo in `X-CSRF-Token` (or a `csrf` form
+field); bearer tokens from `POST /api/login` need no CSRF token because browsers never send them
+on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fastapi import HTTPException, Request
+from sqlalchemy import delete
+from starlette.requests import HTTPConnection
+
+from plant.domain import Role
+from plant.store import SessionRow, Store, utcnow
+from plant.users import User, get_user
+
+COOKIE = "plant_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: the user, the session's CSRF token and how they came in."""
+
+    user: User
+    csrf: str
+    via: str  # "cookie" or "bearer"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def open_session(store: Store, user: User, hours: float) -> tuple[str, str, datetime]:
+    """Start a session; returns (token, csrf token, expiry). Expired sessions are purged."""
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(24)
+    now = utcnow()
+    expires = now + timedelta(hours=hours)
+    with store.begin() as s:
+        s.execute(delete(SessionRow).where(SessionRow.expires_at < now))
+        s.add(SessionRow(token_hash=_hash(token), user=user.name, csrf=csrf, expires_at=expires))
+        store.audit(s, user.name, "login", f"user:{user.name}", None, f"role={user.role}")
+    return token, csrf, expires
+
+
+def close_session(store: Store, token: str, user: str) -> None:
+    """Log out: the token stops working everywhere at once."""
+    with store.begin() as s:
+        s.execute(delete(SessionRow).where(SessionRow.token_hash == _hash(token)))
+        store.audit(s, user, "logout", f"user:{user}", None, None)
+
+
+def _token_of(request: HTTPConnection) -> tuple[str, str] | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip(), "bearer"
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, "cookie") if cookie else None
+
+
+def principal_of(request: HTTPConnection) -> Principal | None:
+    """The caller behind this request's bearer token or session cookie, if it is valid."""
+    found = _token_of(request)
+    if found is None:
+        return None
+    token, via = found
+    store: Store = request.app.state.store
+    with store.session() as s:
+        row = s.get(SessionRow, _hash(token))
+    if row is None:
+        return None
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    if expires < utcnow():
+        return None
+    user = get_user(store, row.user)
+    if user is None or not user.active:
+        return None
+    return Principal(user, row.csrf, via)
+
+
+def session_token(request: HTTPConnection) -> str | None:
+    found = _token_of(request)
+    return found[0] if found else None
+
+
+def require(role: Role) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: 401 without a valid login, 403 below `role` or without CSRF."""
+
+    def dependency(request: Request) -> Principal:
+        who = principal_of(request)
+        if who is None:
+            raise HTTPException(
+                401, "login required", headers={"WWW-Authenticate": 'Bearer realm="plant"'}
+            )
+        if not who.user.can(role):
+            raise HTTPException(403, f"needs role {role.value} or higher; you are {who.user.role}")
+        if request.method not in SAFE_METHODS and who.via == "cookie":
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not secrets.compare_digest(sent, who.csrf):
+                raise HTTPException(403, f"CSRF token missing or wrong ({CSRF_HEADER} header)")
+        return who
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+class LoginThrottle:
+    """Per-client limit on failed logins in a sliding window (per HMI process)."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        q = self._failures.setdefault(client, deque())
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        return q
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until this client may try again, or None if it may try now."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(client, now)
+            if len(q) < self.max_failures:
+                return None
+            return max(1, int(q[0] + self.window_s - now) + 1)
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._recent(client, time.monotonic()).append(time.monotonic())
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+def client_of(request: HTTPConnection) -> str:
+    """The client address the throttle counts against."""
+    return request.client.host if request.client else "unknown"

@@ -64,6 +64,16 @@ class LineSection(Strict):
     quarantine_rate_window: int = Field(200, ge=10, description="cells in the recent window")
 
 
+class PlcSection(Strict):
+    """Where the line PLC listens (Modbus TCP); the tag map is config/plc.toml."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5020, ge=1, le=65535)
+    timeout_s: float | None = Field(
+        None, gt=0, le=60, description="per-request timeout; default: plc.toml [modbus]"
+    )
+
+
 class MqttSection(Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -77,6 +87,7 @@ class PlantConfig(Strict):
     database: DatabaseSection = DatabaseSection()
     hmi: HmiSection = HmiSection()
     sim: SimSection = SimSection()
+    plc: PlcSection = PlcSection()
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
 

@@ -1,0 +1,193 @@
+"""Historian: process values into the store, with roll-ups that keep year-long trends fast.
+
+Each sample goes into `process_values` (raw). The same call also folds it into
+`process_rollups` at 1-minute, 1-hour and 1-day resolution (count, min, max, sum, sum of squares),
+maintained incrementally with one upsert per bucket touched. A trend query picks the coarsest
+resolution that still gives about `max_points` buckets over the range, so a year reads at most
+8,760 hourly rows and a few minutes read raw samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, cast, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from plant.store import ProcessValueRow, RollupRow, Store
+
+RESOLUTIONS_S: tuple[int, ...] = (60, 3600, 86400)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One point of a trend: min/max/mean (and spread) of the samples in [start, start+width)."""
+
+    start: datetime
+    width_s: int
+    n: int
+    min: float
+    max: float
+    mean: float
+    sd: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "t": self.start.isoformat(),
+            "width_s": self.width_s,
+            "n": self.n,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "sd": self.sd,
+        }
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _epoch(ts: datetime) -> int:
+    return math.floor(_utc(ts).timestamp())
+
+
+class Historian:
+    """Record samples and answer downsampled trend queries over one store."""
+
+    def __init__(self, store: Store, resolutions: tuple[int, ...] = RESOLUTIONS_S) -> None:
+        self.store = store
+        self.resolutions = tuple(sorted(resolutions))
+        self._dialect = store.engine.dialect.name
+
+    def record(self, samples: Iterable[tuple[str, datetime, float]]) -> int:
+        """Store (tag, timestamp, value) samples and fold them into the roll-ups, atomically.
+
+        A non-finite value raises ValueError naming the tag: a historian must not chart a NaN as
+        a number, and the caller (the poller) must know its source is bad.
+        """
+        raw: list[dict[str, Any]] = []
+        agg: dict[tuple[str, int, int], list[float]] = {}
+        for tag, ts, value in samples:
+            v = float(value)
+            if not math.isfinite(v):
+                raise ValueError(f"historian: {tag} at {ts.isoformat()} is {value!r}, not a number")
+            when = _utc(ts)
+            raw.append({"tag": tag, "ts": when, "value": v})
+            sec = _epoch(when)
+            for res in self.resolutions:
+                key = (tag, res, sec - sec % res)
+                a = agg.get(key)
+                if a is None:
+                    agg[key] = [1.0, v, v, v, v * v]
+                else:
+                    a[0] += 1
+                    a[1] = min(a[1], v)
+                    a[2] = max(a[2], v)
+                    a[3] += v
+                    a[4] += v * v
+        if not raw:
+            return 0
+        rows = [
+            {"tag": t, "res_s": r, "bucket": b, "n": int(a[0]), "vmin": a[1], "vmax": a[2],
+             "vsum": a[3], "vsumsq": a[4]}
+            for (t, r, b), a in sorted(agg.items())
+        ]  # fmt: skip
+        with self.store.begin() as s:
+            s.execute(ProcessValueRow.__table__.insert(), raw)
+            s.execute(self._upsert(), rows)
+        return len(raw)
+
+    def _upsert(self) -> Any:
+        """INSERT ... ON CONFLICT DO UPDATE merging a bucket's partial aggregate into the row."""
+        table = RollupRow.__table__
+        if self._dialect == "postgresql":
+            ins: Any = postgresql.insert(table)
+            lo, hi = func.least, func.greatest
+        elif self._dialect == "sqlite":
+            ins = sqlite.insert(table)
+            lo, hi = func.min, func.max
+        else:
+            raise NotImplementedError(f"historian roll-ups on {self._dialect}")
+        ex = ins.excluded
+        return ins.on_conflict_do_update(
+            index_elements=["tag", "res_s", "bucket"],
+            set_={
+                "n": table.c.n + ex.n,
+                "vmin": lo(table.c.vmin, ex.vmin),
+                "vmax": hi(table.c.vmax, ex.vmax),
+                "vsum": table.c.vsum + ex.vsum,
+                "vsumsq": table.c.vsumsq + ex.vsumsq,
+            },
+        )
+
+    def resolution_for(self, span_s: float, max_points: int) -> int:
+        """Coarsest stored resolution no wider than span/max_points (0 = raw samples)."""
+        want = span_s / max(1, max_points)
+        fits = [r for r in self.resolutions if r <= want]
+        return fits[-1] if fits else 0
+
+    def trend(
+        self, tag: str, start: datetime, end: datetime, max_points: int = 1000
+    ) -> list[Bucket]:
+        """Downsampled series of `tag` over [start, end): about max_points buckets or fewer."""
+        s0, e0 = _epoch(start), _epoch(end)
+        if e0 <= s0:
+            return []
+        res = self.resolution_for(e0 - s0, max_points)
+        step = max(1, res)
+        width = max(step, math.ceil((e0 - s0) / max(1, max_points) / step) * step)
+        origin = s0 - s0 % step
+        if res:
+            k = (RollupRow.bucket - origin) // width
+            q = (
+                select(
+                    k,
+                    func.sum(RollupRow.n),
+                    func.min(RollupRow.vmin),
+                    func.max(RollupRow.vmax),
+                    func.sum(RollupRow.vsum),
+                    func.sum(RollupRow.vsumsq),
+                )
+                .where(
+                    RollupRow.tag == tag,
+                    RollupRow.res_s == res,
+                    RollupRow.bucket >= origin,
+                    RollupRow.bucket < e0,
+                )
+                .group_by(k)
+                .order_by(k)
+            )
+        else:
+            k = (self._raw_epoch() - origin) // width
+            v = ProcessValueRow.value
+            q = (
+                select(k, func.count(v), func.min(v), func.max(v), func.sum(v), func.sum(v * v))
+                .where(
+                    ProcessValueRow.tag == tag,
+                    ProcessValueRow.ts >= datetime.fromtimestamp(origin, UTC),
+                    ProcessValueRow.ts < _utc(end),
+                )
+                .group_by(k)
+                .order_by(k)
+            )
+        with self.store.session() as s:
+            rows = s.execute(q).all()
+        out = []
+        for idx, n, vmin, vmax, vsum, vsumsq in rows:
+            n = int(n)
+            mean = float(vsum) / n
+            var = max(0.0, float(vsumsq) / n - mean * mean)
+            start_ts = datetime.fromtimestamp(origin + int(idx) * width, UTC)
+            out.append(Bucket(start_ts, width, n, float(vmin), float(vmax), mean, math.sqrt(var)))
+        return out
+
+    def _raw_epoch(self) -> ColumnElement[int]:
+        """Whole epoch seconds of a raw sample's timestamp, in this database's dialect."""
+        if self._dialect == "postgresql":
+            return cast(func.floor(func.extract("epoch", ProcessValueRow.ts)), BigInteger)
+        return cast(func.strftime("%s", ProcessValueRow.ts), Integer)

@@ -9,7 +9,7 @@ from typing import Annotated
 import click
 import typer
 
-from plant.commands import Ctx, db, err, passports, run
+from plant.commands import Ctx, db, err, passports, plc, run
 from plant.config import ConfigError, config_dir
 from plant.store import StoreError
 
@@ -37,14 +37,14 @@ def _root(
 
 
 # Command groups, one module each under plant/commands/.
-for _module in (db, run, passports):
+for _module in (db, run, passports, plc):
     _module.register(app)
 
 
 def main() -> None:
     """Console entry point: expected failures print one line, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising
     except (ConfigError, StoreError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -56,6 +56,8 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

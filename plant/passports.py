@@ -115,7 +115,7 @@ def _read(path: Path) -> tuple[Passport, dict[str, Any], str]:
     passport = passport_from_document(doc, source=source)
     if passport.passport_id is None:
         raise PassportError(
-            f"{source}: passport id: missing; a {passport.model.value} aspect file carries no "
+            f"{source}: passport id: missing; this {passport.model.value} aspect file carries no "
             "passport id, so it cannot be looked up (import the passport that names the id)"
         )
     return passport, doc, source

@@ -112,6 +112,9 @@ OVERVIEW = f"""
 </div>
 </template>
 <p id=no-lines class=muted>No line has reported yet.</p>
+<section><h2>Last cells</h2><table class=grid id=last-cells><thead><tr><th>line</th><th>seq</th>
+<th>chemistry</th><th>confidence</th><th>route</th><th>reason</th></tr></thead><tbody></tbody>
+</table></section>
 """
 
 CELLS = """

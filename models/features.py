@@ -1,0 +1,523 @@
+"""XRF spectrum -> chemistry features, computed in energy space from each spectrum's calibration.
+
+Physics, not channel patterns: every spectrum is fitted, on its own keV axis, with a linear
+model of Gaussian line groups (Kα1, Kα2, Kβ with xraylib's radiative rates, so that the Kβ of
+one element is not read as the Kα of the next: Mn Kβ/Fe Kα, Fe Kβ/Co Kα, Co Kβ/Ni Kα,
+Ni Kβ/Cu Kα, ../shared/reference/xrf-and-process.md §1.2) over a smooth background of linear
+hat functions. The detector resolution follows the Fano law from the FWHM at Mn Kα, which is
+estimated per spectrum (the best of a ladder of candidates) unless the file states it. The
+fit is a precomputed pseudo-inverse per (calibration, FWHM), so a batch costs a few matrix
+products. Features are ratios and fractions of the fitted line areas (count level and live time
+drop out), peak-to-background ratios of the heavy K lines (Cd, La, Ce: NiCd/NiMH through a
+steel can) and a few quality figures (total counts, resolution, fit residual).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+import xraylib
+
+from drivers.spectra import Spectrum
+
+FEATURE_VERSION = "1"
+
+FloatArray = npt.NDArray[np.float64]
+
+# Fano-limited silicon detector: FWHM(E)^2 = noise^2 + (2.355)^2 * F * eps * E.
+_FANO = 0.115
+_EPS_KEV = 3.64e-3  # energy per electron-hole pair in Si
+_FANO_TERM = 2.3548**2 * _FANO * _EPS_KEV  # keV^2 per keV
+MN_KA_KEV = 5.899  # ../shared/reference/xrf-and-process.md §1.1
+# FWHM candidates at Mn Kα (keV): SDD ~123-145 eV, Si-PIN 145-200 eV (reference §1.3), margin.
+FWHM_LADDER_KEV: tuple[float, ...] = tuple(
+    float(x) for x in np.round(np.geomspace(0.118, 0.270, 12), 4)
+)
+
+# Atomic numbers of the elements fitted.
+_Z = {
+    "Al": 13, "P": 15, "Ar": 18, "K": 19, "Ca": 20, "Ti": 22, "Cr": 24, "Mn": 25,
+    "Fe": 26, "Co": 27, "Ni": 28, "Cu": 29, "Zn": 30, "Rh": 45, "Ag": 47, "Cd": 48,
+    "Sn": 50, "La": 57, "Ce": 58, "Pr": 59, "Nd": 60,
+}  # fmt: skip
+
+# Transition metals read as cathode / casing / alkaline signal (K lines, 4.5-9.6 keV).
+TM = ("Ti", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn")
+LIGHT = ("Al", "P", "K")
+
+
+@dataclass(frozen=True)
+class _Region:
+    """One fit window: energy span, K-line groups, L-line groups and background knots."""
+
+    name: str
+    lo_kev: float
+    hi_kev: float
+    k_lines: tuple[str, ...]
+    l_lines: tuple[str, ...]
+    knots_kev: tuple[float, ...]
+
+
+# Low region: Al..Zn K lines, plus the L lines that fall there (tube Rh, Cd of NiCd, La/Ce of
+# NiMH) so they are not mistaken for K/Ti/Cr. Knots closer at low energy, where the detector
+# window and the air path bend the continuum.
+LOW = _Region(
+    "low",
+    1.25,
+    10.2,
+    ("Al", "P", "Ar", "K", "Ca", "Ti", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn"),
+    ("Rh", "Cd", "La", "Ce"),
+    (1.25, 1.75, 2.25, 2.75, 3.25, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.2),
+)
+# Cd K (23.2 keV) beside the tube's Rh Kβ / Ag Kα scatter.
+CD = _Region(
+    "cd",
+    21.3,
+    27.3,
+    ("Ag", "Cd", "Sn"),
+    (),
+    (21.3, 22.3, 23.3, 24.3, 25.3, 26.3, 27.3),
+)
+CD_SCATTER = ("Rh",)  # Rh Kβ Rayleigh at 22.7 keV: a K group whose Kα sits below the window
+# La/Ce K (33.4/34.7 keV), with the other mischmetal rare earths of NiMH (reference §2.1).
+REE = _Region(
+    "ree",
+    31.0,
+    41.0,
+    ("La", "Ce", "Pr", "Nd"),
+    (),
+    (31.0, 33.0, 35.0, 37.0, 39.0, 41.0),
+)
+REGIONS = (LOW, CD, REE)
+
+
+@cache
+def _k_group(element: str) -> tuple[tuple[float, float], ...]:
+    """K lines of an element as (keV, relative intensity), from xraylib radiative rates."""
+    z = _Z[element]
+    lines = []
+    for line in (
+        xraylib.KL3_LINE,
+        xraylib.KL2_LINE,
+        xraylib.KM3_LINE,
+        xraylib.KM2_LINE,
+        xraylib.KN3_LINE,
+    ):
+        try:
+            lines.append((xraylib.LineEnergy(z, line), xraylib.RadRate(z, line)))
+        except ValueError:
+            continue
+    return tuple(lines)
+
+
+@cache
+def _l_group(element: str) -> tuple[tuple[float, float], ...]:
+    """Main L lines (Lα1, Lβ1, Lβ2, Lγ1) with typical relative intensities."""
+    z = _Z[element]
+    spec = ((xraylib.L3M5_LINE, 1.0), (xraylib.L2M4_LINE, 0.55), (xraylib.L3N5_LINE, 0.2))
+    spec += ((xraylib.L2N4_LINE, 0.08),)
+    return tuple((xraylib.LineEnergy(z, line), w) for line, w in spec)
+
+
+def fwhm_at(energy_kev: FloatArray | float, fwhm_mn_kev: float) -> FloatArray:
+    """Detector FWHM (keV) at an energy, given the FWHM at Mn Kα (Fano law)."""
+    noise2 = max(fwhm_mn_kev**2 - _FANO_TERM * MN_KA_KEV, 1e-6)
+    return np.sqrt(noise2 + _FANO_TERM * np.asarray(energy_kev, dtype=np.float64))
+
+
+def _group_shape(e: FloatArray, lines: Sequence[tuple[float, float]], fwhm_mn: float) -> FloatArray:
+    """Sum of unit-area Gaussians (per keV) of a line group, normalised to the group's total."""
+    total = sum(w for _, w in lines)
+    out = np.zeros_like(e)
+    for energy, w in lines:
+        sigma = fwhm_at(energy, fwhm_mn) / 2.3548
+        out += (
+            (w / total) * np.exp(-0.5 * ((e - energy) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+        )
+    return out
+
+
+def _hats(e: FloatArray, knots: Sequence[float]) -> FloatArray:
+    """Linear B-spline (hat) basis on the knots: a smooth, flexible background."""
+    cols = []
+    k = np.asarray(knots)
+    for i in range(len(k)):
+        col = np.zeros_like(e)
+        if i > 0:
+            m = (e >= k[i - 1]) & (e <= k[i])
+            col[m] = (e[m] - k[i - 1]) / (k[i] - k[i - 1])
+        if i < len(k) - 1:
+            m = (e >= k[i]) & (e <= k[i + 1])
+            col[m] = (k[i + 1] - e[m]) / (k[i + 1] - k[i])
+        cols.append(col)
+    return np.stack(cols, axis=1)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Precomputed least-squares operators for one region, calibration and FWHM."""
+
+    pinv: FloatArray  # (n_cols, n_ch): amplitudes = pinv @ counts
+    pinv_sq: FloatArray  # pinv**2, for Poisson variances of the amplitudes
+    design: FloatArray  # (n_ch, n_cols): peak columns then background hats
+    slope: FloatArray  # (n_peaks, n_ch): d(peak column)/dE, for the energy-scale correction
+    n_peaks: int
+    background_under: FloatArray  # (n_hats, n_peaks): hat weight under each peak's +-1 FWHM
+
+
+@dataclass(frozen=True)
+class _RegionDesign:
+    """All FWHM candidates for one region under one calibration."""
+
+    region: _Region
+    channels: slice
+    energies: FloatArray  # keV of the region's channels
+    fits: tuple[_Fit, ...]  # one per FWHM_LADDER_KEV entry; empty when the region is off-scale
+    q_all: FloatArray  # (n_ch, sum of ranks): orthonormal bases of every candidate, side by side
+    peak_names: tuple[str, ...]
+
+
+def _region_design(region: _Region, energies: FloatArray, width_kev: float) -> _RegionDesign:
+    """Build the fit operators of one region for a channel energy axis."""
+    peaks = (
+        list(region.k_lines)
+        + [f"{el}_L" for el in region.l_lines]
+        + ([f"{el}_scatter" for el in CD_SCATTER] if region is CD else [])
+    )
+    lo = int(np.searchsorted(energies, region.lo_kev))
+    hi = int(np.searchsorted(energies, region.hi_kev, side="right"))
+    e = energies[lo:hi]
+    # Off-scale (the instrument does not reach it) or too few channels to fit: no design.
+    if hi - lo < 3 * (len(peaks) + len(region.knots_kev)) or energies[-1] < region.hi_kev - 1.0:
+        return _RegionDesign(region, slice(lo, lo), e, (), np.zeros((0, 0)), tuple(peaks))
+    hats = _hats(e, region.knots_kev)
+    step = 1e-3  # keV, for the numerical slope of each peak column
+    fits = []
+    bases = []
+    for fwhm_mn in FWHM_LADDER_KEV:
+
+        def peak_columns(x: FloatArray, fwhm: float = fwhm_mn) -> FloatArray:
+            cols = [_group_shape(x, _k_group(el), fwhm) for el in region.k_lines]
+            cols += [_group_shape(x, _l_group(el), fwhm) for el in region.l_lines]
+            if region is CD:
+                cols += [_group_shape(x, _k_group(el)[2:], fwhm) for el in CD_SCATTER]
+            return np.stack(cols, axis=1) * width_kev  # counts per channel for unit area
+
+        peak_cols = peak_columns(e)
+        slope = (peak_columns(e + step) - peak_columns(e - step)) / (2 * step)
+        design = np.concatenate([peak_cols, hats], axis=1)
+        q, _ = np.linalg.qr(design)
+        bases.append(q)
+        # Background counts under each peak within +-1 FWHM of its main line, per hat amplitude.
+        under = np.zeros((hats.shape[1], peak_cols.shape[1]))
+        for j in range(peak_cols.shape[1]):
+            centre = e[int(np.argmax(peak_cols[:, j]))]
+            m = np.abs(e - centre) <= float(fwhm_at(centre, fwhm_mn))
+            under[:, j] = hats[m].sum(axis=0)
+        pinv = np.linalg.pinv(design)
+        fits.append(
+            _Fit(
+                pinv=np.ascontiguousarray(pinv),
+                design=design,
+                pinv_sq=np.ascontiguousarray(pinv[: peak_cols.shape[1]] ** 2),
+                slope=np.ascontiguousarray(slope.T),
+                n_peaks=peak_cols.shape[1],
+                background_under=under,
+            )
+        )
+    q_all = np.ascontiguousarray(np.concatenate(bases, axis=1))
+    return _RegionDesign(region, slice(lo, hi), e, tuple(fits), q_all, tuple(peaks))
+
+
+_CACHE: OrderedDict[tuple[int, float, float], tuple[_RegionDesign, ...]] = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _designs(
+    n_channels: int, offset_kev: float, kev_per_channel: float
+) -> tuple[_RegionDesign, ...]:
+    """Fit operators for a calibration, cached: spectra of one instrument share them."""
+    key = (n_channels, round(offset_kev, 9), round(kev_per_channel, 12))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    energies = offset_kev + kev_per_channel * np.arange(n_channels, dtype=np.float64)
+    built = tuple(_region_design(r, energies, kev_per_channel) for r in REGIONS)
+    _CACHE[key] = built
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return built
+
+
+def _stated_fwhm_index(spectrum: Spectrum) -> int | None:
+    """Ladder index nearest to a FWHM at Mn Kα the file states (eV), if it states one."""
+    for key in ("fwhmmnka", "fwhm_mn_ka_ev", "fwhm_ev"):
+        raw = spectrum.metadata.get(key)
+        if raw is None:
+            continue
+        try:
+            kev = float(str(raw).split()[0]) / 1000.0
+        except ValueError:
+            continue
+        if 0.1 <= kev <= 0.4:
+            return int(np.argmin(np.abs(np.log(np.asarray(FWHM_LADDER_KEV) / kev))))
+    return None
+
+
+# ----------------------------------------------------------------------------- feature vector
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"frac_{el}" for el in TM),
+    "lr_Ni_Co",
+    "lr_Ni_Mn",
+    "lr_Co_Mn",
+    "lr_Fe_NiCoMn",
+    *(f"light_{el}" for el in LIGHT),
+    *(f"snr_{el}" for el in (*TM, *LIGHT)),
+    *(f"pb_{el}" for el in ("Cd", "La", "Ce", "REE")),
+    *(f"snr_{el}" for el in ("Cd", "La", "Ce", "REE")),
+    "tm_to_scatter",
+    "log_total_counts",
+    "log_tm_counts",
+    "fwhm_mn_kev",
+    "low_fit_residual",
+    "cd_region_seen",
+    "ree_region_seen",
+)
+N_FEATURES = len(FEATURE_NAMES)
+INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def _slog(x: FloatArray) -> FloatArray:
+    """Signed log compression of a significance: keeps sign, tames huge values."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """Fitted line areas (counts), their 1-sigma and local background, for a batch."""
+
+    area: dict[str, FloatArray]
+    sigma: dict[str, FloatArray]
+    background: dict[str, FloatArray]
+    fwhm_mn_kev: FloatArray
+    residual: FloatArray  # low region: residual sum of squares / Poisson expectation
+    shift: FloatArray  # (n, 2): fitted energy-scale error, offset (keV) and relative gain
+    seen: dict[str, FloatArray]  # 1.0 where the region is on scale
+
+
+# Largest energy-scale error the linearised correction is trusted with (gain drift of real
+# MCAs is a few per mille; reference §1.3 resolution ~125-200 eV).
+MAX_OFFSET_SHIFT_KEV = 0.04
+MAX_GAIN_SHIFT = 0.006
+
+
+@dataclass
+class _RegionResult:
+    area: dict[str, FloatArray]
+    sigma: dict[str, FloatArray]
+    background: dict[str, FloatArray]
+    fwhm_idx: npt.NDArray[np.int64]
+    residual: FloatArray
+    shift: FloatArray
+
+
+def _fit_region(
+    design: _RegionDesign,
+    counts: FloatArray,
+    fwhm_idx: npt.NDArray[np.int64] | None,
+    shift: FloatArray | None,
+) -> _RegionResult:
+    """Fit one region for a batch (rows = spectra).
+
+    Chooses the FWHM when not given (least residual over the ladder). With `shift` None the
+    energy-scale error (offset + gain) is fitted by one Gauss-Newton step on the linearised
+    model; otherwise the given error is applied. Either way amplitudes are corrected for it.
+    """
+    b = counts.shape[0]
+    names = design.peak_names
+    if not design.fits:
+        zero = np.zeros(b)
+        return _RegionResult(
+            {n: zero for n in names},
+            {n: zero + 1.0 for n in names},
+            {n: zero for n in names},
+            np.zeros(b, dtype=np.int64),
+            zero,
+            np.zeros((b, 2)),
+        )
+    y = counts[:, design.channels]
+    yy = np.einsum("ij,ij->i", y, y)
+    n_cols = design.fits[0].pinv.shape[0]
+    if fwhm_idx is None:
+        proj = (y @ design.q_all).reshape(b, len(design.fits), n_cols)
+        resid_all = yy[:, None] - np.einsum("ijk,ijk->ij", proj, proj)
+        fwhm_idx = np.argmin(resid_all, axis=1)
+    n_peaks = design.fits[0].n_peaks
+    amps = np.empty((b, n_cols))
+    var = np.empty((b, n_peaks))
+    bg = np.empty((b, n_peaks))
+    resid = np.empty(b)
+    out_shift = np.zeros((b, 2)) if shift is None else shift
+    yvar = np.maximum(y, 1.0)
+    e = design.energies
+    for k in np.unique(fwhm_idx):
+        rows = np.flatnonzero(fwhm_idx == k)
+        f = design.fits[int(k)]
+        yk = y[rows]
+        a = yk @ f.pinv.T
+        # Columns of d(model)/d(offset) and d(model)/d(gain): the fitted peaks, shifted.
+        slope = a[:, :n_peaks] @ f.slope  # (r, n)
+        u = np.stack([-slope, -slope * e], axis=1)  # (r, 2, n)
+        pu = u @ f.pinv.T  # (r, 2, n_cols)
+        if shift is None:
+            u_perp = u - pu @ f.design.T
+            r = yk - a @ f.design.T
+            m = np.einsum("rin,rjn->rij", u_perp, u_perp) + np.eye(2) * 1e-9
+            rhs = np.einsum("rin,rn->ri", u_perp, r)
+            c = np.linalg.solve(m, rhs[..., None])[..., 0]
+            c[:, 0] = np.clip(c[:, 0], -MAX_OFFSET_SHIFT_KEV, MAX_OFFSET_SHIFT_KEV)
+            c[:, 1] = np.clip(c[:, 1], -MAX_GAIN_SHIFT, MAX_GAIN_SHIFT)
+            out_shift[rows] = c
+        else:
+            c = shift[rows]
+        a = a - np.einsum("rij,ri->rj", pu, c)
+        amps[rows] = a
+        var[rows] = yvar[rows] @ f.pinv_sq.T
+        bg[rows] = np.maximum(a[:, n_peaks:], 0.0) @ f.background_under
+        fitted = a @ f.design.T + np.einsum("rin,ri->rn", u, c)
+        resid[rows] = np.einsum("rn,rn->r", yk - fitted, yk - fitted)
+    dof = max(y.shape[1] - n_cols, 1)
+    resid_norm = resid / np.maximum(yvar.sum(axis=1), 1.0) * (y.shape[1] / dof)
+    return _RegionResult(
+        {n: amps[:, j] for j, n in enumerate(names)},
+        {n: np.sqrt(np.maximum(var[:, j], 1.0)) for j, n in enumerate(names)},
+        {n: bg[:, j] for j, n in enumerate(names)},
+        fwhm_idx,
+        resid_norm,
+        out_shift,
+    )
+
+
+SCATTER_BAND_KEV = (12.0, 19.0)  # continuum + Compton, below the Rh/Ag tube lines
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What the features need beyond the line fit: count totals."""
+
+    fit: LineFit
+    totals: FloatArray
+    scatter: FloatArray
+
+
+def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
+    """Fit all regions of a batch of spectra, grouped by calibration."""
+    n = len(spectra)
+    groups: dict[tuple[int, float, float], list[int]] = {}
+    for i, s in enumerate(spectra):
+        groups.setdefault((s.n_channels, s.offset_kev, s.kev_per_channel), []).append(i)
+    area: dict[str, FloatArray] = {}
+    sigma: dict[str, FloatArray] = {}
+    back: dict[str, FloatArray] = {}
+    seen = {r.name: np.zeros(n) for r in REGIONS}
+    fwhm = np.zeros(n)
+    residual = np.zeros(n)
+    shift = np.zeros((n, 2))
+    totals = np.zeros(n)
+    scatter = np.zeros(n)
+
+    def put(target: dict[str, FloatArray], values: dict[str, FloatArray], rows: list[int]) -> None:
+        for name, v in values.items():
+            target.setdefault(name, np.zeros(n))[rows] = v
+
+    for (n_ch, offset, gain), rows in groups.items():
+        designs = _designs(n_ch, offset, gain)
+        counts = np.stack([spectra[i].counts for i in rows])
+        totals[rows] = counts.sum(axis=1)
+        lo, hi = (int(np.ceil((x - offset) / gain)) for x in SCATTER_BAND_KEV)
+        scatter[rows] = counts[:, max(lo, 0) : max(hi, 0)].sum(axis=1)
+        stated = [_stated_fwhm_index(spectra[i]) for i in rows]
+        idx = None if None in stated else np.asarray(stated, dtype=np.int64)
+        scale: FloatArray | None = None
+        for d in designs:
+            res = _fit_region(d, counts, idx, scale)
+            if d.region is LOW and d.fits:
+                idx = res.fwhm_idx
+                scale = res.shift
+                fwhm[rows] = np.asarray(FWHM_LADDER_KEV)[idx]
+                residual[rows] = res.residual
+                shift[rows] = res.shift
+            seen[d.region.name][rows] = 1.0 if d.fits else 0.0
+            put(area, res.area, rows)
+            put(sigma, res.sigma, rows)
+            put(back, res.background, rows)
+    return _Batch(LineFit(area, sigma, back, fwhm, residual, shift, seen), totals, scatter)
+
+
+def fit_lines(spectra: Sequence[Spectrum]) -> LineFit:
+    """Fitted line areas of a batch of spectra (for inspection and tests)."""
+    return _fit_batch(spectra).fit
+
+
+def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) -> FloatArray:
+    """Ratios, fractions and significances from fitted line areas."""
+    a = {k: np.maximum(v, 0.0) for k, v in fit.area.items()}
+    tm_total = sum(a[el] for el in TM)
+    denom = np.maximum(tm_total, 1.0)
+    k = 0.005 * denom + 1.0  # keeps log ratios finite; relative, so count level drops out
+
+    def lr(x: FloatArray, y: FloatArray) -> FloatArray:
+        return np.log((x + k) / (y + k))
+
+    cols: list[FloatArray] = [a[el] / denom for el in TM]
+    cols += [
+        lr(a["Ni"], a["Co"]),
+        lr(a["Ni"], a["Mn"]),
+        lr(a["Co"], a["Mn"]),
+        lr(a["Fe"], a["Ni"] + a["Co"] + a["Mn"]),
+    ]
+    cols += [np.log((a[el] + k) / denom) for el in LIGHT]
+    cols += [_slog(fit.area[el] / fit.sigma[el]) for el in (*TM, *LIGHT)]
+    ree_area = fit.area["La"] + fit.area["Ce"] + fit.area["Pr"] + fit.area["Nd"]
+    ree_bg = fit.background["La"] + fit.background["Ce"]
+    ree_sigma = np.sqrt(sum(fit.sigma[el] ** 2 for el in ("La", "Ce", "Pr", "Nd")))
+    for area, bg in (
+        (fit.area["Cd"], fit.background["Cd"]),
+        (fit.area["La"], fit.background["La"]),
+        (fit.area["Ce"], fit.background["Ce"]),
+        (ree_area, ree_bg),
+    ):
+        cols.append(_slog(area / np.maximum(bg, 10.0)))
+    cols += [_slog(fit.area[el] / fit.sigma[el]) for el in ("Cd", "La", "Ce")]
+    cols.append(_slog(ree_area / ree_sigma))
+    cols += [
+        np.log((tm_total + 1.0) / (scatter + 1.0)),
+        np.log10(np.maximum(totals, 1.0)),
+        np.log10(tm_total + 1.0),
+        fit.fwhm_mn_kev,
+        np.log10(np.maximum(fit.residual, 1e-3)),
+        fit.seen["cd"],
+        fit.seen["ree"],
+    ]
+    out = np.stack(cols, axis=1)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def extract_batch(spectra: Sequence[Spectrum]) -> FloatArray:
+    """Feature matrix (n_spectra, N_FEATURES) for a batch of spectra of any calibrations."""
+    if not spectra:
+        return np.zeros((0, N_FEATURES))
+    batch = _fit_batch(spectra)
+    return _features_from_fit(batch.fit, batch.totals, batch.scatter)
+
+
+def extract(spectrum: Spectrum) -> FloatArray:
+    """Feature vector (N_FEATURES,) of one spectrum."""
+    return extract_batch([spectrum])[0]

@@ -1,0 +1,912 @@
+"""Simulated XRF spectra of battery cells, computed from physics with xraylib.
+
+The model, in the order a photon meets it (details and limits in docs/spectra.md):
+1. Tube: Kramers bremsstrahlung of the anode plus its K and L lines, filtered by anode
+   self-absorption and a 125 µm Be window.
+2. Sample: a stack of layers (air, pouch laminate or steel can, electrode coating, foils ...).
+   Primary fluorescence of every K and L line in a simple fundamental-parameters way
+   (Beer-Lambert in and out at 45°/45°, xraylib cross sections with cascade), plus Rayleigh and
+   Compton scatter of the whole tube spectrum at 90°; no secondary fluorescence.
+3. Detector: Be window and Si absorption efficiency, Si escape peaks (Reed & Ware), an
+   incomplete-charge shelf, Gaussian resolution with FWHM² = a + b·E (Fano), pile-up sum peaks
+   growing with the count rate, gain drift and Poisson noise.
+Everything that does not change per spectrum is computed once per (profile, sample) and cached,
+so one spectrum costs a weighted sum of cached rows, a pile-up FFT and a Poisson draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, replace
+from functools import cache, cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import xraylib as xrl
+from scipy import sparse
+from scipy.special import erf
+
+from drivers.sim.cells import CellFormat, CellTruth
+from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES, InstrumentProfile
+from drivers.spectra import Spectrum
+
+__all__ = [
+    "HELDOUT_PROFILES",
+    "PROFILES",
+    "TRAIN_PROFILES",
+    "InstrumentProfile",
+    "Presentation",
+    "draw_presentation",
+    "line_energy",
+    "render_cell",
+    "simulate_cell",
+    "simulate_material",
+    "warm",
+]
+
+Floats = npt.NDArray[np.float64]
+Composition = tuple[tuple[int, float], ...]  # (Z, mass fraction), sorted by Z
+
+# ----------------------------------------------------------------------------- geometry, grids
+_SIN_IN = _SIN_OUT = math.sin(math.radians(45.0))  # incidence and take-off angles
+_THETA = math.radians(90.0)  # scatter angle tube -> sample -> detector
+_EXC_STEP = 0.1  # keV, excitation grid for the tube continuum
+_EXC = np.arange(1.0, 60.0 + 1e-9, _EXC_STEP)
+_FINE = 0.010  # keV, fine energy grid on which the detector response acts
+_FANO_B = 2.3548**2 * 0.115 * 3.66e-3  # FWHM² slope in keV²/keV: Fano 0.115, 3.66 eV per pair
+_MN_KA = 5.8988
+
+# Detector make-up by type: Be window (g/cm²), Si thickness (g/cm²), pile-up resolving time and
+# dead time per event (s), incomplete-charge shelf fraction (peak-to-background ~15000 / ~6000).
+_DETECTORS = {
+    "SDD": {
+        "be": 12.5e-4 * 1.848,
+        "si": 0.045 * 2.33,
+        "pileup": 0.1e-6,
+        "dead": 0.4e-6,
+        "shelf": 0.003,
+    },
+    "SiPIN": {
+        "be": 25e-4 * 1.848,
+        "si": 0.05 * 2.33,
+        "pileup": 0.8e-6,
+        "dead": 3e-6,
+        "shelf": 0.007,
+    },
+}
+_TUBE_BE = 125e-4 * 1.848  # tube window, g/cm²
+_ANODE_DEPTH = 1.0e-3  # effective anode self-absorption, g/cm² (shapes the low-energy continuum)
+_K_LINES = (xrl.KL3_LINE, xrl.KL2_LINE, xrl.KM3_LINE, xrl.KM2_LINE, xrl.KN3_LINE)
+_L_LINES = (
+    xrl.L3M5_LINE,
+    xrl.L3M4_LINE,
+    xrl.L2M4_LINE,
+    xrl.L3N5_LINE,
+    xrl.L1M3_LINE,
+    xrl.L1M2_LINE,
+    xrl.L2N4_LINE,
+    xrl.L3M1_LINE,
+)
+_MIN_LINE_KEV = 0.8  # lower lines do not survive air and windows
+
+
+def line_energy(symbol: str, line: str = "KA1") -> float:
+    """Line energy (keV) from xraylib, e.g. line_energy('Ni', 'KA1') -> 7.478."""
+    codes = {
+        "KA1": xrl.KL3_LINE,
+        "KA2": xrl.KL2_LINE,
+        "KB1": xrl.KM3_LINE,
+        "LA1": xrl.L3M5_LINE,
+        "LB1": xrl.L2M4_LINE,
+    }
+    return float(xrl.LineEnergy(xrl.SymbolToAtomicNumber(symbol), codes[line]))
+
+
+# ----------------------------------------------------------------------------- compositions
+
+
+def _compound(formula: str) -> dict[int, float]:
+    """Mass fractions of a chemical formula (xraylib CompoundParser)."""
+    parsed = xrl.CompoundParser(formula)
+    return dict(zip(parsed["Elements"], parsed["massFractions"], strict=True))
+
+
+def _mix(*parts: tuple[str | dict[int, float], float]) -> dict[int, float]:
+    """Weighted mixture of formulas or compositions, normalised to 1."""
+    total: dict[int, float] = {}
+    weight_sum = sum(w for _, w in parts)
+    for part, weight in parts:
+        comp = _compound(part) if isinstance(part, str) else part
+        for z, frac in comp.items():
+            total[z] = total.get(z, 0.0) + frac * weight / weight_sum
+    return total
+
+
+def _freeze(comp: dict[int, float]) -> Composition:
+    return tuple(sorted((z, round(f, 9)) for z, f in comp.items() if f > 0))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the sample stack, top (towards tube and detector) first."""
+
+    name: str
+    composition: Composition
+    areal_density: float  # g/cm²; math.inf = infinitely thick for every line
+
+
+# Cathode active materials (../shared/reference/xrf-and-process.md §2.1).
+CATHODE_FORMULA: dict[str, str] = {
+    "NMC111": "LiNi0.3333Mn0.3333Co0.3333O2",
+    "NMC532": "LiNi0.5Mn0.3Co0.2O2",
+    "NMC622": "LiNi0.6Mn0.2Co0.2O2",
+    "NMC811": "LiNi0.8Mn0.1Co0.1O2",
+    "NCA": "LiNi0.8Co0.15Al0.05O2",
+    "LCO": "LiCoO2",
+    "LMO": "LiMn2O4",
+    "LFP": "LiFePO4",
+}
+# Electrode masses of the other cell types: NiMH AB5 alloy (A = La, Ce, Pr, Nd; B = Ni, Co, Mn,
+# Al, reference §2.1) with the Ni(OH)2 cathode; NiCd; alkaline Zn/MnO2 with KOH electrolyte.
+OTHER_ELECTRODES: dict[str, dict[int, float]] = {
+    "NiMH": _mix(
+        ("Ni(OH)2", 0.45),
+        ("Co(OH)2", 0.03),
+        ("La0.6Ce0.3Pr0.05Nd0.05Ni3.55Co0.75Mn0.4Al0.3", 0.42),
+        ("KOH", 0.05),
+        ("H2O", 0.05),
+    ),
+    "NiCd": _mix(("Ni(OH)2", 0.42), ("Cd(OH)2", 0.45), ("KOH", 0.05), ("H2O", 0.08)),
+    "ZnMn": _mix(("MnO2", 0.42), ("Zn", 0.25), ("KOH", 0.06), ("C", 0.05), ("H2O", 0.22)),
+}
+CHEMISTRIES: tuple[str, ...] = (*CATHODE_FORMULA, *OTHER_ELECTRODES)
+
+_AIR = {7: 0.7553, 8: 0.2318, 18: 0.0128}
+_STEEL = _mix(("Fe", 99.3), ("Mn", 0.40), ("Cr", 0.08), ("C", 0.05), ("Cu", 0.05), ("Ni", 0.05))
+_ANODE = _mix(("C", 0.96), ("C2H4", 0.04))  # graphite + binder
+
+
+def _layer(name: str, comp: dict[int, float] | str, areal_density: float) -> Layer:
+    return Layer(name, _freeze(_compound(comp) if isinstance(comp, str) else comp), areal_density)
+
+
+def _coating(chemistry: str, second: str | None) -> dict[int, float]:
+    """Cathode coating: 94 % active material, PVDF, carbon black, a little LiPF6 electrolyte."""
+    active: dict[int, float] = _compound(CATHODE_FORMULA[chemistry])
+    if second is not None:  # 70/30 mixture of two cathodes
+        active = _mix((active, 0.7), (_compound(CATHODE_FORMULA[second]), 0.3))
+    return _mix((active, 0.94), ("C2H2F2", 0.03), ("C", 0.025), ("LiPF6", 0.005))
+
+
+def _air(profile: InstrumentProfile) -> Layer:
+    return _layer("air", _AIR, 1.2e-3 * profile.air_path_cm * _SIN_IN)
+
+
+def _cell_stack(
+    profile: InstrumentProfile, chemistry: str, second: str | None, fmt: CellFormat
+) -> tuple[tuple[Layer, ...], int]:
+    """Layers the beam meets for a cell and how it is presented; also the index of the layer
+    that carries surface/trace contamination."""
+    if chemistry in OTHER_ELECTRODES:
+        interior: tuple[Layer, ...] = (_layer(chemistry, OTHER_ELECTRODES[chemistry], math.inf),)
+    else:
+        interior = (
+            _layer("cathode coating", _coating(chemistry, second), 0.022),
+            _layer("Al current collector", "Al", 15e-4 * 2.70),
+            _layer("separator", "C2H4", 20e-4 * 0.95),
+            _layer("anode coating", _ANODE, 0.011),
+            _layer("Cu current collector", "Cu", 10e-4 * 8.96),
+            _layer("anode coating", _ANODE, math.inf),
+        )
+    if fmt is CellFormat.pouch:
+        cover = (
+            _layer("PET", "C10H8O4", 12e-4 * 1.39),
+            _layer("laminate Al", "Al", 40e-4 * 2.70),
+            _layer("PP", "C3H6", 80e-4 * 0.90),
+        )
+    elif fmt is CellFormat.steel_can:
+        # Ni-plated steel can, wall ~0.25 mm (reference §2.2).
+        cover = (_layer("Ni plating", "Ni", 3e-4 * 8.9), _layer("steel can", _STEEL, 0.025 * 7.87))
+    else:
+        cover = ()
+    stack = (_air(profile), *cover, *interior)
+    trace_at = len(cover) if fmt is CellFormat.steel_can else 1 + len(cover)
+    return stack, trace_at
+
+
+def _casing_stack(profile: InstrumentProfile) -> tuple[Layer, ...]:
+    return (
+        _air(profile),
+        _layer("Ni plating", "Ni", 3e-4 * 8.9),
+        _layer("steel", _STEEL, math.inf),
+    )
+
+
+def _foil_stack(profile: InstrumentProfile, metal: str) -> tuple[Layer, ...]:
+    if metal == "Cu":
+        return (_air(profile), _layer("Cu foil", "Cu", 10e-4 * 8.96), _layer("anode", _ANODE, 1.0))
+    return (_air(profile), _layer("Al foil", "Al", 15e-4 * 2.70), _layer("separator", "C2H4", 1.0))
+
+
+# ----------------------------------------------------------------------------- atomic data cache
+
+
+@cache
+def _mu_grid(z: int) -> Floats:
+    return np.array([xrl.CS_Total(z, e) for e in _EXC])
+
+
+@cache
+def _mu_at(z: int, energy: float) -> float:
+    return float(xrl.CS_Total(z, energy))
+
+
+def _mu_comp(comp: Composition, energies: Floats) -> Floats:
+    """Mass attenuation coefficient (cm²/g) of a composition at arbitrary energies."""
+    return np.array([sum(f * _mu_at(z, float(e)) for z, f in comp) for e in energies])
+
+
+def _mu_comp_grid(comp: Composition) -> Floats:
+    return sum((f * _mu_grid(z) for z, f in comp), start=np.zeros_like(_EXC))
+
+
+@cache
+def _lines(z: int) -> tuple[tuple[int, float], ...]:
+    """(xraylib line code, energy keV) of the K and L lines of an element that reach a detector."""
+    out = []
+    for line in (*_K_LINES, *_L_LINES):
+        try:
+            energy = xrl.LineEnergy(z, line)
+            if energy >= _MIN_LINE_KEV and xrl.RadRate(z, line) > 0:
+                out.append((line, float(energy)))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+def _safe(fn: object, *args: float) -> float:
+    try:
+        return float(fn(*args))  # type: ignore[operator]
+    except ValueError:  # below the edge, or no data: no emission
+        return 0.0
+
+
+@cache
+def _tau_grid(z: int, line: int) -> Floats:
+    """Fluorescence production cross section of a line (cm²/g, with cascade) on the grid."""
+    return np.array([_safe(xrl.CS_FluorLine_Kissel_Cascade, z, line, e) for e in _EXC])
+
+
+@cache
+def _tau_at(z: int, line: int, energy: float) -> float:
+    return _safe(xrl.CS_FluorLine_Kissel_Cascade, z, line, energy)
+
+
+@cache
+def _scatter_grid(z: int) -> tuple[Floats, Floats]:
+    """Rayleigh and Compton differential cross sections (cm²/g/sr) at 90° on the grid."""
+    ray = np.array([xrl.DCS_Rayl(z, e, _THETA) for e in _EXC])
+    com = np.array([xrl.DCS_Compt(z, e, _THETA) for e in _EXC])
+    return ray, com
+
+
+_COMPTON_EXC = np.array([xrl.ComptonEnergy(e, _THETA) for e in _EXC])
+
+
+# ----------------------------------------------------------------------------- tube
+
+
+@dataclass(frozen=True)
+class _Tube:
+    continuum: Floats  # photons per grid bin (arbitrary units), on _EXC
+    lines: tuple[tuple[float, float], ...]  # (energy keV, photons)
+
+
+@cache
+def _tube(kv: float, anode: str) -> _Tube:
+    """Tube output: Kramers continuum Z(E0-E)/E and the anode's K/L lines (Green-Cosslett
+    (U0-1)^1.67), both through anode self-absorption and the Be window."""
+    z = xrl.SymbolToAtomicNumber(anode)
+    mu_anode = _mu_grid(z)
+    mu_be = _mu_grid(4)
+    cont = np.clip(z * (kv - _EXC) / _EXC, 0.0, None) * _EXC_STEP
+    cont *= np.exp(-mu_anode * _ANODE_DEPTH - mu_be * _TUBE_BE)
+    lines: list[tuple[float, float]] = []
+    for shell, lines_of_shell, scale in (
+        (xrl.K_SHELL, _K_LINES, 800.0),
+        (xrl.L3_SHELL, (xrl.L3M5_LINE, xrl.L3M4_LINE, xrl.L3N5_LINE, xrl.L3M1_LINE), 200.0),
+    ):
+        u0 = kv / xrl.EdgeEnergy(z, shell)
+        if u0 <= 1.0:
+            continue
+        ionisations = scale * (u0 - 1.0) ** 1.67
+        for line in lines_of_shell:
+            energy = float(xrl.LineEnergy(z, line))
+            photons = ionisations * xrl.FluorYield(z, shell) * xrl.RadRate(z, line)
+            filt = math.exp(-_mu_at(z, energy) * _ANODE_DEPTH - _mu_at(4, energy) * _TUBE_BE)
+            lines.append((energy, photons * filt))
+    return _Tube(cont, tuple(lines))
+
+
+# ----------------------------------------------------------------------------- sample emission
+
+
+@dataclass
+class _Emission:
+    """What leaves the sample towards the detector, per row (element / scatter / trace)."""
+
+    lines: dict[str, list[tuple[float, float, float]]]  # row -> (keV, photons, extra sigma keV)
+    continuum: dict[str, list[tuple[Floats, Floats]]]  # row -> (keV points, photons per keV)
+
+
+def _emission(
+    stack: tuple[Layer, ...], trace_at: int | None, traces: tuple[int, ...], kv: float, anode: str
+) -> _Emission:
+    """Primary fluorescence and scatter of a layer stack, Beer-Lambert in and out."""
+    tube = _tube(kv, anode)
+    line_e = np.array([e for e, _ in tube.lines])
+    line_w = np.array([w for _, w in tube.lines])
+    out = _Emission({}, {})
+    # attenuation (as exponent) accumulated above the current layer, incoming side
+    above_cont = np.zeros_like(_EXC)
+    above_line = np.zeros_like(line_e)
+    above_out: list[tuple[Composition, float]] = []
+
+    def exit_exponent(energies: Floats) -> Floats:
+        total = np.zeros_like(energies)
+        for comp, t in above_out:
+            total += _mu_comp(comp, energies) * t / _SIN_OUT
+        return total
+
+    for index, layer in enumerate(stack):
+        comp = layer.composition
+        t = layer.areal_density
+        mu_c = _mu_comp_grid(comp)
+        mu_l = _mu_comp(comp, line_e)
+        inc_c = tube.continuum * np.exp(-above_cont)
+        inc_l = line_w * np.exp(-above_line)
+        emitters = [(z, f, z) for z, f in comp]
+        if index == trace_at:
+            emitters += [(z, 0.01, -z) for z in traces]  # virtual 1 wt%, matrix unchanged
+        for z, frac, row_z in emitters:
+            for line, energy in _lines(z):
+                mu_out = float(_mu_comp(comp, np.array([energy]))[0])
+                chi_c = mu_c / _SIN_IN + mu_out / _SIN_OUT
+                chi_l = mu_l / _SIN_IN + mu_out / _SIN_OUT
+                slab_c = _slab(chi_c, t)
+                slab_l = _slab(chi_l, t)
+                tau_l = np.array([_tau_at(z, line, float(e)) for e in line_e])
+                photons = (
+                    float(
+                        np.sum(inc_c * _tau_grid(z, line) * slab_c) + np.sum(inc_l * tau_l * slab_l)
+                    )
+                    * frac
+                    / (4 * math.pi * _SIN_IN)
+                )
+                if photons <= 0:
+                    continue
+                photons *= math.exp(-float(exit_exponent(np.array([energy]))[0]))
+                name = (
+                    xrl.AtomicNumberToSymbol(z)
+                    if row_z > 0
+                    else f"trace:{xrl.AtomicNumberToSymbol(z)}"
+                )
+                out.lines.setdefault(name, []).append((energy, photons, 0.0))
+        _scatter(out, comp, t, inc_c, inc_l, line_e, mu_c, mu_l, exit_exponent)
+        if math.isinf(t):
+            break
+        above_cont = above_cont + mu_c * t / _SIN_IN
+        above_line = above_line + mu_l * t / _SIN_IN
+        above_out.append((comp, t))
+    return out
+
+
+def _slab(chi: Floats, t: float) -> Floats:
+    """Depth integral of exp(-chi m) dm over a layer of mass thickness t (g/cm²)."""
+    if math.isinf(t):
+        return 1.0 / chi
+    return -np.expm1(-chi * t) / chi
+
+
+def _scatter(
+    out: _Emission,
+    comp: Composition,
+    t: float,
+    inc_c: Floats,
+    inc_l: Floats,
+    line_e: Floats,
+    mu_c: Floats,
+    mu_l: Floats,
+    exit_exponent: object,
+) -> None:
+    """Rayleigh and Compton scatter of the tube continuum and lines by one layer."""
+    ray = sum((f * _scatter_grid(z)[0] for z, f in comp), start=np.zeros_like(_EXC))
+    com = sum((f * _scatter_grid(z)[1] for z, f in comp), start=np.zeros_like(_EXC))
+    mu_compton = _mu_comp_grid_at(comp)
+    exit_fn = exit_exponent  # accumulated attenuation above this layer
+    ray_photons = inc_c * ray * _slab(mu_c / _SIN_IN + mu_c / _SIN_OUT, t) / _SIN_IN
+    ray_photons *= np.exp(-exit_fn(_EXC))  # type: ignore[operator]
+    com_photons = inc_c * com * _slab(mu_c / _SIN_IN + mu_compton / _SIN_OUT, t) / _SIN_IN
+    com_photons *= np.exp(-exit_fn(_COMPTON_EXC))  # type: ignore[operator]
+    jac = np.gradient(_COMPTON_EXC) / _EXC_STEP
+    cont = out.continuum.setdefault("scatter", [])
+    cont.append((_EXC, ray_photons / _EXC_STEP))
+    cont.append((_COMPTON_EXC, com_photons / _EXC_STEP / jac))
+    lines = out.lines.setdefault("scatter", [])
+    for energy, incoming, mu_in in zip(line_e, inc_l, mu_l, strict=True):
+        e = float(energy)
+        e_c = float(xrl.ComptonEnergy(e, _THETA))
+        mu_ec = float(_mu_comp(comp, np.array([e_c]))[0])
+        ray_l = sum(f * xrl.DCS_Rayl(z, e, _THETA) for z, f in comp)
+        com_l = sum(f * xrl.DCS_Compt(z, e, _THETA) for z, f in comp)
+        slab_r = float(_slab(np.array([mu_in / _SIN_IN + mu_in / _SIN_OUT]), t)[0])
+        slab_c = float(_slab(np.array([mu_in / _SIN_IN + mu_ec / _SIN_OUT]), t)[0])
+        exit_r = math.exp(-float(exit_fn(np.array([e]))[0]))  # type: ignore[operator]
+        exit_c = math.exp(-float(exit_fn(np.array([e_c]))[0]))  # type: ignore[operator]
+        lines.append((e, incoming * ray_l * slab_r / _SIN_IN * exit_r, 0.0))
+        # Compton peaks are Doppler-broadened by the electrons' momenta (~2.5 % FWHM).
+        lines.append((e_c, incoming * com_l * slab_c / _SIN_IN * exit_c, 0.011 * e_c))
+
+
+@lru_cache(maxsize=64)
+def _mu_comp_grid_at(comp: Composition) -> Floats:
+    """Attenuation of a composition at the Compton-shifted grid energies."""
+    return _mu_comp(comp, _COMPTON_EXC)
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+@dataclass(frozen=True)
+class _Detector:
+    fine: Floats  # fine-grid bin centres, keV
+    efficiency: Floats
+    escape: Floats  # Si escape probability per fine bin
+    escape_shift: int  # Si Kα in fine bins
+    shelf: float
+    response: sparse.csr_matrix  # fine bins -> channels (Gaussian, channel-integrated)
+
+
+def _sigma_kev(profile: InstrumentProfile, energy: Floats) -> Floats:
+    """Gaussian sigma from FWHM² = a + b·E, with a fixed by the profile's FWHM at Mn Kα."""
+    a = (profile.fwhm_mn_ka_ev / 1000.0) ** 2 - _FANO_B * _MN_KA
+    return np.sqrt(a + _FANO_B * np.clip(energy, 0.0, None)) / 2.3548
+
+
+@cache
+def _detector(profile: InstrumentProfile) -> _Detector:
+    det = _DETECTORS[profile.detector]
+    top = max(profile.tube_kv, profile.max_kev) + 1.0
+    fine = (np.arange(int(top / _FINE)) + 0.5) * _FINE
+    safe = np.maximum(fine, 0.2)  # xraylib has no data below ~0.1 keV; nothing gets there
+    mu_be = np.array([xrl.CS_Total(4, e) for e in safe])
+    mu_si_photo = np.array([xrl.CS_Photo(14, e) for e in safe])
+    mu_si = np.array([xrl.CS_Total(14, e) for e in safe])
+    efficiency = np.exp(-mu_be * det["be"]) * -np.expm1(-mu_si_photo * det["si"])
+    # Si escape probability, Reed & Ware (1972), normal incidence.
+    si_ka = float(xrl.LineEnergy(14, xrl.KL3_LINE))
+    mu_k = float(xrl.CS_Total(14, si_ka))
+    omega = xrl.FluorYield(14, xrl.K_SHELL)
+    jump = xrl.JumpFactor(14, xrl.K_SHELL)
+    ratio = mu_si / mu_k
+    escape = 0.5 * omega * (1 - 1 / jump) * (1 - np.log1p(ratio) / ratio)
+    escape[fine < xrl.EdgeEnergy(14, xrl.K_SHELL)] = 0.0
+    sigma = _sigma_kev(profile, fine)
+    width = math.ceil(5 * float(sigma.max()) / profile.kev_per_channel) + 1
+    centre = np.rint((fine - profile.offset_kev) / profile.kev_per_channel).astype(int)
+    ch = centre[:, None] + np.arange(-width, width + 1)[None, :]
+    lo = profile.offset_kev + profile.kev_per_channel * (ch - 0.5)
+    hi = lo + profile.kev_per_channel
+    s = np.sqrt(2.0) * sigma[:, None]
+    weight = 0.5 * (erf((hi - fine[:, None]) / s) - erf((lo - fine[:, None]) / s))
+    rows = np.broadcast_to(np.arange(fine.size)[:, None], ch.shape)
+    keep = (ch >= 0) & (ch < profile.n_channels) & (weight > 1e-12)
+    response = sparse.csr_matrix(
+        (weight[keep], (ch[keep], rows[keep])), shape=(profile.n_channels, fine.size)
+    )
+    return _Detector(fine, efficiency, escape, round(si_ka / _FINE), det["shelf"], response)
+
+
+def _detect(profile: InstrumentProfile, emission: _Emission, row: str) -> Floats:
+    """Counts per channel (arbitrary units) that one emission row produces in the detector."""
+    det = _detector(profile)
+    fine = det.fine
+    hist = np.zeros_like(fine)
+    for energy, photons, extra_sigma in emission.lines.get(row, []):
+        if extra_sigma > 0:  # Doppler-broadened (Compton) line
+            g = np.exp(-0.5 * ((fine - energy) / extra_sigma) ** 2)
+            hist += photons * g / g.sum()
+            continue
+        pos = energy / _FINE - 0.5
+        i = math.floor(pos)
+        if 0 <= i < fine.size - 1:
+            frac = pos - i
+            hist[i] += photons * (1 - frac)
+            hist[i + 1] += photons * frac
+    for energies, density in emission.continuum.get(row, []):
+        order = np.argsort(energies)
+        hist += np.interp(fine, energies[order], density[order], left=0.0, right=0.0) * _FINE
+    hist *= det.efficiency
+    escaped = hist * det.escape
+    hist -= escaped
+    hist[: -det.escape_shift] += escaped[det.escape_shift :]
+    # Incomplete charge collection: a flat shelf from each peak down to zero energy.
+    shelf = det.shelf * hist
+    hist -= shelf
+    hist += np.cumsum((shelf / fine)[::-1])[::-1] * _FINE
+    return np.asarray(det.response @ hist)
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class _Template:
+    """Cached expected count rates per channel (counts/s) for one sample on one profile."""
+
+    names: tuple[str, ...]
+    rows: Floats  # (n_rows, n_channels)
+
+    @cached_property
+    def total(self) -> Floats:
+        return self.rows[[not n.startswith("trace:") for n in self.names]].sum(axis=0)
+
+
+TRACE_ELEMENTS: tuple[str, ...] = ("Ti", "Cr", "Fe", "Cu", "Zn", "Br", "Sn", "Pb", "Ca")
+_TRACE_Z = tuple(xrl.SymbolToAtomicNumber(s) for s in TRACE_ELEMENTS)
+
+
+def _build(
+    profile: InstrumentProfile, stack: tuple[Layer, ...], trace_at: int | None, scale: float
+) -> _Template:
+    emission = _emission(
+        stack, trace_at, _TRACE_Z if trace_at else (), profile.tube_kv, profile.anode
+    )
+    names = tuple(sorted(set(emission.lines) | set(emission.continuum)))
+    rows = np.array([_detect(profile, emission, n) for n in names]) * scale
+    return _Template(names, rows)
+
+
+@cache
+def _rate_scale(profile: InstrumentProfile) -> float:
+    """Counts/s per arbitrary unit: an opened NMC622 cell gives the profile's count rate."""
+    stack, _trace_at = _cell_stack(profile, "NMC622", None, CellFormat.opened)
+    raw = _build(profile, stack, None, 1.0)
+    return profile.count_rate_cps / float(raw.total.sum())
+
+
+@lru_cache(maxsize=1024)
+def _cell_template(
+    profile: InstrumentProfile, chemistry: str, second: str | None, fmt: CellFormat
+) -> _Template:
+    stack, trace_at = _cell_stack(profile, chemistry, second, fmt)
+    return _build(profile, stack, trace_at, _rate_scale(profile))
+
+
+@cache
+def _part_template(profile: InstrumentProfile, part: str) -> _Template:
+    stacks = {
+        "casing": _casing_stack(profile),
+        "cu_foil": _foil_stack(profile, "Cu"),
+        "al_foil": _foil_stack(profile, "Al"),
+    }
+    return _build(profile, stacks[part], None, _rate_scale(profile))
+
+
+@lru_cache(maxsize=256)
+def _material_template(profile: InstrumentProfile, comp: Composition) -> _Template:
+    stack = (_air(profile), Layer("pellet", comp, math.inf))
+    return _build(profile, stack, None, _rate_scale(profile))
+
+
+def warm(profiles: tuple[str, ...] | None = None) -> None:
+    """Precompute the cached templates of all single-chemistry cells (takes a few seconds)."""
+    for name in profiles or tuple(PROFILES):
+        profile = PROFILES[name]
+        for chem in CHEMISTRIES:
+            for fmt in CellFormat:
+                _cell_template(profile, chem, None, fmt)
+        for part in ("casing", "cu_foil", "al_foil"):
+            _part_template(profile, part)
+
+
+# ----------------------------------------------------------------------------- per spectrum
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How one cell sits under the head this time (random per measurement, not in the truth)."""
+
+    casing_fraction: float  # share of the beam spot on the casing (opened cells)
+    intensity: float  # distance / geometry factor on all counts
+    traces: tuple[tuple[str, float], ...]  # contamination: (element, wt%)
+    gain_error: float  # relative error of the true gain against the file's calibration
+    stoichiometry_sigma: float = 0.03  # element-to-element spread of the body's line intensities
+
+
+def draw_presentation(
+    truth: CellTruth, profile: InstrumentProfile, rng: np.random.Generator
+) -> Presentation:
+    """Draw the random presentation of a cell: casing share, distance, contamination, drift."""
+    casing = float(rng.uniform(0.0, 0.4)) if truth.format is CellFormat.opened else 0.0
+    intensity = float(rng.lognormal(0.0, 0.1))
+    traces: list[tuple[str, float]] = []
+    if rng.random() < 0.3:
+        for i in rng.choice(len(TRACE_ELEMENTS), size=int(rng.integers(1, 3)), replace=False):
+            traces.append((TRACE_ELEMENTS[int(i)], float(10 ** rng.uniform(-2.3, -0.5))))
+    gain = float(rng.uniform(-profile.gain_drift, profile.gain_drift))
+    return Presentation(casing, intensity, tuple(traces), gain)
+
+
+def render_cell(
+    truth: CellTruth,
+    presentation: Presentation,
+    profile: InstrumentProfile,
+    live_time_s: float,
+    rng: np.random.Generator,
+) -> Spectrum:
+    """The spectrum of a cell in a given presentation (use simulate_cell to draw one)."""
+    body = _cell_template(profile, truth.chemistry, truth.second_chemistry, truth.format)
+    weights = np.zeros(len(body.names))
+    traces = dict(presentation.traces)
+    for i, name in enumerate(body.names):
+        if name.startswith("trace:"):
+            weights[i] = traces.get(name.removeprefix("trace:"), 0.0)
+        elif name == "scatter":
+            weights[i] = 1.0
+        else:
+            weights[i] = rng.lognormal(0.0, presentation.stoichiometry_sigma)
+    f_case = presentation.casing_fraction
+    f_cu, f_al = truth.cu_foil, truth.al_foil
+    f_body = max(0.0, 1.0 - f_case - f_cu - f_al)
+    rate = f_body * (weights @ body.rows)
+    for part, frac in (("casing", f_case), ("cu_foil", f_cu), ("al_foil", f_al)):
+        if frac > 0:
+            rate += frac * _part_template(profile, part).total
+    source = f"sim:{profile.name}:{truth.chemistry}:{truth.seq}"
+    return _acquire(
+        profile, rate * presentation.intensity, live_time_s, presentation.gain_error, rng, source
+    )
+
+
+def simulate_cell(
+    truth: CellTruth, profile: InstrumentProfile, live_time_s: float, rng: np.random.Generator
+) -> Spectrum:
+    """One measured XRF spectrum of a simulated cell on an instrument profile."""
+    return render_cell(truth, draw_presentation(truth, profile, rng), profile, live_time_s, rng)
+
+
+def simulate_material(
+    wt_pct: dict[str, float],
+    profile: InstrumentProfile,
+    live_time_s: float,
+    rng: np.random.Generator,
+    *,
+    source: str,
+) -> Spectrum:
+    """Spectrum of a homogeneous thick sample (e.g. a pressed black-mass pellet) given in wt%;
+    what is missing to 100 % is taken as light matrix (half C, half O)."""
+    comp: dict[int, float] = {}
+    for symbol, pct in wt_pct.items():
+        z = xrl.SymbolToAtomicNumber(symbol) if symbol.isalpha() else 0
+        if z <= 0 or not math.isfinite(pct) or pct < 0:
+            raise ValueError(f"{source}: bad element or wt% {symbol!r}: {pct}")
+        comp[z] = comp.get(z, 0.0) + pct / 100.0
+    total = sum(comp.values())
+    if total > 1.005:
+        raise ValueError(f"{source}: element wt% add up to {100 * total:.1f} % (> 100 %)")
+    balance = max(0.0, 1.0 - total)
+    comp[6] = comp.get(6, 0.0) + balance / 2
+    comp[8] = comp.get(8, 0.0) + balance / 2
+    template = _material_template(profile, _freeze(comp))
+    gain = float(rng.uniform(-profile.gain_drift, profile.gain_drift))
+    return _acquire(profile, template.total, live_time_s, gain, rng, source)
+
+
+def _acquire(
+    profile: InstrumentProfile,
+    rate: Floats,
+    live_time_s: float,
+    gain_error: float,
+    rng: np.random.Generator,
+    source: str,
+) -> Spectrum:
+    """Pile-up, gain drift and Poisson noise on an expected count rate per channel."""
+    if not (math.isfinite(live_time_s) and live_time_s > 0):
+        raise ValueError(f"{source}: live time must be > 0 s, got {live_time_s}")
+    det = _DETECTORS[profile.detector]
+    input_rate = float(rate.sum())
+    expected = rate * live_time_s
+    n = expected.size
+    p_pile = min(0.5, input_rate * det["pileup"])
+    if p_pile > 0:
+        size = 1 << (2 * n - 1).bit_length()
+        spec = np.fft.rfft(rate / input_rate, size)
+        pair = np.fft.irfft(spec * spec, size)[: 2 * n]
+        # sum energy 2·offset + gain·k lands in channel k + offset/gain
+        shift = profile.offset_kev / profile.kev_per_channel
+        summed = np.interp(np.arange(n) - shift, np.arange(2 * n), pair, left=0.0, right=0.0)
+        total = float(expected.sum())
+        expected = expected * (1 - p_pile) + 0.5 * p_pile * total * np.clip(summed, 0.0, None)
+    if gain_error:
+        # A true gain (1+g)·nominal puts energy E at channel (E-offset)/(gain·(1+g)).
+        ch = np.arange(n) * (1.0 + gain_error)
+        expected = np.interp(ch, np.arange(n), expected, right=0.0) * (1.0 + gain_error)
+    counts = rng.poisson(expected).astype(np.float64)
+    return Spectrum(
+        counts=counts,
+        offset_kev=profile.offset_kev,
+        kev_per_channel=profile.kev_per_channel,
+        live_time_s=float(live_time_s),
+        real_time_s=float(live_time_s * (1.0 + input_rate * det["dead"])),
+        tube_kv=profile.tube_kv,
+        source=source,
+        metadata={"instrument": profile.name, "detector": profile.detector, "anode": profile.anode},
+    )
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _label_lines(
+    template: _Template, threshold: float, always: frozenset[str] = frozenset()
+) -> list[tuple[float, str]]:
+    """Main lines worth labelling: Kα/Kβ (and Lα) of elements with visible signal."""
+    labels: list[tuple[float, str]] = []
+    totals = template.rows.sum(axis=1)
+    peak = float(totals.max())
+    for name, tot in zip(template.names, totals, strict=True):
+        if name == "scatter" or name.startswith("trace:"):
+            continue
+        if tot < threshold * peak and name not in always:
+            continue
+        z = xrl.SymbolToAtomicNumber(name)
+        codes = _lines(z)
+        k = [e for code, e in codes if code == xrl.KL3_LINE]
+        if k and k[0] < 45.0:
+            labels.append((k[0], f"{name} Kα"))
+            kb = [e for code, e in codes if code == xrl.KM3_LINE]
+            if kb:
+                labels.append((kb[0], f"{name} Kβ"))
+        la = [e for code, e in codes if code == xrl.L3M5_LINE]
+        if la and z > 40:
+            labels.append((la[0], f"{name} Lα"))
+    return labels
+
+
+# Elements whose lines identify a chemistry through a steel can; always labelled in plots.
+_SIGNATURE = {"NiCd": frozenset({"Cd"}), "NiMH": frozenset({"La", "Ce"})}
+
+
+def plot_gallery(out_dir: Path, profile_name: str = "bench_sdd_2048", seed: int = 7) -> list[Path]:
+    """One PNG per chemistry (opened cell) plus steel-can and casing cases; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profile = replace(PROFILES[profile_name], gain_drift=0.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases: list[tuple[str, str, CellFormat, float, str]] = [
+        (chem, chem, CellFormat.opened, 0.0, "opened cell, electrode in the beam")
+        for chem in CHEMISTRIES
+    ]
+    cases += [
+        (
+            "steel_can_NMC811",
+            "NMC811",
+            CellFormat.steel_can,
+            0.0,
+            "intact Ni-plated steel can: only the can is seen",
+        ),
+        (
+            "steel_can_NiCd",
+            "NiCd",
+            CellFormat.steel_can,
+            0.0,
+            "intact steel can: Cd K lines pass the can at 50 kV",
+        ),
+        (
+            "steel_can_NiMH",
+            "NiMH",
+            CellFormat.steel_can,
+            0.0,
+            "intact steel can: La/Ce K lines pass the can at 50 kV",
+        ),
+        (
+            "opened_casing_NMC622",
+            "NMC622",
+            CellFormat.opened,
+            0.35,
+            "opened cell with 35 % of the beam spot on the casing",
+        ),
+        ("pouch_LFP", "LFP", CellFormat.pouch, 0.0, "pouch cell, through the Al laminate"),
+    ]
+    paths = []
+    rng = np.random.default_rng(seed)
+    for stem, chem, fmt, casing, note in cases:
+        truth = CellTruth(
+            seq=0,
+            chemistry=chem,
+            format=fmt,
+            mass_g=46.0,
+            passport_id=None,
+            passport_chemistry=None,
+            label_readable=True,
+            damaged=False,
+        )
+        pres = Presentation(casing, 1.0, (), 0.0, stoichiometry_sigma=0.0)
+        live = 30.0 if fmt is CellFormat.steel_can else 10.0
+        spectrum = render_cell(truth, pres, profile, live, rng)
+        template = _cell_template(profile, chem, None, fmt)
+        labels = _label_lines(template, 0.002, _SIGNATURE.get(chem, frozenset()))
+        if casing > 0 or fmt is CellFormat.steel_can:
+            labels += _label_lines(_part_template(profile, "casing"), 0.002)
+        fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
+        e = spectrum.energies()
+        ax.semilogy(e, np.clip(spectrum.counts, 0.5, None), lw=0.7, color="k")
+        ax.set_xlim(0.5, profile.tube_kv if profile.tube_kv < profile.max_kev else profile.max_kev)
+        top = float(spectrum.counts.max())
+        ax.set_ylim(0.5, top * 8)
+        seen: set[str] = set()
+        for energy, text in sorted(labels):
+            if text in seen or energy > profile.max_kev:
+                continue
+            seen.add(text)
+            ch = round(spectrum.channel_of(energy))
+            y = float(spectrum.counts[max(0, ch - 2) : ch + 3].max()) if 0 <= ch < e.size else 1
+            ax.annotate(
+                text,
+                (energy, max(y, 1.0)),
+                xytext=(0, 12),
+                textcoords="offset points",
+                rotation=90,
+                fontsize=7,
+                ha="center",
+                va="bottom",
+                color="tab:blue",
+            )
+        for energy, text in _scatter_labels(profile):
+            ax.axvline(energy, color="tab:red", lw=0.5, alpha=0.4)
+            ax.text(energy, top * 3, text, rotation=90, fontsize=7, color="tab:red", ha="right")
+        ax.set_xlabel("energy (keV)")
+        ax.set_ylabel("counts per channel")
+        ax.set_title(
+            f"{chem} — {note}  [{profile.name}, {profile.tube_kv:.0f} kV Rh, 10 s live, "
+            f"{spectrum.total_counts():.2g} counts]",
+            fontsize=9,
+        )
+        fig.tight_layout()
+        path = out_dir / f"{stem}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _scatter_labels(profile: InstrumentProfile) -> list[tuple[float, str]]:
+    z = xrl.SymbolToAtomicNumber(profile.anode)
+    ka = float(xrl.LineEnergy(z, xrl.KL3_LINE))
+    out = [(float(xrl.LineEnergy(18, xrl.KL3_LINE)), "Ar Kα (air)")]
+    if profile.tube_kv > xrl.EdgeEnergy(z, xrl.K_SHELL):
+        out += [
+            (ka, f"{profile.anode} Kα Rayleigh"),
+            (float(xrl.ComptonEnergy(ka, _THETA)), f"{profile.anode} Kα Compton"),
+        ]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m drivers.sim.xrfphysics --plots docs/spectra` regenerates the gallery."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--plots", type=Path, required=True, help="output directory for PNGs")
+    parser.add_argument("--profile", default="bench_sdd_2048", choices=sorted(PROFILES))
+    args = parser.parse_args(argv)
+    for path in plot_gallery(args.plots, args.profile):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -82,6 +82,7 @@ _READERS: dict[str, str] = {
     "input_register": "read_input_registers",
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NEVER_CONNECTED = "not connected yet"
 _TAG_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 
@@ -479,6 +480,17 @@ class PlcHealth:
         return self.state is LinkState.connected
 
 
+def backoff_delay(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Wait before reconnect attempt n: exponential from min_s, capped at max_s, jittered.
+
+    Equal jitter (half fixed, half random) spreads many clients apart; the floor
+    MIN_RECONNECT_S keeps a zero or negative setting from spinning.
+    """
+    lo = max(min_s, MIN_RECONNECT_S)
+    base = min(max(max_s, lo), lo * 2 ** min(max(failures, 1) - 1, 30))
+    return base / 2 + rng.uniform(0, base / 2)
+
+
 class _QuietPymodbus(logging.Filter):
     """Drop pymodbus' own connect/retry warnings: PlcClient reports link changes once each."""
 
@@ -526,7 +538,7 @@ class PlcClient:
         self._on_health = on_health
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
-        self._health = PlcHealth(LinkState.down, "not connected yet", time.time())
+        self._health = PlcHealth(LinkState.down, _NEVER_CONNECTED, time.time())
         self._next_attempt = 0.0  # monotonic time before which no reconnect is tried
         self._plans: dict[tuple[str, ...], tuple[ReadBlock, ...]] = {}
         self._pollers: list[asyncio.Task[None]] = []
@@ -605,6 +617,10 @@ class PlcClient:
         if await client.connect():
             if self._health.ok:
                 log.debug("PLC %s: reconnected after the peer closed an idle connection", self)
+            elif self._health.last_error == _NEVER_CONNECTED:
+                self._succeeded()
+            # after a failure only an answered request counts as recovered: a PLC that
+            # accepts connections but never answers must not flap between states
             return client
         client.close()
         self._failed(LinkState.down, "cannot connect (refused or unreachable)")
@@ -612,8 +628,8 @@ class PlcClient:
 
     def _failed(self, state: LinkState, error: str) -> None:
         failures = self._health.failures + 1
-        base = min(self.reconnect_max_s, self.reconnect_min_s * 2 ** min(failures - 1, 30))
-        self._next_attempt = time.monotonic() + base / 2 + self._rng.uniform(0, base / 2)
+        delay = backoff_delay(failures, self.reconnect_min_s, self.reconnect_max_s, self._rng)
+        self._next_attempt = time.monotonic() + delay
         self._set_health(state, error, failures)
 
     def _succeeded(self) -> None:
@@ -621,14 +637,14 @@ class PlcClient:
             self._set_health(LinkState.connected, None, 0)
 
     def _set_health(self, state: LinkState, error: str | None, failures: int) -> None:
-        """Record the link state; log only when the state or the error changes."""
+        """Record the link state; log (and call on_health) only when the state changes."""
         old = self._health
-        changed = state is not old.state or error != old.last_error
+        changed = state is not old.state
         self._health = PlcHealth(state, error, time.time() if changed else old.since, failures)
         if not changed:
             return
         if state is LinkState.connected:
-            if old.last_error != "not connected yet":
+            if old.last_error != _NEVER_CONNECTED:
                 down_s = time.time() - old.since
                 log.warning(
                     "PLC %s: connected again after %.1f s %s (%s)",

@@ -665,7 +665,7 @@ def render_cell(
     for part, frac in (("casing", f_case), ("cu_foil", f_cu), ("al_foil", f_al)):
         if frac > 0:
             rate += frac * _part_template(profile, part).total
-    source = f"sim:{profile.name}:{truth.chemistry}:{truth.seq}"
+    source = f"sim:{profile.name}:seq{truth.seq}"
     return _acquire(
         profile, rate * presentation.intensity, live_time_s, presentation.gain_error, rng, source
     )
@@ -874,7 +874,7 @@ def plot_gallery(out_dir: Path, profile_name: str = "bench_sdd_2048", seed: int 
         ax.set_xlabel("energy (keV)")
         ax.set_ylabel("counts per channel")
         ax.set_title(
-            f"{chem} — {note}  [{profile.name}, {profile.tube_kv:.0f} kV Rh, 10 s live, "
+            f"{chem} — {note}  [{profile.name}, {profile.tube_kv:.0f} kV Rh, {live:.0f} s live, "
             f"{spectrum.total_counts():.2g} counts]",
             fontsize=9,
         )

@@ -141,15 +141,19 @@ class RuleViolation:
     description: str
 
 
-def individuals_limits(baseline: Sequence[float]) -> ChartLimits:
-    """X/MR limits: centre = mean, sigma = mean moving range / 1.128 (needs >= 2 points)."""
+def individuals_limits(baseline: Sequence[float], min_sigma: float = 0.0) -> ChartLimits:
+    """X/MR limits: centre = mean, sigma = mean moving range / 1.128 (needs >= 2 points).
+
+    `min_sigma` is the assay's repeatability: a short baseline that happens to be quiet must
+    not set limits tighter than the lab can measure.
+    """
     if len(baseline) < 2:
         raise ValueError("an individuals chart needs at least 2 baseline points")
     center = math.fsum(baseline) / len(baseline)
     mrs = [abs(b - a) for a, b in itertools.pairwise(baseline)]
     mr_bar = math.fsum(mrs) / len(mrs)
     # A perfectly flat baseline would give sigma 0 and flag every wobble: floor it.
-    sigma = max(mr_bar / D2_N2, 1e-6 * max(1.0, abs(center)))
+    sigma = max(mr_bar / D2_N2, min_sigma, 1e-6 * max(1.0, abs(center)))
     return ChartLimits(center=center, sigma=sigma, mr_bar=mr_bar)
 
 
@@ -224,14 +228,30 @@ class SpcChart:
     violations: list[RuleViolation] = field(default_factory=list)
 
 
+def sigma_floor(variable: str, center: float, floor_ppm: float, floor_rel: float) -> float:
+    """Smallest credible sigma: an absolute ppm floor or a share of the level, whichever is
+    larger; for purity the share applies to what is not product (100 % - purity)."""
+    if variable == "purity_pct":
+        return max(floor_ppm / 1e4, floor_rel * max(0.0, 100.0 - center))
+    return max(floor_ppm, floor_rel * abs(center))
+
+
 def spc_chart(
-    variable: str, values: Sequence[float], baseline_n: int, *, trend_run: int = 6
+    variable: str,
+    values: Sequence[float],
+    baseline_n: int,
+    *,
+    trend_run: int = 6,
+    floor_ppm: float = 0.0,
+    floor_rel: float = 0.0,
 ) -> SpcChart:
     """Chart a series; rules fire only on points after the baseline window."""
     vals = [float(v) for v in values]
     if len(vals) < max(2, baseline_n):
         return SpcChart(variable, vals, None)
-    lim = individuals_limits(vals[:baseline_n])
+    base = vals[:baseline_n]
+    floor = sigma_floor(variable, math.fsum(base) / len(base), floor_ppm, floor_rel)
+    lim = individuals_limits(base, floor)
     found = (
         western_electric(vals, lim)
         + nelson_trend(vals, trend_run)

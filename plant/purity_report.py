@@ -1,0 +1,212 @@
+"""The purity report: batches with verdicts, SPC, mass balance, recovery and valued lots.
+
+One builder for `plant purity report --json`, the HMI and the certificates, so they all agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from plant.alarms import alarm_json
+from plant.hydromet import (
+    HydrometConfig,
+    chart_of,
+    effective_assays,
+    product_history,
+    verdict_of,
+)
+from plant.purity import (
+    MetalBalance,
+    ProductsConfig,
+    bad_side,
+    mass_balance,
+    metal_in_product,
+    recovery,
+)
+from plant.store import AlarmRow, AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts else None
+
+
+def batch_rows(
+    store: Store, products: ProductsConfig, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Every batch since `since` with its deciding assay and spec verdict, oldest first."""
+    with store.session() as s:
+        q = select(BatchRow).order_by(BatchRow.created_at, BatchRow.id)
+        if since is not None:
+            q = q.where(BatchRow.created_at >= since)
+        batches = list(s.scalars(q))
+        assays = effective_assays(s, [b.id for b in batches])
+    out = []
+    for b in batches:
+        spec = products.products.get(b.product)
+        a = assays.get(b.id)
+        verdict = verdict_of(spec, a) if spec is not None else None
+        out.append(
+            {
+                "id": b.id,
+                "product": b.product,
+                "campaign_id": b.campaign_id,
+                "mass_kg": b.mass_kg,
+                "state": b.state,
+                "created_at": _iso(b.created_at),
+                "assay_source": a.source if a else None,
+                "purity_pct": a.purity_pct if a else None,
+                "main_pct": a.main_pct if a else {},
+                "impurities_ppm": a.impurities_ppm if a else {},
+                "in_spec": verdict.in_spec if verdict else False,
+                "reasons": verdict.reasons if verdict else [f"no spec for {b.product}"],
+                "metal_g": round(
+                    metal_in_product(
+                        spec, b.mass_kg or 0.0, a.purity_pct, a.main_pct.get(spec.metal)
+                    ),
+                    1,
+                )
+                if spec is not None and a is not None
+                else None,
+            }
+        )
+    return out
+
+
+def balance_of(
+    store: Store,
+    products: ProductsConfig,
+    config: HydrometConfig,
+    since: datetime | None = None,
+    batches: list[dict[str, Any]] | None = None,
+) -> dict[str, MetalBalance]:
+    """Mass balance over the campaigns since `since`: lot estimates in, assayed products out."""
+    with store.session() as s:
+        q = select(CampaignRow)
+        if since is not None:
+            q = q.where(CampaignRow.started_at >= since)
+        campaigns = list(s.scalars(q))
+    ids = {c.id for c in campaigns}
+    rows = batches if batches is not None else batch_rows(store, products, since)
+    made = [
+        (products.products[b["product"]].metal, float(b["metal_g"]))
+        for b in rows
+        if b["campaign_id"] in ids and b["metal_g"] is not None
+    ]
+    return mass_balance(
+        (c.feed_g for c in campaigns),
+        made,
+        (c.residues_g for c in campaigns),
+        config.mass_balance.saleable_byproducts,
+    )
+
+
+def spc_summary(store: Store, products: ProductsConfig, config: HydrometConfig) -> dict[str, Any]:
+    """Chart limits and the rules firing in the bad direction, per product and variable."""
+    out: dict[str, Any] = {}
+    with store.session() as s:
+        for product, spec in products.products.items():
+            hist = product_history(s, product, config.spc)
+            charts: dict[str, Any] = {}
+            for var in spec.spc:
+                vals = [a.value(var) for _, a in hist]
+                if not vals or any(v is None for v in vals):
+                    continue
+                chart = chart_of(var, [float(v) for v in vals if v is not None], config.spc)
+                lim = chart.limits
+                charts[var] = {
+                    "points": len(chart.values),
+                    "center": None if lim is None else round(lim.center, 4),
+                    "ucl": None if lim is None else round(lim.ucl, 4),
+                    "lcl": None if lim is None else round(lim.lcl, 4),
+                    "violations": [
+                        {"rule": r.rule, "batch_id": hist[r.index][0].id, "text": r.description}
+                        for r in chart.violations
+                        if r.side == bad_side(var) and r.rule in config.spc.rules
+                    ],
+                }
+            if charts:
+                out[product] = charts
+    return out
+
+
+def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Closed and consumed lots with their estimate, XRF assay and value where there is one."""
+    with store.session() as s:
+        q = select(LotRow).where(LotRow.state != "open").order_by(LotRow.closed_at, LotRow.id)
+        if since is not None:
+            q = q.where(LotRow.closed_at >= since)
+        lots = list(s.scalars(q))
+        ids = [lot.id for lot in lots]
+        xrf = {
+            a.lot_id: a
+            for a in s.scalars(
+                select(AssayRow)
+                .where(AssayRow.lot_id.in_(ids), AssayRow.source.in_(["xrf", "lab"]))
+                .order_by(AssayRow.taken_at, AssayRow.id)
+            )
+        }
+        campaign = dict(
+            s.execute(
+                select(CampaignLotRow.lot_id, CampaignLotRow.campaign_id).where(
+                    CampaignLotRow.lot_id.in_(ids)
+                )
+            ).all()
+        )
+    out = []
+    for lot in lots:
+        a = xrf.get(lot.id)
+        comp = a.composition if a is not None else {}
+        out.append(
+            {
+                "id": lot.id,
+                "line": lot.line,
+                "route": lot.route,
+                "state": lot.state,
+                "mass_g": round(lot.mass_g, 1),
+                "cell_count": lot.cell_count,
+                "closed_at": _iso(lot.closed_at),
+                "campaign_id": campaign.get(lot.id),
+                "metals_g_estimated": lot.metals_g,
+                "assay": None
+                if a is None
+                else {
+                    "source": a.source,
+                    "taken_at": _iso(a.taken_at),
+                    "black_mass_kg": comp.get("black_mass_kg"),
+                    "wt_pct": comp.get("wt_pct", {}),
+                    "unc_pct": comp.get("unc_pct", {}),
+                },
+                "value": comp.get("value"),
+            }
+        )
+    return out
+
+
+def build_report(
+    store: Store,
+    products: ProductsConfig,
+    config: HydrometConfig,
+    since: datetime | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The whole report as one JSON-ready object."""
+    batches = batch_rows(store, products, since)
+    balance = balance_of(store, products, config, since, batches)
+    with store.session() as s:
+        q = select(AlarmRow).where(AlarmRow.source == "spc").order_by(AlarmRow.raised_at)
+        if since is not None:
+            q = q.where(AlarmRow.raised_at >= since)
+        alarms = [alarm_json(a) for a in s.scalars(q)]
+    return {
+        "generated_at": _iso(now),
+        "since": _iso(since),
+        "batches": batches,
+        "spc_alarms": alarms,
+        "spc": spc_summary(store, products, config),
+        "mass_balance": {m: b.as_json() for m, b in balance.items()},
+        "recovery": recovery(balance, products.recovery_targets),
+        "lots": lot_rows(store, since),
+    }

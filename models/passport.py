@@ -23,21 +23,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # DESIGN.md, "Chemistry classes and routes": spelled exactly as the rest of the plant spells them.
-CHEMISTRY_CLASSES: tuple[str, ...] = (
-    "NMC111",
-    "NMC532",
-    "NMC622",
-    "NMC811",
-    "NCA",
-    "LCO",
-    "LMO",
-    "LFP",
-    "NiMH",
-    "NiCd",
-    "ZnMn",
-    "NMC",
-    "UNKNOWN",
-)
 ChemistryClass = Literal[
     "NMC111",
     "NMC532",

@@ -143,13 +143,15 @@ def import_passports(
 
 def import_simulated_passports(store: Store, stream: CellStream, seqs: Iterable[int]) -> int:
     """Store the passports of simulated cells without writing files (fast path for big runs)."""
-    items = (
-        (passport_from_document(doc, source=f"sim seq {seq}"), doc, None)
-        for seq in seqs
-        if (truth := stream.truth(seq)).passport_id is not None
-        for doc in (passport_document(truth),)
-    )
-    new, replaced = upsert_passports(store, items)
+
+    def items() -> Iterator[tuple[Passport, dict[str, Any], None]]:
+        for seq in seqs:
+            truth = stream.truth(seq)
+            if truth.passport_id is not None:
+                doc = passport_document(truth)
+                yield passport_from_document(doc, source=f"simulated cell {seq}"), doc, None
+
+    new, replaced = upsert_passports(store, items())
     return new + replaced
 
 
@@ -157,3 +159,20 @@ def lookup_passport(store: Store, passport_id: str) -> PassportRow | None:
     """The stored passport with this id (primary-key lookup), or None."""
     with store.session() as s:
         return s.get(PassportRow, passport_id)
+
+
+def passport_of(row: PassportRow) -> Passport:
+    """The stored passport as the parsed `Passport` the classifier's fusion takes."""
+    return Passport(
+        source=row.source_file or f"store:{row.id}",
+        passport_id=row.id,
+        model=row.model,  # type: ignore[arg-type]
+        manufacturer=row.manufacturer,
+        chemistry=row.chemistry,  # type: ignore[arg-type]
+        chemistry_reason=row.chemistry_reason or "",
+        chemistry_text=row.chemistry_text or "",
+        mass_g=row.mass_g,
+        soh_pct=row.soh_pct,
+        damaged=row.damaged,
+        fields_used={str(k): str(v) for k, v in (row.fields_used or {}).items()},
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -74,6 +74,22 @@ class PlcSection(Strict):
     )
 
 
+class XrfSection(Strict):
+    """The XRF station: `heads` SCPI instruments on consecutive ports from `port`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5030, ge=1, le=65535)
+    heads: int = Field(4, ge=0, le=32, description="0: no XRF station (passport only)")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class CameraSection(Strict):
+    """Label camera: `sim` renders simulated labels; `directory` reads <dir>/<seq>.png."""
+
+    kind: Literal["sim", "directory", "none"] = "sim"
+    directory: Path | None = None
+
+
 class MqttSection(Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -88,6 +104,8 @@ class PlantConfig(Strict):
     hmi: HmiSection = HmiSection()
     sim: SimSection = SimSection()
     plc: PlcSection = PlcSection()
+    xrf: XrfSection = XrfSection()
+    camera: CameraSection = CameraSection()
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
 

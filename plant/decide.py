@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.spectra import Spectrum
 from models.fusion import fuse
+
+from drivers.spectra import Spectrum
 from plant.domain import Decision
 from plant.routing import RoutingRules, decide
 

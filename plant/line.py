@@ -130,6 +130,7 @@ class LineEngine:
         passports: PassportLookup | None,
         bus: EventBus | None = None,
         on_tick: Callable[[LineEngine], Awaitable[None]] | None = None,
+        latency: Any = None,
     ) -> None:
         self.line = line
         self.settings = settings
@@ -141,6 +142,7 @@ class LineEngine:
         self.passports = passports
         self.bus = bus
         self.on_tick = on_tick
+        self.latency = latency  # a prometheus Histogram child, observed in seconds
         self.alarms = Alarms(store, line, bus)
         self.db = DbWorker(store)
         self.lots = LotTracker(
@@ -152,8 +154,8 @@ class LineEngine:
         )
         self.stats = Stats(recent_quarantine=deque(maxlen=settings.quarantine_rate_window))
         self.plc_ok = asyncio.Event()
-        self.plc_state = "connecting"
-        self.xrf_state = "ok" if station is not None else "absent"
+        self.plc_state = "unknown"
+        self.xrf_state = "ok" if station is not None else "unknown"
         self.running = False
         self.last_poll: dict[str, Any] = {}
         self._flights: dict[int, Flight] = {}
@@ -197,6 +199,11 @@ class LineEngine:
             await self.plc.write("line.stop_cmd", True)
 
     @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest cell taken from the infeed."""
+        return self._last_taken
+
+    @property
     def in_flight(self) -> int:
         return len(self._flights)
 
@@ -218,7 +225,9 @@ class LineEngine:
     def _plc_down(self, exc: BaseException) -> None:
         if self.plc_ok.is_set() or self.plc_state != "down":
             log.error("PLC unreachable: %s", exc)
-            self.alarms.raise_("plc", "unreachable", f"PLC unreachable: {exc}", AlarmPriority.critical)
+            self.alarms.raise_(
+                "plc", "unreachable", f"PLC unreachable: {exc}", AlarmPriority.critical
+            )
         self.plc_state = "down"
         self.plc_ok.clear()
 
@@ -409,7 +418,7 @@ class LineEngine:
         was = self._alarm_states.get("xrf", False)
         if error is not None and not was:
             self.alarms.raise_("xrf", "fault", error, AlarmPriority.high)
-            self.xrf_state = "fault"
+            self.xrf_state = "degraded"
         elif error is None and was:
             self.alarms.clear("xrf", "fault")
             self.xrf_state = "ok"
@@ -442,7 +451,10 @@ class LineEngine:
                     {"diverter.target": ROUTE_CODES[Route(route)], "diverter.seq": f.seq}
                 )
                 if route == f.decision.route:
-                    self.stats.latencies_ms.append((time.perf_counter() - f.t_detect) * 1000.0)
+                    seconds = time.perf_counter() - f.t_detect
+                    self.stats.latencies_ms.append(seconds * 1000.0)
+                    if self.latency is not None:
+                        self.latency.observe(seconds)
                 acked = await self._wait_ack(f.seq)
             except asyncio.CancelledError:
                 raise
@@ -474,8 +486,11 @@ class LineEngine:
             )
             self.alarms.raise_("diverter", "ack_missing", reason, AlarmPriority.high)
             self._alarm_states["ack"] = True
-            await self.db.run(lambda s: self._mark(s, f, CellState.quarantined, Route.quarantine,
-                                                   reason, lot=False))
+            await self.db.run(
+                lambda s: self._mark(
+                    s, f, CellState.quarantined, Route.quarantine, reason, lot=False
+                )
+            )
             self._count(f, Route.quarantine)
             return
         if self._alarm_states.pop("ack", False):
@@ -571,9 +586,7 @@ class LineEngine:
             "cells_per_min": round(self.stats.cells_per_min(time.monotonic()), 1),
             "quarantine_rate": round(sum(recent) / len(recent), 4) if recent else 0.0,
             "counts": dict(self.stats.routed),
-            "plc_counters": {
-                r: int(self.last_poll.get(f"counters.{r}", 0)) for r in ROUTES
-            },
+            "plc_counters": {r: int(self.last_poll.get(f"counters.{r}", 0)) for r in ROUTES},
             "in_flight": self.in_flight,
         }
 
@@ -583,7 +596,10 @@ class LineEngine:
         else:
             self.alarms_later(
                 lambda: self.alarms.raise_(
-                    "database", "unreachable", f"database unreachable: {error}", AlarmPriority.critical
+                    "database",
+                    "unreachable",
+                    f"database unreachable: {error}",
+                    AlarmPriority.critical,
                 )
             )
 
@@ -625,7 +641,11 @@ class LineEngine:
     def _unfinished(self, s: Session) -> list[tuple[int, int, float, str, str | None, str | None]]:
         q = (
             select(
-                CellRow.id, CellRow.seq, CellRow.mass_g, CellRow.state, CellRow.route,
+                CellRow.id,
+                CellRow.seq,
+                CellRow.mass_g,
+                CellRow.state,
+                CellRow.route,
                 CellRow.chemistry,
             )
             .where(

@@ -6,31 +6,47 @@ from typing import Annotated
 
 import typer
 
-from plant.commands import ctx_of, err
+from plant.commands import ctx_of
 
 
 def run(
     ctx: typer.Context,
     simulate: Annotated[
-        bool, typer.Option("--simulate", help="Start the simulated PLC, XRF heads and camera too.")
+        bool, typer.Option("--simulate", help="Start the simulated PLC and XRF heads too.")
     ] = False,
+    cells: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many cells are final and print a JSON summary."),
+    ] = None,
+    rate: Annotated[float, typer.Option(help="With --simulate: infeed cells per second.")] = 20.0,
+    dwell_scale: Annotated[
+        float, typer.Option(help="With --simulate: XRF dwell = live time x this.")
+    ] = 1.0,
+    line: Annotated[str | None, typer.Option(help="Line id (default: plant.toml).")] = None,
+    hmi: Annotated[bool, typer.Option("--hmi/--no-hmi", help="Serve the HMI too.")] = True,
     host: Annotated[
         str | None, typer.Option(help="HMI bind address (default: plant.toml).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="HMI port (default: plant.toml).")] = None,
 ) -> None:
-    """Run the line controller and the HMI web view."""
+    """Run the line controller (and the HMI web view) until Ctrl-C or --cells are done."""
     c = ctx_of(ctx)
     cfg = c.plant()
-    c.store().close()  # refuses an outdated schema before anything starts
-    import uvicorn
+    c.store().close()  # refuse an outdated schema before anything starts
 
-    from hmi.app import create_app
+    from plant.runner import RunOptions, run_command  # heavy: drivers, models, HMI
 
-    bind_host = host or cfg.hmi.host
-    bind_port = port or cfg.hmi.port
-    err.print(f"HMI on http://{bind_host}:{bind_port}  (Ctrl-C stops)")
-    uvicorn.run(create_app(c.config_dir), host=bind_host, port=bind_port, log_level="warning")
+    opts = RunOptions(
+        simulate=simulate,
+        cells=cells,
+        rate=rate,
+        dwell_scale=dwell_scale,
+        line=line,
+        hmi=hmi,
+        host=host,
+        port=port,
+    )
+    run_command(cfg, c.config_dir, opts)
 
 
 def register(root: typer.Typer) -> None:

@@ -1,0 +1,58 @@
+"""`plant sim`: the simulated line hardware on loopback ports, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from plant.commands import ctx_of, err
+
+
+def sim(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="Cells per second the infeed delivers.")] = 20.0,
+    cells: Annotated[
+        int | None, typer.Option(help="Stop the feeder after this many cells (default: never).")
+    ] = None,
+    dwell_scale: Annotated[
+        float,
+        typer.Option(help="XRF dwell = live time x this (0: answer at once, for benchmarks)."),
+    ] = 1.0,
+) -> None:
+    """Start the simulated PLC (Modbus TCP) and XRF heads (SCPI) on the ports in plant.toml."""
+    from plant.rig import SimHardware  # heavy: simulators, xraylib
+
+    c = ctx_of(ctx)
+    cfg = c.plant()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    hw = SimHardware.from_config(
+        cfg, c.config_dir, rate=rate, max_cells=cells, dwell_scale=dwell_scale
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await hw.start()
+        heads = cfg.sim.xrf_heads
+        err.print(
+            f"simulated PLC on {cfg.sim.host}:{hw.plc.port} (Modbus TCP); "
+            f"{heads} XRF heads on {cfg.sim.host}:{cfg.sim.xrf_port}-{cfg.sim.xrf_port + heads - 1}"
+            f" (SCPI); feeder {rate} cells/s"
+            + (f", {cells} cells" if cells else "")
+            + "  (Ctrl-C stops)"
+        )
+        await stop.wait()
+        await hw.stop()
+        err.print("simulated hardware stopped")
+
+    asyncio.run(main())
+
+
+def register(root: typer.Typer) -> None:
+    root.command()(sim)

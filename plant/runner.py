@@ -1,0 +1,272 @@
+"""`plant run`: the line engine, the HMI and (with --simulate) the simulated hardware together.
+
+With `--simulate` the simulators run in a child `plant sim` process (a second core for them,
+and the same servers a CI rig or `mbpoll` talks to). With `--cells N` the run stops the infeed
+once N cells of this line are final, and prints a JSON summary as its last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.registry import active_model
+from sqlalchemy import func, select
+
+from drivers.sim.cells import CellStream
+from plant.config import ConfigError, PlantConfig, load_file
+from plant.decide import Decider
+from plant.domain import CellState, Route
+from plant.events import EventBus
+from plant.line import ROUTES, LineEngine, count_routes, percentiles
+from plant.metrics import DECISION_LATENCY
+from plant.passports import import_simulated_passports, lookup_passport, passport_of
+from plant.rig import open_rig
+from plant.routing import RoutingRules, route_for_chemistry
+from plant.status import LineStatus, write_status
+from plant.store import AlarmRow, CellRow, Store
+
+log = logging.getLogger(__name__)
+PASSPORT_CHUNK = 5000
+
+
+@dataclass
+class RunOptions:
+    simulate: bool = False
+    cells: int | None = None
+    rate: float = 20.0
+    dwell_scale: float = 1.0
+    line: str | None = None
+    hmi: bool = True
+    host: str | None = None
+    port: int | None = None
+    start_line: bool = True
+
+
+def load_rules(config_dir: Path) -> RoutingRules:
+    return load_file(config_dir / "routing.toml", RoutingRules)
+
+
+def _set_pdeathsig() -> None:
+    """Child dies with its parent (Linux), so a killed controller leaves no stray simulator."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
+
+
+def spawn_sim(config_dir: Path, opts: RunOptions) -> subprocess.Popen[bytes]:
+    """Start `plant sim` as a child process with this run's feeder settings."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "plant.cli",
+        "--config",
+        str(config_dir),
+        "sim",
+        "--rate",
+        str(opts.rate),
+        "--dwell-scale",
+        str(opts.dwell_scale),
+    ]
+    if opts.cells is not None:
+        cmd += ["--cells", str(opts.cells)]
+    return subprocess.Popen(cmd, preexec_fn=_set_pdeathsig)
+
+
+def wait_ports(host: str, ports: list[int], proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until every simulator port accepts connections."""
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending:
+        if proc.poll() is not None:
+            raise ConfigError(f"simulated hardware exited with status {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, pending[0])) == 0:
+                pending.pop(0)
+                continue
+        if time.monotonic() > deadline:
+            raise ConfigError(f"simulated hardware did not open {host}:{pending[0]} in {timeout} s")
+        time.sleep(0.1)
+
+
+def final_count(store: Store, line: str) -> int:
+    with store.session() as s:
+        return int(
+            s.scalar(
+                select(func.count(CellRow.id)).where(
+                    CellRow.line == line,
+                    CellRow.state.in_([CellState.confirmed, CellState.quarantined]),
+                )
+            )
+            or 0
+        )
+
+
+def summary(
+    store: Store,
+    line: str,
+    rules: RoutingRules,
+    seed: int,
+    *,
+    plc_counters: dict[str, int],
+    latencies_ms: list[float],
+) -> dict[str, Any]:
+    """The run's figures: store counts vs PLC counters, misrouted against the simulated truth."""
+    stream = CellStream(seed)
+    with store.session() as s:
+        rows = s.execute(
+            select(CellRow.seq, CellRow.route, CellRow.state).where(CellRow.line == line)
+        ).all()
+        alarms = int(s.scalar(select(func.count(AlarmRow.id)).where(AlarmRow.line == line)) or 0)
+    misrouted = 0
+    for seq, route, _state in rows:
+        if route in (None, Route.quarantine):
+            continue
+        if route != route_for_chemistry(rules, stream.truth(int(seq)).chemistry):
+            misrouted += 1
+    routes = count_routes(store, line)
+    return {
+        "line": line,
+        "cells": len(rows),
+        "final": sum(1 for *_, st in rows if st in (CellState.confirmed, CellState.quarantined)),
+        "routes": routes,
+        "plc_counters": plc_counters,
+        "misrouted": misrouted,
+        "quarantined": routes.get(Route.quarantine, 0),
+        "alarms": alarms,
+        "decision_latency_ms": percentiles(latencies_ms),
+    }
+
+
+async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
+    """Run until Ctrl-C, or until `opts.cells` cells are final; returns the summary then."""
+    line = opts.line or cfg.plant.line
+    store = Store(cfg.database.url)
+    store.require_current_schema()
+    rules = load_rules(config_dir)
+    model = active_model(cfg.plant.data_dir / "models")
+    decider = Decider(model.classifier, rules, model.version, cfg.line.classify_batch_max)
+    proc: subprocess.Popen[bytes] | None = None
+    if opts.simulate:
+        proc = spawn_sim(config_dir, opts)
+        ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
+        await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
+    rig = open_rig(cfg, config_dir)
+    bus = EventBus()
+    stream = CellStream(cfg.sim.seed)
+    passports_ready = 0
+
+    async def lookup(pid: str) -> Any:
+        row = await asyncio.to_thread(lookup_passport, store, pid)
+        return passport_of(row) if row is not None else None
+
+    async def extend_passports(upto: int) -> None:
+        nonlocal passports_ready
+        if opts.simulate and upto > passports_ready:
+            start = passports_ready + 1
+            await asyncio.to_thread(
+                import_simulated_passports, store, stream, range(start, upto + 1)
+            )
+            passports_ready = upto
+
+    async def tick(engine: LineEngine) -> None:
+        st = engine.status()
+        await asyncio.to_thread(
+            write_status,
+            store,
+            LineStatus(
+                line=line,
+                running=st["running"],
+                plc_health=st["plc_health"],
+                xrf_health=st["xrf_health"],
+                cells_per_min=st["cells_per_min"],
+                quarantine_rate=st["quarantine_rate"],
+                counts=st["counts"],
+                extra={k: st[k] for k in ("plc_counters", "in_flight", "db_health")},
+            ),
+        )
+        await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
+
+    engine = LineEngine(
+        line=line,
+        settings=cfg.line,
+        store=store,
+        plc=rig.plc,
+        decider=decider,
+        station=rig.station,
+        labels=rig.labels,
+        passports=lookup,
+        bus=bus,
+        on_tick=tick,
+        latency=DECISION_LATENCY.labels(line),
+    )
+    await extend_passports(max(opts.cells or 0, PASSPORT_CHUNK))
+    server = None
+    tasks: list[asyncio.Task[Any]] = []
+    if opts.hmi:
+        import uvicorn
+
+        from hmi.app import create_app
+
+        app = create_app(config_dir, bus=bus, store=store)
+        host, port = opts.host or cfg.hmi.host, opts.port or cfg.hmi.port
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        tasks.append(asyncio.create_task(server.serve()))
+        print(f"HMI on http://{host}:{port}", file=sys.stderr, flush=True)
+    engine_task = asyncio.create_task(engine.run(start_line=opts.start_line))
+    result = None
+    try:
+        if opts.cells is None:
+            await engine_task
+        else:
+            while await asyncio.to_thread(final_count, store, line) < opts.cells:
+                if engine_task.done():
+                    await engine_task  # raises what stopped it
+                    break
+                await asyncio.sleep(0.25)
+            await engine.stop_infeed()
+            counters = await rig.plc.read(*[f"counters.{r}" for r in ROUTES])
+            result = summary(
+                store,
+                line,
+                rules,
+                cfg.sim.seed,
+                plc_counters={r: int(counters[f"counters.{r}"]) for r in ROUTES},
+                latencies_ms=list(engine.stats.latencies_ms),
+            )
+    finally:
+        engine.stop()
+        with contextlib.suppress(Exception):
+            await engine_task
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await rig.close()
+        if proc is not None:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait)
+        store.close()
+    return result
+
+
+def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> None:
+    """Blocking entry for the CLI; prints the summary JSON last when --cells is given."""
+    logging.basicConfig(
+        level=os.environ.get("PLANT_LOG", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result = asyncio.run(run_line(cfg, config_dir, opts))
+    if result is not None:
+        print(json.dumps(result), flush=True)

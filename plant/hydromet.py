@@ -146,18 +146,49 @@ def assay_values(row: AssayRow) -> AssayValues:
 
 
 def effective_assays(session: Session, batch_ids: Sequence[str]) -> dict[str, AssayValues]:
-    """The assay that decides each batch: the newest lab assay, else the newest inline one."""
+    """The values that decide each batch: the newest inline assay, overridden analyte by analyte
+    by lab assays in the order they were taken (a lab that measured only Fe changes only Fe)."""
     if not batch_ids:
         return {}
-    best: dict[str, AssayRow] = {}
-    rows = session.scalars(select(AssayRow).where(AssayRow.batch_id.in_(list(batch_ids))))
+    rows = session.scalars(
+        select(AssayRow)
+        .where(AssayRow.batch_id.in_(list(batch_ids)))
+        .order_by(AssayRow.taken_at, AssayRow.id)
+    )
+    inline: dict[str, AssayValues] = {}
+    labs: dict[str, list[AssayValues]] = {}
     for row in rows:
         assert row.batch_id is not None
-        cur = best.get(row.batch_id)
-        key = (row.source == "lab", row.taken_at, row.id)
-        if cur is None or key > (cur.source == "lab", cur.taken_at, cur.id):
-            best[row.batch_id] = row
-    return {k: assay_values(v) for k, v in best.items()}
+        if row.source == "lab":
+            labs.setdefault(row.batch_id, []).append(assay_values(row))
+        else:
+            inline[row.batch_id] = assay_values(row)
+    out: dict[str, AssayValues] = {}
+    for bid in set(inline) | set(labs):
+        cur = inline.get(bid)
+        for lab in labs.get(bid, []):
+            if cur is None:
+                cur = lab
+                continue
+            ppm = {**cur.impurities_ppm, **lab.impurities_ppm}
+            if lab.purity_pct is not None:
+                purity = lab.purity_pct
+            elif cur.purity_pct is not None:  # shift by the change in the impurities' sum
+                purity = (
+                    cur.purity_pct - (sum(ppm.values()) - sum(cur.impurities_ppm.values())) / 1e4
+                )
+            else:
+                purity = purity_by_difference(ppm)
+            cur = AssayValues(
+                "lab" if cur.source == "lab" else "inline+lab",
+                lab.taken_at,
+                purity,
+                {**cur.main_pct, **lab.main_pct},
+                ppm,
+            )
+        if cur is not None:
+            out[bid] = cur
+    return out
 
 
 def verdict_of(spec: ProductSpec, a: AssayValues | None) -> Verdict:

@@ -1,0 +1,203 @@
+"""Recycled-content certificate per product batch, as JSON and as self-contained HTML.
+
+A cell maker needs this for its own recycled-content declaration (EU 2023/1542 Art. 8): what the
+batch is, that it meets spec, how much recovered metal it holds, and which lots, cells and
+passports it came from. The JSON carries a SHA-256 of its own canonical form so a copy can be
+checked against the plant's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from sqlalchemy import select
+
+from plant.genealogy import TraceError, trace_batch
+from plant.hydromet import HydrometConfig, effective_assays, verdict_of
+from plant.purity import ProductsConfig, metal_in_product
+from plant.purity_report import balance_of
+from plant.store import BatchRow, CampaignRow, Store
+
+
+def certificate(
+    store: Store,
+    products: ProductsConfig,
+    config: HydrometConfig,
+    batch_id: str,
+    *,
+    site: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The certificate's content; raises TraceError for an unknown batch."""
+    with store.session() as s:
+        batch = s.get(BatchRow, batch_id)
+        if batch is None:
+            raise TraceError(f"batch {batch_id!r} not found")
+        assay = effective_assays(s, [batch_id]).get(batch_id)
+        campaign = s.get(CampaignRow, batch.campaign_id) if batch.campaign_id else None
+        line = s.scalar(select(CampaignRow.line).where(CampaignRow.id == batch.campaign_id))
+    spec = products.products.get(batch.product)
+    if spec is None:
+        raise TraceError(f"batch {batch_id!r} is {batch.product!r}, which has no product spec")
+    verdict = verdict_of(spec, assay)
+    trace = trace_batch(store, batch_id)
+    metal_g = (
+        metal_in_product(
+            spec, batch.mass_kg or 0.0, assay.purity_pct, assay.main_pct.get(spec.metal)
+        )
+        if assay is not None
+        else None
+    )
+    recovery_pct = None
+    if campaign is not None:
+        bal = balance_of(store, products, config, since=campaign.started_at).get(spec.metal)
+        recovery_pct = (
+            None if bal is None or bal.recovery_pct is None else round(bal.recovery_pct, 2)
+        )
+    chem = Counter(c.chemistry or "unknown" for c in trace.cells)
+    body: dict[str, Any] = {
+        "certificate_id": f"RCC-{batch_id}",
+        "issued_at": now.isoformat(),
+        "site": site,
+        "line": line,
+        "batch": {
+            "id": batch.id,
+            "product": batch.product,
+            "mass_kg": batch.mass_kg,
+            "made_at": batch.created_at.isoformat(),
+            "campaign_id": batch.campaign_id,
+            "state": batch.state,
+        },
+        "assay": None
+        if assay is None
+        else {
+            "source": assay.source,
+            "taken_at": assay.taken_at.isoformat(),
+            "purity_pct": assay.purity_pct,
+            "main_pct": assay.main_pct,
+            "impurities_ppm": assay.impurities_ppm,
+        },
+        "spec": spec.model_dump(exclude={"spc"}),
+        "verdict": {"in_spec": verdict.in_spec, "reasons": verdict.reasons},
+        "recovered_metal": {
+            "metal": spec.metal,
+            "mass_g": None if metal_g is None else round(metal_g, 1),
+            "post_consumer_recycled_pct": 100.0,
+            "campaign_recovery_pct": recovery_pct,
+        },
+        "genealogy": {
+            "lots": trace.lots,
+            "cell_count": len(trace.cells),
+            "cells_without_passport": sum(1 for c in trace.cells if not c.passport_id),
+            "chemistries": dict(sorted(chem.items())),
+            "passport_ids": trace.passport_ids,
+        },
+    }
+    body["sha256"] = hashlib.sha256(canonical(body).encode()).hexdigest()
+    return body
+
+
+def canonical(body: dict[str, Any]) -> str:
+    """The certificate without its hash, in the one text form the hash is taken over."""
+    rest = {k: v for k, v in body.items() if k != "sha256"}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:60rem;
+color:#1b1f23;line-height:1.4}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.1rem;margin-top:1.6rem;
+border-bottom:1px solid #ccd;padding-bottom:.2rem}
+table{border-collapse:collapse;width:100%}td,th{padding:.25rem .5rem;border-bottom:1px solid #eee;
+text-align:left;vertical-align:top}th{width:16rem;color:#445}
+.ok{color:#0a6b2b;font-weight:600}.bad{color:#a4001d;font-weight:600}
+.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem;word-break:break-all}
+ul.ids{columns:2;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.8rem}
+@media print{body{margin:0}}
+"""
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    return "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in pairs)
+
+
+def render_html(cert: dict[str, Any]) -> str:
+    """A self-contained page (inline CSS, no scripts, no external links) to print or archive."""
+    b, a, v, r, g = (
+        cert["batch"],
+        cert["assay"] or {},
+        cert["verdict"],
+        cert["recovered_metal"],
+        cert["genealogy"],
+    )
+    verdict = (
+        '<span class="ok">IN SPEC — battery grade</span>'
+        if v["in_spec"]
+        else '<span class="bad">OFF SPEC</span>: ' + escape("; ".join(v["reasons"]))
+    )
+    spec = cert["spec"]
+    window = ""
+    if spec.get("main_min_pct") is not None or spec.get("main_max_pct") is not None:
+        lo, hi = spec.get("main_min_pct") or "-", spec.get("main_max_pct") or "-"
+        window = f"{spec['metal']} {lo} to {hi} %"
+    limits = ", ".join(f"{k} ≤ {lim:g} ppm" for k, lim in spec["impurity_limits_ppm"].items())
+    main = ", ".join(f"{k} {val} %" for k, val in (a.get("main_pct") or {}).items())
+    imps = ", ".join(f"{k} {val:g}" for k, val in (a.get("impurities_ppm") or {}).items())
+    lots = "".join(
+        f"<tr><td>{escape(lot['id'])}</td><td>{escape(str(lot['route']))}</td>"
+        f"<td>{lot['mass_g'] / 1000:.1f} kg</td><td>{lot['cell_count']}</td></tr>"
+        for lot in g["lots"]
+    )
+    pids = "".join(f"<li>{escape(p)}</li>" for p in g["passport_ids"])
+    chems = ", ".join(f"{k} {n}" for k, n in g["chemistries"].items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{escape(cert["certificate_id"])} — recycled-content certificate</title>
+<style>{_CSS}</style></head><body>
+<h1>Recycled-content certificate</h1>
+<div>{escape(cert["certificate_id"])} · issued {escape(cert["issued_at"])} · site
+{escape(str(cert["site"]))} · line {escape(str(cert["line"]))}</div>
+<h2>Batch</h2><table>{
+        _rows(
+            [
+                ("Batch", b["id"]),
+                ("Product", b["product"]),
+                ("Mass", f"{b['mass_kg']} kg"),
+                ("Made", b["made_at"]),
+                ("Campaign", b["campaign_id"]),
+            ]
+        )
+    }</table>
+<h2>Assay and verdict</h2><table>{
+        _rows(
+            [
+                ("Assay source", f"{a.get('source', 'none')} at {a.get('taken_at', '-')}"),
+                ("Purity", f"{a.get('purity_pct')} % (minimum {spec['min_purity_pct']} %)"),
+                ("Main element", f"{main or '-'} {('(spec ' + window + ')') if window else ''}"),
+                ("Impurities, ppm", imps or "-"),
+                ("Impurity limits", limits or "-"),
+            ]
+        )
+    }<tr><th>Verdict</th><td>{verdict}</td></tr></table>
+<h2>Recovered metal</h2><table>{
+        _rows(
+            [
+                (f"{r['metal']} in this batch", f"{r['mass_g']} g"),
+                ("Post-consumer recycled share", f"{r['post_consumer_recycled_pct']} %"),
+                ("Campaign recovery of " + r["metal"], f"{r['campaign_recovery_pct']} %"),
+            ]
+        )
+    }</table>
+<h2>Traced input</h2>
+<p>{g["cell_count"]} end-of-life cells ({escape(chems)}); {g["cells_without_passport"]}
+without a battery passport.</p>
+<table><tr><th>Lot</th><th>Route</th><th>Mass</th><th>Cells</th></tr>{lots}</table>
+<h2>Battery passports ({len(g["passport_ids"])})</h2><ul class="ids">{pids}</ul>
+<h2>Integrity</h2><p class="mono">SHA-256 of the canonical JSON: {escape(cert["sha256"])}</p>
+</body></html>
+"""

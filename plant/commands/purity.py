@@ -1,0 +1,199 @@
+"""`plant purity` (report, certificate) and `plant assays import`: product quality for engineers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from plant.assays import AssayFileError, parse, store_samples
+from plant.certificates import certificate, render_html
+from plant.commands import Ctx, ctx_of, err, out
+from plant.genealogy import TraceError
+from plant.hydromet import load_hydromet
+from plant.purity import load_products
+from plant.purity_report import build_report
+
+purity_app = typer.Typer(
+    help="Product purity, SPC, mass balance and recovery.", no_args_is_help=True
+)
+assays_app = typer.Typer(help="Lab assays from a LIMS.", no_args_is_help=True)
+
+
+def _since(text: str | None) -> datetime | None:
+    """ISO time (2025-03-01 or 2025-03-01T06:00Z) or an age like 24h, 7d, 90m."""
+    if text is None:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        err.print(f"--since {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)")
+        raise typer.Exit(2) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def _bar(pct: float | None, target: float, width: int = 30) -> str:
+    if pct is None:
+        return "-"
+    filled = max(0, min(width, round(pct / 100 * width)))
+    mark = round(target / 100 * width)
+    cells = ["█" if i < filled else "·" for i in range(width)]
+    if 0 <= mark < width:
+        cells[mark] = "|"
+    return "".join(cells)
+
+
+def _print_report(rep: dict[str, Any]) -> None:
+    t = Table(title="Product batches", show_lines=False)
+    for col in ("batch", "product", "kg", "purity %", "verdict"):
+        t.add_column(col)
+    for b in rep["batches"]:
+        verdict = "[green]in spec[/]" if b["in_spec"] else "[red]" + "; ".join(b["reasons"]) + "[/]"
+        purity = "-" if b["purity_pct"] is None else f"{b['purity_pct']:.3f}"
+        t.add_row(b["id"], b["product"], f"{b['mass_kg'] or 0:.2f}", purity, verdict)
+    out.print(t)
+    if rep["spc_alarms"]:
+        out.print("[bold]SPC alarms[/]")
+        for a in rep["spc_alarms"]:
+            out.print(f"  [{a['state']}] {a['message']}", highlight=False)
+    else:
+        out.print("SPC alarms: none")
+    m = Table(title="Mass balance (g)")
+    for col in ("metal", "in", "products", "by-products", "residues", "unaccounted", "recovery %"):
+        m.add_column(col, justify="right")
+    for metal, b in rep["mass_balance"].items():
+        m.add_row(
+            metal,
+            f"{b['in_g']:.0f}",
+            f"{b['products_g']:.0f}",
+            f"{b['byproducts_g']:.0f}",
+            f"{sum(b['residues_g'].values()):.0f}",
+            f"{b['unaccounted_g']:.0f}",
+            "-" if b["recovery_pct"] is None else f"{b['recovery_pct']:.1f}",
+        )
+    out.print(m)
+    out.print("[bold]Recovery vs EU Battery Regulation targets[/] (| marks the latest target)")
+    for metal, r in rep["recovery"].items():
+        targets = ", ".join(
+            f"{label} {v:g} % {'met' if r['meets'][label] else 'NOT met'}"
+            for label, v in r["targets"].items()
+        )
+        pct = r["achieved_pct"]
+        top = max(r["targets"].values(), default=0.0)
+        shown = "-" if pct is None else f"{pct:5.1f} %"
+        out.print(f"  {metal:3} {_bar(pct, top)} {shown}  ({targets})", highlight=False)
+    lots = [lot for lot in rep["lots"] if lot["value"]]
+    if lots:
+        v = Table(title="Valued black-mass lots")
+        for col in ("lot", "black mass kg", "Ni %", "Co %", "Mn %", "Fe %", "value"):
+            v.add_column(col, justify="right")
+        for lot in lots:
+            wt, val = lot["assay"]["wt_pct"], lot["value"]
+            v.add_row(
+                lot["id"],
+                f"{lot['assay']['black_mass_kg']:.1f}",
+                *(f"{wt.get(el, 0):.2f}" for el in ("Ni", "Co", "Mn", "Fe")),
+                f"{val['total']:,.0f} ± {val['uncertainty']:,.0f} {val['currency']}",
+            )
+        out.print(v)
+
+
+@purity_app.command("report")
+def report(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only batches, lots and campaigns since an ISO time or an age (24h)."),
+    ] = None,
+) -> None:
+    """Show product batches with spec verdicts, SPC alarms, mass balance, recovery and lot values."""
+    c: Ctx = ctx_of(ctx)
+    products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)
+    store = c.store()
+    try:
+        rep = build_report(store, products, cfg, _since(since), now=datetime.now(UTC))
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(rep, ensure_ascii=False))
+    else:
+        _print_report(rep)
+
+
+@purity_app.command("certificate")
+def certificate_cmd(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Product batch id, e.g. L1-HC00003-Ni.")],
+    html: Annotated[bool, typer.Option("--html", help="Write HTML (the default).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Write JSON instead of HTML.")] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Write the recycled-content certificate of a product batch (assay, verdict, traced passports)."""
+    if html and as_json:
+        err.print("choose one of --html and --json")
+        raise typer.Exit(2)
+    c = ctx_of(ctx)
+    products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)
+    store = c.store()
+    try:
+        cert = certificate(
+            store, products, cfg, batch, site=c.plant().plant.site, now=datetime.now(UTC)
+        )
+    except TraceError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    text = json.dumps(cert, ensure_ascii=False, indent=2) if as_json else render_html(cert)
+    if out_file is None:
+        print(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        err.print(f"certificate of {batch} written to {out_file}")
+
+
+@assays_app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV exported by the LIMS (docs/assays-csv.md).")],
+) -> None:
+    """Import lab assays from a LIMS CSV; bad rows are listed by line and the good ones kept."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"error: {file}: cannot read: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        result = parse(text)
+    except AssayFileError as exc:
+        err.print(f"error: {file}: {exc}")
+        raise typer.Exit(2) from None
+    c = ctx_of(ctx)
+    store = c.store()
+    try:
+        n = store_samples(store, load_products(c.config_dir), result)
+    finally:
+        store.close()
+    for bad in result.bad:
+        err.print(f"{file}:{bad.line}: {bad.reason}", highlight=False)
+    err.print(
+        f"{file}: imported {result.good_rows} rows as {n} assays; {len(result.bad)} bad rows",
+        highlight=False,
+    )
+    if result.bad:
+        raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(purity_app, name="purity")
+    root.add_typer(assays_app, name="assays")

@@ -114,7 +114,7 @@ def report(
         typer.Option(help="Only batches, lots and campaigns since an ISO time or an age (24h)."),
     ] = None,
 ) -> None:
-    """Show product batches with spec verdicts, SPC alarms, mass balance, recovery and lot values."""
+    """Show batches with spec verdicts, SPC alarms, mass balance, recovery and lot values."""
     c: Ctx = ctx_of(ctx)
     products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)
     store = c.store()
@@ -138,7 +138,7 @@ def certificate_cmd(
         Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Write the recycled-content certificate of a product batch (assay, verdict, traced passports)."""
+    """Write the recycled-content certificate of a batch (assay, verdict, traced passports)."""
     if html and as_json:
         err.print("choose one of --html and --json")
         raise typer.Exit(2)

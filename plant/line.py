@@ -167,6 +167,7 @@ class LineEngine:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm_states: dict[str, bool] = {}
+        self._draining = False  # infeed stopped until in-flight cells are resolved
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, start_line: bool = True) -> None:
@@ -239,7 +240,8 @@ class LineEngine:
         self.plc_ok.set()
 
     async def _plc_outage(self, exc: BaseException) -> None:
-        """PLC lost: in-flight cells go to quarantine; on return stop infeed, resolve, resume."""
+        """PLC lost: cells in flight go to quarantine; on return, stop the infeed until the
+        diverter has resolved them (the infeed loop resumes it)."""
         self._plc_down(exc)
         for f in self._flights.values():
             f.force_reason = f.force_reason or "PLC fault while the cell was in flight"
@@ -248,11 +250,7 @@ class LineEngine:
             return
         with contextlib.suppress(Exception):
             await self.plc.write("line.stop_cmd", True)
-        # the diverter loop now writes quarantine for every in-flight cell, in order
-        while self._flights and not self._stop.is_set():
-            await asyncio.sleep(0.01)
-        with contextlib.suppress(Exception):
-            await self.plc.write("line.start_cmd", True)
+        self._draining = True
 
     # -- infeed ------------------------------------------------------------------------------
     async def _infeed_loop(self) -> None:
@@ -272,6 +270,12 @@ class LineEngine:
             if ack != self._ack_seq:
                 self._ack_seq = ack
                 self._ack_changed.set()
+            if self._draining:
+                if self._flights:
+                    await asyncio.sleep(idle)
+                    continue
+                await self.plc.write("line.start_cmd", True)  # resume after a PLC outage
+                self._draining = False
             seq = int(poll["infeed.cell_seq"])
             if not poll["infeed.cell_present"] or seq <= self._last_taken:
                 await asyncio.sleep(idle)
@@ -442,11 +446,21 @@ class LineEngine:
             self._next_divert = f.seq + 1
 
     async def _divert(self, f: Flight) -> None:
+        """Write this cell's diverter command until the PLC acknowledges it (or times out).
+
+        A write whose answer was lost may still have landed: before writing again, the PLC's
+        ack tells whether it did, so a cell is never counted in two routes.
+        """
         assert f.decision is not None
+        written: str | None = None
         while not self._stop.is_set():
+            await self.plc_ok.wait()
+            if written is not None and self._ack_seq >= f.seq:
+                await self._finish(f, written, True)
+                return
             route = Route.quarantine if f.force_reason else f.decision.route
             try:
-                await self.plc_ok.wait()
+                written = route
                 await self.plc.write_many(
                     {"diverter.target": ROUTE_CODES[Route(route)], "diverter.seq": f.seq}
                 )
@@ -467,14 +481,20 @@ class LineEngine:
             return
 
     async def _wait_ack(self, seq: int) -> bool:
-        deadline = time.monotonic() + self.settings.diverter_ack_timeout_s
+        """True once the PLC acked `seq`; the timeout only runs while the PLC is reachable."""
+        timeout = self.settings.diverter_ack_timeout_s
+        deadline = time.monotonic() + timeout
         while self._ack_seq < seq:
+            if not self.plc_ok.is_set():
+                await self.plc_ok.wait()
+                deadline = time.monotonic() + timeout
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             self._ack_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ack_changed.wait(), left)
+                await asyncio.wait_for(self._ack_changed.wait(), min(left, 0.1))
         return True
 
     async def _finish(self, f: Flight, route: str, acked: bool) -> None:

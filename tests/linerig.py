@@ -1,0 +1,128 @@
+"""A whole simulated line in one test process: real servers on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drivers.plc import PlcClient, load_tag_map
+from drivers.sim.cells import CellStream
+from drivers.sim.plc import SimPlc
+from drivers.sim.xrf import SimXrfStation
+from drivers.xrf import XrfClient, XrfStation
+from models.registry import active_model
+from plant.config import LineSection
+from plant.decide import Decider
+from plant.domain import Route
+from plant.events import EventBus
+from plant.line import ROUTES, LineEngine
+from plant.passports import import_simulated_passports, lookup_passport, passport_of
+from plant.rig import CameraLabels
+from plant.routing import route_for_chemistry
+from plant.runner import load_rules
+from plant.store import Store
+from drivers.sim.camera import SimCamera
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "config"
+
+
+@dataclass
+class SimLine:
+    engine: LineEngine
+    plc_sim: SimPlc
+    xrf_sim: SimXrfStation
+    client: PlcClient
+    store: Store
+    task: asyncio.Task[None]
+    seed: int
+
+    async def wait_final(self, n: int, timeout: float = 120.0) -> None:
+        """Until n cells have been confirmed or quarantined."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.engine.stats.finished < n:
+            if self.task.done():
+                await self.task
+            if loop.time() > deadline:
+                raise AssertionError(
+                    f"only {self.engine.stats.finished} of {n} cells final after {timeout} s"
+                )
+            await asyncio.sleep(0.05)
+
+    def plc_counters(self) -> dict[str, int]:
+        return {r: int(self.plc_sim.value(f"counters.{r}")) for r in ROUTES}
+
+    def misrouted(self, routes_by_seq: dict[int, str]) -> int:
+        rules = load_rules(CONFIG)
+        stream = CellStream(self.seed)
+        return sum(
+            1
+            for seq, route in routes_by_seq.items()
+            if route != Route.quarantine
+            and route != route_for_chemistry(rules, stream.truth(seq).chemistry)
+        )
+
+
+@contextlib.asynccontextmanager
+async def sim_line(
+    store: Store,
+    *,
+    cells: int,
+    rate: float = 200.0,
+    seed: int = 1,
+    heads: int = 2,
+    line: str = "L1",
+    settings: dict[str, Any] | None = None,
+    bus: EventBus | None = None,
+    **plc_options: Any,
+) -> AsyncIterator[SimLine]:
+    """Start simulators and an engine; stop everything on exit."""
+    tags = load_tag_map(CONFIG / "plc.toml")
+    stream = CellStream(seed)
+    plc_sim = SimPlc(
+        tags, port=0, seed=seed, rate_cells_s=rate, max_cells=cells, cells=stream, **plc_options
+    )
+    await plc_sim.start()
+    xrf_sim = SimXrfStation(heads, base_port=0, seed=seed, dwell_scale=0.0)
+    await xrf_sim.start()
+    await asyncio.to_thread(import_simulated_passports, store, stream, range(1, cells + 1))
+    client = PlcClient("127.0.0.1", plc_sim.port, tags)
+    xrf_heads = [XrfClient("127.0.0.1", p, timeout_s=2.0, name=f"xrf{i}")
+                 for i, p in enumerate(xrf_sim.ports)]
+    model = active_model(REPO / "var" / "no-such-registry")
+    decider = Decider(model.classifier, load_rules(CONFIG), model.version)
+
+    async def lookup(pid: str) -> Any:
+        row = await asyncio.to_thread(lookup_passport, store, pid)
+        return passport_of(row) if row is not None else None
+
+    engine = LineEngine(
+        line=line,
+        settings=LineSection(**{"xrf_live_time_s": 0.2, "diverter_ack_timeout_s": 1.0,
+                                **(settings or {})}),
+        store=store,
+        plc=client,
+        decider=decider,
+        station=XrfStation(xrf_heads),
+        labels=CameraLabels(SimCamera(seed, stream)),
+        passports=lookup,
+        bus=bus,
+    )
+    task = asyncio.create_task(engine.run())
+    rig = SimLine(engine, plc_sim, xrf_sim, client, store, task, seed)
+    try:
+        yield rig
+    finally:
+        engine.stop()
+        with contextlib.suppress(Exception):
+            await task
+        for h in xrf_heads:
+            await h.close()
+        await client.close()
+        await xrf_sim.stop()
+        await plc_sim.stop()

@@ -690,7 +690,10 @@ def simulate_material(
     what is missing to 100 % is taken as light matrix (half C, half O)."""
     comp: dict[int, float] = {}
     for symbol, pct in wt_pct.items():
-        z = xrl.SymbolToAtomicNumber(symbol) if symbol.isalpha() else 0
+        try:
+            z = xrl.SymbolToAtomicNumber(symbol)
+        except ValueError:
+            z = 0
         if z <= 0 or not math.isfinite(pct) or pct < 0:
             raise ValueError(f"{source}: bad element or wt% {symbol!r}: {pct}")
         comp[z] = comp.get(z, 0.0) + pct / 100.0

@@ -21,7 +21,7 @@ from plant.config import load_plant
 from plant.events import EventBus
 from plant.metrics import exposition
 from plant.store import Store
-from plant.users import ensure_admin, load_users_config
+from plant.users import ensure_admin, load_users_config, use_hash_cost
 
 STATIC_DIR = Path(__file__).parent / "static"
 SHELVE_CHECK_S = 5.0
@@ -57,7 +57,9 @@ def create_app(
     cfg = load_plant(config_dir)
     own_store = store is None
     st = store if store is not None else Store(cfg.database.url)
-    c = HmiContext(st, cfg, load_users_config(config_dir), config_dir, bus, setpoint_writer)
+    users_cfg = load_users_config(config_dir)
+    use_hash_cost(users_cfg.auth.argon2_time_cost, users_cfg.auth.argon2_memory_kib)
+    c = HmiContext(st, cfg, users_cfg, config_dir, bus, setpoint_writer)
     announce_admin(st)
 
     @contextlib.asynccontextmanager

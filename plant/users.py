@@ -28,6 +28,18 @@ _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash("no such user, constant-time filler")
 
 
+def use_hash_cost(time_cost: int, memory_kib: int) -> None:
+    """Set the argon2 cost for new hashes (a slow panel PC may need less; tests use the least).
+
+    Existing hashes keep verifying; they are rehashed with the new cost at the next login.
+    """
+    global _HASHER, _DUMMY_HASH
+    if (_HASHER.time_cost, _HASHER.memory_cost) == (time_cost, memory_kib):
+        return
+    _HASHER = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    _DUMMY_HASH = _HASHER.hash("no such user, constant-time filler")
+
+
 class UserError(ValueError):
     """A user cannot be created or changed as asked; the message says why in one line."""
 
@@ -36,6 +48,9 @@ class AuthSection(Strict):
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
     login_max_failures: int = Field(5, ge=1, le=1000)
     login_window_s: float = Field(60.0, gt=0, le=86400)
+    # argon2id cost (RFC 9106 low-memory profile by default: t=3, m=64 MiB).
+    argon2_time_cost: int = Field(3, ge=1, le=20)
+    argon2_memory_kib: int = Field(65536, ge=64, le=4 * 1024 * 1024)
 
 
 class AlarmSection(Strict):

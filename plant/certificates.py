@@ -20,7 +20,7 @@ from sqlalchemy import select
 from plant.genealogy import TraceError, trace_batch
 from plant.hydromet import HydrometConfig, effective_assays, verdict_of
 from plant.purity import ProductsConfig, metal_in_product
-from plant.purity_report import balance_of
+from plant.purity_report import balance_of, iso_utc
 from plant.store import BatchRow, CampaignRow, Store
 
 
@@ -55,7 +55,7 @@ def certificate(
     )
     recovery_pct = None
     if campaign is not None:
-        bal = balance_of(store, products, config, since=campaign.started_at).get(spec.metal)
+        bal = balance_of(store, products, config, campaign_id=campaign.id).get(spec.metal)
         recovery_pct = (
             None if bal is None or bal.recovery_pct is None else round(bal.recovery_pct, 2)
         )
@@ -69,7 +69,7 @@ def certificate(
             "id": batch.id,
             "product": batch.product,
             "mass_kg": batch.mass_kg,
-            "made_at": batch.created_at.isoformat(),
+            "made_at": iso_utc(batch.created_at),
             "campaign_id": batch.campaign_id,
             "state": batch.state,
         },
@@ -77,7 +77,7 @@ def certificate(
         if assay is None
         else {
             "source": assay.source,
-            "taken_at": assay.taken_at.isoformat(),
+            "taken_at": iso_utc(assay.taken_at),
             "purity_pct": assay.purity_pct,
             "main_pct": assay.main_pct,
             "impurities_ppm": assay.impurities_ppm,
@@ -143,8 +143,9 @@ def render_html(cert: dict[str, Any]) -> str:
     spec = cert["spec"]
     window = ""
     if spec.get("main_min_pct") is not None or spec.get("main_max_pct") is not None:
-        lo, hi = spec.get("main_min_pct") or "-", spec.get("main_max_pct") or "-"
-        window = f"{spec['metal']} {lo} to {hi} %"
+        lo, hi = spec.get("main_min_pct"), spec.get("main_max_pct")
+        rng = f"{lo}-{hi}" if lo is not None and hi is not None else f"≥ {lo}" if lo else f"≤ {hi}"
+        window = f"{spec['metal']} {rng} %"
     limits = ", ".join(f"{k} ≤ {lim:g} ppm" for k, lim in spec["impurity_limits_ppm"].items())
     main = ", ".join(f"{k} {val} %" for k, val in (a.get("main_pct") or {}).items())
     imps = ", ".join(f"{k} {val:g}" for k, val in (a.get("impurities_ppm") or {}).items())

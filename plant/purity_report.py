@@ -5,7 +5,7 @@ One builder for `plant purity report --json`, the HMI and the certificates, so t
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -29,8 +29,11 @@ from plant.purity import (
 from plant.store import AlarmRow, AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat() if ts else None
+def iso_utc(ts: datetime | None) -> str | None:
+    """ISO 8601 with offset; SQLite hands back naive datetimes, which the store keeps in UTC."""
+    if ts is None:
+        return None
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).isoformat()
 
 
 def batch_rows(
@@ -55,7 +58,7 @@ def batch_rows(
                 "campaign_id": b.campaign_id,
                 "mass_kg": b.mass_kg,
                 "state": b.state,
-                "created_at": _iso(b.created_at),
+                "created_at": iso_utc(b.created_at),
                 "assay_source": a.source if a else None,
                 "purity_pct": a.purity_pct if a else None,
                 "main_pct": a.main_pct if a else {},
@@ -81,12 +84,16 @@ def balance_of(
     config: HydrometConfig,
     since: datetime | None = None,
     batches: list[dict[str, Any]] | None = None,
+    campaign_id: str | None = None,
 ) -> dict[str, MetalBalance]:
-    """Mass balance over the campaigns since `since`: lot estimates in, assayed products out."""
+    """Mass balance over the campaigns since `since` (or one campaign): lot estimates in,
+    assayed products out."""
     with store.session() as s:
         q = select(CampaignRow)
         if since is not None:
             q = q.where(CampaignRow.started_at >= since)
+        if campaign_id is not None:
+            q = q.where(CampaignRow.id == campaign_id)
         campaigns = list(s.scalars(q))
     ids = {c.id for c in campaigns}
     rows = batches if batches is not None else batch_rows(store, products, since)
@@ -167,14 +174,14 @@ def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]
                 "state": lot.state,
                 "mass_g": round(lot.mass_g, 1),
                 "cell_count": lot.cell_count,
-                "closed_at": _iso(lot.closed_at),
+                "closed_at": iso_utc(lot.closed_at),
                 "campaign_id": campaign.get(lot.id),
-                "metals_g_estimated": lot.metals_g,
+                "metals_g_estimated": {k: round(float(v), 1) for k, v in lot.metals_g.items()},
                 "assay": None
                 if a is None
                 else {
                     "source": a.source,
-                    "taken_at": _iso(a.taken_at),
+                    "taken_at": iso_utc(a.taken_at),
                     "black_mass_kg": comp.get("black_mass_kg"),
                     "wt_pct": comp.get("wt_pct", {}),
                     "unc_pct": comp.get("unc_pct", {}),
@@ -201,8 +208,8 @@ def build_report(
             q = q.where(AlarmRow.raised_at >= since)
         alarms = [alarm_json(a) for a in s.scalars(q)]
     return {
-        "generated_at": _iso(now),
-        "since": _iso(since),
+        "generated_at": iso_utc(now),
+        "since": iso_utc(since),
         "batches": batches,
         "spc_alarms": alarms,
         "spc": spc_summary(store, products, config),

@@ -92,7 +92,7 @@ class HydrometModel:
     # Co-precipitation loss = coef * (cake g / valuable g) * 10**(0.5 * (pH - 4)). At pH 4, 2-4
     # g/L of Al costs Ni 2-10 %, Co 1-2 % and Li 2-10 % (reference §4.2).
     coprecipitation: Mapping[str, float] = field(
-        default_factory=lambda: {"Ni": 1.5, "Co": 0.6, "Mn": 0.8, "Li": 1.5}
+        default_factory=lambda: {"Ni": 1.0, "Co": 0.6, "Mn": 0.8, "Li": 1.0}
     )
     product_yield: Mapping[str, float] = field(
         default_factory=lambda: {"Ni": 0.985, "Co": 0.98, "Mn": 0.97, "Li": 0.88}

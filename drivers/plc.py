@@ -2,7 +2,7 @@
 
 Two halves live here because both the client and the simulated PLC need them:
 - the tag map (pydantic model, validated at load; encoding/decoding of every value in ONE
-  place: `Tag.decode` / `Tag.encode`, on top of pymodbus' register converters);
+  place: `Tag.decode` / `Tag.encode`);
 - `PlcClient`, an asyncio client with batched reads, per-request timeouts, capped
   exponential reconnect backoff with jitter, typed errors and a health state that logs one
   line per change (a PLC down for an hour logs twice: when it goes and when it comes back).
@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import re
+import struct
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,6 @@ from pydantic import (
     model_validator,
 )
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
@@ -61,13 +61,17 @@ MAX_WRITE: dict[str, int] = {"coil": 1968, "holding_register": 123}
 # A zero or negative configured reconnect delay must not turn into a busy loop.
 MIN_RECONNECT_S = 0.01
 
-_DT = ModbusClientMixin.DATATYPE
-_DATATYPE: dict[str, Any] = {
-    "int16": _DT.INT16,
-    "uint16": _DT.UINT16,
-    "int32": _DT.INT32,
-    "uint32": _DT.UINT32,
-    "float32": _DT.FLOAT32,
+# Register <-> value codecs (Modbus registers are big-endian 16-bit words; word_order says
+# which word of a 32-bit value comes first). struct is used rather than pymodbus'
+# convert_from_registers because it is several times faster on the line's hot path.
+_WORD = struct.Struct(">H")
+_WORDS = struct.Struct(">HH")
+_STRUCT: dict[str, struct.Struct] = {
+    "int16": struct.Struct(">h"),
+    "uint16": struct.Struct(">H"),
+    "int32": struct.Struct(">i"),
+    "uint32": struct.Struct(">I"),
+    "float32": struct.Struct(">f"),
 }
 _INT_RANGE: dict[str, tuple[int, int]] = {
     "int16": (-(2**15), 2**15 - 1),
@@ -184,15 +188,18 @@ class Tag(_Strict):
         """Raw registers/bits (exactly `width` of them) -> engineering value."""
         if self.type == "bool":
             return bool(words[0])
-        raw = ModbusClientMixin.convert_from_registers(
-            [int(w) for w in words], _DATATYPE[self.type], word_order=self.word_order or "big"
-        )
+        if self.width == 1:
+            data = _WORD.pack(int(words[0]))
+        elif self.word_order == "little":
+            data = _WORDS.pack(int(words[1]), int(words[0]))
+        else:
+            data = _WORDS.pack(int(words[0]), int(words[1]))
+        raw = _STRUCT[self.type].unpack(data)[0]
         if self.type == "float32":
-            # shortest decimal that is this float32 (4.35, not 4.349999904632568)
-            raw = float(str(np.float32(raw)))
+            raw = float(str(np.float32(raw)))  # shortest decimal: 4.35, not 4.349999904632568
         if self.scale == 1.0:
-            return raw  # type: ignore[return-value]
-        return float(raw) * self.scale  # type: ignore[arg-type]
+            return raw  # type: ignore[no-any-return]
+        return float(raw) * self.scale
 
     def encode(self, value: Value) -> list[int] | list[bool]:
         """Engineering value -> raw registers/bits; errors name the tag."""
@@ -211,7 +218,7 @@ class Tag(_Strict):
             raw = float(raw)
         else:
             if isinstance(raw, float):
-                if not raw.is_integer() and abs(raw - round(raw)) > 1e-6:
+                if abs(raw - round(raw)) > 1e-6:
                     raise TagValueError(
                         f"tag '{self.name}': {value!r} is not a whole multiple of scale "
                         f"{self.scale:g}"
@@ -223,9 +230,11 @@ class Tag(_Strict):
                 raise TagValueError(
                     f"tag '{self.name}': {value!r} is outside {lo_s:g}..{hi_s:g} ({self.type})"
                 )
-        return ModbusClientMixin.convert_to_registers(
-            raw, _DATATYPE[self.type], word_order=self.word_order or "big"
-        )
+        data = _STRUCT[self.type].pack(raw)
+        if self.width == 1:
+            return [_WORD.unpack(data)[0]]
+        hi_word, lo_word = _WORDS.unpack(data)
+        return [lo_word, hi_word] if self.word_order == "little" else [hi_word, lo_word]
 
 
 class ModbusSettings(_Strict):

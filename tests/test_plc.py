@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pymodbus.client.mixin import ModbusClientMixin
 
 from drivers.plc import (
     MIN_RECONNECT_S,
@@ -171,6 +174,36 @@ def test_word_order_and_scale_are_applied_when_encoding_and_decoding() -> None:
     assert scaled.decode(scaled.encode(-12.5)) == pytest.approx(-12.5)
     with pytest.raises(TagValueError, match=r"tag 'a\.scaled': 4000 is outside"):
         scaled.encode(4000)
+
+
+_PYMODBUS_TYPE = {
+    "int16": ModbusClientMixin.DATATYPE.INT16,
+    "uint16": ModbusClientMixin.DATATYPE.UINT16,
+    "int32": ModbusClientMixin.DATATYPE.INT32,
+    "uint32": ModbusClientMixin.DATATYPE.UINT32,
+    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
+}
+
+
+@given(
+    data=st.data(),
+    typ=st.sampled_from(sorted(_PYMODBUS_TYPE)),
+    order=st.sampled_from(["big", "little"]),
+)
+def test_codec_agrees_with_pymodbus_converters(data: st.DataObject, typ: str, order: str) -> None:
+    bits = int(typ[-2:])
+    if typ == "float32":
+        value: float = data.draw(st.floats(width=32, allow_nan=False, allow_infinity=False))
+    elif typ.startswith("u"):
+        value = data.draw(st.integers(0, 2**bits - 1))
+    else:
+        value = data.draw(st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    order = order if bits == 32 else "big"
+    extra = {"word_order": order} if bits == 32 else {}
+    tag = parse_tag_map(_map(**{"a.v": _tag(type=typ, **extra)})).tag("a.v")
+    words = tag.encode(value)
+    assert words == ModbusClientMixin.convert_to_registers(value, _PYMODBUS_TYPE[typ], order)
+    assert tag.decode(words) == pytest.approx(value, rel=1e-7)
 
 
 def test_writes_are_checked_before_anything_is_sent(tag_map: TagMap) -> None:

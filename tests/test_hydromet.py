@@ -24,7 +24,9 @@ def _runner(store: Store, **process: float) -> HydrometRunner:
     cfg = load_hydromet(REPO / "config")
     if process:
         cfg = cfg.model_copy(update={"process": cfg.process.model_copy(update=process)})
-    return HydrometRunner(store, cfg, load_products(REPO / "config"), Alarms(store, "L1"), line="L1")
+    return HydrometRunner(
+        store, cfg, load_products(REPO / "config"), Alarms(store, "L1"), line="L1"
+    )
 
 
 def test_misrouted_lfp_raises_spc_alarm_before_off_spec_and_traces_to_cells(store: Store) -> None:

@@ -1,4 +1,4 @@
-"""Hydromet runner on a real store: misrouted LFP -> SPC alarm before off-spec -> traced to cells."""
+"""Hydromet runner on a real store: misrouted LFP -> SPC alarm -> off-spec -> traced to cells."""
 
 from __future__ import annotations
 

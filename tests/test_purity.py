@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ BASE = [10.0, 10.2, 9.9, 10.1, 9.8, 10.0, 10.1, 9.9]  # MR-bar 0.2 -> sigma 0.17
 def test_individuals_limits_from_moving_range() -> None:
     lim = individuals_limits(BASE)
     assert lim.center == pytest.approx(10.0)
-    assert lim.sigma == pytest.approx((sum(abs(b - a) for a, b in zip(BASE, BASE[1:])) / 7) / 1.128)
+    mr_bar = sum(abs(b - a) for a, b in itertools.pairwise(BASE)) / 7
+    assert lim.sigma == pytest.approx(mr_bar / 1.128)
     assert lim.ucl == pytest.approx(lim.center + 3 * lim.sigma)
     assert individuals_limits([5.0, 5.0, 5.0], min_sigma=0.1).sigma == 0.1
 

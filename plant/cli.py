@@ -48,7 +48,7 @@ def main() -> None:
     except (ConfigError, StoreError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):  # typer 0.29 vendors its own click
         err.print("aborted")
         sys.exit(1)
     except click.exceptions.Exit as exc:

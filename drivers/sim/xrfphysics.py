@@ -763,7 +763,8 @@ def _label_lines(
     for name, tot in zip(template.names, totals, strict=True):
         if name == "scatter" or name.startswith("trace:"):
             continue
-        if tot < threshold * peak and name not in always:
+        weak = tot < threshold * peak  # only K lines of a weak signature element get through
+        if weak and name not in always:
             continue
         z = xrl.SymbolToAtomicNumber(name)
         codes = _lines(z)
@@ -774,7 +775,7 @@ def _label_lines(
             if kb:
                 labels.append((kb[0], f"{name} Kβ"))
         la = [e for code, e in codes if code == xrl.L3M5_LINE]
-        if la and z > 40:
+        if la and z > 40 and not weak:
             labels.append((la[0], f"{name} Lα"))
     return labels
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
+import sys
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.client.mixin import ModbusClientMixin
+from typer.testing import CliRunner
 
 from drivers.plc import (
     MIN_RECONNECT_S,
@@ -31,6 +34,7 @@ from drivers.plc import (
     parse_tag_map,
 )
 from drivers.sim.plc import SimPlc
+from plant.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 PLC_TOML = REPO / "config" / "plc.toml"
@@ -385,3 +389,65 @@ def test_tag_map_file_documents_zero_based_addresses() -> None:
     assert "0-BASED PROTOCOL ADDRESS" in text
     assert "mbpoll" in text
     tomllib.loads(text)
+
+
+def test_docs_list_every_tag_with_its_addresses(tag_map: TagMap) -> None:
+    docs = (REPO / "docs" / "plc.md").read_text()
+    for name, tag in tag_map.tags.items():
+        row = f"| `{name}` | {tag.table} | {tag.address} | {tag.address + 1} | {tag.type} |"
+        assert row in docs, f"docs/plc.md is missing or has a stale row for {name}"
+
+
+# --------------------------------------------------------------------------- plant plc
+
+
+def _config_dir(tmp_path: Path, port: int) -> Path:
+    (tmp_path / "plc.toml").write_text(PLC_TOML.read_text())
+    (tmp_path / "plant.toml").write_text(f"[plc]\nport = {port}\n")
+    return tmp_path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_unknown_tag_suggests_close_matches(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["--config", str(_config_dir(tmp_path, 1)), "plc", "read", "leach.pH"]
+    )
+    assert result.exit_code == 2
+    assert "unknown tag 'leach.pH' (did you mean: leach.ph" in result.output
+
+
+def test_cli_unreachable_plc_names_host_and_port(tmp_path: Path) -> None:
+    port = _free_port()  # closed again: connections are refused
+    result = CliRunner().invoke(
+        app, ["--config", str(_config_dir(tmp_path, port)), "plc", "read", "counters.*"]
+    )
+    assert result.exit_code == 1
+    assert f"PLC 127.0.0.1:{port}: cannot connect" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_write_with_yes_reaches_the_plc(tag_map: TagMap, tmp_path: Path) -> None:
+    async def scenario(sim: SimPlc, client: PlcClient) -> None:
+        cfg = _config_dir(tmp_path, sim.port)
+        argv = ["-m", "plant.cli", "--config", str(cfg), "plc", "write"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv,
+            "leach.ph_setpoint",
+            "1.75",
+            "--yes",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await proc.communicate())[0].decode()
+        assert proc.returncode == 0, output
+        assert "leach.ph_setpoint = 1.75 pH written" in output
+        assert (await client.read("leach.ph_setpoint"))["leach.ph_setpoint"] == 1.75
+        assert sim.tank.ph_setpoint == 1.75
+
+    run_with_sim(tag_map, scenario)

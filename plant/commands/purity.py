@@ -62,7 +62,7 @@ def _print_report(rep: dict[str, Any]) -> None:
     if rep["spc_alarms"]:
         out.print("[bold]SPC alarms[/]")
         for a in rep["spc_alarms"]:
-            out.print(f"  [{a['state']}] {a['message']}", highlight=False)
+            out.print(f"  [{a['state']}] {a['message']}", highlight=False, soft_wrap=True)
     else:
         out.print("SPC alarms: none")
     m = Table(title="Mass balance (g)")
@@ -88,7 +88,9 @@ def _print_report(rep: dict[str, Any]) -> None:
         pct = r["achieved_pct"]
         top = max(r["targets"].values(), default=0.0)
         shown = "-" if pct is None else f"{pct:5.1f} %"
-        out.print(f"  {metal:3} {_bar(pct, top)} {shown}  ({targets})", highlight=False)
+        out.print(
+            f"  {metal:3} {_bar(pct, top)} {shown}  ({targets})", highlight=False, soft_wrap=True
+        )
     lots = [lot for lot in rep["lots"] if lot["value"]]
     if lots:
         v = Table(title="Valued black-mass lots")
@@ -176,7 +178,7 @@ def import_cmd(
     try:
         result = parse(text)
     except AssayFileError as exc:
-        err.print(f"error: {file}: {exc}")
+        err.print(f"error: {file}: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     c = ctx_of(ctx)
     store = c.store()
@@ -185,10 +187,11 @@ def import_cmd(
     finally:
         store.close()
     for bad in result.bad:
-        err.print(f"{file}:{bad.line}: {bad.reason}", highlight=False)
+        err.print(f"{file}:{bad.line}: {bad.reason}", highlight=False, soft_wrap=True)
     err.print(
         f"{file}: imported {result.good_rows} rows as {n} assays; {len(result.bad)} bad rows",
         highlight=False,
+        soft_wrap=True,
     )
     if result.bad:
         raise typer.Exit(1)

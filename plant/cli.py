@@ -9,7 +9,7 @@ from typing import Annotated
 import click
 import typer
 
-from plant.commands import Ctx, db, err, passports, plc, purity, run, sim, spectra
+from plant.commands import Ctx, db, err, passports, plc, purity, run, sim, spectra, users
 from plant.config import ConfigError, config_dir
 from plant.store import StoreError
 
@@ -37,7 +37,7 @@ def _root(
 
 
 # Command groups, one module each under plant/commands/.
-for _module in (db, run, sim, passports, plc, spectra, purity):
+for _module in (db, run, sim, passports, plc, spectra, purity, users):
     _module.register(app)
 
 

@@ -100,11 +100,16 @@ def _check_password(password: str) -> None:
         raise UserError(f"password must have at least {MIN_PASSWORD_LEN} characters")
 
 
-def add_user(store: Store, name: str, role: str, password: str, *, by: str = "cli") -> User:
-    """Create a user; the name must be new, the role known and the password long enough."""
+def check_new_user(name: str, role: str) -> Role:
+    """Check a name and role before asking for a password; returns the role."""
     if not NAME_RE.match(name):
         raise UserError(f"user name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
-    r = _check_role(role)
+    return _check_role(role)
+
+
+def add_user(store: Store, name: str, role: str, password: str, *, by: str = "cli") -> User:
+    """Create a user; the name must be new, the role known and the password long enough."""
+    r = check_new_user(name, role)
     _check_password(password)
     try:
         with store.begin() as s:

@@ -676,9 +676,11 @@ class PlcClient:
         self,
         what: str,
         names: tuple[str, ...],
-        call: Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]],
+        method: str,
+        *args: Any,
+        **kwargs: Any,
     ) -> ModbusPDU:
-        """Run one request under the lock with a timeout; map failures to typed errors."""
+        """Run client.method(*args) under the lock with a timeout; map failures to typed errors."""
         async with self._lock:
             retried = False
             while True:
@@ -686,7 +688,12 @@ class PlcClient:
                 client = await self._ensure_connected()
                 try:
                     async with asyncio.timeout(self.timeout_s):
-                        rsp = await call(client)
+                        rsp: ModbusPDU = await getattr(client, method)(
+                            *args, device_id=self._unit, **kwargs
+                        )
+                except asyncio.CancelledError:
+                    client.close()  # the caller gave up mid-request: do not leave a late answer
+                    raise
                 except TimeoutError:
                     client.close()  # a late answer must not be taken for the next request's
                     self._failed(LinkState.degraded, f"no answer within {self.timeout_s:g} s")
@@ -720,14 +727,9 @@ class PlcClient:
         if plan is None:
             plan = self._plans[tags] = self.tag_map.plan_reads(tags)
         out: dict[str, Value] = {}
-        unit = self._unit
         for block in plan:
             rsp = await self._execute(
-                block.what,
-                block.names,
-                lambda c, b=block: getattr(c, _READERS[b.table])(
-                    b.address, count=b.count, device_id=unit
-                ),
+                block.what, block.names, _READERS[block.table], block.address, count=block.count
             )
             block.decode(rsp.bits if block.table in BIT_TABLES else rsp.registers, out)
         return out
@@ -741,14 +743,9 @@ class PlcClient:
 
         Modbus writes set values, so a write repeated after a dropped connection is safe.
         """
-        unit = self._unit
         for req in self.tag_map.plan_writes(values):
             method = "write_coils" if req.table == "coil" else "write_registers"
-            await self._execute(
-                req.what,
-                req.names,
-                lambda c, r=req, m=method: getattr(c, m)(r.address, r.words, device_id=unit),
-            )
+            await self._execute(req.what, req.names, method, req.address, req.words)
 
     # ---- polling ---------------------------------------------------------
 

@@ -17,6 +17,7 @@ from hmi.auth import LoginThrottle
 from plant.alarms import Alarms, Flood, flood_status
 from plant.config import PlantConfig
 from plant.events import Event, EventBus
+from plant.purity_report import iso_utc
 from plant.store import AssayRow, BatchRow, Store
 from plant.users import UsersConfig
 
@@ -27,12 +28,36 @@ BATTERY_GRADE_PCT = 99.5
 
 @dataclass
 class PurityView:
-    """Batches with their latest assay; verdicts by the battery-grade purity line."""
+    """Batches with verdicts, SPC, mass balance, recovery and lots from `plant.purity_report`.
+
+    Without config/products.toml and config/hydromet.toml it still lists batches, judged by the
+    battery-grade purity line alone, and says why the rest is missing.
+    """
 
     store: Store
+    config_dir: Path
     target_pct: float = BATTERY_GRADE_PCT
 
+    def _configs(self) -> tuple[Any, Any] | str:
+        from plant.config import ConfigError
+        from plant.hydromet import load_hydromet
+        from plant.purity import load_products
+
+        try:
+            return load_products(self.config_dir), load_hydromet(self.config_dir)
+        except ConfigError as exc:
+            return str(exc)
+
     def batches(self, product: str | None, limit: int) -> list[dict[str, Any]]:
+        from plant.purity_report import batch_rows
+
+        cfgs = self._configs()
+        rows = self._plain_batches() if isinstance(cfgs, str) else batch_rows(self.store, cfgs[0])
+        rows = [r for r in rows if product in (None, r["product"])]
+        rows.sort(key=lambda r: r["created_at"] or "", reverse=True)
+        return rows[:limit]
+
+    def _plain_batches(self) -> list[dict[str, Any]]:
         latest = (
             select(AssayRow.batch_id, func.max(AssayRow.id).label("aid"))
             .where(AssayRow.batch_id.is_not(None))
@@ -44,31 +69,38 @@ class PurityView:
             .outerjoin(latest, latest.c.batch_id == BatchRow.id)
             .outerjoin(AssayRow, AssayRow.id == latest.c.aid)
         )
-        if product:
-            q = q.where(BatchRow.product == product)
         with self.store.session() as s:
-            rows = s.execute(q.order_by(BatchRow.created_at.desc()).limit(limit)).all()
-        return [self._batch(b, a) for b, a in rows]
-
-    def _batch(self, b: BatchRow, a: AssayRow | None) -> dict[str, Any]:
-        purity = a.purity_pct if a else None
-        in_spec = None if purity is None else purity >= self.target_pct
-        reasons = [f"purity {purity:.2f} % < {self.target_pct} %"] if in_spec is False else []
-        return {
-            "id": b.id,
-            "product": b.product,
-            "mass_kg": b.mass_kg,
-            "state": b.state,
-            "created_at": b.created_at.isoformat(),
-            "purity_pct": purity,
-            "impurities_ppm": dict(a.composition) if a else {},
-            "assay_source": a.source if a else None,
-            "in_spec": in_spec,
-            "reasons": reasons,
-        }
+            rows = s.execute(q).all()
+        out = []
+        for b, a in rows:
+            purity = a.purity_pct if a else None
+            in_spec = None if purity is None else purity >= self.target_pct
+            out.append(
+                {
+                    "id": b.id,
+                    "product": b.product,
+                    "mass_kg": b.mass_kg,
+                    "state": b.state,
+                    "created_at": iso_utc(b.created_at),
+                    "purity_pct": purity,
+                    "assay_source": a.source if a else None,
+                    "in_spec": in_spec,
+                    "reasons": [f"purity {purity:.2f} % < {self.target_pct} %"]
+                    if in_spec is False
+                    else [],
+                }
+            )
+        return out
 
     def overview(self) -> dict[str, Any]:
-        return {"available": False, "reason": "purity reports are not installed yet"}
+        from plant.purity_report import build_report
+
+        cfgs = self._configs()
+        if isinstance(cfgs, str):
+            return {"available": False, "reason": cfgs}
+        rep = build_report(self.store, cfgs[0], cfgs[1])
+        rep.pop("batches", None)
+        return {"available": True, **rep}
 
 
 @dataclass
@@ -112,8 +144,18 @@ class RoutingView:
 
     @staticmethod
     def _range(key: str) -> dict[str, float | None]:
-        bounded = any(w in key for w in ("confidence", "rate", "fraction", "share"))
-        return {"lo": 0.0, "hi": 1.0 if bounded else None}
+        """Bounds from plant.routing.Thresholds' field constraints (ge/le)."""
+        from plant.routing import Thresholds
+
+        lo: float = 0.0
+        hi: float | None = None
+        field_info = Thresholds.model_fields.get(key)
+        for m in field_info.metadata if field_info else []:
+            if getattr(m, "ge", None) is not None:
+                lo = float(m.ge)
+            if getattr(m, "le", None) is not None:
+                hi = float(m.le)
+        return {"lo": lo, "hi": hi}
 
     def set_threshold(self, key: str, value: float, user: str) -> tuple[float, float]:
         """Rewrite one `key = number` line in [thresholds], keeping comments; audited."""
@@ -121,13 +163,22 @@ class RoutingView:
         if key not in table or isinstance(table[key], bool | str):
             raise KeyError(f"{self.path}: no numeric threshold {key!r} in [{THRESHOLD_SECTION}]")
         rng = self._range(key)
-        if value < (rng["lo"] or 0.0) or (rng["hi"] is not None and value > rng["hi"]):
-            raise ValueError(f"{key} = {value:g} is outside {rng['lo']:g}-{rng['hi']}")
+        lo, hi = rng["lo"] or 0.0, rng["hi"]
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(
+                f"{key} = {value:g} is outside {lo:g}-{hi if hi is not None else 'inf'}"
+            )
         text = self.path.read_text()
         new_text, n = _replace_in_section(text, THRESHOLD_SECTION, key, repr(float(value)))
         if n != 1:
             raise KeyError(f"{self.path}: cannot find the line for {key!r} to rewrite")
-        tomllib.loads(new_text)  # never write a file that no longer parses
+        from plant.config import ConfigError, validate
+        from plant.routing import RoutingRules
+
+        try:  # never write a file the line controller would refuse
+            validate(self.path, tomllib.loads(new_text), RoutingRules)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         old = float(table[key])
         with self.store.begin() as s:
             self.store.audit(s, user, "routing.threshold", f"routing:{key}", old, value)
@@ -173,7 +224,7 @@ class HmiContext:
             self.users.auth.login_max_failures, self.users.auth.login_window_s
         )
         self.alarms = Alarms(self.store, None, self.bus)
-        self.purity = PurityView(self.store)
+        self.purity = PurityView(self.store, self.config_dir)
         self.models = ModelsView()
         self.routing = RoutingView(self.config_dir / "routing.toml", self.store)
 

@@ -24,13 +24,11 @@ from plant.status import LineStatus, write_status
 from plant.store import AuditRow, PassportRow, Store, upgrade
 from plant.users import add_user, use_hash_cost
 
+REPO = Path(__file__).resolve().parent.parent
+
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "operator", "engineer", "admin")
-ROUTING_TOML = """# test routing rules
-[thresholds]
-min_confidence = 0.9   # below this the cell goes to quarantine
-soh_reuse_pct = 80.0
-"""
+ROUTING_TOML = (REPO / "config" / "routing.toml").read_text()
 
 
 @dataclass
@@ -146,7 +144,7 @@ WRITES = [
     Write("POST", "/api/setpoints", "engineer", None,
           {"name": "leach.ph", "value": 1.2, "confirm": True}),
     Write("POST", "/api/routing/thresholds", "engineer", None,
-          {"name": "min_confidence", "value": 0.92, "confirm": True}),
+          {"name": "hydromet_min_confidence", "value": 0.92, "confirm": True}),
     Write("POST", "/api/users", "admin", None,
           {"name": "newbie", "role": "operator", "password": "long enough pw"}),
     Write("POST", "/api/logout", "viewer", None, None),
@@ -195,17 +193,18 @@ def test_write_results_are_visible_with_old_and_new(hmi: Hmi) -> None:
     r = h.client.post(
         "/api/routing/thresholds",
         headers=eng,
-        json={"name": "min_confidence", "value": 0.95, "confirm": True},
+        json={"name": "hydromet_min_confidence", "value": 0.95, "confirm": True},
     )
     assert r.json()["old"] == 0.9
     text = (h.config_dir / "routing.toml").read_text()
-    assert "min_confidence = 0.95   # below this" in text and "soh_reuse_pct = 80.0" in text
+    assert "hydromet_min_confidence = 0.95\n" in text
+    assert "reuse_soh_pct = 80.0    # passport state of health" in text
     r = h.client.post(
         "/api/routing/thresholds",
         headers=eng,
-        json={"name": "min_confidence", "value": 1.5, "confirm": True},
+        json={"name": "reuse_soh_pct", "value": 101, "confirm": True},
     )
-    assert r.status_code == 422
+    assert r.status_code == 422 and "outside 0-100" in r.json()["detail"]
 
     cell_id = quarantined_cell(h.store)
     op = h.token("operator")

@@ -126,9 +126,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     cfg.mkdir()
     (cfg / "plant.toml").write_text(f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp}"\n')
     (cfg / "users.toml").write_text("[auth]\nargon2_time_cost = 1\nargon2_memory_kib = 64\n")
-    (cfg / "routing.toml").write_text(
-        "[thresholds]\nmin_confidence = 0.9  # below: quarantine\nsoh_reuse_pct = 80.0\n"
-    )
+    (cfg / "routing.toml").write_text((SHOTS.parent.parent / "config" / "routing.toml").read_text())
     use_hash_cost(1, 64)
     store = Store(url)
     for role in ("viewer", "operator", "engineer", "admin"):

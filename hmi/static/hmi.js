@@ -142,7 +142,9 @@ function renderLine(st) {
   $("[data-health=xrf]", panel).classList.toggle("fault", st.xrf_health !== "ok");
   set("cells_per_min", fmtNum(st.cells_per_min, 0));
   set("quarantine_rate", fmtNum(st.quarantine_rate * 100, 1));
-  set("age", fmtNum((Date.now() - Date.parse(st.updated_at)) / 1000, 0));
+  // Bus events (`counts`/`health`) are fresh and may carry no timestamp; snapshots always do.
+  const ts = st.updated_at ? Date.parse(st.updated_at) : Date.now();
+  set("age", fmtNum(Math.max(0, Date.now() - ts) / 1000, 0));
   for (const box of panel.querySelectorAll(".route")) {
     const n = st.counts[box.dataset.route];
     $(".count", box).textContent = n === undefined ? "0" : String(n);

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, cast, func, select
+from sqlalchemy import BigInteger, Integer, cast, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -98,13 +98,15 @@ class Historian:
             for (t, r, b), a in sorted(agg.items())
         ]  # fmt: skip
         with self.store.begin() as s:
-            s.execute(ProcessValueRow.__table__.insert(), raw)
+            s.execute(insert(ProcessValueRow), raw)
             s.execute(self._upsert(), rows)
         return len(raw)
 
     def _upsert(self) -> Any:
         """INSERT ... ON CONFLICT DO UPDATE merging a bucket's partial aggregate into the row."""
-        table = RollupRow.__table__
+        table: Any = RollupRow.__table__
+        lo: Any
+        hi: Any
         if self._dialect == "postgresql":
             ins: Any = postgresql.insert(table)
             lo, hi = func.least, func.greatest

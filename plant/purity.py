@@ -330,11 +330,11 @@ def mass_balance(
     by: dict[str, float] = {}
     rest: dict[str, dict[str, float]] = {}
     for r in residues:
-        for stream, metals in r.items():
+        for stream, grams in r.items():
             if stream in sold_streams:
-                _sum_into(by, metals)
+                _sum_into(by, grams)
             else:
-                _sum_into(rest.setdefault(stream, {}), metals)
+                _sum_into(rest.setdefault(stream, {}), grams)
     metals = sorted(set(fed) | set(made) | set(by) | {m for v in rest.values() for m in v})
     return {
         m: MetalBalance(

@@ -592,5 +592,6 @@ class HydrometRunner:
             self._publish("lot", {"id": lot.id, "value": value.as_json(), "wt_pct": wt})
 
     def _publish(self, topic: str, data: dict[str, Any]) -> None:
+        """Thread-safe: the engine may run `step` in a worker thread to keep its loop free."""
         if self.bus is not None:
-            self.bus.publish(Event(topic, self.line, data))
+            self.bus.publish_threadsafe(Event(topic, self.line, data))

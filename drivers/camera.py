@@ -1,0 +1,187 @@
+"""Label camera: capture label images and decode their QR code to a passport id, never misread."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+# The ArUco-based detector is about twice as fast as cv2.QRCodeDetector on 300x300 labels but
+# misses a few % of blurred, rotated symbols that the classic detector (alignment-pattern
+# refinement) still decodes; "aruco+classic" runs the classic one only when ArUco located a
+# symbol it could not decode. Measured in bench/qr_decode.py --detector.
+DETECTORS = ("aruco+classic", "aruco", "classic")
+
+# A bare passport id: what Catena-X and the EU battery passport use (urn:uuid:..., other URNs,
+# GS1-like or manufacturer ids). No whitespace, no slashes, no URL syntax.
+_BARE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{2,199}")
+_URN_UUID = "urn:uuid:"
+_MAX_PAYLOAD = 2000
+
+
+class CameraError(RuntimeError):
+    """The camera gave no usable image; the message names the camera and the cell."""
+
+
+@dataclass(frozen=True)
+class LabelRead:
+    """What a label image gave: the QR payload, or why there is none (never both)."""
+
+    payload: str | None
+    error: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.payload is not None
+
+
+@runtime_checkable
+class LabelCamera(Protocol):
+    """What the line needs from a label camera: the label image of cell `seq`."""
+
+    async def capture(self, seq: int) -> npt.NDArray[np.uint8]: ...
+
+
+class QrDecoder:
+    """One OpenCV QR detector, reused across images (detector construction is not free)."""
+
+    def __init__(self, detector: str = DETECTORS[0]) -> None:
+        if detector not in DETECTORS:
+            raise ValueError(f"unknown QR detector {detector!r}; choose one of {DETECTORS}")
+        self.detector = detector
+        self._first = cv2.QRCodeDetector() if detector == "classic" else cv2.QRCodeDetectorAruco()
+        self._second = cv2.QRCodeDetector() if detector == "aruco+classic" else None
+
+    def decode(self, image: npt.NDArray[np.generic]) -> LabelRead:
+        """Decode one label; anything short of a clean, printable payload is unreadable."""
+        grey, problem = _as_grey(image)
+        if grey is None:
+            return LabelRead(None, problem)
+        raw, found = _run(self._first, grey)
+        if not raw and found and self._second is not None:
+            raw, _ = _run(self._second, grey)
+        if raw:
+            return _check_payload(raw)
+        if not found:
+            return LabelRead(None, "no QR code found on the label")
+        return LabelRead(None, "QR code found but not decodable (damaged, blurred or occluded)")
+
+
+def _run(
+    detector: cv2.QRCodeDetectorAruco | cv2.QRCodeDetector, grey: npt.NDArray[np.uint8]
+) -> tuple[bytes, bool]:
+    """(payload bytes or b"", whether a symbol was located) from one OpenCV detector."""
+    try:
+        raw, points, _ = detector.detectAndDecodeBytes(grey)
+    except cv2.error:  # degenerate geometry inside OpenCV: treat as not decodable
+        return b"", True
+    return bytes(raw or b""), points is not None
+
+
+def _as_grey(image: object) -> tuple[npt.NDArray[np.uint8] | None, str]:
+    """8-bit greyscale view of a camera image, or why it is not one."""
+    if not isinstance(image, np.ndarray):
+        return None, f"label image is {type(image).__name__}, not a numpy array"
+    if image.dtype != np.uint8:
+        return None, f"label image has dtype {image.dtype}, expected uint8"
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), ""
+    if image.ndim != 2 or min(image.shape) < 21:
+        return None, f"label image has shape {image.shape}, expected a 2-D greyscale image"
+    return image, ""
+
+
+def _check_payload(raw: bytes) -> LabelRead:
+    """Reject payloads no passport label carries, so a damaged symbol is never taken as an id."""
+    if len(raw) > _MAX_PAYLOAD:
+        return LabelRead(None, f"QR payload is {len(raw)} bytes, longer than any passport label")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return LabelRead(None, "QR payload is not UTF-8 text (suspect decode)")
+    if not text.isprintable() or text != text.strip():
+        return LabelRead(None, f"QR payload contains control or blank characters: {text[:60]!r}")
+    return LabelRead(text)
+
+
+_per_thread = threading.local()
+
+
+def decode_label(image: npt.NDArray[np.generic]) -> LabelRead:
+    """Decode the QR code on a label image (ArUco detector, one per thread: they hold state)."""
+    decoder: QrDecoder | None = getattr(_per_thread, "decoder", None)
+    if decoder is None:
+        decoder = _per_thread.decoder = QrDecoder()
+    return decoder.decode(image)
+
+
+def passport_id_from_payload(payload: str) -> str:
+    """Passport id from a QR payload: a bare id, or a passport URL (.../passport/<id> or ?id=)."""
+    text = payload.strip()
+    if not text:
+        raise ValueError("QR payload is empty: expected a passport id or passport URL")
+    if "://" in text:
+        return _id_from_url(text)
+    return _check_bare_id(text, payload)
+
+
+def _id_from_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"QR payload {url[:80]!r} is a URL but not an http(s) passport URL")
+    ids = parse_qs(parts.query).get("id")
+    if ids:
+        if len(ids) > 1:
+            raise ValueError(f"passport URL {url[:80]!r} has {len(ids)} id parameters")
+        return _check_bare_id(ids[0], url)
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    for i, seg in enumerate(segments[:-1]):
+        if seg.lower() == "passport" and i == len(segments) - 2:
+            return _check_bare_id(segments[-1], url)
+    raise ValueError(
+        f"passport URL {url[:80]!r} has neither /passport/<id> at the end of its path nor ?id=<id>"
+    )
+
+
+def _check_bare_id(candidate: str, payload: str) -> str:
+    """Validate a bare id; urn:uuid ids must hold a real UUID and come back lower-case."""
+    if candidate.lower().startswith(_URN_UUID):
+        try:
+            return _URN_UUID + str(uuid.UUID(candidate[len(_URN_UUID) :]))
+        except ValueError:
+            raise ValueError(
+                f"QR payload {payload[:80]!r}: {candidate[:60]!r} is not a valid urn:uuid"
+            ) from None
+    if not _BARE_ID.fullmatch(candidate):
+        raise ValueError(
+            f"QR payload {payload[:80]!r} is not a passport id (3-200 characters of letters, "
+            "digits and . _ : -) or a passport URL"
+        )
+    return candidate
+
+
+class DirectoryCamera:
+    """A camera whose images are files `<dir>/<seq>.png`, as a test rig or image grabber writes."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise CameraError(f"label image directory {self.directory} does not exist")
+
+    async def capture(self, seq: int) -> npt.NDArray[np.uint8]:
+        """Read the label image of cell `seq` as 8-bit greyscale."""
+        path = self.directory / f"{seq}.png"
+        if not path.is_file():
+            raise CameraError(f"{path}: no label image for cell {seq}")
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise CameraError(f"{path}: not a readable image file")
+        return image

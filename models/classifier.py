@@ -1,0 +1,221 @@
+"""Chemistry from an XRF spectrum: calibrated scikit-learn pipeline, physics rules, reject option.
+
+Order of decisions for one spectrum (DESIGN.md, "What the XRF can and cannot see"):
+1. Too few counts to read anything -> `UNKNOWN`, reason `low_counts`.
+2. The calibrated model gives probabilities over the chemistry classes plus `CAN`, the class of
+   spectra that show only an intact Ni-plated steel can. Its features are physics: fitted line
+   areas as ratios (models/features.py), never channel patterns.
+3. Can rule: if the model's answer is `CAN`, or a Li-ion class while the transition-metal signal
+   is the can's signature (Fe and Ni only: no Co, no Mn, no P), the answer is `UNKNOWN`, reason
+   `can_occluded` — never LFP from the can's iron, never NMC from its nickel plating. NiCd and
+   NiMH are named through the can only by their Cd or La/Ce K lines (the model sees them).
+4. NMC grades: when the best grade is below `grade_confident` the answer is the family `NMC`
+   with the probability of all grades together (it routes the same way; DESIGN.md allows it).
+5. Reject option: a best class below `reject_below` -> `UNKNOWN`, reason `ambiguous` (a 70/30
+   mixture of two chemistries, a cell half under the casing ...).
+Per-route confidence thresholds are applied later, by plant/routing.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.spectra import Spectrum
+from models.features import FEATURE_VERSION, INDEX, TM, extract_batch
+
+CLASSES: tuple[str, ...] = (
+    "NMC111",
+    "NMC532",
+    "NMC622",
+    "NMC811",
+    "NCA",
+    "LCO",
+    "LMO",
+    "LFP",
+    "NiMH",
+    "NiCd",
+    "ZnMn",
+)
+CAN = "CAN"  # training label: a spectrum that shows only an intact steel can
+MODEL_CLASSES: tuple[str, ...] = (*CLASSES, CAN)
+NMC_GRADES = frozenset({"NMC111", "NMC532", "NMC622", "NMC811"})
+LI_ION = frozenset({*NMC_GRADES, "NCA", "LCO", "LMO", "LFP"})
+UNKNOWN = "UNKNOWN"
+
+# Reason codes of a SpectrumResult.
+OK = "ok"
+NMC_FAMILY = "nmc_family"
+CAN_OCCLUDED = "can_occluded"
+LOW_COUNTS = "low_counts"
+AMBIGUOUS = "ambiguous"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Physics thresholds and the reject level; stored with each model's metadata."""
+
+    reject_below: float = 0.6
+    # Below this, an NMC grade is reported as the family `NMC` with the family's probability.
+    grade_confident: float = 0.9
+    min_total_counts: float = 1_000.0
+    # Can signature: Co+Mn+Cu+Zn share of the transition-metal signal below this, Fe+Ni above,
+    # and Ni (the plating) a real part of Fe+Ni: a Fe-only spectrum is LFP's, not a can's.
+    can_max_other_share: float = 0.03
+    can_min_fe_ni_share: float = 0.85
+    can_ni_of_fe_ni: tuple[float, float] = (0.2, 0.8)
+    # Significance (fitted area / sigma) under which P counts as absent.
+    can_max_p_snr: float = 3.0
+
+    def as_dict(self) -> dict[str, float | list[float]]:
+        """JSON-ready form, for model metadata."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class SpectrumResult:
+    """What one spectrum says: chemistry (or UNKNOWN), confidence, reason code and words."""
+
+    chemistry: str
+    confidence: float
+    reason: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    detail: str = ""
+
+
+def training_label(chemistry: str, cell_format: str) -> str:
+    """Label a training spectrum by what it can show: a Li-ion or alkaline cell in an intact
+    steel can shows only the can (Zn and the cathode metals do not pass 0.25 mm of steel)."""
+    if cell_format == "steel_can" and chemistry not in ("NiCd", "NiMH"):
+        return CAN
+    return chemistry
+
+
+def can_signature(features: npt.NDArray[np.float64], rules: Rules) -> npt.NDArray[np.bool_]:
+    """Rows whose transition-metal signal is only what a Ni-plated steel can gives."""
+    frac = {el: features[:, INDEX[f"frac_{el}"]] for el in TM}
+    other = frac["Co"] + frac["Mn"] + frac["Cu"] + frac["Zn"]
+    fe_ni = frac["Fe"] + frac["Ni"]
+    p_absent = features[:, INDEX["snr_P"]] < np.log1p(rules.can_max_p_snr)
+    ni_share = frac["Ni"] / np.maximum(fe_ni, 1e-9)
+    lo, hi = rules.can_ni_of_fe_ni
+    plated = (ni_share >= lo) & (ni_share <= hi)
+    return (
+        (other < rules.can_max_other_share)
+        & (fe_ni > rules.can_min_fe_ni_share)
+        & p_absent
+        & plated
+    )
+
+
+def _top(probs: dict[str, float], n: int = 2) -> str:
+    best = sorted(probs.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v:.2f}" for k, v in best if v >= 0.01)
+
+
+class Classifier:
+    """A trained estimator (scikit-learn, predict_proba over MODEL_CLASSES) plus the rules."""
+
+    def __init__(self, estimator: Any, rules: Rules | None = None) -> None:
+        classes = tuple(str(c) for c in estimator.classes_)
+        unknown = set(classes) - set(MODEL_CLASSES)
+        if unknown:
+            raise ValueError(f"model predicts classes the plant does not know: {sorted(unknown)}")
+        self.estimator = estimator
+        self.rules = rules or Rules()
+        self.classes = classes
+        self.feature_version = FEATURE_VERSION
+
+    def predict(self, spectrum: Spectrum) -> SpectrumResult:
+        """Classify one spectrum."""
+        return self.predict_batch([spectrum])[0]
+
+    def predict_batch(self, spectra: Sequence[Spectrum]) -> list[SpectrumResult]:
+        """Classify a batch of spectra (one feature fit and one model call for all)."""
+        if not spectra:
+            return []
+        features = extract_batch(spectra)
+        totals = np.asarray([s.total_counts() for s in spectra])
+        return self.predict_features(features, totals)
+
+    def predict_features(
+        self, features: npt.NDArray[np.float64], totals: npt.NDArray[np.float64]
+    ) -> list[SpectrumResult]:
+        """Decide from precomputed features (and total counts) of a batch."""
+        r = self.rules
+        proba = self.estimator.predict_proba(features)
+        can_like = can_signature(features, r)
+        out = []
+        for i in range(features.shape[0]):
+            probs = {c: float(p) for c, p in zip(self.classes, proba[i], strict=True)}
+            out.append(self._decide(probs, float(totals[i]), bool(can_like[i])))
+        return out
+
+    def _decide(self, probs: dict[str, float], total: float, can_like: bool) -> SpectrumResult:
+        r = self.rules
+        if total < r.min_total_counts:
+            return SpectrumResult(
+                UNKNOWN,
+                0.0,
+                LOW_COUNTS,
+                probs,
+                f"only {total:.0f} counts (need {r.min_total_counts:.0f}): measure longer",
+            )
+        best = max(probs, key=lambda c: probs[c])
+        p = probs[best]
+        if best == CAN or (can_like and best in LI_ION):
+            p_can = probs.get(CAN, 0.0)
+            return SpectrumResult(
+                UNKNOWN,
+                max(p_can, p) if best == CAN else p_can,
+                CAN_OCCLUDED,
+                probs,
+                "only the steel can is visible (Fe + Ni, no cathode lines): "
+                "chemistry cannot be read through it",
+            )
+        family = sum(probs.get(c, 0.0) for c in NMC_GRADES)
+        if best in NMC_GRADES and p < r.grade_confident and family >= r.reject_below:
+            return SpectrumResult(
+                "NMC",
+                family,
+                NMC_FAMILY,
+                probs,
+                f"NMC family {family:.2f}, grade unclear ({_top(probs, 3)})",
+            )
+        if p >= r.reject_below:
+            return SpectrumResult(best, p, OK, probs, f"{best} {p:.2f}")
+        return SpectrumResult(UNKNOWN, p, AMBIGUOUS, probs, f"no confident answer ({_top(probs)})")
+
+
+def build_estimator(seed: int = 0) -> Any:
+    """The untrained pipeline: scaler + gradient boosting, probabilities calibrated by CV."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    boosted = HistGradientBoostingClassifier(
+        max_iter=80,
+        learning_rate=0.15,
+        max_leaf_nodes=15,
+        l2_regularization=1.0,
+        class_weight="balanced",
+        random_state=seed,
+    )
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", boosted)])
+    # ensemble=False: calibrate on out-of-fold predictions, keep one model (3x faster to run).
+    return CalibratedClassifierCV(pipeline, method="isotonic", cv=3, ensemble=False)
+
+
+def train(features: npt.NDArray[np.float64], labels: Sequence[str], *, seed: int = 0) -> Any:
+    """Fit the calibrated pipeline on features and training labels (see training_label)."""
+    unknown = sorted(set(labels) - set(MODEL_CLASSES))
+    if unknown:
+        raise ValueError(f"training labels not among the classes: {unknown}")
+    estimator = build_estimator(seed)
+    estimator.fit(features, np.asarray(labels))
+    return estimator

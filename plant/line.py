@@ -24,12 +24,14 @@ import numpy as np
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from drivers.plc import PlcError
 from drivers.spectra import Spectrum
 from plant.alarms import Alarms
 from plant.config import LineSection
 from plant.dbworker import DbWorker
 from plant.decide import Decider, Evidence
 from plant.domain import (
+    ROUTE_BY_CODE,
     ROUTE_CODES,
     AlarmPriority,
     CellState,
@@ -54,6 +56,7 @@ POLL_TAGS = (
     "infeed.cell_seq",
     "infeed.cell_mass_g",
     "diverter.ack_seq",
+    "diverter.ack_target",
     *COUNTER_TAGS,
     *BUFFER_TAGS,
 )
@@ -162,6 +165,7 @@ class LineEngine:
         self._next_divert: int | None = None
         self._last_taken = 0
         self._ack_seq = 0
+        self._ack_target = 0  # route code the PLC executed for _ack_seq
         self._ack_changed = asyncio.Event()
         self._divert_ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -215,6 +219,7 @@ class LineEngine:
         while not self._stop.is_set():
             try:
                 self.last_poll = await self.plc.read(*POLL_TAGS)
+                self._apply_ack(self.last_poll)
             except Exception as exc:
                 self._plc_down(exc)
                 await asyncio.sleep(delay)
@@ -222,6 +227,14 @@ class LineEngine:
                 continue
             self._plc_up()
             return
+
+    def _apply_ack(self, values: Mapping[str, Any]) -> None:
+        """Take the diverter's acknowledgement (seq and executed route) from a fresh read."""
+        ack = int(values["diverter.ack_seq"])
+        self._ack_target = int(values["diverter.ack_target"])
+        if ack != self._ack_seq:
+            self._ack_seq = ack
+            self._ack_changed.set()
 
     def _plc_down(self, exc: BaseException) -> None:
         if self.plc_ok.is_set() or self.plc_state != "down":
@@ -266,15 +279,16 @@ class LineEngine:
             t_seen = time.perf_counter()
             self.last_poll = poll
             self.running = bool(poll["line.running"])
-            ack = int(poll["diverter.ack_seq"])
-            if ack != self._ack_seq:
-                self._ack_seq = ack
-                self._ack_changed.set()
+            self._apply_ack(poll)
             if self._draining:
                 if self._flights:
                     await asyncio.sleep(idle)
                     continue
-                await self.plc.write("line.start_cmd", True)  # resume after a PLC outage
+                try:
+                    await self.plc.write("line.start_cmd", True)  # resume after the outage
+                except PlcError as exc:
+                    await self._plc_outage(exc)
+                    continue
                 self._draining = False
             seq = int(poll["infeed.cell_seq"])
             if not poll["infeed.cell_present"] or seq <= self._last_taken:
@@ -448,19 +462,22 @@ class LineEngine:
     async def _divert(self, f: Flight) -> None:
         """Write this cell's diverter command until the PLC acknowledges it (or times out).
 
-        A write whose answer was lost may still have landed: before writing again, the PLC's
-        ack tells whether it did, so a cell is never counted in two routes.
+        A write whose answer was lost may still have landed: before writing again, a fresh
+        read of the PLC's acknowledgement tells whether it did and which route it executed, so
+        a cell is booked to the route the PLC reports and never to two.
         """
         assert f.decision is not None
-        written: str | None = None
+        written = False
         while not self._stop.is_set():
             await self.plc_ok.wait()
-            if written is not None and self._ack_seq >= f.seq:
-                await self._finish(f, written, True)
-                return
             route = Route.quarantine if f.force_reason else f.decision.route
             try:
-                written = route
+                if written:
+                    self._apply_ack(await self.plc.read("diverter.ack_seq", "diverter.ack_target"))
+                    if self._ack_seq >= f.seq:
+                        await self._finish(f, self._executed(f.seq))
+                        return
+                written = True
                 await self.plc.write_many(
                     {"diverter.target": ROUTE_CODES[Route(route)], "diverter.seq": f.seq}
                 )
@@ -477,8 +494,14 @@ class LineEngine:
                 self.plc_ok.clear()
                 await asyncio.sleep(0.05)
                 continue
-            await self._finish(f, route, acked)
+            await self._finish(f, self._executed(f.seq) if acked else None)
             return
+
+    def _executed(self, seq: int) -> Route | None:
+        """The route the PLC reports for `seq`, or None if it acknowledged a later cell."""
+        if self._ack_seq != seq:
+            return None
+        return ROUTE_BY_CODE.get(self._ack_target)
 
     async def _wait_ack(self, seq: int) -> bool:
         """True once the PLC acked `seq`; the timeout only runs while the PLC is reachable."""
@@ -497,9 +520,10 @@ class LineEngine:
                 await asyncio.wait_for(self._ack_changed.wait(), min(left, 0.1))
         return True
 
-    async def _finish(self, f: Flight, route: str, acked: bool) -> None:
+    async def _finish(self, f: Flight, executed: Route | None) -> None:
+        """Book the cell to the route the PLC executed; no ack means a manual check."""
         assert f.decision is not None
-        if not acked:
+        if executed is None:
             reason = (
                 f"diverter did not acknowledge seq {f.seq} within "
                 f"{self.settings.diverter_ack_timeout_s} s: manual check"
@@ -515,15 +539,16 @@ class LineEngine:
             return
         if self._alarm_states.pop("ack", False):
             self.alarms.clear("diverter", "ack_missing")
-        if route != f.decision.route:
-            reason = f"{f.force_reason} (was: {f.decision.route}, {f.decision.reason})"
+        if executed != f.decision.route:
+            why = f.force_reason or "diverter executed another route"
+            reason = f"{why} (decided: {f.decision.route}, {f.decision.reason})"
             await self.db.run(
-                lambda s: self._mark(s, f, CellState.quarantined, route, reason, lot=False)
+                lambda s: self._mark(s, f, CellState.quarantined, executed, reason, lot=False)
             )
         else:
-            state = CellState.quarantined if route == Route.quarantine else CellState.confirmed
-            await self.db.run(lambda s: self._mark(s, f, state, route, None, lot=True))
-        self._count(f, route)
+            state = CellState.quarantined if executed == Route.quarantine else CellState.confirmed
+            await self.db.run(lambda s: self._mark(s, f, state, executed, None, lot=True))
+        self._count(f, executed)
 
     def _mark(
         self, s: Session, f: Flight, state: str, route: str, reason: str | None, *, lot: bool
@@ -635,9 +660,9 @@ class LineEngine:
         rows = await self.db.run(self._unfinished)
         if not rows:
             return
-        plc = await self.plc.read("diverter.ack_seq", "infeed.taken_seq")
-        ack, taken = int(plc["diverter.ack_seq"]), int(plc["infeed.taken_seq"])
-        self._ack_seq = ack
+        plc = await self.plc.read("diverter.ack_seq", "diverter.ack_target", "infeed.taken_seq")
+        self._apply_ack(plc)
+        ack, taken = self._ack_seq, int(plc["infeed.taken_seq"])
         for row_id, seq, mass, state, route, chem in rows:
             if seq > taken:
                 continue  # never taken: still the FIFO head, the infeed loop picks it up
@@ -649,10 +674,14 @@ class LineEngine:
                 route=Route(route) if route else Route.quarantine,
                 reason="",
             )
-            if state == CellState.routed and seq <= ack:
-                await self.db.run(
+            if seq == ack:  # the PLC reports what it executed for this one
+                await self._finish(f, self._executed(seq))
+                continue
+            if state == CellState.routed and seq < ack:  # commands go out in seq order, so
+                await self.db.run(  # a later ack means this cell's command was executed
                     lambda s, f=f, r=route: self._mark(s, f, CellState.confirmed, r, None, lot=True)
                 )
+                self._count(f, route)
                 continue
             f.force_reason = "controller restarted before the diverter was set: manual check"
             await self._divert(f)

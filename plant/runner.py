@@ -26,15 +26,15 @@ from models.registry import active_model
 from sqlalchemy import func, select
 
 from drivers.sim.cells import CellStream
-from plant.config import ConfigError, PlantConfig, load_file
+from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
-from plant.domain import CellState, Route
+from plant.domain import CellState, Chemistry, Route
 from plant.events import EventBus
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.passports import import_simulated_passports, lookup_passport, passport_of
 from plant.rig import open_rig
-from plant.routing import RoutingRules, route_for_chemistry
+from plant.routing import RoutingRules, load_rules
 from plant.status import LineStatus, write_status
 from plant.store import AlarmRow, CellRow, Store
 
@@ -53,10 +53,6 @@ class RunOptions:
     host: str | None = None
     port: int | None = None
     start_line: bool = True
-
-
-def load_rules(config_dir: Path) -> RoutingRules:
-    return load_file(config_dir / "routing.toml", RoutingRules)
 
 
 def _set_pdeathsig() -> None:
@@ -134,7 +130,7 @@ def summary(
     for seq, route, _state in rows:
         if route in (None, Route.quarantine):
             continue
-        if route != route_for_chemistry(rules, stream.truth(int(seq)).chemistry):
+        if route != rules.routes[Chemistry(stream.truth(int(seq)).chemistry)]:
             misrouted += 1
     routes = count_routes(store, line)
     return {

@@ -9,23 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.registry import active_model
+
 from drivers.plc import PlcClient, load_tag_map
+from drivers.sim.camera import SimCamera
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import SimPlc
 from drivers.sim.xrf import SimXrfStation
 from drivers.xrf import XrfClient, XrfStation
-from models.registry import active_model
 from plant.config import LineSection
 from plant.decide import Decider
-from plant.domain import Route
+from plant.domain import Chemistry, Route
 from plant.events import EventBus
 from plant.line import ROUTES, LineEngine
 from plant.passports import import_simulated_passports, lookup_passport, passport_of
 from plant.rig import CameraLabels
-from plant.routing import route_for_chemistry
-from plant.runner import load_rules
+from plant.routing import load_rules
 from plant.store import Store
-from drivers.sim.camera import SimCamera
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -64,7 +64,7 @@ class SimLine:
             1
             for seq, route in routes_by_seq.items()
             if route != Route.quarantine
-            and route != route_for_chemistry(rules, stream.truth(seq).chemistry)
+            and route != rules.routes[Chemistry(stream.truth(seq).chemistry)]
         )
 
 
@@ -92,8 +92,10 @@ async def sim_line(
     await xrf_sim.start()
     await asyncio.to_thread(import_simulated_passports, store, stream, range(1, cells + 1))
     client = PlcClient("127.0.0.1", plc_sim.port, tags)
-    xrf_heads = [XrfClient("127.0.0.1", p, timeout_s=2.0, name=f"xrf{i}")
-                 for i, p in enumerate(xrf_sim.ports)]
+    xrf_heads = [
+        XrfClient("127.0.0.1", p, timeout_s=2.0, name=f"xrf{i}")
+        for i, p in enumerate(xrf_sim.ports)
+    ]
     model = active_model(REPO / "var" / "no-such-registry")
     decider = Decider(model.classifier, load_rules(CONFIG), model.version)
 
@@ -103,8 +105,9 @@ async def sim_line(
 
     engine = LineEngine(
         line=line,
-        settings=LineSection(**{"xrf_live_time_s": 0.2, "diverter_ack_timeout_s": 1.0,
-                                **(settings or {})}),
+        settings=LineSection(
+            **{"xrf_live_time_s": 0.2, "diverter_ack_timeout_s": 1.0, **(settings or {})}
+        ),
         store=store,
         plc=client,
         decider=decider,
@@ -126,3 +129,62 @@ async def sim_line(
         await client.close()
         await xrf_sim.stop()
         await plc_sim.stop()
+
+
+def _free_block(n: int) -> int:
+    """A base port with n consecutive free loopback ports."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for k in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+def config_copy(tmp: Path, *, db_url: str, heads: int = 2, **line: Any) -> Path:
+    """config/ copied with free ports for PLC, XRF heads and HMI, and the given database."""
+    import shutil
+    import tomllib
+
+    out = tmp / "config"
+    shutil.copytree(CONFIG, out)
+    data = tomllib.loads((out / "plant.toml").read_text())
+    base = _free_block(heads + 2)
+    data["database"]["url"] = db_url
+    data["sim"].update(plc_port=base, xrf_port=base + 2, xrf_heads=heads)
+    data["plc"].update(port=base)
+    data["xrf"].update(port=base + 2, heads=heads)
+    data["hmi"].update(port=base + 1)
+    data["plant"]["data_dir"] = str(tmp / "var")
+    data.setdefault("line", {}).update(line)
+    (out / "plant.toml").write_text(_to_toml(data))
+    return out
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for plant.toml's flat sections."""
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if isinstance(v, bool):
+                lines.append(f"{k} = {'true' if v else 'false'}")
+            elif isinstance(v, int | float):
+                lines.append(f"{k} = {v}")
+            else:
+                lines.append(f"{k} = {str(v)!r}".replace("'", '"'))
+        lines.append("")
+    return "\n".join(lines)

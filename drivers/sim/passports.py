@@ -84,13 +84,19 @@ def _document(kind: str, header: str) -> dict[str, str]:
     return {"contentType": "URL", "header": header, "content": f"https://dummy.link/{kind}"}
 
 
+REUSABLE_SHARE = 0.03  # simulated passports whose state of health invites reuse inspection
+
+
 def passport_document(truth: CellTruth) -> dict[str, Any]:
     """The Catena-X 6.x shaped passport of a simulated cell (deterministic per passport id)."""
     if truth.passport_id is None or truth.passport_chemistry is None:
         raise ValueError(f"simulated cell {truth.seq} carries no passport")
     rng = random.Random(truth.passport_id)
     text, formula = _wording(truth.passport_chemistry, rng)
-    soh = round(rng.uniform(55.0, 98.0), 1)
+    # End-of-life cells: mostly below the 80 % second-life threshold, a few still healthy.
+    soh = round(
+        rng.uniform(80.0, 97.0) if rng.random() < REUSABLE_SHARE else rng.uniform(50.0, 79.5), 1
+    )
     in_kg = rng.random() < 0.3  # some suppliers state the mass in kilograms
     weight = {
         "value": round(truth.mass_g / 1000.0, 4) if in_kg else truth.mass_g,

@@ -310,7 +310,8 @@ class SimPlc:
             return
         if seq in self.diverted or any(c.seq == seq for c in f.pending):
             if seq in self.diverted and not f.pending:
-                self._set("diverter.ack_seq", seq)  # safe retry after a lost answer
+                self._set("diverter.ack_target", self.diverted[seq])  # safe retry after a
+                self._set("diverter.ack_seq", seq)  # lost answer: report what was done
             return
         if self.actuation_delay_s == 0 and not f.pending:
             self._actuate(target, seq)
@@ -344,6 +345,7 @@ class SimPlc:
         name = f"counters.{ROUTE_NAMES[target]}"
         self._set(name, (int(self.value(name)) + 1) % 2**32)
         self.diverted[seq] = target
+        self._set("diverter.ack_target", target)
         self._set("diverter.ack_seq", seq)
 
     # ---- process -----------------------------------------------------------

@@ -225,6 +225,7 @@ class SimXrfHead:
         self.warm = warm
         self.fault: XrfFault | None = None
         self.measurements = 0  # completed acquisitions, for tests and logs
+        self.accepted = 0  # connections accepted
         self._seeds = np.random.SeedSequence([seed, zlib.crc32(name.encode())])
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -286,6 +287,7 @@ class SimXrfHead:
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
+        self.accepted += 1
         try:
             while True:
                 line = await reader.readline()

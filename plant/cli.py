@@ -9,7 +9,19 @@ from typing import Annotated
 import click
 import typer
 
-from plant.commands import Ctx, db, err, passports, plc, purity, run, sim, spectra, users
+from plant.commands import (
+    Ctx,
+    classify,
+    db,
+    err,
+    passports,
+    plc,
+    purity,
+    run,
+    sim,
+    spectra,
+    users,
+)
 from plant.config import ConfigError, config_dir
 from plant.store import StoreError
 
@@ -37,7 +49,7 @@ def _root(
 
 
 # Command groups, one module each under plant/commands/.
-for _module in (db, run, sim, passports, plc, spectra, purity, users):
+for _module in (db, run, sim, passports, plc, spectra, purity, users, classify):
     _module.register(app)
 
 

@@ -1,0 +1,565 @@
+"""`plant classify`, `plant train`, `plant evaluate`, `plant models ...`: the chemistry classifier
+for process engineers (docs/classifier.md)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from drivers.spectra import Spectrum, SpectrumError, read_spectrum
+from models.classifier import (
+    CAN_OCCLUDED,
+    CLASSES,
+    Classifier,
+    Rules,
+    SpectrumResult,
+    training_label,
+)
+from models.classifier import train as train_estimator
+from models.features import extract_batch
+from models.fusion import fuse
+from models.passport import PassportError, parse_passport
+from models.registry import (
+    DEFAULT_DIR,
+    DEFAULT_NAME,
+    LoadedModel,
+    Registry,
+    RegistryError,
+    check_name,
+    fingerprint,
+    save_model,
+)
+from plant.commands import Ctx, ctx_of, err, out
+from plant.domain import Chemistry, Decision, Route
+from plant.routing import RoutingRules, decide, load_rules
+
+SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt"})
+models_app = typer.Typer(help="Chemistry models: list, activate, roll back.", no_args_is_help=True)
+
+
+def registry_of(c: Ctx) -> Registry:
+    """The model registry under the plant's data directory (var/models by default)."""
+    return Registry(c.plant().plant.data_dir / "models")
+
+
+def _load_model(c: Ctx, name: str | None) -> LoadedModel:
+    reg = registry_of(c)
+    try:
+        return reg.load(name) if name else reg.active_model()
+    except RegistryError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+# ----------------------------------------------------------------------------- plant classify
+
+
+def input_kind(path: Path) -> str:
+    """'spectrum' or 'passport', by suffix, else by content (JSON starts with '{')."""
+    suffix = path.suffix.lower()
+    if suffix in SPECTRUM_SUFFIXES:
+        return "spectrum"
+    if suffix == ".json":
+        return "passport"
+    try:
+        head = path.read_bytes()[:64].lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n")
+    except OSError:
+        return "passport" if suffix in (".json", ".schema") else "spectrum"
+    return "passport" if head.startswith(b"{") else "spectrum"
+
+
+def _row(path: Path, kind: str, d: Decision) -> dict[str, Any]:
+    return {
+        "input": str(path),
+        "kind": kind,
+        "chemistry": d.chemistry.value,
+        "confidence": round(d.confidence, 4),
+        "route": d.route.value,
+        "reason": d.reason,
+    }
+
+
+def _error_row(path: Path, kind: str, message: str) -> dict[str, Any]:
+    return {
+        "input": str(path),
+        "kind": kind,
+        "chemistry": Chemistry.UNKNOWN.value,
+        "confidence": 0.0,
+        "route": Route.quarantine.value,
+        "reason": f"unreadable_input: {message}",
+        "error": message,
+    }
+
+
+def classify_paths(
+    paths: Sequence[Path], rules: RoutingRules, model: LoadedModel | None
+) -> list[dict[str, Any]]:
+    """One result row per input, in order; bad inputs give an error row, never an exception."""
+    rows: list[dict[str, Any] | None] = [None] * len(paths)
+    spectra: list[tuple[int, Spectrum]] = []
+    for i, path in enumerate(paths):
+        kind = input_kind(path)
+        if kind == "spectrum":
+            try:
+                spectra.append((i, read_spectrum(path)))
+            except SpectrumError as exc:
+                rows[i] = _error_row(path, kind, str(exc))
+            continue
+        try:
+            passport = parse_passport(path.read_bytes(), source=str(path))
+        except OSError as exc:
+            rows[i] = _error_row(path, kind, f"{path}: cannot read file ({exc.strerror})")
+            continue
+        except PassportError as exc:
+            rows[i] = _error_row(path, kind, str(exc))
+            continue
+        d = decide(fuse(passport, None), rules, damaged=passport.damaged, soh_pct=passport.soh_pct)
+        rows[i] = _row(path, kind, d)
+    if spectra:
+        if model is None:
+            raise RegistryError("spectra given but no model loaded")
+        results = model.classifier.predict_batch([s for _, s in spectra])
+        for (i, _), res in zip(spectra, results, strict=True):
+            d = decide(fuse(None, res), rules, model_version=model.version)
+            rows[i] = _row(paths[i], "spectrum", d)
+    return [r for r in rows if r is not None]
+
+
+def classify(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Spectrum files (.msa, .mca, .csv) or passport JSON.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per input per line.")
+    ] = False,
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="Model to use (default: the active one).")
+    ] = None,
+) -> None:
+    """Classify spectrum and passport files and show the route each cell would take."""
+    c = ctx_of(ctx)
+    rules = load_rules(c.config_dir)
+    needs_model = any(input_kind(p) == "spectrum" for p in paths)
+    model = _load_model(c, model_name) if needs_model else None
+    rows = classify_paths(paths, rules, model)
+    if as_json:
+        for row in rows:
+            out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
+    else:
+        table = Table("input", "kind", "chemistry", "conf.", "route", "reason")
+        for row in rows:
+            table.add_row(
+                row["input"],
+                row["kind"],
+                row["chemistry"],
+                f"{row['confidence']:.2f}",
+                row["route"],
+                row["reason"],
+            )
+        out.print(table)
+    bad = [r for r in rows if "error" in r]
+    for r in bad:
+        err.print(f"[bold red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- labelled data
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A labelled spectrum directory: labels.csv (file, chemistry, cell_format, ...) + files."""
+
+    spectra: list[Spectrum]
+    chemistry: list[str]
+    cell_format: list[str]
+    flags: list[str]
+    fingerprint: str
+
+
+def read_labelled(directory: Path) -> Labelled:
+    """Read DIR/labels.csv and every spectrum it names, with a progress bar."""
+    labels = directory / "labels.csv"
+    if not labels.exists():
+        err.print(f"[bold red]error:[/] {labels}: not found (expected file,chemistry,... rows)")
+        raise typer.Exit(2)
+    with labels.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"file", "chemistry"} - set(rows[0] if rows else {})
+    if not rows or missing:
+        err.print(f"[bold red]error:[/] {labels}: needs columns file and chemistry, and rows")
+        raise typer.Exit(2)
+    spectra, chems, formats, flags, prints = [], [], [], [], []
+    with _progress() as progress:
+        task = progress.add_task(f"reading {directory}", total=len(rows))
+        for n, row in enumerate(rows, start=2):
+            chem = row["chemistry"].strip()
+            if chem not in CLASSES:
+                err.print(f"[bold red]error:[/] {labels}: line {n}: unknown chemistry {chem!r}")
+                raise typer.Exit(2)
+            path = directory / row["file"]
+            try:
+                spectra.append(read_spectrum(path))
+            except SpectrumError as exc:
+                err.print(f"[bold red]error:[/] {labels}: line {n}: {exc}", highlight=False)
+                raise typer.Exit(2) from None
+            chems.append(chem)
+            formats.append((row.get("cell_format") or "").strip())
+            flags.append((row.get("flags") or "").strip())
+            prints.append((hashlib.sha256(path.read_bytes()).hexdigest(), chem))
+            progress.advance(task)
+    return Labelled(spectra, chems, formats, flags, fingerprint(prints))
+
+
+def _features(spectra: Sequence[Spectrum], what: str) -> np.ndarray:
+    chunk = 2000
+    parts = []
+    with _progress() as progress:
+        task = progress.add_task(what, total=len(spectra))
+        for i in range(0, len(spectra), chunk):
+            parts.append(extract_batch(spectra[i : i + chunk]))
+            progress.advance(task, len(spectra[i : i + chunk]))
+    return np.concatenate(parts)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def xrf_visible(chemistry: str, cell_format: str) -> bool:
+    """Whether an XRF can read this cell's chemistry at all (DESIGN.md: not through a can)."""
+    return not (cell_format == "steel_can" and chemistry not in ("NiCd", "NiMH"))
+
+
+def _correct(predicted: str, truth: str) -> bool:
+    return predicted == truth or (predicted == "NMC" and truth.startswith("NMC"))
+
+
+def evaluate_results(
+    results: Sequence[SpectrumResult],
+    truth: Sequence[str],
+    formats: Sequence[str],
+    rules: RoutingRules,
+) -> dict[str, Any]:
+    """Accuracy on accepted cells, coverage, misroute rate, per-class precision/recall,
+    confusion matrix; routes as the line would take them (spectrum only, no passport)."""
+    n = len(results)
+    routes = [decide(fuse(None, r), rules) for r in results]
+    accepted = [i for i, d in enumerate(routes) if d.route is not Route.quarantine]
+    correct = [i for i in accepted if _correct(routes[i].chemistry.value, truth[i])]
+    misrouted = [
+        i
+        for i, d in enumerate(routes)
+        if d.route is not Route.quarantine and d.route is not rules.routes[Chemistry(truth[i])]
+    ]
+    visible = [i for i in range(n) if xrf_visible(truth[i], formats[i])]
+    covered_visible = [i for i in visible if routes[i].route is not Route.quarantine]
+    cans = [i for i in range(n) if not xrf_visible(truth[i], formats[i])]
+    can_ok = [i for i in cans if results[i].reason == CAN_OCCLUDED]
+    predicted_labels = [*CLASSES, "NMC", "UNKNOWN"]
+    matrix = np.zeros((len(CLASSES), len(predicted_labels)), dtype=int)
+    for i, d in enumerate(routes):
+        shown = d.chemistry.value if d.route is not Route.quarantine else "UNKNOWN"
+        matrix[CLASSES.index(truth[i]), predicted_labels.index(shown)] += 1
+    per_class = {}
+    for k, cls in enumerate(CLASSES):
+        tp = int(
+            matrix[k, k]
+            + (matrix[k, predicted_labels.index("NMC")] if cls.startswith("NMC") else 0)
+        )
+        predicted_as = int(matrix[:, k].sum())
+        support = int(matrix[k].sum())
+        accepted_k = support - int(matrix[k, -1])
+        per_class[cls] = {
+            "support": support,
+            "precision": round(matrix[k, k] / predicted_as, 4) if predicted_as else None,
+            "recall_on_accepted": round(tp / accepted_k, 4) if accepted_k else None,
+            "coverage": round(accepted_k / support, 4) if support else None,
+        }
+    reasons = Counter(d.reason.split(":", 1)[0] for d in routes if d.route is Route.quarantine)
+    return {
+        "n": n,
+        "accepted": len(accepted),
+        "accuracy_on_accepted": round(len(correct) / len(accepted), 5) if accepted else None,
+        "coverage": round(len(accepted) / n, 5) if n else None,
+        "coverage_xrf_visible": round(len(covered_visible) / len(visible), 5) if visible else None,
+        "misroute_rate": round(len(misrouted) / n, 5) if n else None,
+        "misrouted": len(misrouted),
+        "steel_can_cells": len(cans),
+        "can_occluded_recall": round(len(can_ok) / len(cans), 5) if cans else None,
+        "quarantine_reasons": dict(reasons.most_common()),
+        "per_class": per_class,
+        "confusion": {
+            "rows_truth": list(CLASSES),
+            "columns_predicted": predicted_labels,
+            "matrix": matrix.tolist(),
+        },
+    }
+
+
+def plot_confusion(report: dict[str, Any], path: Path, title: str) -> Path:
+    """Confusion matrix PNG (truth rows, predicted columns; UNKNOWN = quarantined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conf = report["confusion"]
+    m = np.asarray(conf["matrix"], dtype=float)
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(9, 7), dpi=110)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(conf["columns_predicted"])), conf["columns_predicted"], rotation=45)
+    ax.set_yticks(range(len(conf["rows_truth"])), conf["rows_truth"])
+    for (r, k), v in np.ndenumerate(m):
+        if v:
+            ax.text(
+                k,
+                r,
+                str(int(v)),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if share[r, k] > 0.5 else "black",
+            )
+    ax.set_xlabel("predicted (UNKNOWN = quarantined)")
+    ax.set_ylabel("true chemistry")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f} %"
+
+    out.print(
+        f"cells {report['n']}  accepted {report['accepted']}\n"
+        f"accuracy on accepted  {pct(report['accuracy_on_accepted'])}\n"
+        f"coverage              {pct(report['coverage'])} of all cells, "
+        f"{pct(report['coverage_xrf_visible'])} of cells the XRF can read "
+        f"(not Li-ion in a steel can)\n"
+        f"misroute rate         {pct(report['misroute_rate'])} ({report['misrouted']} cells)\n"
+        f"steel-can cells answered can_occluded  {pct(report['can_occluded_recall'])}\n"
+        f"quarantine reasons    {report['quarantine_reasons']}",
+        highlight=False,
+    )
+    table = Table("class", "support", "precision", "recall (accepted)", "coverage")
+    for cls, v in report["per_class"].items():
+        table.add_row(
+            cls,
+            str(v["support"]),
+            pct(v["precision"]),
+            pct(v["recall_on_accepted"]),
+            pct(v["coverage"]),
+        )
+    out.print(table)
+    conf = report["confusion"]
+    cm = Table("truth \\ predicted", *conf["columns_predicted"])
+    for name, row in zip(conf["rows_truth"], conf["matrix"], strict=True):
+        cm.add_row(name, *(str(v) if v else "." for v in row))
+    out.print(cm)
+
+
+def evaluate(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="Directory with labels.csv + spectra.")],
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="Model to evaluate (default: the active one).")
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option("--report", help="Where to write the PNG + JSON (default var/reports)."),
+    ] = None,
+) -> None:
+    """Measure a model on labelled spectra: accuracy, coverage, misroutes, confusion matrix."""
+    c = ctx_of(ctx)
+    rules = load_rules(c.config_dir)
+    model = _load_model(c, model_name)
+    data_set = read_labelled(data)
+    features = _features(data_set.spectra, "extracting features")
+    totals = np.asarray([s.total_counts() for s in data_set.spectra])
+    results = model.classifier.predict_features(features, totals)
+    report = evaluate_results(results, data_set.chemistry, data_set.cell_format, rules)
+    report.update(
+        model=model.info.name,
+        model_version=model.version,
+        data=str(data),
+        data_fingerprint=data_set.fingerprint,
+        evaluated=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    target = report_dir or c.plant().plant.data_dir / "reports"
+    stem = f"evaluate-{model.info.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    target.mkdir(parents=True, exist_ok=True)
+    json_path = target / f"{stem}.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    png = plot_confusion(report, target / f"{stem}.png", f"{model.version} on {data.name}")
+    _print_report(report)
+    err.print(f"wrote {json_path} and {png}")
+
+
+# ----------------------------------------------------------------------------- plant train
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="Directory with labels.csv + spectra.")],
+    name: Annotated[
+        str | None, typer.Option("--out", help="Name of the new model (default: a timestamp).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the training.")] = 0,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Make the new model the active one.")
+    ] = False,
+    builtin: Annotated[
+        bool,
+        typer.Option("--builtin", help="Write the committed default model (models/data/) instead."),
+    ] = False,
+) -> None:
+    """Train a chemistry model on labelled spectra and save it in the model registry."""
+    c = ctx_of(ctx)
+    reg = registry_of(c)
+    model_name = (
+        DEFAULT_NAME if builtin else check_name(name or f"model-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    )
+    try:
+        target = DEFAULT_DIR if builtin else reg.model_dir(model_name)
+    except RegistryError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    data_set = read_labelled(data)
+    features = _features(data_set.spectra, "extracting features")
+    labels = [
+        training_label(ch, f)
+        for ch, f in zip(data_set.chemistry, data_set.cell_format, strict=True)
+    ]
+    counts = Counter(labels)
+    err.print(f"training on {len(labels)} spectra: {dict(counts.most_common())}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    n_val = len(labels) // 7
+    val, fit = order[:n_val], order[n_val:]
+    with err.status("fitting the calibrated model (about a minute per 10,000 spectra)"):
+        estimator = train_estimator(features[fit], [labels[i] for i in fit], seed=seed)
+    rules = Rules()
+    totals = np.asarray([s.total_counts() for s in data_set.spectra])
+    val_results = Classifier(estimator, rules).predict_features(features[val], totals[val])
+    metrics = evaluate_results(
+        val_results,
+        [data_set.chemistry[i] for i in val],
+        [data_set.cell_format[i] for i in val],
+        load_rules(c.config_dir),
+    )
+    summary = {
+        k: metrics[k]
+        for k in ("n", "accuracy_on_accepted", "coverage", "coverage_xrf_visible", "misroute_rate")
+    }
+    skops_path = target / (f"{DEFAULT_NAME}.skops" if builtin else "model.skops")
+    meta_path = target / (f"{DEFAULT_NAME}.json" if builtin else "model.json")
+    meta = save_model(
+        estimator,
+        skops_path,
+        meta_path,
+        name=model_name,
+        rules=rules,
+        data_fingerprint=data_set.fingerprint,
+        metrics={"validation_split": summary},
+        extra={"training_data": str(data), "n_train": len(fit), "label_counts": dict(counts)},
+    )
+    err.print(f"saved {meta['version']} to {skops_path} (validation: {summary})")
+    if activate and not builtin:
+        reg.activate(model_name)
+        err.print(f"{model_name} is now the active model")
+
+
+# ----------------------------------------------------------------------------- plant models
+
+
+def _describe(info_iter: Iterator[Any], active: str) -> Table:
+    table = Table("", "name", "version", "created", "features", "validation")
+    for m in info_iter:
+        val = m.meta.get("metrics", {}).get("validation_split", {})
+        shown = (
+            f"acc {val.get('accuracy_on_accepted')}, cov {val.get('coverage_xrf_visible')}"
+            if val
+            else ""
+        )
+        table.add_row(
+            "*" if m.name == active else "",
+            m.name + (" (built-in)" if m.builtin else ""),
+            m.version,
+            str(m.meta.get("created", "")),
+            str(m.meta.get("feature_version", "")),
+            shown,
+        )
+    return table
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context) -> None:
+    """List the models; * marks the active one."""
+    reg = registry_of(ctx_of(ctx))
+    try:
+        out.print(_describe(iter(reg.list_models()), reg.active_name()))
+    except RegistryError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@models_app.command("activate")
+def models_activate(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model name.")]
+) -> None:
+    """Make a model the one the line uses (it must load and be trusted)."""
+    reg = registry_of(ctx_of(ctx))
+    try:
+        info = reg.activate(name)
+    except RegistryError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    out.print(f"active model: {info.name} ({info.version})")
+
+
+@models_app.command("rollback")
+def models_rollback(ctx: typer.Context) -> None:
+    """Go back to the model that was active before the last activation."""
+    reg = registry_of(ctx_of(ctx))
+    try:
+        info = reg.rollback()
+    except RegistryError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    out.print(f"active model: {info.name} ({info.version})")
+
+
+def register(root: typer.Typer) -> None:
+    root.command()(classify)
+    root.command()(train)
+    root.command()(evaluate)
+    root.add_typer(models_app, name="models")

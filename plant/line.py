@@ -49,17 +49,18 @@ log = logging.getLogger(__name__)
 ROUTES = tuple(r.value for r in Route)
 COUNTER_TAGS = tuple(f"counters.{r}" for r in ROUTES)
 BUFFER_TAGS = tuple(f"buffer.{r}_full" for r in ROUTES)
-# Read together every poll: one request per Modbus table (see docs/plc.md).
+# The hot poll: the input-register line block, ONE Modbus request (docs/plc.md).
+# `infeed.cell_seq` is 0 when no cell waits, so it doubles as "cell present".
 POLL_TAGS = (
-    "line.running",
-    "infeed.cell_present",
     "infeed.cell_seq",
     "infeed.cell_mass_g",
     "diverter.ack_seq",
     "diverter.ack_target",
     *COUNTER_TAGS,
-    *BUFFER_TAGS,
 )
+# Slow-changing status bits, read every STATUS_PERIOD_S.
+STATUS_TAGS = ("line.running", *BUFFER_TAGS)
+STATUS_PERIOD_S = 0.05
 
 
 class Plc(Protocol):
@@ -161,6 +162,7 @@ class LineEngine:
         self.xrf_state = "ok" if station is not None else "unknown"
         self.running = False
         self.last_poll: dict[str, Any] = {}
+        self.status_bits: dict[str, Any] = {}
         self._flights: dict[int, Flight] = {}
         self._next_divert: int | None = None
         self._last_taken = 0
@@ -268,9 +270,14 @@ class LineEngine:
     # -- infeed ------------------------------------------------------------------------------
     async def _infeed_loop(self) -> None:
         idle = self.settings.idle_poll_s
+        next_status = 0.0
         while not self._stop.is_set():
             try:
                 poll = await self.plc.read(*POLL_TAGS)
+                if time.monotonic() >= next_status:
+                    self.status_bits = await self.plc.read(*STATUS_TAGS)
+                    self.running = bool(self.status_bits["line.running"])
+                    next_status = time.monotonic() + STATUS_PERIOD_S
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -278,7 +285,6 @@ class LineEngine:
                 continue
             t_seen = time.perf_counter()
             self.last_poll = poll
-            self.running = bool(poll["line.running"])
             self._apply_ack(poll)
             if self._draining:
                 if self._flights:
@@ -291,7 +297,7 @@ class LineEngine:
                     continue
                 self._draining = False
             seq = int(poll["infeed.cell_seq"])
-            if not poll["infeed.cell_present"] or seq <= self._last_taken:
+            if seq == 0 or seq <= self._last_taken:
                 await asyncio.sleep(idle)
                 continue
             flight = Flight(seq, float(poll["infeed.cell_mass_g"]), t_seen)
@@ -305,8 +311,7 @@ class LineEngine:
     async def _take(self, flight: Flight) -> None:
         """Commit the detected cell, then take it from the PLC's FIFO, then work on it."""
         seq = flight.seq
-        existing = await self.db.run(lambda s: self._find_row(s, seq))
-        flight.row_id = existing or await self.db.run(lambda s: self._insert_detected(s, flight))
+        flight.row_id = await self.db.run(lambda s: self._insert_detected(s, flight))
         await self.plc.write("infeed.taken_seq", seq)
         self._last_taken = seq
         self.stats.detected += 1
@@ -317,10 +322,13 @@ class LineEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _find_row(self, s: Session, seq: int) -> int | None:
-        return s.scalar(select(CellRow.id).where(CellRow.line == self.line, CellRow.seq == seq))
-
     def _insert_detected(self, s: Session, f: Flight) -> int:
+        """The cell's row id: existing (left by a crash before the take) or new."""
+        existing = s.scalar(
+            select(CellRow.id).where(CellRow.line == self.line, CellRow.seq == f.seq)
+        )
+        if existing is not None:
+            return int(existing)
         now = utcnow()
         res = s.execute(
             insert(CellRow).values(
@@ -383,7 +391,7 @@ class LineEngine:
             spectrum_error = "no XRF station configured"
         passport_id, passport, passport_error = await label_task
         buffers = frozenset(
-            r for r in ROUTES if self.last_poll.get(f"buffer.{r}_full") and r != Route.quarantine
+            r for r in ROUTES if self.status_bits.get(f"buffer.{r}_full") and r != Route.quarantine
         )
         return Evidence(
             spectrum=spectrum,
@@ -530,25 +538,31 @@ class LineEngine:
             )
             self.alarms.raise_("diverter", "ack_missing", reason, AlarmPriority.high)
             self._alarm_states["ack"] = True
-            await self.db.run(
-                lambda s: self._mark(
-                    s, f, CellState.quarantined, Route.quarantine, reason, lot=False
-                )
-            )
-            self._count(f, Route.quarantine)
+            self._book(f, CellState.quarantined, Route.quarantine, reason, lot=False)
             return
         if self._alarm_states.pop("ack", False):
             self.alarms.clear("diverter", "ack_missing")
         if executed != f.decision.route:
             why = f.force_reason or "diverter executed another route"
             reason = f"{why} (decided: {f.decision.route}, {f.decision.reason})"
-            await self.db.run(
-                lambda s: self._mark(s, f, CellState.quarantined, executed, reason, lot=False)
-            )
+            self._book(f, CellState.quarantined, executed, reason, lot=False)
         else:
             state = CellState.quarantined if executed == Route.quarantine else CellState.confirmed
-            await self.db.run(lambda s: self._mark(s, f, state, executed, None, lot=True))
-        self._count(f, executed)
+            self._book(f, state, executed, None, lot=True)
+
+    def _book(self, f: Flight, state: str, route: str, reason: str | None, *, lot: bool) -> None:
+        """Commit the final state in the background: the diverter moves on to the next cell.
+
+        A crash before this commits is resolved on restart from the PLC's acknowledgement.
+        """
+
+        async def book() -> None:
+            await self.db.run(lambda s: self._mark(s, f, state, route, reason, lot=lot))
+            self._count(f, route)
+
+        task = asyncio.create_task(book())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _mark(
         self, s: Session, f: Flight, state: str, route: str, reason: str | None, *, lot: bool
@@ -677,12 +691,9 @@ class LineEngine:
             if seq == ack:  # the PLC reports what it executed for this one
                 await self._finish(f, self._executed(seq))
                 continue
-            if state == CellState.routed and seq < ack:  # commands go out in seq order, so
-                await self.db.run(  # a later ack means this cell's command was executed
-                    lambda s, f=f, r=route: self._mark(s, f, CellState.confirmed, r, None, lot=True)
-                )
-                self._count(f, route)
-                continue
+            if state == CellState.routed and seq < ack:  # commands go out in seq order, so a
+                self._book(f, CellState.confirmed, route, None, lot=True)  # later ack means
+                continue  # this cell's command was executed
             f.force_reason = "controller restarted before the diverter was set: manual check"
             await self._divert(f)
         log.warning("recovered %d cells left in flight by the previous run", len(rows))

@@ -149,6 +149,9 @@ def summary(
 async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
     """Run until Ctrl-C, or until `opts.cells` cells are final; returns the summary then."""
     line = opts.line or cfg.plant.line
+    # The engine hands work to a database thread and decoder threads many times per cell;
+    # Python's default 5 ms GIL switch interval would add up to 5 ms to every hand-off.
+    sys.setswitchinterval(0.0005)
     store = Store(cfg.database.url)
     store.require_current_schema()
     rules = load_rules(config_dir)

@@ -255,8 +255,22 @@ def _designs(
     return built
 
 
-def _stated_fwhm_index(spectrum: Spectrum) -> int | None:
-    """Ladder index nearest to a FWHM at Mn Kα the file states (eV), if it states one."""
+_LOG_LADDER = np.log(np.asarray(FWHM_LADDER_KEV))
+
+
+def ladder_position(fwhm_mn_kev: float) -> float:
+    """Fractional FWHM-ladder index of a resolution (clipped to the ladder)."""
+    pos = np.interp(np.log(fwhm_mn_kev), _LOG_LADDER, np.arange(_LOG_LADDER.size))
+    return float(pos)
+
+
+def fwhm_of_position(position: FloatArray) -> FloatArray:
+    """FWHM at Mn Kα (keV) of fractional ladder indices."""
+    return np.exp(np.interp(position, np.arange(_LOG_LADDER.size), _LOG_LADDER))
+
+
+def _stated_fwhm(spectrum: Spectrum) -> float | None:
+    """Ladder position of a FWHM at Mn Kα the file states (eV), if it states one."""
     for key in ("fwhmmnka", "fwhm_mn_ka_ev", "fwhm_ev"):
         raw = spectrum.metadata.get(key)
         if raw is None:
@@ -266,7 +280,7 @@ def _stated_fwhm_index(spectrum: Spectrum) -> int | None:
         except ValueError:
             continue
         if 0.1 <= kev <= 0.4:
-            return int(np.argmin(np.abs(np.log(np.asarray(FWHM_LADDER_KEV) / kev))))
+            return ladder_position(kev)
     return None
 
 
@@ -323,42 +337,23 @@ class _RegionResult:
     area: dict[str, FloatArray]
     sigma: dict[str, FloatArray]
     background: dict[str, FloatArray]
-    fwhm_idx: npt.NDArray[np.int64]
+    position: FloatArray  # fractional FWHM-ladder index
     residual: FloatArray
     shift: FloatArray
 
 
-def _fit_region(
-    design: _RegionDesign,
-    counts: FloatArray,
-    fwhm_idx: npt.NDArray[np.int64] | None,
-    shift: FloatArray | None,
-) -> _RegionResult:
-    """Fit one region for a batch (rows = spectra).
+def _solve(
+    design: _RegionDesign, y: FloatArray, idx: npt.NDArray[np.int64], shift: FloatArray | None
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Amplitudes, variances, background under peaks, residual and energy-scale error of each
+    row fitted with the ladder entry `idx` of that row.
 
-    Chooses the FWHM when not given (least residual over the ladder). With `shift` None the
-    energy-scale error (offset + gain) is fitted by one Gauss-Newton step on the linearised
-    model; otherwise the given error is applied. Either way amplitudes are corrected for it.
+    With `shift` None the energy-scale error (offset + gain) is fitted by one Gauss-Newton
+    step on the linearised model; otherwise the given error is applied. Either way the
+    amplitudes are corrected for it.
     """
-    b = counts.shape[0]
-    names = design.peak_names
-    if not design.fits:
-        zero = np.zeros(b)
-        return _RegionResult(
-            {n: zero for n in names},
-            {n: zero + 1.0 for n in names},
-            {n: zero for n in names},
-            np.zeros(b, dtype=np.int64),
-            zero,
-            np.zeros((b, 2)),
-        )
-    y = counts[:, design.channels]
-    yy = np.einsum("ij,ij->i", y, y)
+    b = y.shape[0]
     n_cols = design.fits[0].pinv.shape[0]
-    if fwhm_idx is None:
-        proj = (y @ design.q_all).reshape(b, len(design.fits), n_cols)
-        resid_all = yy[:, None] - np.einsum("ijk,ijk->ij", proj, proj)
-        fwhm_idx = np.argmin(resid_all, axis=1)
     n_peaks = design.fits[0].n_peaks
     amps = np.empty((b, n_cols))
     var = np.empty((b, n_peaks))
@@ -367,8 +362,8 @@ def _fit_region(
     out_shift = np.zeros((b, 2)) if shift is None else shift
     yvar = np.maximum(y, 1.0)
     e = design.energies
-    for k in np.unique(fwhm_idx):
-        rows = np.flatnonzero(fwhm_idx == k)
+    for k in np.unique(idx):
+        rows = np.flatnonzero(idx == k)
         f = design.fits[int(k)]
         yk = y[rows]
         a = yk @ f.pinv.T
@@ -393,15 +388,67 @@ def _fit_region(
         bg[rows] = np.maximum(a[:, n_peaks:], 0.0) @ f.background_under
         fitted = a @ f.design.T + np.einsum("rin,ri->rn", u, c)
         resid[rows] = np.einsum("rn,rn->r", yk - fitted, yk - fitted)
+    return amps, var, bg, resid, out_shift
+
+
+def _ladder_position(resid: FloatArray) -> FloatArray:
+    """Fractional ladder index of least residual: parabola through the best and its
+    neighbours (the ladder is geometric, so this interpolates in log FWHM)."""
+    b, m = resid.shape
+    k = np.clip(np.argmin(resid, axis=1), 1, m - 2)
+    rows = np.arange(b)
+    r0, r1, r2 = resid[rows, k - 1], resid[rows, k], resid[rows, k + 1]
+    curv = r0 - 2 * r1 + r2
+    t = np.where(curv > 0, 0.5 * (r0 - r2) / np.where(curv > 0, curv, 1.0), 0.0)
+    return np.clip(k + np.clip(t, -1.0, 1.0), 0.0, m - 1.0)
+
+
+def _fit_region(
+    design: _RegionDesign,
+    counts: FloatArray,
+    position: FloatArray | None,
+    shift: FloatArray | None,
+) -> _RegionResult:
+    """Fit one region for a batch (rows = spectra).
+
+    `position` is the fractional FWHM-ladder index; when None it is chosen by least residual.
+    The fit at a fractional position blends the fits of the two ladder entries around it
+    (amplitudes vary smoothly with the assumed width).
+    """
+    b = counts.shape[0]
+    names = design.peak_names
+    if not design.fits:
+        zero = np.zeros(b)
+        return _RegionResult(
+            {n: zero for n in names},
+            {n: zero + 1.0 for n in names},
+            {n: zero for n in names},
+            np.zeros(b),
+            zero,
+            np.zeros((b, 2)),
+        )
+    y = counts[:, design.channels]
+    n_cols = design.fits[0].pinv.shape[0]
+    if position is None:
+        yy = np.einsum("ij,ij->i", y, y)
+        proj = (y @ design.q_all).reshape(b, len(design.fits), n_cols)
+        position = _ladder_position(yy[:, None] - np.einsum("ijk,ijk->ij", proj, proj))
+    lo = np.floor(position).astype(np.int64)
+    hi = np.minimum(lo + 1, len(design.fits) - 1)
+    w = (position - lo)[:, None]
+    a0, v0, bg0, r0, s0 = _solve(design, y, lo, shift)
+    a1, v1, bg1, r1, _ = _solve(design, y, hi, s0)
+    amps, var, bg = (1 - w) * a0 + w * a1, (1 - w) * v0 + w * v1, (1 - w) * bg0 + w * bg1
+    resid = (1 - w[:, 0]) * r0 + w[:, 0] * r1
     dof = max(y.shape[1] - n_cols, 1)
-    resid_norm = resid / np.maximum(yvar.sum(axis=1), 1.0) * (y.shape[1] / dof)
+    resid_norm = resid / np.maximum(np.maximum(y, 1.0).sum(axis=1), 1.0) * (y.shape[1] / dof)
     return _RegionResult(
         {n: amps[:, j] for j, n in enumerate(names)},
         {n: np.sqrt(np.maximum(var[:, j], 1.0)) for j, n in enumerate(names)},
         {n: bg[:, j] for j, n in enumerate(names)},
-        fwhm_idx,
+        position,
         resid_norm,
-        out_shift,
+        s0,
     )
 
 
@@ -443,15 +490,15 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
         totals[rows] = counts.sum(axis=1)
         lo, hi = (int(np.ceil((x - offset) / gain)) for x in SCATTER_BAND_KEV)
         scatter[rows] = counts[:, max(lo, 0) : max(hi, 0)].sum(axis=1)
-        stated = [_stated_fwhm_index(spectra[i]) for i in rows]
-        idx = None if None in stated else np.asarray(stated, dtype=np.int64)
+        stated = [_stated_fwhm(spectra[i]) for i in rows]
+        idx = None if None in stated else np.asarray(stated, dtype=np.float64)
         scale: FloatArray | None = None
         for d in designs:
             res = _fit_region(d, counts, idx, scale)
             if d.region is LOW and d.fits:
-                idx = res.fwhm_idx
+                idx = res.position
                 scale = res.shift
-                fwhm[rows] = np.asarray(FWHM_LADDER_KEV)[idx]
+                fwhm[rows] = fwhm_of_position(idx)
                 residual[rows] = res.residual
                 shift[rows] = res.shift
             seen[d.region.name][rows] = 1.0 if d.fits else 0.0

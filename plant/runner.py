@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -22,24 +23,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.registry import active_model
 from sqlalchemy import func, select
 
+from drivers.plc import PlcError
 from drivers.sim.cells import CellStream
+from models.registry import Registry
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
 from plant.domain import CellState, Chemistry, Route
 from plant.events import EventBus
+from plant.historian import Historian
+from plant.hydromet import HydrometRunner
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.passports import import_simulated_passports, lookup_passport, passport_of
 from plant.rig import open_rig
 from plant.routing import RoutingRules, load_rules
+from plant.setpoints import mark_applied, pending_setpoints
 from plant.status import LineStatus, write_status
-from plant.store import AlarmRow, CellRow, Store
+from plant.store import AlarmRow, CellRow, Store, utcnow
 
 log = logging.getLogger(__name__)
 PASSPORT_CHUNK = 5000
+# PLC process values the historian records every second.
+PROCESS_TAGS = (
+    "leach.ph",
+    "leach.temp_c",
+    "leach.orp_mv",
+    "tank.feed_level_pct",
+    "dosing.h2so4_lpm",
+    "dosing.naoh_lpm",
+    "leach.ph_setpoint",
+)
 
 
 @dataclass
@@ -155,7 +170,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     store = Store(cfg.database.url)
     store.require_current_schema()
     rules = load_rules(config_dir)
-    model = active_model(cfg.plant.data_dir / "models")
+    model = Registry(cfg.plant.data_dir / "models").active_model()
     decider = Decider(model.classifier, rules, model.version, cfg.line.classify_batch_max)
     proc: subprocess.Popen[bytes] | None = None
     if opts.simulate:
@@ -181,6 +196,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             passports_ready = upto
 
     async def tick(engine: LineEngine) -> None:
+        await process_tick(engine)
         st = engine.status()
         await asyncio.to_thread(
             write_status,
@@ -197,6 +213,42 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             ),
         )
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
+
+    historian = Historian(store)
+    hydromet = (
+        HydrometRunner.from_config_dir(store, config_dir, None, bus, line=line, seed=cfg.sim.seed)
+        if opts.simulate
+        else None
+    )
+
+    async def process_tick(engine: LineEngine) -> None:
+        """Once a second: historian samples, pending setpoints, the simulated hydromet line."""
+        now = utcnow()
+        try:
+            values = await rig.plc.read(*PROCESS_TAGS)
+            await asyncio.to_thread(
+                historian.record,
+                [(tag, now, float(v)) for tag, v in values.items() if math.isfinite(float(v))],
+            )
+        except PlcError:
+            pass  # the engine already alarms on the PLC; the historian just has a gap
+        for row in await asyncio.to_thread(pending_setpoints, store):
+            await apply_setpoint(row.name, row.value)
+        if hydromet is not None:
+            await asyncio.to_thread(hydromet.step, now)
+
+    async def apply_setpoint(name: str, value: float) -> None:
+        if name == "leach.ph":
+            try:
+                await rig.plc.write("leach.ph_setpoint", value)
+            except PlcError as exc:
+                log.warning("setpoint %s=%s not applied yet: %s", name, value, exc)
+                return
+        elif name == "impurity_removal.ph" and hydromet is not None:
+            hydromet.process.ph_setpoint = value
+        else:
+            return
+        await asyncio.to_thread(mark_applied, store, name, value)
 
     engine = LineEngine(
         line=line,
@@ -236,6 +288,9 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
                     break
                 await asyncio.sleep(0.25)
             await engine.stop_infeed()
+            if hydromet is not None:  # lots closed in the last second still become batches
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(hydromet.step, utcnow())
             counters = await rig.plc.read(*[f"counters.{r}" for r in ROUTES])
             result = summary(
                 store,

@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.registry import active_model
-
 from drivers.plc import PlcClient, load_tag_map
 from drivers.sim.camera import SimCamera
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import SimPlc
 from drivers.sim.xrf import SimXrfStation
 from drivers.xrf import XrfClient, XrfStation
+from models.registry import Registry
 from plant.config import LineSection
 from plant.decide import Decider
 from plant.domain import Chemistry, Route
@@ -29,6 +28,13 @@ from plant.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
+
+
+def tmp_registry() -> str:
+    """An empty registry directory: the active model is then the committed default."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="plant-models-")
 
 
 @dataclass
@@ -96,7 +102,7 @@ async def sim_line(
         XrfClient("127.0.0.1", p, timeout_s=2.0, name=f"xrf{i}")
         for i, p in enumerate(xrf_sim.ports)
     ]
-    model = active_model(REPO / "var" / "no-such-registry")
+    model = Registry(Path(tmp_registry())).active_model()  # the committed default
     decider = Decider(model.classifier, load_rules(CONFIG), model.version)
 
     async def lookup(pid: str) -> Any:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from plant.domain import CellState, Route
 from plant.line import ROUTES, count_routes
 from plant.store import AlarmRow, CellRow, LotRow, Store
-from tests.linerig import sim_line
+from linerig import sim_line
 
 
 def _cells(store: Store, line: str = "L1") -> list[CellRow]:

@@ -93,10 +93,10 @@ def _as_grey(image: object) -> tuple[npt.NDArray[np.uint8] | None, str]:
     if image.dtype != np.uint8:
         return None, f"label image has dtype {image.dtype}, expected uint8"
     if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), ""
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8), ""
     if image.ndim != 2 or min(image.shape) < 21:
         return None, f"label image has shape {image.shape}, expected a 2-D greyscale image"
-    return image, ""
+    return np.asarray(image, dtype=np.uint8), ""
 
 
 def _check_payload(raw: bytes) -> LabelRead:
@@ -184,4 +184,4 @@ class DirectoryCamera:
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if image is None:
             raise CameraError(f"{path}: not a readable image file")
-        return image
+        return np.asarray(image, dtype=np.uint8)

@@ -432,7 +432,10 @@ async def _read_spectrum_reply(
         )
     counts = np.frombuffer(await reader.readexactly(size), dtype=COUNTS_DTYPE)
     tail = _ascii_line(await reader.readuntil(b"\n"), what)
-    fields = _split_fields(tail[1:])
+    try:
+        fields = split_unquoted(tail[1:], ",")
+    except ValueError as exc:
+        raise XrfError(f"reply to {what}: {exc}") from None
     if not tail.startswith(",") or len(fields) != 6:
         raise XrfError(
             f'reply to {what}: expected ,"<sample id>",<offset keV>,<keV/channel>,<live s>,'
@@ -464,19 +467,23 @@ def _raise_if_error(text: str, what: str) -> None:
         raise XrfInstrumentError(f"{what} refused: {text[6:]}")
 
 
-def _split_fields(text: str) -> list[str]:
-    """Split SCPI response data on commas outside double-quoted strings."""
-    fields, cur, quoted = [], [], False
+def split_unquoted(text: str, sep: str) -> list[str]:
+    """Split SCPI text on `sep` outside double-quoted strings ("" inside a string is a quote)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
-        if ch == "," and not quoted:
-            fields.append("".join(cur))
-            cur = []
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
         else:
-            cur.append(ch)
-    fields.append("".join(cur))
-    return fields
+            current.append(ch)
+    if quoted:
+        raise ValueError(f"unterminated string in {text[:60]!r}")
+    parts.append("".join(current))
+    return parts
 
 
 def _unquote(text: str) -> str:

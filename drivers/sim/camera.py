@@ -173,6 +173,6 @@ def _lighting(img: npt.NDArray[np.float32], rng: np.random.Generator) -> npt.NDA
         img = img + amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
     sigma_blur = float(rng.uniform(0.0, 1.0))
     if sigma_blur > 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), sigma_blur)
+        img = np.asarray(cv2.GaussianBlur(img, (0, 0), sigma_blur), dtype=np.float32)
     noise = rng.normal(0.0, float(rng.uniform(1.0, 6.0)), size=img.shape).astype(np.float32)
     return img + noise

@@ -35,6 +35,7 @@ from drivers.xrf import (
     SAMPLE_ID,
     definite_block,
     quote,
+    split_unquoted,
 )
 
 log = logging.getLogger(__name__)
@@ -115,19 +116,11 @@ _Handler = Callable[["SimXrfHead", str], Awaitable[bytes | None]]
 
 
 def split_units(message: str) -> list[str]:
-    """Split a program message on ';' outside double-quoted strings."""
-    units, cur, quoted = [], [], False
-    for ch in message:
-        if ch == '"':
-            quoted = not quoted
-        if ch == ";" and not quoted:
-            units.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    if quoted:
-        raise ScpiError(-151, "Invalid string data; unterminated quote")
-    units.append("".join(cur))
+    """The message units of a program message: split on ';' outside strings."""
+    try:
+        units = split_unquoted(message, ";")
+    except ValueError:
+        raise ScpiError(-151, "Invalid string data; unterminated quote") from None
     return [u.strip() for u in units if u.strip()]
 
 

@@ -330,6 +330,8 @@ class LineFit:
 # MCAs is a few per mille; reference §1.3 resolution ~125-200 eV).
 MAX_OFFSET_SHIFT_KEV = 0.04
 MAX_GAIN_SHIFT = 0.006
+PRIOR_OFFSET_KEV = 0.015  # typical size of the errors (1 sigma), for the ridge prior
+PRIOR_GAIN = 0.002
 
 
 @dataclass
@@ -343,51 +345,70 @@ class _RegionResult:
 
 
 def _solve(
-    design: _RegionDesign, y: FloatArray, idx: npt.NDArray[np.int64], shift: FloatArray | None
+    design: _RegionDesign,
+    y: FloatArray,
+    position: FloatArray,
+    shift: FloatArray | None,
+    correct: bool,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Amplitudes, variances, background under peaks, residual and energy-scale error of each
-    row fitted with the ladder entry `idx` of that row.
+    """Amplitudes, variances, background under peaks, residual and energy-scale error.
 
-    With `shift` None the energy-scale error (offset + gain) is fitted by one Gauss-Newton
-    step on the linearised model; otherwise the given error is applied. Either way the
-    amplitudes are corrected for it.
+    Amplitudes at a fractional ladder position blend the fits of the two entries around it
+    (they vary smoothly with the assumed width). With `correct`, the energy-scale error (offset
+    + gain) is fitted by one Gauss-Newton step on the linearised model
+    (or the given `shift` is applied) and the amplitudes are corrected for it.
     """
     b = y.shape[0]
-    n_cols = design.fits[0].pinv.shape[0]
     n_peaks = design.fits[0].n_peaks
+    last = len(design.fits) - 1
+    lo = np.floor(position).astype(np.int64)
+    hi = np.minimum(lo + 1, last)
+    w = (position - lo)[:, None]
+    n_cols = design.fits[0].pinv.shape[0]
     amps = np.empty((b, n_cols))
     var = np.empty((b, n_peaks))
     bg = np.empty((b, n_peaks))
     resid = np.empty(b)
     out_shift = np.zeros((b, 2)) if shift is None else shift
-    yvar = np.maximum(y, 1.0)
     e = design.energies
-    for k in np.unique(idx):
-        rows = np.flatnonzero(idx == k)
-        f = design.fits[int(k)]
+    for k in np.unique(lo):
+        rows = np.flatnonzero(lo == k)
+        f0, f1 = design.fits[int(k)], design.fits[int(hi[rows[0]])]
         yk = y[rows]
-        a = yk @ f.pinv.T
-        # Columns of d(model)/d(offset) and d(model)/d(gain): the fitted peaks, shifted.
-        slope = a[:, :n_peaks] @ f.slope  # (r, n)
-        u = np.stack([-slope, -slope * e], axis=1)  # (r, 2, n)
-        pu = u @ f.pinv.T  # (r, 2, n_cols)
-        if shift is None:
-            u_perp = u - pu @ f.design.T
-            r = yk - a @ f.design.T
-            m = np.einsum("rin,rjn->rij", u_perp, u_perp) + np.eye(2) * 1e-9
-            rhs = np.einsum("rin,rn->ri", u_perp, r)
-            c = np.linalg.solve(m, rhs[..., None])[..., 0]
-            c[:, 0] = np.clip(c[:, 0], -MAX_OFFSET_SHIFT_KEV, MAX_OFFSET_SHIFT_KEV)
-            c[:, 1] = np.clip(c[:, 1], -MAX_GAIN_SHIFT, MAX_GAIN_SHIFT)
-            out_shift[rows] = c
-        else:
-            c = shift[rows]
-        a = a - np.einsum("rij,ri->rj", pu, c)
+        wk = w[rows]
+        a = (1 - wk) * (yk @ f0.pinv.T) + wk * (yk @ f1.pinv.T)
+        yvar = np.maximum(yk, 1.0)
+        var[rows] = (1 - wk) * (yvar @ f0.pinv_sq.T) + wk * (yvar @ f1.pinv_sq.T)
+        # Residual of the blended model (the same blend of shapes as of amplitudes).
+        r = yk - (1 - wk) * (a @ f0.design.T) - wk * (a @ f1.design.T)
+        if correct:
+            # d(model)/d(offset) and d(model)/d(gain): the fitted peaks, shifted (shapes of
+            # the lower entry: a width step changes the correction only to second order).
+            u0 = -(a[:, :n_peaks] @ f0.slope)
+            u1 = u0 * e
+            p0, p1 = u0 @ f0.pinv.T, u1 @ f0.pinv.T
+            u0 -= p0 @ f0.design.T
+            u1 -= p1 @ f0.design.T
+            # Ridge prior on the scale error: with one line group, offset and gain trade off.
+            noise = yvar.mean(axis=1)
+            m00 = np.einsum("rn,rn->r", u0, u0) + noise / PRIOR_OFFSET_KEV**2
+            m01 = np.einsum("rn,rn->r", u0, u1)
+            m11 = np.einsum("rn,rn->r", u1, u1) + noise / PRIOR_GAIN**2
+            g0, g1 = np.einsum("rn,rn->r", u0, r), np.einsum("rn,rn->r", u1, r)
+            if shift is None:
+                det = m00 * m11 - m01 * m01
+                c0 = np.clip(
+                    (m11 * g0 - m01 * g1) / det, -MAX_OFFSET_SHIFT_KEV, MAX_OFFSET_SHIFT_KEV
+                )
+                c1 = np.clip((m00 * g1 - m01 * g0) / det, -MAX_GAIN_SHIFT, MAX_GAIN_SHIFT)
+                out_shift[rows, 0], out_shift[rows, 1] = c0, c1
+            else:
+                c0, c1 = shift[rows, 0], shift[rows, 1]
+            a = a - p0 * c0[:, None] - p1 * c1[:, None]
+            r = r - u0 * c0[:, None] - u1 * c1[:, None]
         amps[rows] = a
-        var[rows] = yvar[rows] @ f.pinv_sq.T
-        bg[rows] = np.maximum(a[:, n_peaks:], 0.0) @ f.background_under
-        fitted = a @ f.design.T + np.einsum("rin,ri->rn", u, c)
-        resid[rows] = np.einsum("rn,rn->r", yk - fitted, yk - fitted)
+        resid[rows] = np.einsum("rn,rn->r", r, r)
+        bg[rows] = np.maximum(a[:, n_peaks:], 0.0) @ f0.background_under
     return amps, var, bg, resid, out_shift
 
 
@@ -433,13 +454,7 @@ def _fit_region(
         yy = np.einsum("ij,ij->i", y, y)
         proj = (y @ design.q_all).reshape(b, len(design.fits), n_cols)
         position = _ladder_position(yy[:, None] - np.einsum("ijk,ijk->ij", proj, proj))
-    lo = np.floor(position).astype(np.int64)
-    hi = np.minimum(lo + 1, len(design.fits) - 1)
-    w = (position - lo)[:, None]
-    a0, v0, bg0, r0, s0 = _solve(design, y, lo, shift)
-    a1, v1, bg1, r1, _ = _solve(design, y, hi, s0)
-    amps, var, bg = (1 - w) * a0 + w * a1, (1 - w) * v0 + w * v1, (1 - w) * bg0 + w * bg1
-    resid = (1 - w[:, 0]) * r0 + w[:, 0] * r1
+    amps, var, bg, resid, s0 = _solve(design, y, position, shift, design.region is LOW)
     dof = max(y.shape[1] - n_cols, 1)
     resid_norm = resid / np.maximum(np.maximum(y, 1.0).sum(axis=1), 1.0) * (y.shape[1] / dof)
     return _RegionResult(

@@ -44,14 +44,14 @@ class SimSection(Strict):
     host: str = "127.0.0.1"
     plc_port: int = Field(5020, ge=1, le=65535)
     xrf_port: int = Field(5030, ge=1, le=65535, description="port of XRF head 1; head k on +k-1")
-    xrf_heads: int = Field(4, ge=1, le=32)
+    xrf_heads: int = Field(8, ge=1, le=32)
     seed: int = 1
 
 
 class LineSection(Strict):
     """Line engine timing and lot policy."""
 
-    xrf_live_time_s: float = Field(0.5, gt=0, le=60, description="XRF acquisition per cell")
+    xrf_live_time_s: float = Field(0.05, gt=0, le=60, description="XRF acquisition per cell")
     xrf_timeout_s: float = Field(3.0, gt=0, le=120)
     diverter_ack_timeout_s: float = Field(2.0, gt=0, le=60)
     idle_poll_s: float = Field(0.002, gt=0, le=1, description="infeed poll period when idle")
@@ -79,7 +79,7 @@ class XrfSection(Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(5030, ge=1, le=65535)
-    heads: int = Field(4, ge=0, le=32, description="0: no XRF station (passport only)")
+    heads: int = Field(8, ge=0, le=32, description="0: no XRF station (passport only)")
     timeout_s: float = Field(5.0, gt=0, le=120)
 
 

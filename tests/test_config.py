@@ -64,7 +64,7 @@ def test_wrong_type_names_key(cfg_dir: Path) -> None:
     ("edit", "expect"),
     [
         (lambda t: t + "\n[bogus]\nx = 1\n", "bogus: unknown key"),
-        (lambda t: t.replace("xrf_heads = 4", 'xrf_heads = "four"'), "sim.xrf_heads"),
+        (lambda t: t.replace("xrf_heads = 8", 'xrf_heads = "four"'), "sim.xrf_heads"),
         (lambda t: t + "\n[[[not toml", "not valid TOML"),
     ],
 )

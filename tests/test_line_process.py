@@ -48,7 +48,7 @@ def _plc_counters(cfg: Path) -> dict[str, int]:
 def test_run_simulate_cells_summary(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'plant.db'}"
     upgrade(url)
-    cfg = config_copy(tmp_path, db_url=url, heads=4)
+    cfg = config_copy(tmp_path, db_url=url, heads=8)
     proc = subprocess.run(
         [
             *PLANT,

@@ -84,9 +84,11 @@ class XrfSection(Strict):
 
 
 class CameraSection(Strict):
-    """Label camera: `sim` renders simulated labels; `directory` reads <dir>/<seq>.png."""
+    """Label reading: `sim` renders simulated label images and decodes them here (OpenCV);
+    `sim_reader` is a simulated smart code reader that decodes on the device and sends the text;
+    `directory` reads label images <dir>/<seq>.png; `none` runs without labels."""
 
-    kind: Literal["sim", "directory", "none"] = "sim"
+    kind: Literal["sim", "sim_reader", "directory", "none"] = "sim"
     directory: Path | None = None
 
 

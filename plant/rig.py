@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.sim.xrf import SimXrfStation
-from drivers.xrf import XrfClient, XrfStation
-
 from drivers.camera import DirectoryCamera, LabelCamera, decode_label, passport_id_from_payload
 from drivers.plc import PlcClient, TagMap, TagMapError, load_tag_map
-from drivers.sim.camera import SimCamera
+from drivers.sim.camera import SimCamera, SimCodeReader
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import SimPlc
+from drivers.sim.xrf import SimXrfStation
+from drivers.xrf import XrfClient, XrfStation
 from plant.config import ConfigError, PlantConfig
 
 
@@ -55,7 +54,7 @@ class Rig:
 
     plc: PlcClient
     station: XrfStation | None
-    labels: CameraLabels | None
+    labels: CameraLabels | SimCodeReader | None
     heads: list[XrfClient] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -74,6 +73,8 @@ def open_rig(cfg: PlantConfig, config_dir: Path) -> Rig:
         for k in range(cfg.xrf.heads)
     ]
     camera: LabelCamera | None
+    if cfg.camera.kind == "sim_reader":
+        return Rig(plc, XrfStation(heads) if heads else None, SimCodeReader(cfg.sim.seed), heads)
     if cfg.camera.kind == "sim":
         camera = SimCamera(cfg.sim.seed)
     elif cfg.camera.kind == "directory":

@@ -160,7 +160,7 @@ def _free_block(n: int) -> int:
     raise RuntimeError("no free port block")
 
 
-def config_copy(tmp: Path, *, db_url: str, heads: int = 2, **line: Any) -> Path:
+def config_copy(tmp: Path, *, db_url: str, heads: int = 2, seed: int = 1, **line: Any) -> Path:
     """config/ copied with free ports for PLC, XRF heads and HMI, and the given database."""
     import shutil
     import tomllib
@@ -170,7 +170,7 @@ def config_copy(tmp: Path, *, db_url: str, heads: int = 2, **line: Any) -> Path:
     data = tomllib.loads((out / "plant.toml").read_text())
     base = _free_block(heads + 2)
     data["database"]["url"] = db_url
-    data["sim"].update(plc_port=base, xrf_port=base + 2, xrf_heads=heads)
+    data["sim"].update(plc_port=base, xrf_port=base + 2, xrf_heads=heads, seed=seed)
     data["plc"].update(port=base)
     data["xrf"].update(port=base + 2, heads=heads)
     data["hmi"].update(port=base + 1)

@@ -1,0 +1,106 @@
+"""Several lines, one PostgreSQL database, one HMI showing them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from linerig import config_copy
+from sqlalchemy import func, select
+
+from plant.domain import CellState
+from plant.line import count_routes
+from plant.store import CellRow, LotRow, Store, upgrade
+from plant.users import add_user
+
+
+def _run(cfg: Path, line: str, cells: int, cwd: Path) -> subprocess.Popen[str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PLANT_DATABASE_URL", "PLANT_CONFIG_DIR")
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plant.cli",
+            "--config",
+            str(cfg),
+            "run",
+            "--simulate",
+            "--line",
+            line,
+            "--cells",
+            str(cells),
+            "--rate",
+            "150",
+            "--dwell-scale",
+            "0",
+            "--no-hmi",
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_two_lines_on_one_postgres(pg_url: str, tmp_path: Path) -> None:
+    upgrade(pg_url)
+    n = 400
+    procs = {}
+    for line, seed in (("L1", 11), ("L2", 22)):
+        d = tmp_path / line
+        d.mkdir()
+        cfg = config_copy(d, db_url=pg_url, heads=2, seed=seed)
+        procs[line] = _run(cfg, line, n, d)
+    summaries = {}
+    for line, proc in procs.items():
+        out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-3000:]
+        summaries[line] = json.loads(out.strip().splitlines()[-1])
+
+    store = Store(pg_url)
+    for line in ("L1", "L2"):
+        s = summaries[line]
+        assert s["line"] == line and s["cells"] == n and s["final"] == n
+        assert count_routes(store, line) == s["plc_counters"]  # per line: store == its own PLC
+    with store.session() as s:
+        per_line = dict(
+            s.execute(select(CellRow.line, func.count(CellRow.id)).group_by(CellRow.line)).all()
+        )
+        dupes = s.execute(
+            select(CellRow.line, CellRow.seq)
+            .group_by(CellRow.line, CellRow.seq)
+            .having(func.count() > 1)
+        ).all()
+        open_states = s.scalar(
+            select(func.count(CellRow.id)).where(
+                CellRow.state.not_in([CellState.confirmed, CellState.quarantined])
+            )
+        )
+        lot_lines = {lot_line for (lot_line,) in s.execute(select(LotRow.line)).all()}
+    assert per_line == {"L1": n, "L2": n}
+    assert dupes == [] and open_states == 0
+    assert lot_lines == {"L1", "L2"}
+
+    # One HMI process shows both lines from the shared database.
+    from hmi.app import create_app
+
+    add_user(store, "olga", "operator", "operator-password-1")
+    (tmp_path / "hmi").mkdir()
+    app = create_app(config_copy(tmp_path / "hmi", db_url=pg_url), store=store)
+    with TestClient(app) as client:
+        token = client.post(
+            "/api/login", json={"name": "olga", "password": "operator-password-1"}
+        ).json()["token"]
+        lines = client.get("/api/lines", headers={"Authorization": f"Bearer {token}"}).json()
+    shown = {item["line"]: item for item in (lines["lines"] if isinstance(lines, dict) else lines)}
+    assert set(shown) == {"L1", "L2"}
+    store.close()

@@ -181,6 +181,7 @@ class LineEngine:
         self.db.start()
         self.db.on_health = self._db_health
         await self.db.run(self.lots.load)
+        self.stats.routed.update(await asyncio.to_thread(count_routes, self.store, self.line))
         await self._wait_plc()
         await self._recover()
         if start_line:
@@ -629,7 +630,6 @@ class LineEngine:
         closed = await self.db.run(lambda s: self.lots.close_aged(s, utcnow()))
         for lid in closed:
             self._publish("lot", {"id": lid, "state": "closed"})
-        self._publish("counts", self.status())
         if self.on_tick is not None:
             await self.on_tick(self)
 

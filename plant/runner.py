@@ -31,7 +31,7 @@ from models.registry import Registry
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
 from plant.domain import CellState, Chemistry, Route
-from plant.events import EventBus
+from plant.events import Event, EventBus
 from plant.historian import Historian
 from plant.hydromet import HydrometRunner
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
@@ -198,20 +198,18 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     async def tick(engine: LineEngine) -> None:
         await process_tick(engine)
         st = engine.status()
-        await asyncio.to_thread(
-            write_status,
-            store,
-            LineStatus(
-                line=line,
-                running=st["running"],
-                plc_health=st["plc_health"],
-                xrf_health=st["xrf_health"],
-                cells_per_min=st["cells_per_min"],
-                quarantine_rate=st["quarantine_rate"],
-                counts=st["counts"],
-                extra={k: st[k] for k in ("plc_counters", "in_flight", "db_health")},
-            ),
+        status = LineStatus(
+            line=line,
+            running=st["running"],
+            plc_health=st["plc_health"],
+            xrf_health=st["xrf_health"],
+            cells_per_min=st["cells_per_min"],
+            quarantine_rate=st["quarantine_rate"],
+            counts=st["counts"],
+            extra={k: st[k] for k in ("plc_counters", "in_flight", "db_health")},
         )
+        await asyncio.to_thread(write_status, store, status)
+        bus.publish(Event("counts", line, status.as_json()))
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
 
     historian = Historian(store)

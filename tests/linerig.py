@@ -194,3 +194,11 @@ def _to_toml(data: dict[str, Any]) -> str:
                 lines.append(f"{k} = {str(v)!r}".replace("'", '"'))
         lines.append("")
     return "\n".join(lines)
+
+
+def plant_env() -> dict[str, str]:
+    """The environment for a `plant` subprocess: config and database from its --config only."""
+    import os
+
+    drop = ("PLANT_DATABASE_URL", "PLANT_CONFIG_DIR")
+    return {k: v for k, v in os.environ.items() if k not in drop}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -12,22 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from linerig import config_copy, plant_env
 from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
 from plant.domain import CellState
 from plant.line import ROUTES, count_routes
 from plant.store import CellRow, Store, upgrade
-from linerig import config_copy
 
 PLANT = [sys.executable, "-m", "plant.cli"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PLANT_DATABASE_URL", None)
-    env.pop("PLANT_CONFIG_DIR", None)
-    return env
 
 
 def _plc_counters(cfg: Path) -> dict[str, int]:
@@ -65,7 +57,7 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        env=_env(),
+        env=plant_env(),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -95,7 +87,7 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
             "--dwell-scale",
             "0",
         ],
-        env=_env(),
+        env=plant_env(),
         cwd=tmp_path,
         stderr=subprocess.DEVNULL,
     )
@@ -105,13 +97,17 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
         run = [*PLANT, "--config", str(cfg), "run", "--cells", str(n), "--no-hmi"]
         for _ in range(3):  # kill the controller at random moments, then restart it
             ctl = subprocess.Popen(
-                run, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                run,
+                env=plant_env(),
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             time.sleep(rng.uniform(2.5, 5.0))
             ctl.send_signal(signal.SIGKILL)
             ctl.wait()
         final = subprocess.run(
-            run, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
+            run, env=plant_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
         )
         assert final.returncode == 0, final.stderr[-3000:]
         counters = _plc_counters(cfg)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from linerig import config_copy
+from linerig import config_copy, plant_env
 from sqlalchemy import func, select
 
 from plant.domain import CellState
@@ -20,9 +19,7 @@ from plant.users import add_user
 
 
 def _run(cfg: Path, line: str, cells: int, cwd: Path) -> subprocess.Popen[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PLANT_DATABASE_URL", "PLANT_CONFIG_DIR")
-    }
+    env = plant_env()
     return subprocess.Popen(
         [
             sys.executable,

@@ -8,7 +8,9 @@ Order of decisions for one spectrum (DESIGN.md, "What the XRF can and cannot see
 3. Can rule: if the model's answer is `CAN`, or a Li-ion class while the transition-metal signal
    is the can's signature (Fe and Ni only: no Co, no Mn, no P), the answer is `UNKNOWN`, reason
    `can_occluded` — never LFP from the can's iron, never NMC from its nickel plating. NiCd and
-   NiMH are named through the can only by their Cd or La/Ce K lines (the model sees them).
+   NiMH are named through the can only when their Cd or La/Ce K lines are significant
+   (`heavy_min_snr`); at `heavy_id_snr` those lines name NiCd/NiMH even where the model saw
+   only a can (it has few such examples), and a confident other class with them is `ambiguous`.
 4. NMC grades: when the best grade is below `grade_confident` the answer is the family `NMC`
    with the probability of all grades together (it routes the same way; DESIGN.md allows it).
 5. Reject option: a best class below `reject_below` -> `UNKNOWN`, reason `ambiguous` (a 70/30
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from drivers.spectra import Spectrum
 from models.features import FEATURE_VERSION, INDEX, TM, extract_batch
@@ -68,6 +71,10 @@ class Rules:
     can_max_other_share: float = 0.03
     can_min_fe_ni_share: float = 0.85
     can_ni_of_fe_ni: tuple[float, float] = (0.2, 0.8)
+    # Through a can, NiCd/NiMH need their Cd / La+Ce K lines at this significance at least,
+    # and at `heavy_id_snr` the lines name the chemistry even when the model hesitates.
+    heavy_min_snr: float = 3.0
+    heavy_id_snr: float = 5.0
     # Significance (fitted area / sigma) under which P counts as absent.
     can_max_p_snr: float = 3.0
 
@@ -147,15 +154,28 @@ class Classifier:
     ) -> list[SpectrumResult]:
         """Decide from precomputed features (and total counts) of a batch."""
         r = self.rules
-        proba = self.estimator.predict_proba(features)
+        with threadpool_limits(limits=1):  # OpenMP spinning on a shared 2-core box costs more
+            proba = self.estimator.predict_proba(features)
         can_like = can_signature(features, r)
+        snr = {"NiCd": features[:, INDEX["snr_Cd"]], "NiMH": features[:, INDEX["snr_REE"]]}
+        seen_at = np.log1p(r.heavy_min_snr)
+        named_at = np.log1p(r.heavy_id_snr)
         out = []
         for i in range(features.shape[0]):
             probs = {c: float(p) for c, p in zip(self.classes, proba[i], strict=True)}
-            out.append(self._decide(probs, float(totals[i]), bool(can_like[i])))
+            seen = {k: bool(v[i] >= seen_at) for k, v in snr.items()}
+            named = [k for k, v in snr.items() if v[i] >= named_at]
+            out.append(self._decide(probs, float(totals[i]), bool(can_like[i]), seen, named))
         return out
 
-    def _decide(self, probs: dict[str, float], total: float, can_like: bool) -> SpectrumResult:
+    def _decide(
+        self,
+        probs: dict[str, float],
+        total: float,
+        can_like: bool,
+        heavy: dict[str, bool],
+        named: list[str],
+    ) -> SpectrumResult:
         r = self.rules
         if total < r.min_total_counts:
             return SpectrumResult(
@@ -167,7 +187,21 @@ class Classifier:
             )
         best = max(probs, key=lambda c: probs[c])
         p = probs[best]
-        if best == CAN or (can_like and best in LI_ION):
+        if named:
+            # Cd or La/Ce K lines are there: only NiCd / NiMH carry them. Where the model saw
+            # that chemistry or only a can (or hesitated), the lines decide and the can's
+            # probability goes to them; against another confident class, or with both kinds
+            # of lines, nobody should guess.
+            line = "Cd K (23.2 keV)" if named == ["NiCd"] else "La/Ce K (33-35 keV)"
+            if len(named) == 1 and (best in (named[0], CAN) or p < r.reject_below):
+                chem = named[0]
+                conf = probs.get(chem, 0.0) + probs.get(CAN, 0.0)
+                return SpectrumResult(chem, conf, OK, probs, f"{chem}: {line} lines seen")
+            return SpectrumResult(
+                UNKNOWN, p, AMBIGUOUS, probs, f"{line} lines in a spectrum read as {best}"
+            )
+        through_can = best in LI_ION or (best in heavy and not heavy[best])
+        if best == CAN or (can_like and through_can):
             p_can = probs.get(CAN, 0.0)
             return SpectrumResult(
                 UNKNOWN,
@@ -217,5 +251,6 @@ def train(features: npt.NDArray[np.float64], labels: Sequence[str], *, seed: int
     if unknown:
         raise ValueError(f"training labels not among the classes: {unknown}")
     estimator = build_estimator(seed)
-    estimator.fit(features, np.asarray(labels))
+    with threadpool_limits(limits=1):  # predictable on a shared machine; ~30 s per 10k spectra
+        estimator.fit(features, np.asarray(labels))
     return estimator

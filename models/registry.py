@@ -125,7 +125,7 @@ def save_model(
     import skops.io as sio
 
     skops_path.parent.mkdir(parents=True, exist_ok=True)
-    sio.dump(estimator, skops_path)
+    sio.dump(estimator, skops_path, compression=zipfile.ZIP_DEFLATED)
     foreign = sorted(set(sio.get_untrusted_types(file=skops_path)) - set(TRUSTED_TYPES))
     if foreign:
         skops_path.unlink()

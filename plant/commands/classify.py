@@ -15,8 +15,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from drivers.spectra import Spectrum, SpectrumError, read_spectrum
 from models.classifier import (
@@ -59,7 +61,7 @@ def _load_model(c: Ctx, name: str | None) -> LoadedModel:
     try:
         return reg.load(name) if name else reg.active_model()
     except RegistryError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -167,22 +169,29 @@ def classify(
     rows = classify_paths(paths, rules, model)
     if as_json:
         for row in rows:
-            out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
+            # File names and errors quote file content: print it as is, never as rich markup.
+            out.print(
+                json.dumps(row, ensure_ascii=False),
+                markup=False,
+                emoji=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     else:
         table = Table("input", "kind", "chemistry", "conf.", "route", "reason")
         for row in rows:
             table.add_row(
-                row["input"],
+                Text(row["input"]),
                 row["kind"],
                 row["chemistry"],
                 f"{row['confidence']:.2f}",
                 row["route"],
-                row["reason"],
+                Text(row["reason"]),
             )
         out.print(table)
     bad = [r for r in rows if "error" in r]
     for r in bad:
-        err.print(f"[bold red]error:[/] {r['error']}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(r['error'])}", highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)
 
@@ -225,7 +234,9 @@ def read_labelled(directory: Path) -> Labelled:
             try:
                 spectra.append(read_spectrum(path))
             except SpectrumError as exc:
-                err.print(f"[bold red]error:[/] {labels}: line {n}: {exc}", highlight=False)
+                err.print(
+                    f"[bold red]error:[/] {labels}: line {n}: {escape(str(exc))}", highlight=False
+                )
                 raise typer.Exit(2) from None
             chems.append(chem)
             formats.append((row.get("cell_format") or "").strip())
@@ -263,9 +274,11 @@ def evaluate_results(
     truth: Sequence[str],
     formats: Sequence[str],
     rules: RoutingRules,
+    names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Accuracy on accepted cells, coverage, misroute rate, per-class precision/recall,
-    confusion matrix; routes as the line would take them (spectrum only, no passport)."""
+    confusion matrix; routes as the line would take them (spectrum only, no passport).
+    `names` (file names) identify the misrouted cells in the report."""
     n = len(results)
     routes = [decide(fuse(None, r), rules) for r in results]
     accepted = [i for i, d in enumerate(routes) if d.route is not Route.quarantine]
@@ -308,6 +321,16 @@ def evaluate_results(
         "coverage_xrf_visible": round(len(covered_visible) / len(visible), 5) if visible else None,
         "misroute_rate": round(len(misrouted) / n, 5) if n else None,
         "misrouted": len(misrouted),
+        "misrouted_cells": [
+            {
+                "input": names[i] if names else str(i),
+                "truth": truth[i],
+                "cell_format": formats[i],
+                "route": routes[i].route.value,
+                "reason": routes[i].reason,
+            }
+            for i in misrouted[:50]
+        ],
         "steel_can_cells": len(cans),
         "can_occluded_recall": round(len(can_ok) / len(cans), 5) if cans else None,
         "quarantine_reasons": dict(reasons.most_common()),
@@ -384,7 +407,14 @@ def _print_report(report: dict[str, Any]) -> None:
     cm = Table("truth \\ predicted", *conf["columns_predicted"])
     for name, row in zip(conf["rows_truth"], conf["matrix"], strict=True):
         cm.add_row(name, *(str(v) if v else "." for v in row))
-    out.print(cm)
+    out.print(cm, width=max(out.width, 150))
+    for m in report["misrouted_cells"]:
+        out.print(
+            f"misrouted: {m['input']} ({m['truth']}, {m['cell_format']}) -> {m['route']}: "
+            f"{m['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def evaluate(
@@ -406,7 +436,8 @@ def evaluate(
     features = _features(data_set.spectra, "extracting features")
     totals = np.asarray([s.total_counts() for s in data_set.spectra])
     results = model.classifier.predict_features(features, totals)
-    report = evaluate_results(results, data_set.chemistry, data_set.cell_format, rules)
+    names = [Path(s.source).name for s in data_set.spectra]
+    report = evaluate_results(results, data_set.chemistry, data_set.cell_format, rules, names)
     report.update(
         model=model.info.name,
         model_version=model.version,

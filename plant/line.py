@@ -341,7 +341,7 @@ class LineEngine:
                 updated_at=now,
             )
         )
-        pk = res.inserted_primary_key
+        pk = res.inserted_primary_key  # type: ignore[attr-defined]  # CursorResult of an insert
         assert pk is not None
         return int(pk[0])
 
@@ -682,7 +682,7 @@ class LineEngine:
                 continue  # never taken: still the FIFO head, the infeed loop picks it up
             f = Flight(seq, mass or 0.0, time.perf_counter(), row_id=row_id)
             f.decision = Decision(
-                chemistry=chem or Chemistry.UNKNOWN,
+                chemistry=Chemistry(chem) if chem else Chemistry.UNKNOWN,
                 confidence=0.0,
                 source=DecisionSource.none,
                 route=Route(route) if route else Route.quarantine,
@@ -692,8 +692,8 @@ class LineEngine:
                 await self._finish(f, self._executed(seq))
                 continue
             if state == CellState.routed and seq < ack:  # commands go out in seq order, so a
-                self._book(f, CellState.confirmed, route, None, lot=True)  # later ack means
-                continue  # this cell's command was executed
+                self._book(f, CellState.confirmed, f.decision.route, None, lot=True)  # later
+                continue  # ack means this cell's command was executed
             f.force_reason = "controller restarted before the diverter was set: manual check"
             await self._divert(f)
         log.warning("recovered %d cells left in flight by the previous run", len(rows))

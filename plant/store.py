@@ -22,6 +22,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -400,7 +401,7 @@ class Store:
         items = list(rows)
         if items:
             with self.begin() as s:
-                s.execute(CellRow.__table__.insert(), items)
+                s.execute(insert(CellRow), items)
         return len(items)
 
     def cells_by_passport(self, passport_id: str) -> list[CellRow]:

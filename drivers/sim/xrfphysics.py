@@ -201,14 +201,17 @@ def _cell_stack(
             _layer("anode coating", _ANODE, math.inf),
         )
     if fmt is CellFormat.pouch:
-        cover = (
+        cover: tuple[Layer, ...] = (
             _layer("PET", "C10H8O4", 12e-4 * 1.39),
             _layer("laminate Al", "Al", 40e-4 * 2.70),
             _layer("PP", "C3H6", 80e-4 * 0.90),
         )
     elif fmt is CellFormat.steel_can:
         # Ni-plated steel can, wall ~0.25 mm (reference §2.2).
-        cover = (_layer("Ni plating", "Ni", 3e-4 * 8.9), _layer("steel can", _STEEL, 0.025 * 7.87))
+        cover = (
+            _layer("Ni plating", "Ni", 3e-4 * 8.9),
+            _layer("steel can", _STEEL, 0.025 * 7.87),
+        )
     else:
         cover = ()
     stack = (_air(profile), *cover, *interior)
@@ -479,12 +482,14 @@ def _sigma_kev(profile: InstrumentProfile, energy: Floats) -> Floats:
 def _detector(profile: InstrumentProfile) -> _Detector:
     det = _DETECTORS[profile.detector]
     top = max(profile.tube_kv, profile.max_kev) + 1.0
-    fine = (np.arange(int(top / _FINE)) + 0.5) * _FINE
+    fine = np.asarray((np.arange(int(top / _FINE)) + 0.5) * _FINE, dtype=np.float64)
     safe = np.maximum(fine, 0.2)  # xraylib has no data below ~0.1 keV; nothing gets there
     mu_be = np.array([xrl.CS_Total(4, e) for e in safe])
     mu_si_photo = np.array([xrl.CS_Photo(14, e) for e in safe])
     mu_si = np.array([xrl.CS_Total(14, e) for e in safe])
-    efficiency = np.exp(-mu_be * det["be"]) * -np.expm1(-mu_si_photo * det["si"])
+    efficiency = np.asarray(
+        np.exp(-mu_be * det["be"]) * -np.expm1(-mu_si_photo * det["si"]), dtype=np.float64
+    )
     # Si escape probability, Reed & Ware (1972), normal incidence.
     si_ka = float(xrl.LineEnergy(14, xrl.KL3_LINE))
     mu_k = float(xrl.CS_Total(14, si_ka))

@@ -140,3 +140,61 @@ def test_models_list_activate_rollback(config: Path) -> None:
     assert result.exit_code == 0 and "default" in result.stdout
     result = CliRunner().invoke(app, ["--config", str(config), "models", "rollback"])
     assert result.exit_code == 2 and "nothing to roll back" in result.stderr
+
+
+def test_train_evaluate_activate_rollback(config: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["file,chemistry,cell_format"]
+    cases = [
+        ("NMC811", CellFormat.opened),
+        ("LFP", CellFormat.pouch),
+        ("NCA", CellFormat.steel_can),
+    ]
+    profile = X.PROFILES["bench_sdd_2048"]
+    rng = np.random.default_rng(3)
+    for chem, fmt in cases:
+        for k in range(12):
+            truth = CellTruth(k, chem, fmt, 46.0, None, None, True, False)
+            pres = X.Presentation(0.0, float(rng.uniform(0.8, 1.2)), (), 0.0)
+            name = f"{chem}_{k}.msa"
+            write_spectrum(X.render_cell(truth, pres, profile, 1.0, rng), data / name)
+            rows.append(f"{name},{chem},{fmt.value}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "train", "--data", str(data), "--out", "tiny"]
+    )
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((tmp_path / "var" / "models" / "tiny" / "model.json").read_text())
+    assert len(meta["training_data_fingerprint"]) == 64 and meta["label_counts"]["CAN"] == 12
+
+    report = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        ["--config", str(config), "evaluate", "--data", str(data), "--model", "tiny",
+         "--report", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "accuracy on accepted" in result.stdout and "misroute rate" in result.stdout
+    [json_path] = report.glob("*.json")
+    [png] = report.glob("*.png")
+    assert png.stat().st_size > 1000
+    summary = json.loads(json_path.read_text())
+    assert summary["n"] == 36 and summary["steel_can_cells"] == 12
+    assert summary["misroute_rate"] == 0.0
+    assert summary["confusion"]["matrix"][0] == [0] * len(summary["confusion"]["columns_predicted"])
+
+    assert run(config, "models", "activate", "tiny")[0] == 0
+    listing = CliRunner().invoke(app, ["--config", str(config), "models", "list"])
+    assert "tiny" in listing.stdout
+    # 36 training spectra make a poorly calibrated model: it does not dare, the default does.
+    tiny = run(config, "classify", "--json", str(data / "LFP_0.msa"))[1][0]
+    assert tiny["route"] == "quarantine" and float(str(tiny["confidence"])) < 0.9
+    assert run(config, "models", "rollback")[0] == 0
+    default = run(config, "classify", "--json", str(data / "LFP_0.msa"))[1][0]
+    assert (default["chemistry"], default["route"]) == ("LFP", "black_mass")
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "train", "--data", str(data), "--out", "tiny"]
+    )
+    assert result.exit_code == 2 and "exists already" in result.stderr

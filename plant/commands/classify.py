@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
@@ -407,7 +408,7 @@ def _print_report(report: dict[str, Any]) -> None:
     cm = Table("truth \\ predicted", *conf["columns_predicted"])
     for name, row in zip(conf["rows_truth"], conf["matrix"], strict=True):
         cm.add_row(name, *(str(v) if v else "." for v in row))
-    out.print(cm, width=max(out.width, 150))
+    Console(width=max(out.width, 160), highlight=False).print(cm)  # 14 columns need room
     for m in report["misrouted_cells"]:
         out.print(
             f"misrouted: {m['input']} ({m['truth']}, {m['cell_format']}) -> {m['route']}: "

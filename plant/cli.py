@@ -11,6 +11,7 @@ import typer
 
 from plant.commands import (
     Ctx,
+    bench,
     classify,
     db,
     err,
@@ -49,7 +50,7 @@ def _root(
 
 
 # Command groups, one module each under plant/commands/.
-for _module in (db, run, sim, passports, plc, spectra, purity, users, classify):
+for _module in (db, run, sim, passports, plc, spectra, purity, users, classify, bench):
     _module.register(app)
 
 

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from drivers.spectra import Spectrum
-from models.features import FEATURE_VERSION, INDEX, TM, extract_batch
+from models.features import FEATURE_VERSION, INDEX, LIGHT, TM, extract_batch
 
 CLASSES: tuple[str, ...] = (
     "NMC111",
@@ -56,6 +56,10 @@ NMC_FAMILY = "nmc_family"
 CAN_OCCLUDED = "can_occluded"
 LOW_COUNTS = "low_counts"
 AMBIGUOUS = "ambiguous"
+NO_LINES = "no_lines"
+
+# Every element line the features measure; a cell spectrum shows at least one of them.
+_LINE_SNR = [INDEX[f"snr_{el}"] for el in (*TM, *LIGHT, "Cd", "La", "Ce", "REE")]
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ class Rules:
     heavy_id_snr: float = 5.0
     # Significance (fitted area / sigma) under which P counts as absent.
     can_max_p_snr: float = 3.0
+    # The strongest element line must reach this significance: a spectrum with none (flat, a
+    # lone spike, a calibration outside the XRF range) is no cell measurement, whatever the
+    # model would make of it.
+    min_line_snr: float = 3.0
 
     def as_dict(self) -> dict[str, float | list[float]]:
         """JSON-ready form, for model metadata."""
@@ -160,12 +168,17 @@ class Classifier:
         snr = {"NiCd": features[:, INDEX["snr_Cd"]], "NiMH": features[:, INDEX["snr_REE"]]}
         seen_at = np.log1p(r.heavy_min_snr)
         named_at = np.log1p(r.heavy_id_snr)
+        no_lines = ~(features[:, _LINE_SNR].max(axis=1) >= np.log1p(r.min_line_snr))  # NaN: none
         out = []
         for i in range(features.shape[0]):
             probs = {c: float(p) for c, p in zip(self.classes, proba[i], strict=True)}
             seen = {k: bool(v[i] >= seen_at) for k, v in snr.items()}
             named = [k for k, v in snr.items() if v[i] >= named_at]
-            out.append(self._decide(probs, float(totals[i]), bool(can_like[i]), seen, named))
+            out.append(
+                self._decide(
+                    probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
+                )
+            )
         return out
 
     def _decide(
@@ -175,6 +188,7 @@ class Classifier:
         can_like: bool,
         heavy: dict[str, bool],
         named: list[str],
+        no_lines: bool = False,
     ) -> SpectrumResult:
         r = self.rules
         if total < r.min_total_counts:
@@ -184,6 +198,15 @@ class Classifier:
                 LOW_COUNTS,
                 probs,
                 f"only {total:.0f} counts (need {r.min_total_counts:.0f}): measure longer",
+            )
+        if no_lines:
+            return SpectrumResult(
+                UNKNOWN,
+                0.0,
+                NO_LINES,
+                probs,
+                f"no element line in {total:.3g} counts: not a cell spectrum (check the "
+                "detector and its energy calibration)",
             )
         best = max(probs, key=lambda c: probs[c])
         p = probs[best]

@@ -92,10 +92,14 @@ def _as_grey(image: object) -> tuple[npt.NDArray[np.uint8] | None, str]:
         return None, f"label image is {type(image).__name__}, not a numpy array"
     if image.dtype != np.uint8:
         return None, f"label image has dtype {image.dtype}, expected uint8"
-    if image.ndim == 3 and image.shape[2] == 3:
+    colour = image.ndim == 3 and image.shape[2] == 3
+    if not (image.ndim == 2 or colour) or min(image.shape[:2]) < 21:
+        return None, (
+            f"label image has shape {image.shape}, expected a 2-D greyscale or BGR image "
+            "of at least 21x21 pixels (a QR code's smallest size)"
+        )
+    if colour:
         return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8), ""
-    if image.ndim != 2 or min(image.shape) < 21:
-        return None, f"label image has shape {image.shape}, expected a 2-D greyscale image"
     return np.asarray(image, dtype=np.uint8), ""
 
 

@@ -503,8 +503,9 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
         designs = _designs(n_ch, offset, gain)
         counts = np.stack([spectra[i].counts for i in rows])
         totals[rows] = counts.sum(axis=1)
-        lo, hi = (int(np.ceil((x - offset) / gain)) for x in SCATTER_BAND_KEV)
-        scatter[rows] = counts[:, max(lo, 0) : max(hi, 0)].sum(axis=1)
+        # clipped: an absurd calibration puts the band at +-inf channels, not an OverflowError
+        lo, hi = (int(np.clip(np.ceil((x - offset) / gain), 0, n_ch)) for x in SCATTER_BAND_KEV)
+        scatter[rows] = counts[:, lo:hi].sum(axis=1)
         stated = [_stated_fwhm(spectra[i]) for i in rows]
         idx = None if None in stated else np.asarray(stated, dtype=np.float64)
         scale: FloatArray | None = None

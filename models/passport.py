@@ -190,6 +190,8 @@ def _family(cls: str) -> str:
 def _nearest_nmc(ni: float, mn: float, co: float) -> tuple[str, str]:
     """Nearest NMC grade to a Ni:Mn:Co ratio, or the family when none is close enough."""
     total = ni + mn + co
+    if not math.isfinite(total):
+        return "NMC", "Ni:Mn:Co amounts too large to be a ratio"
     if total <= 0:
         return "NMC", "Ni:Mn:Co ratio is zero"
     frac = (ni / total, mn / total, co / total)
@@ -229,7 +231,10 @@ def _amount(text: str | None) -> float | None:
     num, _, den = text.partition("/")
     if den and not float(den):
         return None
-    return float(Fraction(num) / Fraction(den or "1"))
+    try:
+        return float(Fraction(num) / Fraction(den or "1"))
+    except (OverflowError, ValueError):  # more digits than a float (or int parser) holds
+        return math.inf
 
 
 def _formula_mentions(text: str) -> Iterator[tuple[str, str]]:
@@ -346,6 +351,8 @@ def load_document(raw: bytes, *, source: str) -> dict[str, Any]:
         ) from None
     except ValueError as exc:
         raise PassportError(f"{source}: malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PassportError(f"{source}: malformed JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise PassportError(
             f"{source}: not a battery passport: the file holds a JSON {type(doc).__name__}, "
@@ -431,7 +438,10 @@ class _Reader:
             except ValueError:
                 raise self.fail(spelled, f"'{value}' is not a number") from None
         elif isinstance(value, int | float):
-            num = float(value)
+            try:
+                num = float(value)
+            except OverflowError:
+                raise self.fail(spelled, "number too large (beyond 1.8e308)") from None
         else:
             raise self.fail(spelled, f"expected a number, found {type(value).__name__}")
         if not math.isfinite(num):
@@ -466,7 +476,14 @@ class _Reader:
         return units[key]
 
 
+def _check_finite(r: _Reader, value: float | None, path: str, what: str) -> None:
+    """A value that overflows when converted to the plant's unit is refused, not kept as inf."""
+    if value is not None and not math.isfinite(value):
+        raise r.fail(path, f"{what} is too large a number")
+
+
 def _check_mass(r: _Reader, grams: float | None, path: str) -> float | None:
+    _check_finite(r, grams, path, "mass")
     if grams is not None and grams <= 0:
         raise r.fail(path, f"mass {grams:g} g is impossible (must be above zero)")
     return grams
@@ -479,6 +496,7 @@ def _check_soh(r: _Reader, soh: float | None, path: str) -> float | None:
 
 
 def _check_positive(r: _Reader, value: float | None, path: str, what: str) -> float | None:
+    _check_finite(r, value, path, what)
     if value is not None and value < 0:
         raise r.fail(path, f"{what} {value:g} is negative")
     return value

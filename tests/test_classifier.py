@@ -23,7 +23,7 @@ from models.classifier import (
     SpectrumResult,
     train,
 )
-from models.features import N_FEATURES
+from models.features import INDEX, N_FEATURES
 from models.fusion import MISMATCH, fuse
 from models.passport import parse_passport
 from models.registry import (
@@ -116,7 +116,9 @@ def test_reject_option_says_ambiguous_rather_than_guess() -> None:
         def predict_proba(self, x: np.ndarray) -> np.ndarray:
             return np.tile([0.5, 0.5], (x.shape[0], 1))
 
-    r = Classifier(Split()).predict_features(np.zeros((1, N_FEATURES)), np.array([1e5]))[0]
+    features = np.zeros((1, N_FEATURES))
+    features[0, INDEX["snr_Fe"]] = np.log1p(20.0)  # a real line: the model is asked
+    r = Classifier(Split()).predict_features(features, np.array([1e5]))[0]
     assert (r.chemistry, r.reason) == ("UNKNOWN", AMBIGUOUS)
 
 
@@ -245,3 +247,9 @@ def test_a_skops_file_with_foreign_types_is_refused(tmp_path: Path) -> None:
     not_zip.write_text("hello")
     with pytest.raises(RegistryError, match="not a skops model file"):
         load_classifier(not_zip, meta)
+
+
+def test_direct_calibration_equals_scikit_learn(model: Classifier) -> None:
+    spectra = [measure(c, CellFormat.opened, seed=i) for i, c in enumerate(("NMC622", "LFP"))]
+    x = extract_batch(spectra)
+    np.testing.assert_allclose(model.predict_proba(x), model.estimator.predict_proba(x))

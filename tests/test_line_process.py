@@ -72,7 +72,7 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url: str) -> None:
     upgrade(db_url)
-    n = 900
+    n = 600
     cfg = config_copy(tmp_path, db_url=db_url, heads=2)
     sim = subprocess.Popen(
         [
@@ -81,7 +81,7 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
             str(cfg),
             "sim",
             "--rate",
-            "150",
+            "200",
             "--cells",
             str(n),
             "--dwell-scale",
@@ -103,7 +103,7 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(rng.uniform(2.5, 5.0))
+            time.sleep(rng.uniform(2.0, 4.0))
             ctl.send_signal(signal.SIGKILL)
             ctl.wait()
         final = subprocess.run(

@@ -13,36 +13,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.plc import PlcClient, load_tag_map
 from drivers.sim.plc import SimPlc
+from plant.bench import LINE_BLOCK, bare_modbus_rtt, time_pairs
 
 PLC_TOML = Path(__file__).resolve().parent.parent / "config" / "plc.toml"
-LINE_BLOCK = (
-    "infeed.cell_seq",
-    "infeed.cell_mass_g",
-    "diverter.ack_seq",
-    "counters.hydromet",
-    "counters.black_mass",
-    "counters.reject",
-    "counters.quarantine",
-)
-
-
-async def _time_pairs(n: int, pair: Callable[[], Awaitable[None]]) -> list[float]:
-    for _ in range(min(200, n)):  # warm-up
-        await pair()
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        await pair()
-        samples.append(time.perf_counter() - t0)
-    return samples
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
@@ -57,27 +34,15 @@ def _summary(samples: list[float]) -> dict[str, float]:
 async def measure(n: int = 2000) -> dict[str, dict[str, float] | float]:
     """Round-trip figures for n write+read pairs, bare pymodbus and through PlcClient."""
     tag_map = load_tag_map(PLC_TOML)
-    taken = tag_map.tag("infeed.taken_seq")
-    first = tag_map.tag(LINE_BLOCK[0])
-    block = tag_map.plan_reads(LINE_BLOCK)[0]
     async with SimPlc(tag_map, actuation_delay_s=0) as sim:
-        raw = AsyncModbusTcpClient("127.0.0.1", port=sim.port, retries=0, reconnect_delay=0)
-        await raw.connect()
-
-        async def bare() -> None:
-            # re-writing taken_seq 0 is a valid no-op for the PLC
-            await raw.write_registers(taken.address, [0, 0])
-            await raw.read_input_registers(first.address, count=block.count)
-
-        bare_s = await _time_pairs(n, bare)
-        raw.close()
+        bare_s = await bare_modbus_rtt("127.0.0.1", sim.port, tag_map, n)
         async with PlcClient("127.0.0.1", sim.port, tag_map) as client:
 
             async def driver() -> None:
                 await client.write("infeed.taken_seq", 0)
                 await client.read(*LINE_BLOCK)
 
-            driver_s = await _time_pairs(n, driver)
+            driver_s = await time_pairs(n, driver)
     bare_sum, driver_sum = _summary(bare_s), _summary(driver_s)
     return {
         "pymodbus_write_read": bare_sum,

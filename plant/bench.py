@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -256,6 +257,7 @@ class LineRun:
     final: int  # confirmed or quarantined
     seconds: float  # first detection -> last final state, store timestamps
     summary: dict[str, Any] | None  # plant.runner's summary; None if the run was stopped
+    cpu_s: dict[str, float]  # CPU seconds of the controller (this process) and the simulators
     error: str | None = None
 
     @property
@@ -300,6 +302,7 @@ async def line_run(
     line = cfg.plant.line
     store = Store(cfg.database.url)
     switch = sys.getswitchinterval()  # run_line shortens it for its own hand-offs
+    cpu0 = _cpu_seconds()
     task = asyncio.create_task(run_line(cfg, config_dir, opts))
     error = None
     done, changed = 0, time.monotonic()
@@ -322,7 +325,15 @@ async def line_run(
     finally:
         sys.setswitchinterval(switch)
         store.close()
-    return LineRun(cells, rate, stored, final, seconds, summary, error)
+    cpu = {k: round(v - cpu0[k], 2) for k, v in _cpu_seconds().items()}
+    return LineRun(cells, rate, stored, final, seconds, summary, cpu, error)
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process and by its finished children (`plant sim`)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"controller": own.ru_utime + own.ru_stime, "simulators": kids.ru_utime + kids.ru_stime}
 
 
 # -- bare Modbus round trip --------------------------------------------------------------------
@@ -656,6 +667,10 @@ def run_bench(config_dir: Path, *, cells: int, quick: bool, say: Say) -> dict[st
                 "decision_latency_ms": r.summary["decision_latency_ms"] if r.summary else None,
                 "routes": r.summary["routes"] if r.summary else None,
                 "plc_counters": r.summary["plc_counters"] if r.summary else None,
+                "cpu_s": r.cpu_s,
+                "controller_cpu_ms_per_cell": round(1000 * r.cpu_s["controller"] / r.final, 1)
+                if r.final
+                else None,
             }
             for name, r in (("full_speed", full), ("latency", paced))
         },

@@ -1,0 +1,90 @@
+"""Soak: many simulated cells through the line; the controller's memory must not keep growing.
+
+The controller (`plant.runner.run_line`, in this process) drives `plant sim` (a child process)
+with XRF dwell 0 on a temporary SQLite database. RSS (VmRSS of this process) is sampled at
+start, every 10,000 final cells and at the end. Pass: growth from the first 10,000-cell sample
+(after warm-up: model loaded, caches and the latency window filled) to the end stays below
+--bound-mb, and no record is lost. Not part of the test suite (it takes minutes).
+
+Usage: python bench/soak.py [--cells 100000] [--rate 300] [--bound-mb 50] [--config config]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from plant.bench import git_commit, line_run, load_avg, machine_info, private_line, rss_mb
+from plant.config import load_plant
+
+SAMPLE_EVERY = 10_000
+
+
+def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str, Any]:
+    """Run the line for `cells` cells and report RSS samples, growth and the verdict."""
+    data_dir = load_plant(config_dir).plant.data_dir.resolve()
+    samples: list[dict[str, float]] = [{"cells": 0, "rss_mb": rss_mb()}]
+    started = time.monotonic()
+
+    def progress(final: int) -> None:
+        if final >= samples[-1]["cells"] + SAMPLE_EVERY or (final >= cells > samples[-1]["cells"]):
+            samples.append({"cells": final, "rss_mb": rss_mb()})
+            print(
+                f"{final} cells final, RSS {samples[-1]['rss_mb']} MB, "
+                f"{time.monotonic() - started:.0f} s, load {load_avg()}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    with tempfile.TemporaryDirectory(prefix="plant-soak-") as tmp:
+        cfg_dir, cfg = private_line(config_dir, Path(tmp), "soak", data_dir)
+        run = asyncio.run(line_run(cfg, cfg_dir, cells=cells, rate=rate, on_progress=progress))
+    end = rss_mb()
+    samples.append({"cells": run.final, "rss_mb": end})
+    warm = next((s for s in samples if s["cells"] >= SAMPLE_EVERY), samples[0])
+    growth = round(end - warm["rss_mb"], 1)
+    lost = run.sent - run.stored
+    return {
+        **git_commit(),
+        "machine": machine_info(),
+        "cells": cells,
+        "feeder_cells_per_s": rate,
+        "final": run.final,
+        "lost_records": lost,
+        "unfinished_records": run.stored - run.final,
+        "counters_match": run.counters_match,
+        "throughput_cells_per_s": run.throughput,
+        "seconds": round(time.monotonic() - started, 1),
+        "decision_latency_ms": run.summary["decision_latency_ms"] if run.summary else None,
+        "cpu_s": run.cpu_s,
+        "rss_mb": samples,
+        "rss_growth_mb_total": round(end - samples[0]["rss_mb"], 1),
+        "rss_growth_mb_after_warmup": growth,
+        "warmup_sample_cells": warm["cells"],
+        "bound_mb": bound_mb,
+        "load_avg_1min_end": load_avg(),
+        "error": run.error,
+        "pass": growth < bound_mb and lost == 0 and run.error is None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=100_000, help="cells through the line")
+    ap.add_argument("--rate", type=float, default=300.0, help="feeder cells per second")
+    ap.add_argument("--bound-mb", type=float, default=50.0, help="allowed RSS growth after warm-up")
+    ap.add_argument("--config", type=Path, default=Path("config"), help="configuration directory")
+    args = ap.parse_args()
+    result = soak(args.config, args.cells, args.rate, args.bound_mb)
+    print(json.dumps(result))
+    raise SystemExit(0 if result["pass"] else 1)
+
+
+if __name__ == "__main__":
+    main()

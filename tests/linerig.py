@@ -16,6 +16,7 @@ from drivers.sim.plc import SimPlc
 from drivers.sim.xrf import SimXrfStation
 from drivers.xrf import XrfClient, XrfStation
 from models.registry import Registry
+from plant.bench import line_config
 from plant.config import LineSection
 from plant.decide import Decider
 from plant.domain import Chemistry, Route
@@ -137,63 +138,11 @@ async def sim_line(
         await plc_sim.stop()
 
 
-def _free_block(n: int) -> int:
-    """A base port with n consecutive free loopback ports."""
-    import random
-    import socket
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
-        socks = []
-        try:
-            for k in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + k))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
-
-
 def config_copy(tmp: Path, *, db_url: str, heads: int = 2, seed: int = 1, **line: Any) -> Path:
     """config/ copied with free ports for PLC, XRF heads and HMI, and the given database."""
-    import shutil
-    import tomllib
-
-    out = tmp / "config"
-    shutil.copytree(CONFIG, out)
-    data = tomllib.loads((out / "plant.toml").read_text())
-    base = _free_block(heads + 2)
-    data["database"]["url"] = db_url
-    data["sim"].update(plc_port=base, xrf_port=base + 2, xrf_heads=heads, seed=seed)
-    data["plc"].update(port=base)
-    data["xrf"].update(port=base + 2, heads=heads)
-    data["hmi"].update(port=base + 1)
-    data["plant"]["data_dir"] = str(tmp / "var")
-    data.setdefault("line", {}).update(line)
-    (out / "plant.toml").write_text(_to_toml(data))
-    return out
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML writer for plant.toml's flat sections."""
-    lines = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        for k, v in values.items():
-            if isinstance(v, bool):
-                lines.append(f"{k} = {'true' if v else 'false'}")
-            elif isinstance(v, int | float):
-                lines.append(f"{k} = {v}")
-            else:
-                lines.append(f"{k} = {str(v)!r}".replace("'", '"'))
-        lines.append("")
-    return "\n".join(lines)
+    return line_config(
+        CONFIG, tmp / "config", db_url=db_url, data_dir=tmp / "var", heads=heads, seed=seed, **line
+    )
 
 
 def plant_env() -> dict[str, str]:

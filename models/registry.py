@@ -188,8 +188,8 @@ def load_classifier(skops_path: Path, meta: dict[str, Any]) -> Classifier:
         known = {k: v for k, v in meta.get("rules", {}).items() if k in Rules.__dataclass_fields__}
         rules = Rules(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
         return Classifier(estimator, rules)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise RegistryError(f"{skops_path}: cannot load model ({exc})") from None
+    except Exception as exc:  # a damaged member raises anything from numpy/zipfile/skops
+        raise RegistryError(f"{skops_path}: cannot load model ({exc!r})") from None
 
 
 class Registry:
@@ -232,7 +232,7 @@ class Registry:
             return {"active": DEFAULT_NAME, "history": []}
         try:
             state = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
             raise RegistryError(f"{path}: unreadable ({exc})") from None
         if not isinstance(state, dict) or not isinstance(state.get("active"), str):
             raise RegistryError(f"{path}: expected {{'active': name, 'history': [...]}}")
@@ -294,7 +294,7 @@ class Registry:
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
         raise RegistryError(f"{path}: model metadata unreadable ({exc})") from None
     if not isinstance(meta, dict):
         raise RegistryError(f"{path}: model metadata must be a JSON object")

@@ -54,6 +54,9 @@ class LineSection(Strict):
     xrf_live_time_s: float = Field(0.05, gt=0, le=60, description="XRF acquisition per cell")
     xrf_timeout_s: float = Field(3.0, gt=0, le=120)
     diverter_ack_timeout_s: float = Field(2.0, gt=0, le=60)
+    plc_grace_s: float = Field(
+        1.0, ge=0, le=60, description="PLC requests may fail this long before it counts as down"
+    )
     idle_poll_s: float = Field(0.002, gt=0, le=1, description="infeed poll period when idle")
     classify_batch_max: int = Field(64, ge=1, le=4096)
     lot_close_kg: float = Field(20.0, gt=0, description="a lot closes at this mass of cells")

@@ -272,6 +272,7 @@ class LineEngine:
     async def _infeed_loop(self) -> None:
         idle = self.settings.idle_poll_s
         next_status = 0.0
+        failing_since: float | None = None
         while not self._stop.is_set():
             try:
                 poll = await self.plc.read(*POLL_TAGS)
@@ -282,8 +283,16 @@ class LineEngine:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # One lost answer is not an outage: retry for the grace period first.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since < self.settings.plc_grace_s:
+                    await asyncio.sleep(0.02)
+                    continue
+                failing_since = None
                 await self._plc_outage(exc)
                 continue
+            failing_since = None
             t_seen = time.perf_counter()
             self.last_poll = poll
             self._apply_ack(poll)
@@ -499,8 +508,9 @@ class LineEngine:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                f.force_reason = f.force_reason or f"PLC fault while routing: {exc}"
-                self.plc_ok.clear()
+                # Retry (after checking whether it landed); a real outage is declared by the
+                # infeed loop, which then sends every cell in flight to quarantine.
+                log.debug("diverter write for seq %s failed, retrying: %s", f.seq, exc)
                 await asyncio.sleep(0.05)
                 continue
             await self._finish(f, self._executed(f.seq) if acked else None)

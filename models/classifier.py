@@ -21,12 +21,15 @@ Per-route confidence thresholds are applied later, by plant/routing.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import threadpool_limits
+import sklearn
+from threadpoolctl import ThreadpoolController
 
 from drivers.spectra import Spectrum
 from models.features import FEATURE_VERSION, INDEX, LIGHT, TM, extract_batch
@@ -132,6 +135,120 @@ def _top(probs: dict[str, float], n: int = 2) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in best if v >= 0.01)
 
 
+@cache
+def _threads() -> ThreadpoolController:
+    """Native thread pools, found once (after scikit-learn loaded its OpenMP)."""
+    return ThreadpoolController()
+
+
+def one_thread() -> AbstractContextManager[Any]:
+    """Run scikit-learn's OpenMP on one thread: on a shared 2-core machine, OpenMP threads
+    spinning for a one-row prediction cost 100x the prediction itself."""
+    return _threads().limit(limits=1, user_api="openmp")
+
+
+class _Forest:
+    """The trees of a fitted HistGradientBoostingClassifier as arrays, evaluated for all trees
+    at once: scikit-learn walks them one Python call per tree, which is most of the time one
+    cell takes. Numeric splits only (our features); tests check equality with sklearn."""
+
+    def __init__(self, model: Any) -> None:
+        trees = [tree for iteration in model._predictors for tree in iteration]
+        n_nodes = max(len(t.nodes) for t in trees)
+        shape = (len(trees), n_nodes)
+        self.feature = np.zeros(shape, dtype=np.intp)
+        self.threshold = np.zeros(shape)
+        self.missing_left = np.zeros(shape, dtype=bool)
+        self.left = np.zeros(shape, dtype=np.intp)
+        self.right = np.zeros(shape, dtype=np.intp)
+        self.value = np.zeros(shape)
+        depth = 0
+        for i, t in enumerate(trees):
+            nodes = t.nodes
+            if np.any(nodes["is_categorical"]):
+                raise ValueError("categorical splits are not supported")
+            m = len(nodes)
+            leaf = nodes["is_leaf"].astype(bool)
+            here = np.arange(m)
+            self.feature[i, :m] = nodes["feature_idx"]
+            self.threshold[i, :m] = nodes["num_threshold"]
+            self.missing_left[i, :m] = nodes["missing_go_to_left"].astype(bool)
+            self.left[i, :m] = np.where(leaf, here, nodes["left"])  # a leaf stays where it is
+            self.right[i, :m] = np.where(leaf, here, nodes["right"])
+            self.value[i, :m] = np.where(leaf, nodes["value"], 0.0)
+            depth = max(depth, int(nodes["depth"].max()))
+        self.depth = depth
+        per_iteration = len(model._predictors[0])
+        self.one_hot = np.eye(per_iteration)[np.arange(len(trees)) % per_iteration]
+        self.baseline = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(1, -1)
+        self.rows = np.arange(len(trees))
+
+    def decision(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Raw multi-class scores, as HistGradientBoostingClassifier.decision_function."""
+        out = np.empty((x.shape[0], self.baseline.shape[1]))
+        feature, threshold = self.feature.ravel(), self.threshold.ravel()
+        missing_left, left, right = self.missing_left.ravel(), self.left.ravel(), self.right.ravel()
+        n_nodes = self.feature.shape[1]
+        base = self.rows * n_nodes  # flat index of each tree's root
+        n_features = x.shape[1]
+        for start in range(0, x.shape[0], 256):
+            xs = np.ascontiguousarray(x[start : start + 256])
+            xs_flat = xs.ravel()
+            row_base = (np.arange(xs.shape[0]) * n_features)[:, None]
+            node = np.broadcast_to(base, (xs.shape[0], base.size)).copy()
+            for _ in range(self.depth):
+                value = xs_flat[row_base + feature[node]]
+                go_left = np.where(np.isnan(value), missing_left[node], value <= threshold[node])
+                node = base + np.where(go_left, left[node], right[node])
+            leaves = self.value.ravel()[node]
+            block = leaves @ self.one_hot
+            out[start : start + xs.shape[0]] = block + self.baseline
+        return out
+
+
+def _decision_function(inner: Any) -> Any:
+    """inner.decision_function, with the trees of a scaler + gradient boosting pipeline
+    evaluated as arrays (_Forest)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if isinstance(inner, Pipeline) and isinstance(inner[-1], HistGradientBoostingClassifier):
+        try:
+            forest = _Forest(inner[-1])
+        except (AttributeError, KeyError, ValueError, TypeError):
+            return inner.decision_function
+        head = inner[:-1]
+        if len(head) == 1 and isinstance(head[0], StandardScaler):
+            mean = np.zeros(1) if head[0].mean_ is None else head[0].mean_
+            scale = np.ones(1) if head[0].scale_ is None else head[0].scale_
+            return lambda x: forest.decision((x - mean) / scale)
+        return lambda x: forest.decision(np.asarray(head.transform(x), dtype=np.float64))
+    return inner.decision_function
+
+
+def _direct_isotonic(
+    estimator: Any,
+) -> tuple[Any, list[int], list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]] | None:
+    """(inner model, output column per calibrator, isotonic thresholds) of a multi-class
+    CalibratedClassifierCV(method="isotonic", ensemble=False); None for anything else."""
+    fitted = getattr(estimator, "calibrated_classifiers_", None)
+    if getattr(estimator, "method", None) != "isotonic" or not fitted or len(fitted) != 1:
+        return None
+    one = fitted[0]
+    classes = [str(c) for c in one.classes]
+    inner = one.estimator
+    if len(classes) < 3 or not hasattr(inner, "decision_function"):
+        return None
+    columns = [classes.index(str(c)) for c in inner.classes_]
+    thresholds = []
+    for cal in one.calibrators:
+        if getattr(cal, "out_of_bounds", None) != "clip" or not hasattr(cal, "X_thresholds_"):
+            return None
+        thresholds.append((np.asarray(cal.X_thresholds_), np.asarray(cal.y_thresholds_)))
+    return _decision_function(inner), columns, thresholds
+
+
 class Classifier:
     """A trained estimator (scikit-learn, predict_proba over MODEL_CLASSES) plus the rules."""
 
@@ -144,6 +261,32 @@ class Classifier:
         self.rules = rules or Rules()
         self.classes = classes
         self.feature_version = FEATURE_VERSION
+        self._isotonic = _direct_isotonic(estimator)
+
+    def predict_proba(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Calibrated probabilities over `self.classes` (rows = spectra).
+
+        One cell at a time must stay far below the line's 20 ms decision budget, and
+        scikit-learn's per-call checks cost more than the model itself on one row: inputs are
+        our own finite features, so its validation is skipped, and a one-model isotonic
+        calibration is applied directly (the same interpolation and normalisation sklearn
+        does; tests/test_classifier.py checks they agree)."""
+        with (
+            one_thread(),
+            sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+        ):
+            if self._isotonic is None:
+                return np.asarray(self.estimator.predict_proba(features))
+            decision, columns, thresholds = self._isotonic
+            raw = decision(features)
+        proba = np.zeros((features.shape[0], len(self.classes)))
+        for col, this, (x_thr, y_thr) in zip(columns, raw.T, thresholds, strict=True):
+            proba[:, col] = np.interp(this, x_thr, y_thr)
+        total = proba.sum(axis=1, keepdims=True)
+        uniform = np.full_like(proba, 1.0 / len(self.classes))
+        proba = np.divide(proba, total, out=uniform, where=total != 0)
+        proba[(proba > 1.0) & (proba <= 1.0 + 1e-5)] = 1.0
+        return proba
 
     def predict(self, spectrum: Spectrum) -> SpectrumResult:
         """Classify one spectrum."""
@@ -162,8 +305,7 @@ class Classifier:
     ) -> list[SpectrumResult]:
         """Decide from precomputed features (and total counts) of a batch."""
         r = self.rules
-        with threadpool_limits(limits=1):  # OpenMP spinning on a shared 2-core box costs more
-            proba = self.estimator.predict_proba(features)
+        proba = self.predict_proba(features)
         can_like = can_signature(features, r)
         snr = {"NiCd": features[:, INDEX["snr_Cd"]], "NiMH": features[:, INDEX["snr_REE"]]}
         seen_at = np.log1p(r.heavy_min_snr)
@@ -256,8 +398,8 @@ def build_estimator(seed: int = 0) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     boosted = HistGradientBoostingClassifier(
-        max_iter=80,
-        learning_rate=0.15,
+        max_iter=30,
+        learning_rate=0.3,
         max_leaf_nodes=15,
         l2_regularization=1.0,
         class_weight="balanced",
@@ -274,6 +416,6 @@ def train(features: npt.NDArray[np.float64], labels: Sequence[str], *, seed: int
     if unknown:
         raise ValueError(f"training labels not among the classes: {unknown}")
     estimator = build_estimator(seed)
-    with threadpool_limits(limits=1):  # predictable on a shared machine; ~30 s per 10k spectra
+    with one_thread():  # predictable on a shared machine
         estimator.fit(features, np.asarray(labels))
     return estimator

@@ -23,7 +23,7 @@ from models.classifier import (
     SpectrumResult,
     train,
 )
-from models.features import INDEX, N_FEATURES
+from models.features import INDEX, N_FEATURES, extract_batch
 from models.fusion import MISMATCH, fuse
 from models.passport import parse_passport
 from models.registry import (

@@ -89,6 +89,16 @@ class Rules:
     # model would make of it.
     min_line_snr: float = 3.0
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rules:
+        """Rules as stored in model metadata; keys this version does not know are ignored."""
+        known: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in data.items()
+            if k in cls.__dataclass_fields__
+        }
+        return cls(**known)
+
     def as_dict(self) -> dict[str, float | list[float]]:
         """JSON-ready form, for model metadata."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}

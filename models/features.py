@@ -119,8 +119,12 @@ def _k_group(element: str) -> tuple[tuple[float, float], ...]:
 def _l_group(element: str) -> tuple[tuple[float, float], ...]:
     """Main L lines (Lα1, Lβ1, Lβ2, Lγ1) with typical relative intensities."""
     z = _Z[element]
-    spec = ((xraylib.L3M5_LINE, 1.0), (xraylib.L2M4_LINE, 0.55), (xraylib.L3N5_LINE, 0.2))
-    spec += ((xraylib.L2N4_LINE, 0.08),)
+    spec = (
+        (xraylib.L3M5_LINE, 1.0),
+        (xraylib.L2M4_LINE, 0.55),
+        (xraylib.L3N5_LINE, 0.2),
+        (xraylib.L2N4_LINE, 0.08),
+    )
     return tuple((xraylib.LineEnergy(z, line), w) for line, w in spec)
 
 

@@ -185,9 +185,7 @@ def load_classifier(skops_path: Path, meta: dict[str, Any]) -> Classifier:
         raise RegistryError(f"{skops_path}: contains types this plant does not trust: {foreign}")
     try:
         estimator = sio.load(skops_path, trusted=list(untrusted))
-        known = {k: v for k, v in meta.get("rules", {}).items() if k in Rules.__dataclass_fields__}
-        rules = Rules(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
-        return Classifier(estimator, rules)
+        return Classifier(estimator, Rules.from_dict(meta.get("rules", {})))
     except Exception as exc:  # a damaged member raises anything from numpy/zipfile/skops
         raise RegistryError(f"{skops_path}: cannot load model ({exc!r})") from None
 

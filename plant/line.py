@@ -533,7 +533,12 @@ class LineEngine:
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
-                return False
+                # Last word from the PLC itself, not the poller (which may lag under load).
+                with contextlib.suppress(PlcError):
+                    self._apply_ack(
+                        await self.plc.read("diverter.ack_seq", "diverter.ack_target")
+                    )
+                return self._ack_seq >= seq
             self._ack_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ack_changed.wait(), min(left, 0.1))

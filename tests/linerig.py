@@ -113,7 +113,7 @@ async def sim_line(
     engine = LineEngine(
         line=line,
         settings=LineSection(
-            **{"xrf_live_time_s": 0.2, "diverter_ack_timeout_s": 1.0, **(settings or {})}
+            **{"xrf_live_time_s": 0.2, "diverter_ack_timeout_s": 5.0, **(settings or {})}
         ),
         store=store,
         plc=client,

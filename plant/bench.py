@@ -261,8 +261,8 @@ class LineRun:
     error: str | None = None
 
     @property
-    def throughput(self) -> float:
-        return round(self.final / self.seconds, 1) if self.seconds > 0 else float("nan")
+    def throughput(self) -> float | None:
+        return round(self.final / self.seconds, 1) if self.seconds > 0 else None
 
     @property
     def counters_match(self) -> bool:
@@ -519,18 +519,20 @@ def lookup_database(cache_dir: Path, n: int, say: Say) -> str:
     path = cache_dir / f"passport-lookup-{n}.db"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        for stale in cache_dir.glob(partial.name + "*"):
-            stale.unlink()
+        partial = path.with_suffix(f".partial-{os.getpid()}")
         say(f"building the lookup database: {n:,} cells in {path} (once; reused afterwards)")
         url = f"sqlite:///{partial}"
-        upgrade(url)
-        store = Store(url)
         try:
-            fill_cells(store, n)
+            upgrade(url)
+            store = Store(url)
+            try:
+                fill_cells(store, n)
+            finally:
+                store.close()
+            partial.rename(path)  # only a complete database is ever reused
         finally:
-            store.close()
-        partial.rename(path)  # only a complete database is ever reused
+            for leftover in cache_dir.glob(partial.name + "*"):
+                leftover.unlink()
     return f"sqlite:///{path}"
 
 

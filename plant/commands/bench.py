@@ -74,9 +74,12 @@ def bench(
     from models.registry import RegistryError
     from plant.bench import BenchError, run_bench
 
+    def say(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
     c = ctx_of(ctx)
     try:
-        result = run_bench(c.config_dir, cells=cells, quick=quick, say=lambda m: err.print(m))
+        result = run_bench(c.config_dir, cells=cells, quick=quick, say=say)
     except (BenchError, RegistryError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

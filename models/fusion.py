@@ -29,6 +29,7 @@ PASSPORT_ONLY = "passport_only"
 SPECTRUM_ONLY = "spectrum_only"
 MISMATCH = "passport_spectrum_mismatch"
 NO_EVIDENCE = "no_evidence"
+PASSPORT_UNDECIDED = "passport_no_chemistry"
 
 
 class PassportLike(Protocol):
@@ -136,5 +137,9 @@ def fuse(
             "spectrum",
             spectrum.reason,
             f"{_spectrum_words(spectrum)}{suffix or '; no passport'}",
+        )
+    if passport is not None:  # it states none or several chemistries, and nothing else says
+        return FusedResult(
+            UNKNOWN, 0.0, "passport", PASSPORT_UNDECIDED, "; ".join([*notes, "no spectrum"])
         )
     return FusedResult(UNKNOWN, 0.0, "none", NO_EVIDENCE, "neither passport nor spectrum" + suffix)

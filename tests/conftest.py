@@ -54,9 +54,12 @@ def pg_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(_PG).set(database=name).render_as_string(hide_password=False)
+    admin.dispose()
     try:
         yield url
     finally:
+        # A fresh connection: a test may have restarted the server meanwhile.
+        admin = create_engine(_PG, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

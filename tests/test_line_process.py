@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
 from plant.domain import CellState
+from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
 from plant.store import CellRow, Store, upgrade
 
@@ -67,6 +68,34 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
     assert sum(summary["routes"].values()) == 2000  # no cell in two routes
     assert summary["misrouted"] < 0.005 * 2000
     assert summary["quarantined"] < 0.10 * 2000
+
+    # The hydromet side ran too: product batches with verdicts, a valued black-mass lot.
+    report = subprocess.run(
+        [*PLANT, "--config", str(cfg), "purity", "report", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=plant_env(),
+        cwd=tmp_path,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    data = json.loads(report.stdout)
+    assert len(data["batches"]) >= 4
+    assert all(
+        {"id", "product", "purity_pct", "in_spec", "reasons"} <= set(b) for b in data["batches"]
+    )
+    valued = [lot for lot in data["lots"] if lot["route"] == "black_mass" and lot["value"]]
+    assert valued, data["lots"]
+    assert {"Ni", "Co", "Li", "Cu"} <= set(data["recovery"])
+
+    # Genealogy: a product batch back to the passports of its cells, and one passport forward.
+    store = Store(url)
+    batch = data["batches"][0]["id"]
+    trace = trace_batch(store, batch)
+    assert trace.cells and trace.passport_ids
+    forward = trace_passport(store, trace.passport_ids[0])
+    assert any(batch in c.batch_ids for c in forward)
+    store.close()
 
 
 @pytest.mark.slow

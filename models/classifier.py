@@ -157,6 +157,9 @@ def one_thread() -> AbstractContextManager[Any]:
     return _threads().limit(limits=1, user_api="openmp")
 
 
+FOREST_MAX_ROWS = 64
+
+
 class _Forest:
     """The trees of a fitted HistGradientBoostingClassifier as arrays, evaluated for all trees
     at once: scikit-learn walks them one Python call per tree, which is most of the time one
@@ -232,8 +235,21 @@ def _decision_function(inner: Any) -> Any:
         if len(head) == 1 and isinstance(head[0], StandardScaler):
             mean = np.zeros(1) if head[0].mean_ is None else head[0].mean_
             scale = np.ones(1) if head[0].scale_ is None else head[0].scale_
-            return lambda x: forest.decision((x - mean) / scale)
-        return lambda x: forest.decision(np.asarray(head.transform(x), dtype=np.float64))
+
+            def scaled(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+                return (x - mean) / scale
+        else:
+
+            def scaled(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+                return np.asarray(head.transform(x), dtype=np.float64)
+
+        # Few rows (the line's micro-batches): arrays win; many rows: sklearn's per-tree loop
+        # is amortised and its compiled tree walk is faster.
+        return lambda x: (
+            forest.decision(scaled(x))
+            if x.shape[0] <= FOREST_MAX_ROWS
+            else inner.decision_function(x)
+        )
     return inner.decision_function
 
 

@@ -253,3 +253,12 @@ def test_direct_calibration_equals_scikit_learn(model: Classifier) -> None:
     spectra = [measure(c, CellFormat.opened, seed=i) for i, c in enumerate(("NMC622", "LFP"))]
     x = extract_batch(spectra)
     np.testing.assert_allclose(model.predict_proba(x), model.estimator.predict_proba(x))
+
+
+def test_small_and_large_batches_give_sklearn_probabilities(model: Classifier) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(100, N_FEATURES))
+    for rows in (1, 64, 65, 100):  # the array path and scikit-learn's own tree walk
+        np.testing.assert_allclose(
+            model.predict_proba(x[:rows]), model.estimator.predict_proba(x[:rows]), atol=1e-12
+        )

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -50,6 +50,9 @@ Operator = Annotated[Principal, Depends(require(Role.operator))]
 Engineer = Annotated[Principal, Depends(require(Role.engineer))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 Ctx = Annotated[HmiContext, Depends(ctx)]
+# Row ids are 64-bit in every database: a larger number is a 422, not a driver overflow (500).
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def utc(ts: datetime | None) -> datetime | None:
@@ -150,7 +153,7 @@ def cells(
     line: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    before_id: int | None = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """The cell log, newest first; page on with `before_id=next_before_id`."""
@@ -175,7 +178,7 @@ def cells(
 
 
 @router.get("/cells/{cell_id}")
-def cell(cell_id: int, _: Viewer, c: Ctx) -> dict[str, Any]:
+def cell(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
     """One cell: decision, reason, model version and the passport fields it used."""
     found = cell_detail(c.store, cell_id)
     if found is None:
@@ -184,7 +187,7 @@ def cell(cell_id: int, _: Viewer, c: Ctx) -> dict[str, Any]:
 
 
 @router.get("/cells/{cell_id}/spectrum")
-def cell_spectrum(cell_id: int, _: Viewer, c: Ctx) -> dict[str, Any]:
+def cell_spectrum(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
     """The cell's XRF spectrum in keV with element lines, if a spectrum file was kept."""
     found = cell_detail(c.store, cell_id)
     if found is None:
@@ -203,7 +206,7 @@ class ReleaseIn(BaseModel):
 
 
 @router.post("/cells/{cell_id}/release")
-def release(cell_id: int, body: ReleaseIn, who: Operator, c: Ctx) -> dict[str, Any]:
+def release(cell_id: RowId, body: ReleaseIn, who: Operator, c: Ctx) -> dict[str, Any]:
     """Release a quarantined cell to a route after inspection (operator; reason required)."""
     try:
         row = release_cell(c.store, cell_id, body.route.value, body.reason, who.user.name)
@@ -252,7 +255,7 @@ class AckIn(BaseModel):
 
 class ShelveIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
-    minutes: float = Field(gt=0)
+    minutes: float = Field(gt=0, le=527_040)  # a year at most; users.toml caps it lower
 
 
 class SuppressIn(BaseModel):
@@ -267,13 +270,13 @@ def _alarm_action(fn: Any, *args: Any) -> dict[str, object]:
 
 
 @router.post("/alarms/{alarm_id}/ack")
-def ack(alarm_id: int, who: Operator, c: Ctx, body: AckIn | None = None) -> dict[str, object]:
+def ack(alarm_id: RowId, who: Operator, c: Ctx, body: AckIn | None = None) -> dict[str, object]:
     """Acknowledge an alarm, with an optional note (operator)."""
     return _alarm_action(c.alarms.ack, alarm_id, who.user.name, body.note if body else None)
 
 
 @router.post("/alarms/{alarm_id}/shelve")
-def shelve(alarm_id: int, body: ShelveIn, who: Operator, c: Ctx) -> dict[str, object]:
+def shelve(alarm_id: RowId, body: ShelveIn, who: Operator, c: Ctx) -> dict[str, object]:
     """Shelve a standing alarm for `minutes` (capped by config/users.toml), reason required."""
     return _alarm_action(
         lambda: c.alarms.shelve(
@@ -287,13 +290,13 @@ def shelve(alarm_id: int, body: ShelveIn, who: Operator, c: Ctx) -> dict[str, ob
 
 
 @router.post("/alarms/{alarm_id}/unshelve")
-def unshelve(alarm_id: int, who: Operator, c: Ctx) -> dict[str, object]:
+def unshelve(alarm_id: RowId, who: Operator, c: Ctx) -> dict[str, object]:
     """Return a shelved or suppressed alarm to service (operator)."""
     return _alarm_action(c.alarms.unshelve, alarm_id, who.user.name)
 
 
 @router.post("/alarms/{alarm_id}/suppress")
-def suppress(alarm_id: int, body: SuppressIn, who: Engineer, c: Ctx) -> dict[str, object]:
+def suppress(alarm_id: RowId, body: SuppressIn, who: Engineer, c: Ctx) -> dict[str, object]:
     """Take an alarm out of service (engineer), reason required."""
     return _alarm_action(c.alarms.suppress, alarm_id, who.user.name, body.reason)
 

@@ -17,6 +17,7 @@ from hmi.auth import LoginThrottle
 from plant.alarms import Alarms, Flood, flood_status
 from plant.config import PlantConfig
 from plant.events import Event, EventBus
+from plant.model_catalog import ModelCatalog
 from plant.purity_report import iso_utc
 from plant.store import AssayRow, BatchRow, Store
 from plant.users import UsersConfig
@@ -101,17 +102,6 @@ class PurityView:
         rep = build_report(self.store, cfgs[0], cfgs[1])
         rep.pop("batches", None)
         return {"available": True, **rep}
-
-
-@dataclass
-class ModelsView:
-    """The classifier registry, when one is installed."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"available": False, "reason": "model registry not installed yet", "models": []}
-
-    def activate(self, version: str) -> str | None:
-        raise RuntimeError("model registry not installed yet")
 
 
 THRESHOLD_SECTION = "thresholds"
@@ -216,7 +206,7 @@ class HmiContext:
     throttle: LoginThrottle = field(init=False)
     alarms: Alarms = field(init=False)
     purity: PurityView = field(init=False)
-    models: ModelsView = field(init=False)
+    models: ModelCatalog = field(init=False)
     routing: RoutingView = field(init=False)
 
     def __post_init__(self) -> None:
@@ -225,7 +215,7 @@ class HmiContext:
         )
         self.alarms = Alarms(self.store, None, self.bus)
         self.purity = PurityView(self.store, self.config_dir)
-        self.models = ModelsView()
+        self.models = ModelCatalog(self.config.plant.data_dir)
         self.routing = RoutingView(self.config_dir / "routing.toml", self.store)
 
     def flood(self) -> Flood:

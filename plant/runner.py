@@ -170,7 +170,8 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     store = Store(cfg.database.url)
     store.require_current_schema()
     rules = load_rules(config_dir)
-    model = Registry(cfg.plant.data_dir / "models").active_model()
+    registry = Registry(cfg.plant.data_dir / "models")
+    model = registry.active_model()
     decider = Decider(model.classifier, rules, model.version, cfg.line.classify_batch_max)
     proc: subprocess.Popen[bytes] | None = None
     if opts.simulate:
@@ -234,6 +235,21 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             await apply_setpoint(row.name, row.value)
         if hydromet is not None:
             await asyncio.to_thread(hydromet.step, now)
+        await reload_model_if_changed()
+
+    async def reload_model_if_changed() -> None:
+        """An engineer activated or rolled back a model: use it from the next cell on."""
+        nonlocal model
+        name = await asyncio.to_thread(registry.active_name)
+        if name == model.info.name:
+            return
+        try:
+            model = await asyncio.to_thread(registry.active_model)
+        except Exception as exc:
+            log.error("model %s not loaded, keeping %s: %s", name, model.version, exc)
+            return
+        decider.classifier, decider.model_version = model.classifier, model.version
+        log.warning("chemistry model %s active from now on", model.version)
 
     async def apply_setpoint(name: str, value: float) -> None:
         if name == "leach.ph":

@@ -65,7 +65,9 @@ def make_hmi(url: str, tmp_path: Path, auth_toml: str = "") -> Iterator[Hmi]:
     upgrade(url)
     cfg = tmp_path / "config"
     cfg.mkdir()
-    (cfg / "plant.toml").write_text(f'[database]\nurl = "{url}"\n')
+    (cfg / "plant.toml").write_text(
+        f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp_path}"\n'
+    )
     (cfg / "routing.toml").write_text(ROUTING_TOML)
     (cfg / "users.toml").write_text(CHEAP_HASH + auth_toml)
     use_hash_cost(1, 64)
@@ -147,6 +149,7 @@ WRITES = [
           {"name": "hydromet_min_confidence", "value": 0.92, "confirm": True}),
     Write("POST", "/api/users", "admin", None,
           {"name": "newbie", "role": "operator", "password": "long enough pw"}),
+    Write("POST", "/api/classifier/activate", "engineer", None, {"version": "default"}),
     Write("POST", "/api/logout", "viewer", None, None),
 ]  # fmt: skip
 
@@ -363,3 +366,18 @@ def test_openapi_lists_the_documented_endpoints(hmi: Hmi) -> None:
     ):
         assert p in paths, p
     assert hmi.client.get("/api/health").json()["status"] == "ok"
+
+
+def test_classifier_page_lists_models_and_activation_is_refused_for_unknown(
+    hmi: Hmi,
+) -> None:
+    h = hmi
+    d = h.client.get("/api/classifier", headers=h.token("viewer")).json()
+    models = d["models"]
+    assert models["available"] and models["active"] == "default"
+    assert [m["name"] for m in models["models"]] == ["default"]
+    assert models["models"][0]["metrics"]  # the evaluation figures travel with the model
+    r = h.client.post(
+        "/api/classifier/activate", json={"version": "nope"}, headers=h.token("engineer")
+    )
+    assert r.status_code == 404 and "nope" in r.text

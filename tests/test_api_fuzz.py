@@ -62,12 +62,11 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/users"): Role.admin,
 }
 RANK = {Role.viewer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 3}
-WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ROUTES = sorted(
     (method, route.path)
     for route in hmi_api.router.routes
     if isinstance(route, APIRoute)
-    for method in route.methods
+    for method in route.methods or ()
 )
 CALLERS: dict[str, Role | None] = {
     "anonymous": None,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -33,20 +33,10 @@ from threadpoolctl import ThreadpoolController
 
 from drivers.spectra import Spectrum
 from models.features import FEATURE_VERSION, INDEX, LIGHT, TM, extract_batch
+from models.passport import ChemistryClass
 
-CLASSES: tuple[str, ...] = (
-    "NMC111",
-    "NMC532",
-    "NMC622",
-    "NMC811",
-    "NCA",
-    "LCO",
-    "LMO",
-    "LFP",
-    "NiMH",
-    "NiCd",
-    "ZnMn",
-)
+# The eleven specific classes of DESIGN.md (the family `NMC` and `UNKNOWN` are answers, not labels).
+CLASSES: tuple[str, ...] = tuple(c for c in get_args(ChemistryClass) if c not in ("NMC", "UNKNOWN"))
 CAN = "CAN"  # training label: a spectrum that shows only an intact steel can
 MODEL_CLASSES: tuple[str, ...] = (*CLASSES, CAN)
 NMC_GRADES = frozenset({"NMC111", "NMC532", "NMC622", "NMC811"})

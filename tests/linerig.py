@@ -151,3 +151,10 @@ def plant_env() -> dict[str, str]:
 
     drop = ("PLANT_DATABASE_URL", "PLANT_CONFIG_DIR")
     return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def plant_cmd(cfg: Path, *args: str) -> list[str]:
+    """argv of `plant --config CFG ARGS...` run with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "plant.cli", "--config", str(cfg), *args]

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
-from linerig import config_copy
+from linerig import config_copy, plant_cmd, plant_env
+from playwright.sync_api import expect, sync_playwright
+from test_hmi_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS  # skips without Chromium
 
 from plant.store import Store, upgrade
 from plant.users import add_user, use_hash_cost
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-if not CHROMIUM.exists() and not os.environ.get("PLANT_REQUIRE_SERVICES"):
-    pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)", allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,21 +41,9 @@ def test_overview_counts_rise_while_the_simulated_line_runs(tmp_path: Path) -> N
     store.close()
     cfg = config_copy(tmp_path, db_url=url, heads=2)
     port = tomllib.loads((cfg / "plant.toml").read_text())["hmi"]["port"]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PLANT_DATABASE_URL", "PLANT_CONFIG_DIR")
-    }
+    env = plant_env()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "plant.cli",
-            "--config",
-            str(cfg),
-            "run",
-            "--simulate",
-            "--rate",
-            "15",
-        ],
+        plant_cmd(cfg, "run", "--simulate", "--rate", "15"),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -81,7 +53,7 @@ def test_overview_counts_rise_while_the_simulated_line_runs(tmp_path: Path) -> N
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/api/health", proc)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{base}/")
             page.fill("input[name=name]", "olga")

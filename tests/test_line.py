@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from linerig import sim_line
 from sqlalchemy import select
 
 from plant.domain import CellState, Route
 from plant.line import ROUTES, count_routes
 from plant.store import AlarmRow, CellRow, LotRow, Store
-from linerig import sim_line
 
 
 def _cells(store: Store, line: str = "L1") -> list[CellRow]:

@@ -6,12 +6,11 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from linerig import config_copy, plant_env
+from linerig import config_copy, plant_cmd, plant_env
 from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
@@ -19,8 +18,6 @@ from plant.domain import CellState
 from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
 from plant.store import CellRow, Store, upgrade
-
-PLANT = [sys.executable, "-m", "plant.cli"]
 
 
 def _plc_counters(cfg: Path) -> dict[str, int]:
@@ -43,10 +40,8 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
     upgrade(url)
     cfg = config_copy(tmp_path, db_url=url, heads=8)
     proc = subprocess.run(
-        [
-            *PLANT,
-            "--config",
-            str(cfg),
+        plant_cmd(
+            cfg,
             "run",
             "--simulate",
             "--cells",
@@ -54,7 +49,7 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
             "--rate",
             "100",
             "--no-hmi",
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=300,
@@ -71,7 +66,7 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
 
     # The hydromet side ran too: product batches with verdicts, a valued black-mass lot.
     report = subprocess.run(
-        [*PLANT, "--config", str(cfg), "purity", "report", "--json"],
+        plant_cmd(cfg, "purity", "report", "--json"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -104,10 +99,8 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
     n = 600
     cfg = config_copy(tmp_path, db_url=db_url, heads=2)
     sim = subprocess.Popen(
-        [
-            *PLANT,
-            "--config",
-            str(cfg),
+        plant_cmd(
+            cfg,
             "sim",
             "--rate",
             "200",
@@ -115,7 +108,7 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
             str(n),
             "--dwell-scale",
             "0",
-        ],
+        ),
         env=plant_env(),
         cwd=tmp_path,
         stderr=subprocess.DEVNULL,
@@ -123,7 +116,7 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
     rng = random.Random(3)
     try:
         time.sleep(3.0)
-        run = [*PLANT, "--config", str(cfg), "run", "--cells", str(n), "--no-hmi"]
+        run = plant_cmd(cfg, "run", "--cells", str(n), "--no-hmi")
         for _ in range(3):  # kill the controller at random moments, then restart it
             ctl = subprocess.Popen(
                 run,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from linerig import config_copy, plant_env
+from linerig import config_copy, plant_cmd, plant_env
 from sqlalchemy import func, select
 
 from plant.domain import CellState
@@ -21,12 +20,8 @@ from plant.users import add_user
 def _run(cfg: Path, line: str, cells: int, cwd: Path) -> subprocess.Popen[str]:
     env = plant_env()
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "plant.cli",
-            "--config",
-            str(cfg),
+        plant_cmd(
+            cfg,
             "run",
             "--simulate",
             "--line",
@@ -38,7 +33,7 @@ def _run(cfg: Path, line: str, cells: int, cwd: Path) -> subprocess.Popen[str]:
             "--dwell-scale",
             "0",
             "--no-hmi",
-        ],
+        ),
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

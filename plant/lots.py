@@ -98,9 +98,7 @@ class LotTracker:
         if lot is None:
             lot = _OpenLot(self._new_id(route, now), now)
             self._open[route] = lot
-            session.add(
-                LotRow(id=lot.id, line=self.line, route=route, state="open", opened_at=now)
-            )
+            session.add(LotRow(id=lot.id, line=self.line, route=route, state="open", opened_at=now))
             session.flush()
         lot.mass_g += mass_g
         lot.cells += 1

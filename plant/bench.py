@@ -51,7 +51,9 @@ from plant.store import CellRow, Store, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 FULL_SPEED_RATE = 1000.0  # feeder cells/s for the throughput run: the controller is the bottleneck
-LATENCY_RATE = 200.0  # feeder cells/s for the latency run: the budget rate, no queueing
+LATENCY_RATE = 200.0  # feeder cells/s for the latency run: the budget rate ...
+LATENCY_LOAD = 0.5  # ... or this share of the measured throughput if lower: no queueing
+LATENCY_RUN_S = 30.0  # the latency run feeds at most this long (and at least 500 cells)
 LOOKUP_CELLS = 1_000_000
 QUICK_LOOKUP_CELLS = 100_000
 CLASSIFY_BATCH = 256
@@ -621,6 +623,15 @@ def hmi_event_latency(n: int = 500, rate: float = 100.0) -> dict[str, Any]:
 
 
 # -- everything --------------------------------------------------------------------------------
+def latency_run_size(throughput: float | None, cells: int) -> tuple[float, int]:
+    """Feeder rate and cells of the latency run: a rate the controller sustains on this
+    machine (200 cells/s, or half its measured throughput if lower), for up to 30 s."""
+    rate = LATENCY_RATE
+    if throughput:
+        rate = min(LATENCY_RATE, max(1.0, float(round(throughput * LATENCY_LOAD))))
+    return rate, min(cells, max(500, int(rate * LATENCY_RUN_S)))
+
+
 def run_bench(config_dir: Path, *, cells: int, quick: bool, say: Say) -> dict[str, Any]:
     """All figures of `plant bench` as one JSON-ready object (see docs/bench.md)."""
     cfg = load_plant(config_dir)
@@ -639,9 +650,10 @@ def run_bench(config_dir: Path, *, cells: int, quick: bool, say: Say) -> dict[st
         say(f"[1/{steps}] line at full speed: {cells} cells, feeder {FULL_SPEED_RATE:g} cells/s")
         t_dir, t_cfg = private_line(config_dir, work, "throughput", data_dir)
         full = asyncio.run(line_run(t_cfg, t_dir, cells=cells, rate=FULL_SPEED_RATE))
-        say(f"[2/{steps}] line at {LATENCY_RATE:g} cells/s for decision latency: {cells} cells")
+        rate, n = latency_run_size(full.throughput, cells)
+        say(f"[2/{steps}] line at {rate:g} cells/s for decision latency: {n} cells")
         l_dir, l_cfg = private_line(config_dir, work, "latency", data_dir)
-        paced = asyncio.run(line_run(l_cfg, l_dir, cells=cells, rate=LATENCY_RATE))
+        paced = asyncio.run(line_run(l_cfg, l_dir, cells=n, rate=rate))
         say(f"[3/{steps}] bare pymodbus write+read round trip against `plant sim`")
         rtt = percentiles(
             [s * 1000.0 for s in modbus_rtt_against_sim(l_cfg, l_dir, 500 if quick else 2000)],

@@ -17,9 +17,8 @@ from drivers.spectra import write_spectrum
 from plant.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = Path("/work/shared/reference/passports")
-if not REFERENCE.exists():
-    REFERENCE = ROOT.parent / "shared" / "reference" / "passports"
+# Copies of ../shared/reference/passports (public data; sources and licences in its README.md).
+REFERENCE = ROOT / "tests" / "data" / "reference-passports"
 
 # What each reference payload states (reference/passports/README.md): chemistry, route, and
 # for the undecided ones a word of the reason.

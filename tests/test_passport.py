@@ -19,7 +19,8 @@ from models.passport import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-REF = REPO.parent / "shared" / "reference" / "passports"
+# Copies of ../shared/reference/passports (public data; sources and licences in its README.md).
+REF = REPO / "tests" / "data" / "reference-passports"
 EXAMPLE = REPO / "docs" / "passport-example.json"
 
 

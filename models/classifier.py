@@ -50,6 +50,8 @@ CAN_OCCLUDED = "can_occluded"
 LOW_COUNTS = "low_counts"
 AMBIGUOUS = "ambiguous"
 NO_LINES = "no_lines"
+# A whole spectrum beyond 1e15 counts (years at 1 Mcps) is not a measurement.
+MAX_PLAUSIBLE_COUNTS = 1e15
 
 # Every element line the features measure; a cell spectrum shows at least one of them.
 _LINE_SNR = [INDEX[f"snr_{el}"] for el in (*TM, *LIGHT, "Cd", "La", "Ce", "REE")]
@@ -327,6 +329,9 @@ class Classifier:
         seen_at = np.log1p(r.heavy_min_snr)
         named_at = np.log1p(r.heavy_id_snr)
         no_lines = ~(features[:, _LINE_SNR].max(axis=1) >= np.log1p(r.min_line_snr))  # NaN: none
+        # More counts than any detector delivers (a unit or file error) overflow the fit's
+        # precision: such a spectrum shows nothing usable.
+        no_lines |= ~np.isfinite(features).all(axis=1) | ~(totals <= MAX_PLAUSIBLE_COUNTS)
         out = []
         for i in range(features.shape[0]):
             probs = {c: float(p) for c, p in zip(self.classes, proba[i], strict=True)}

@@ -31,6 +31,7 @@ from plant.config import LineSection
 from plant.dbworker import DbWorker
 from plant.decide import Decider, Evidence
 from plant.domain import (
+    FINAL_STATES,
     ROUTE_BY_CODE,
     ROUTE_CODES,
     AlarmPriority,
@@ -319,26 +320,36 @@ class LineEngine:
                 await self._plc_outage(exc)
 
     async def _take(self, flight: Flight) -> None:
-        """Commit the detected cell, then take it from the PLC's FIFO, then work on it."""
+        """Commit the detected cell and start work on it, then take it from the PLC's FIFO.
+
+        The take is idempotent (re-writing an old `taken_seq` does nothing), so a write whose
+        answer was lost is simply repeated when the PLC still shows the cell; a cell already
+        in flight is never started twice.
+        """
         seq = flight.seq
-        flight.row_id = await self.db.run(lambda s: self._insert_detected(s, flight))
+        if seq not in self._flights:
+            flight.row_id, state = await self.db.run(lambda s: self._insert_detected(s, flight))
+            if state in FINAL_STATES:  # decided while its take was in doubt: just take it
+                await self.plc.write("infeed.taken_seq", seq)
+                self._last_taken = seq
+                return
+            self.stats.detected += 1
+            self._flights[seq] = flight
+            if self._next_divert is None:
+                self._next_divert = seq
+            task = asyncio.create_task(self._cell(flight))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         await self.plc.write("infeed.taken_seq", seq)
         self._last_taken = seq
-        self.stats.detected += 1
-        self._flights[seq] = flight
-        if self._next_divert is None:
-            self._next_divert = seq
-        task = asyncio.create_task(self._cell(flight))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    def _insert_detected(self, s: Session, f: Flight) -> int:
-        """The cell's row id: existing (left by a crash before the take) or new."""
-        existing = s.scalar(
-            select(CellRow.id).where(CellRow.line == self.line, CellRow.seq == f.seq)
-        )
+    def _insert_detected(self, s: Session, f: Flight) -> tuple[int, str]:
+        """The cell's row id and state: existing (left by a crash or an unsure take) or new."""
+        existing = s.execute(
+            select(CellRow.id, CellRow.state).where(CellRow.line == self.line, CellRow.seq == f.seq)
+        ).first()
         if existing is not None:
-            return int(existing)
+            return int(existing[0]), str(existing[1])
         now = utcnow()
         res = s.execute(
             insert(CellRow).values(
@@ -352,7 +363,7 @@ class LineEngine:
         )
         pk = res.inserted_primary_key  # type: ignore[attr-defined]  # CursorResult of an insert
         assert pk is not None
-        return int(pk[0])
+        return int(pk[0]), CellState.detected
 
     # -- one cell ----------------------------------------------------------------------------
     async def _cell(self, f: Flight) -> None:
@@ -535,9 +546,7 @@ class LineEngine:
             if left <= 0:
                 # Last word from the PLC itself, not the poller (which may lag under load).
                 with contextlib.suppress(PlcError):
-                    self._apply_ack(
-                        await self.plc.read("diverter.ack_seq", "diverter.ack_target")
-                    )
+                    self._apply_ack(await self.plc.read("diverter.ack_seq", "diverter.ack_target"))
                 return self._ack_seq >= seq
             self._ack_changed.clear()
             with contextlib.suppress(TimeoutError):

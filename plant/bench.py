@@ -44,7 +44,7 @@ from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
 from plant.config import PlantConfig, SimSection, load_plant
 from plant.domain import CellState
-from plant.line import percentiles
+from plant.line import POLL_TAGS, percentiles
 from plant.rig import tag_map
 from plant.runner import RunOptions, final_count, run_line, spawn_sim, wait_ports
 from plant.store import CellRow, Store, upgrade
@@ -61,17 +61,6 @@ HMI_BUDGET_P95_MS = 250.0
 QR_BUDGET_MS = 10.0
 QR_SUCCESS_REQUIRED = 0.98
 HMI_PASSWORD = "bench password 1"
-# Registers the line engine reads in its hot poll; the bare round trip reads the same block.
-LINE_BLOCK = (
-    "infeed.cell_seq",
-    "infeed.cell_mass_g",
-    "diverter.ack_seq",
-    "counters.hydromet",
-    "counters.black_mass",
-    "counters.reject",
-    "counters.quarantine",
-)
-
 Say = Callable[[str], None]
 
 
@@ -354,8 +343,8 @@ async def time_pairs(n: int, pair: Callable[[], Awaitable[None]]) -> list[float]
 async def bare_modbus_rtt(host: str, port: int, tags: TagMap, n: int = 2000) -> list[float]:
     """Seconds per bare pymodbus write+read pair of the line's shape: the protocol's floor."""
     taken = tags.tag("infeed.taken_seq")
-    first = tags.tag(LINE_BLOCK[0])
-    block = tags.plan_reads(LINE_BLOCK)[0]
+    first = tags.tag(POLL_TAGS[0])
+    block = tags.plan_reads(POLL_TAGS)[0]
     raw = AsyncModbusTcpClient(host, port=port, retries=0, reconnect_delay=0)
     if not await raw.connect():
         raise BenchError(f"no Modbus TCP answer at {host}:{port}")

@@ -637,7 +637,7 @@ class LineEngine:
 
     async def _tick(self) -> None:
         recent = self.stats.recent_quarantine
-        if len(recent) >= recent.maxlen if recent.maxlen else False:
+        if recent.maxlen is not None and len(recent) >= recent.maxlen:
             rate = sum(recent) / len(recent)
             limit = self.settings.quarantine_rate_alarm
             was = self._alarm_states.get("qrate", False)

@@ -40,16 +40,7 @@ PROFILE = X.PROFILES["bench_sdd_2048"]  # a training instrument: 50 kV, reaches 
 
 
 def cell(chem: str, fmt: CellFormat, seq: int = 0) -> CellTruth:
-    return CellTruth(
-        seq=seq,
-        chemistry=chem,
-        format=fmt,
-        mass_g=46.0,
-        passport_id=None,
-        passport_chemistry=None,
-        label_readable=True,
-        damaged=False,
-    )
+    return CellTruth.bare(chem, fmt, seq)
 
 
 def measure(chem: str, fmt: CellFormat, live: float = 2.0, seed: int = 0) -> Spectrum:

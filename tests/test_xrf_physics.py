@@ -29,16 +29,7 @@ BENCH = PROFILES["bench_sdd_2048"]  # 50 kV SDD
 
 
 def _cell(chem: str, fmt: CellFormat = CellFormat.opened) -> CellTruth:
-    return CellTruth(
-        seq=1,
-        chemistry=chem,
-        format=fmt,
-        mass_g=46.0,
-        passport_id=None,
-        passport_chemistry=None,
-        label_readable=True,
-        damaged=False,
-    )
+    return CellTruth.bare(chem, fmt, seq=1)
 
 
 def _measure(

@@ -72,6 +72,20 @@ class CellTruth:
     cu_foil: float = 0.0  # relative Cu foil signal (0..1)
     al_foil: float = 0.0
 
+    @classmethod
+    def bare(cls, chemistry: str, fmt: CellFormat, seq: int = 0) -> CellTruth:
+        """A plain 46 g cell (no passport, label readable, undamaged), for plots and tests."""
+        return cls(
+            seq=seq,
+            chemistry=chemistry,
+            format=fmt,
+            mass_g=46.0,
+            passport_id=None,
+            passport_chemistry=None,
+            label_readable=True,
+            damaged=False,
+        )
+
     @property
     def mislabelled(self) -> bool:
         return self.passport_chemistry is not None and self.passport_chemistry != self.chemistry

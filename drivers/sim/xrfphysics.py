@@ -836,16 +836,7 @@ def plot_gallery(out_dir: Path, profile_name: str = "bench_sdd_2048", seed: int 
     paths = []
     rng = np.random.default_rng(seed)
     for stem, chem, fmt, casing, note in cases:
-        truth = CellTruth(
-            seq=0,
-            chemistry=chem,
-            format=fmt,
-            mass_g=46.0,
-            passport_id=None,
-            passport_chemistry=None,
-            label_readable=True,
-            damaged=False,
-        )
+        truth = CellTruth.bare(chem, fmt)
         pres = Presentation(casing, 1.0, (), 0.0, stoichiometry_sigma=0.0)
         live = 30.0 if fmt is CellFormat.steel_can else 10.0
         spectrum = render_cell(truth, pres, profile, live, rng)

@@ -157,24 +157,43 @@ def rss_mb() -> float:
 
 
 # -- temporary line configuration -------------------------------------------------------------
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """Lowest port the kernel hands to outgoing connections (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_block(n: int) -> int:
-    """A base port with n consecutive free loopback ports (the simulators need consecutive ones)."""
+    """A base port with n consecutive free loopback ports (the simulators need consecutive ones).
+
+    Picked below the kernel's ephemeral range: a port in that range can be taken by any
+    outgoing connection between this check and the simulator's bind (CI saw exactly that
+    with two lines started side by side). Blocks already handed out are not given twice."""
     rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
+    high = max(_ephemeral_low(), 12000) - n
+    for _ in range(500):
+        base = rng.randrange(10000, high)
+        if any(base + k in _HANDED_OUT for k in range(n)):
+            continue
         socks: list[socket.socket] = []
         try:
             for k in range(n):
                 s = socket.socket()
                 socks.append(s)
                 s.bind(("127.0.0.1", base + k))
-            return base
         except OSError:
             continue
         finally:
             for s in socks:
                 s.close()
-    raise BenchError(f"no block of {n} free loopback ports found")
+        _HANDED_OUT.update(range(base, base + n))
+        return base
+    raise BenchError(f"no block of {n} free loopback ports found below the ephemeral range")
 
 
 def line_config(

@@ -14,23 +14,18 @@ from collections.abc import Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
+from plant.bench import free_port_block
 from plant.events import Event, EventBus
 from plant.mqtt import MqttBridge, topic_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Broker:
     """A private Mosquitto on an ephemeral loopback port that tests can stop and restart."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port_block(1)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

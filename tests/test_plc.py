@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import sys
 import tomllib
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from drivers.plc import (
     parse_tag_map,
 )
 from drivers.sim.plc import SimPlc
+from plant.bench import free_port_block
 from plant.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -407,12 +407,6 @@ def _config_dir(tmp_path: Path, port: int) -> Path:
     return tmp_path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_cli_unknown_tag_suggests_close_matches(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["--config", str(_config_dir(tmp_path, 1)), "plc", "read", "leach.pH"]
@@ -422,7 +416,7 @@ def test_cli_unknown_tag_suggests_close_matches(tmp_path: Path) -> None:
 
 
 def test_cli_unreachable_plc_names_host_and_port(tmp_path: Path) -> None:
-    port = _free_port()  # closed again: connections are refused
+    port = free_port_block(1)  # closed again: connections are refused
     result = CliRunner().invoke(
         app, ["--config", str(_config_dir(tmp_path, port)), "plc", "read", "counters.*"]
     )

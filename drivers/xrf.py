@@ -34,6 +34,8 @@ ELEMENT = re.compile(r"[A-Z][a-z]?")
 MAX_LIVE_TIME_S = 3600.0
 MAX_CHANNELS = 65536
 MIN_BACKOFF_S = 0.05  # a configured zero or negative backoff is raised to this: no busy loop
+# The head's built-in check standard (inline heads measure it through the closed shutter).
+CHECK_SAMPLE = "CHECK"
 COUNTS_DTYPE = np.dtype("<u4")  # FETCh:SPECtrum? block payload: little-endian uint32 per channel
 
 
@@ -551,6 +553,19 @@ class XrfStation:
                     self._changed.notify()
                 else:
                     self._changed.notify_all()
+
+    async def check(self, live_time_s: float) -> list[Spectrum | XrfError]:
+        """Every head measures its check standard: a start-up health check whose spectra also
+        let the classifier prepare for each head's calibration before the first cell."""
+        results = await asyncio.gather(
+            *(h.measure(CHECK_SAMPLE, live_time_s) for h in self.heads), return_exceptions=True
+        )
+        out: list[Spectrum | XrfError] = []
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, XrfError):
+                raise r
+            out.append(r)
+        return out
 
     async def _take(self) -> XrfClient:
         async with self._changed:

@@ -308,7 +308,9 @@ async def line_run(
     Stops the run if no cell reaches a final state for `stall_s` seconds (a stuck cell would
     otherwise keep the run waiting forever) and says so in `LineRun.error`.
     """
-    opts = RunOptions(simulate=True, cells=cells, rate=rate, dwell_scale=0.0, hmi=False)
+    opts = RunOptions(
+        simulate=True, cells=cells, rate=rate, dwell_scale=0.0, hmi=False, warm_sim=True
+    )
     line = cfg.plant.line
     store = Store(cfg.database.url)
     switch = sys.getswitchinterval()  # run_line shortens it for its own hand-offs

@@ -59,6 +59,12 @@ class LineSection(Strict):
     )
     idle_poll_s: float = Field(0.002, gt=0, le=1, description="infeed poll period when idle")
     classify_batch_max: int = Field(64, ge=1, le=4096)
+    classify_window_s: float = Field(
+        0.004,
+        ge=0,
+        le=0.1,
+        description="under load, wait this long for more spectra to classify in one batch",
+    )
     lot_close_kg: float = Field(20.0, gt=0, description="a lot closes at this mass of cells")
     lot_max_age_h: float = Field(8.0, gt=0)
     quarantine_rate_alarm: float = Field(

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from drivers.plc import PlcError
@@ -62,6 +62,46 @@ POLL_TAGS = (
 # Slow-changing status bits, read every STATUS_PERIOD_S.
 STATUS_TAGS = ("line.running", *BUFFER_TAGS)
 STATUS_PERIOD_S = 0.05
+
+# Per-cell statements, built once, in SQLAlchemy Core: the ORM's per-statement work (building,
+# cache keys, session sync) was most of the controller's CPU per cell (docs/bench.md).
+_CELLS: Table = CellRow.__table__  # type: ignore[assignment]
+_FIND_CELL = select(_CELLS.c.id, _CELLS.c.state).where(
+    _CELLS.c.line == bindparam("b_line"), _CELLS.c.seq == bindparam("b_seq")
+)
+_INSERT_CELL = insert(_CELLS)
+_RECORD_DECISION = (
+    update(_CELLS)
+    .where(_CELLS.c.id == bindparam("b_id"))
+    .values(
+        {
+            c: bindparam(f"b_{c}")
+            for c in (
+                "passport_id",
+                "spectrum_ref",
+                "chemistry",
+                "confidence",
+                "decision_source",
+                "route",
+                "reason",
+                "model_version",
+                "state",
+                "updated_at",
+            )
+        }
+    )
+)
+_MARK_FINAL = (
+    update(_CELLS)
+    .where(_CELLS.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        route=bindparam("b_route"),
+        updated_at=bindparam("b_updated_at"),
+        reason=func.coalesce(bindparam("b_reason"), _CELLS.c.reason),
+        lot_id=func.coalesce(bindparam("b_lot_id"), _CELLS.c.lot_id),
+    )
+)
 
 
 class Plc(Protocol):
@@ -175,6 +215,9 @@ class LineEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm_states: dict[str, bool] = {}
         self._draining = False  # infeed stopped until in-flight cells are resolved
+        self._stored_max_seq = 0  # newest seq with a row at start: above it, no row can exist
+        self._measuring = 0  # cells between detection and their evidence
+        decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, start_line: bool = True) -> None:
@@ -182,9 +225,11 @@ class LineEngine:
         self.db.start()
         self.db.on_health = self._db_health
         await self.db.run(self.lots.load)
+        self._stored_max_seq = await self.db.run(self._max_seq)
         self.stats.routed.update(await asyncio.to_thread(count_routes, self.store, self.line))
         await self._wait_plc()
         await self._recover()
+        await self._check_xrf()
         if start_line:
             await self.plc.write("line.start_cmd", True)
         loops = [self._infeed_loop(), self._diverter_loop(), self._tick_loop()]
@@ -345,23 +390,24 @@ class LineEngine:
 
     def _insert_detected(self, s: Session, f: Flight) -> tuple[int, str]:
         """The cell's row id and state: existing (left by a crash or an unsure take) or new."""
-        existing = s.execute(
-            select(CellRow.id, CellRow.state).where(CellRow.line == self.line, CellRow.seq == f.seq)
-        ).first()
-        if existing is not None:
-            return int(existing[0]), str(existing[1])
+        conn = s.connection()
+        if f.seq <= self._stored_max_seq:
+            existing = conn.execute(_FIND_CELL, {"b_line": self.line, "b_seq": f.seq}).first()
+            if existing is not None:
+                return int(existing[0]), str(existing[1])
         now = utcnow()
-        res = s.execute(
-            insert(CellRow).values(
-                line=self.line,
-                seq=f.seq,
-                mass_g=f.mass_g,
-                state=CellState.detected,
-                created_at=now,
-                updated_at=now,
-            )
+        res = conn.execute(
+            _INSERT_CELL,
+            {
+                "line": self.line,
+                "seq": f.seq,
+                "mass_g": f.mass_g,
+                "state": CellState.detected,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
-        pk = res.inserted_primary_key  # type: ignore[attr-defined]  # CursorResult of an insert
+        pk = res.inserted_primary_key
         assert pk is not None
         return int(pk[0]), CellState.detected
 
@@ -369,7 +415,11 @@ class LineEngine:
     async def _cell(self, f: Flight) -> None:
         """Measure, classify and decide one cell; any failure decides quarantine."""
         try:
-            evidence = await self._measure(f)
+            self._measuring += 1
+            try:
+                evidence = await self._measure(f)
+            finally:
+                self._measuring -= 1
             decision = await self.decider.decide(evidence)
         except asyncio.CancelledError:
             raise
@@ -443,22 +493,47 @@ class LineEngine:
         return pid, passport, None
 
     def _record_decision(self, s: Session, f: Flight, d: Decision, ev: Evidence) -> None:
-        s.execute(
-            update(CellRow)
-            .where(CellRow.id == f.row_id)
-            .values(
-                passport_id=ev.passport_id,
-                spectrum_ref=ev.spectrum.source if ev.spectrum is not None else None,
-                chemistry=d.chemistry,
-                confidence=d.confidence,
-                decision_source=d.source,
-                route=d.route,
-                reason=d.reason,
-                model_version=d.model_version,
-                state=CellState.routed,
-                updated_at=utcnow(),
-            )
+        s.connection().execute(
+            _RECORD_DECISION,
+            {
+                "b_id": f.row_id,
+                "b_passport_id": ev.passport_id,
+                "b_spectrum_ref": ev.spectrum.source if ev.spectrum is not None else None,
+                "b_chemistry": d.chemistry,
+                "b_confidence": d.confidence,
+                "b_decision_source": d.source,
+                "b_route": d.route,
+                "b_reason": d.reason,
+                "b_model_version": d.model_version,
+                "b_state": CellState.routed,
+                "b_updated_at": utcnow(),
+            },
         )
+
+    async def _check_xrf(self) -> None:
+        """Start-up check: every XRF head measures its check standard before the first cell.
+
+        A head that fails raises the XRF alarm (the line still starts: the other heads and the
+        passports decide). The check spectra prepare the classifier for each head's calibration.
+        """
+        check = getattr(self.station, "check", None)
+        if check is None:
+            return
+        try:
+            results = await asyncio.wait_for(
+                check(self.settings.xrf_live_time_s), self.settings.xrf_timeout_s
+            )
+        except TimeoutError:
+            self._xrf_fault(f"XRF check standard: no answer in {self.settings.xrf_timeout_s} s")
+            return
+        spectra = [r for r in results if isinstance(r, Spectrum)]
+        failed = [str(r) for r in results if not isinstance(r, Spectrum)]
+        if failed:
+            self._xrf_fault(
+                f"XRF check standard failed on {len(failed)} of {len(results)} heads: {failed[0]}"
+            )
+        if spectra:
+            await self.decider.warm_up(spectra)
 
     def _xrf_fault(self, error: str | None) -> None:
         """XRF alarm once per change of state, cleared by the next good measurement."""
@@ -592,15 +667,22 @@ class LineEngine:
     def _mark(
         self, s: Session, f: Flight, state: str, route: str, reason: str | None, *, lot: bool
     ) -> None:
-        values: dict[str, Any] = {"state": state, "route": route, "updated_at": utcnow()}
-        if reason is not None:
-            values["reason"] = reason
+        lot_id = None
         if lot and f.decision is not None:
             lot_id, closed = self.lots.add(s, route, f.decision.chemistry, f.mass_g, utcnow())
-            values["lot_id"] = lot_id
             for lid in closed:
                 self._publish("lot", {"id": lid, "state": "closed"})
-        s.execute(update(CellRow).where(CellRow.id == f.row_id).values(**values))
+        s.connection().execute(
+            _MARK_FINAL,
+            {
+                "b_id": f.row_id,
+                "b_state": state,
+                "b_route": route,
+                "b_updated_at": utcnow(),
+                "b_reason": reason,
+                "b_lot_id": lot_id,
+            },
+        )
 
     def _count(self, f: Flight, route: str) -> None:
         self.stats.routed[route] += 1
@@ -721,6 +803,9 @@ class LineEngine:
             f.force_reason = "controller restarted before the diverter was set: manual check"
             await self._divert(f)
         log.warning("recovered %d cells left in flight by the previous run", len(rows))
+
+    def _max_seq(self, s: Session) -> int:
+        return int(s.scalar(select(func.max(CellRow.seq)).where(CellRow.line == self.line)) or 0)
 
     def _unfinished(self, s: Session) -> list[tuple[int, int, float, str, str | None, str | None]]:
         q = (

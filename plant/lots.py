@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from plant.domain import Chemistry, Route
@@ -123,14 +122,34 @@ class LotTracker:
         return closed
 
     def _write(self, session: Session, lot: _OpenLot, *, closing: bool, now: datetime) -> None:
-        values: dict[str, Any] = {
-            "mass_g": lot.mass_g,
-            "cell_count": lot.cells,
-            "metals_g": {k: round(v, 3) for k, v in lot.metals.items()},
-        }
-        if closing:
-            values.update(state="closed", closed_at=now)
-        session.execute(update(LotRow).where(LotRow.id == lot.id).values(**values))
+        session.connection().execute(
+            _WRITE_LOT,
+            {
+                "b_id": lot.id,
+                "b_mass_g": lot.mass_g,
+                "b_cell_count": lot.cells,
+                "b_metals_g": {k: round(v, 3) for k, v in lot.metals.items()},
+                "b_state": "closed" if closing else None,
+                "b_closed_at": now if closing else None,
+            },
+        )
+
+
+_LOTS: Table = LotRow.__table__  # type: ignore[assignment]
+# Written once per confirmed cell: built once, in Core (plant/line.py says why).
+_WRITE_LOT = (
+    update(_LOTS)
+    .where(_LOTS.c.id == bindparam("b_id"))
+    .values(
+        mass_g=bindparam("b_mass_g"),
+        cell_count=bindparam("b_cell_count"),
+        metals_g=bindparam("b_metals_g", type_=_LOTS.c.metals_g.type),
+        state=func.coalesce(bindparam("b_state", type_=_LOTS.c.state.type), _LOTS.c.state),
+        closed_at=func.coalesce(
+            bindparam("b_closed_at", type_=_LOTS.c.closed_at.type), _LOTS.c.closed_at
+        ),
+    )
+)
 
 
 def _aware(ts: datetime) -> datetime:

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from drivers.sim.cells import CellStream
@@ -161,8 +161,37 @@ def lookup_passport(store: Store, passport_id: str) -> PassportRow | None:
         return s.get(PassportRow, passport_id)
 
 
-def passport_of(row: PassportRow) -> Passport:
-    """The stored passport as the parsed `Passport` the classifier's fusion takes."""
+_PASSPORTS: Table = PassportRow.__table__  # type: ignore[assignment]
+# The line's per-cell lookup: the columns `passport_of` reads, in Core (plant/line.py says why).
+_FIND_PASSPORT = select(
+    *(
+        _PASSPORTS.c[name]
+        for name in (
+            "id",
+            "source_file",
+            "model",
+            "manufacturer",
+            "chemistry",
+            "chemistry_reason",
+            "chemistry_text",
+            "mass_g",
+            "soh_pct",
+            "damaged",
+            "fields_used",
+        )
+    )
+).where(_PASSPORTS.c.id == bindparam("b_id"))
+
+
+def find_passport(store: Store, passport_id: str) -> Passport | None:
+    """The stored passport with this id, parsed for fusion: the line's lookup per cell."""
+    with store.engine.connect() as conn:
+        row = conn.execute(_FIND_PASSPORT, {"b_id": passport_id}).first()
+    return passport_of(row) if row is not None else None
+
+
+def passport_of(row: Any) -> Passport:
+    """The stored passport (ORM or Core row) as the parsed `Passport` fusion takes."""
     return Passport(
         source=row.source_file or f"store:{row.id}",
         passport_id=row.id,

@@ -109,6 +109,7 @@ class SimHardware:
         rate: float = 20.0,
         max_cells: int | None = None,
         dwell_scale: float = 1.0,
+        warm_mixtures: bool = False,
         port_offset: int = 0,
         **plc_options: Any,
     ) -> SimHardware:
@@ -130,6 +131,7 @@ class SimHardware:
                 base_port=cfg.sim.xrf_port + port_offset,
                 seed=cfg.sim.seed,
                 dwell_scale=dwell_scale,
+                warm_mixtures=warm_mixtures,
             )
             if cfg.sim.xrf_heads
             else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from plant.historian import Historian
 from plant.hydromet import HydrometRunner
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
-from plant.passports import import_simulated_passports, lookup_passport, passport_of
+from plant.passports import find_passport, import_simulated_passports
 from plant.rig import open_rig
 from plant.routing import RoutingRules, load_rules
 from plant.setpoints import mark_applied, pending_setpoints
@@ -68,6 +69,7 @@ class RunOptions:
     host: str | None = None
     port: int | None = None
     start_line: bool = True
+    warm_sim: bool = False  # simulated XRF precomputes mixtures too (benchmarks)
 
 
 def _set_pdeathsig() -> None:
@@ -92,6 +94,8 @@ def spawn_sim(config_dir: Path, opts: RunOptions) -> subprocess.Popen[bytes]:
     ]
     if opts.cells is not None:
         cmd += ["--cells", str(opts.cells)]
+    if opts.warm_sim:
+        cmd.append("--warm-mixtures")
     return subprocess.Popen(cmd, preexec_fn=_set_pdeathsig)
 
 
@@ -172,7 +176,13 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     rules = load_rules(config_dir)
     registry = Registry(cfg.plant.data_dir / "models")
     model = registry.active_model()
-    decider = Decider(model.classifier, rules, model.version, cfg.line.classify_batch_max)
+    decider = Decider(
+        model.classifier,
+        rules,
+        model.version,
+        cfg.line.classify_batch_max,
+        cfg.line.classify_window_s,
+    )
     proc: subprocess.Popen[bytes] | None = None
     if opts.simulate:
         proc = spawn_sim(config_dir, opts)
@@ -184,8 +194,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     passports_ready = 0
 
     async def lookup(pid: str) -> Any:
-        row = await asyncio.to_thread(lookup_passport, store, pid)
-        return passport_of(row) if row is not None else None
+        return await asyncio.to_thread(find_passport, store, pid)
 
     async def extend_passports(upto: int) -> None:
         nonlocal passports_ready
@@ -278,6 +287,10 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         latency=DECISION_LATENCY.labels(line),
     )
     await extend_passports(max(opts.cells or 0, PASSPORT_CHUNK))
+    # Startup leaves a large heap (model, libraries, passports). Frozen, it is skipped by the
+    # collector's full passes, which otherwise stall the line for ~0.1 s every few seconds.
+    gc.collect()
+    gc.freeze()
     server = None
     tasks: list[asyncio.Task[Any]] = []
     if opts.hmi:

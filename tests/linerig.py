@@ -22,7 +22,7 @@ from plant.decide import Decider
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
 from plant.line import ROUTES, LineEngine
-from plant.passports import import_simulated_passports, lookup_passport, passport_of
+from plant.passports import find_passport, import_simulated_passports
 from plant.rig import CameraLabels
 from plant.routing import load_rules
 from plant.store import Store
@@ -107,8 +107,7 @@ async def sim_line(
     decider = Decider(model.classifier, load_rules(CONFIG), model.version)
 
     async def lookup(pid: str) -> Any:
-        row = await asyncio.to_thread(lookup_passport, store, pid)
-        return passport_of(row) if row is not None else None
+        return await asyncio.to_thread(find_passport, store, pid)
 
     engine = LineEngine(
         line=line,

@@ -29,6 +29,7 @@ from drivers.sim.cells import CellStream
 from drivers.sim.profiles import PROFILES, InstrumentProfile
 from drivers.spectra import Spectrum
 from drivers.xrf import (
+    CHECK_SAMPLE,
     COUNTS_DTYPE,
     ELEMENT,
     MAX_LIVE_TIME_S,
@@ -47,6 +48,9 @@ ERROR_QUEUE = 16
 GARBAGE = b"\x00\x17#9Z\xffgarbage;;\n"
 _CELL = re.compile(r"CELL:(\d{1,12})")
 _PELLET = re.compile(r"PELLET:(.+)")
+# The simulated heads' check standard: an NMC111 cathode reference pellet, wt% from
+# ../shared/reference/xrf-and-process.md (cathode compositions table).
+CHECK_STANDARD = {"Ni": 20.3, "Co": 20.4, "Mn": 19.0}
 
 
 class XrfFault(StrEnum):
@@ -388,9 +392,11 @@ class SimXrfHead:
         sample = _string(params)
         if not SAMPLE_ID.fullmatch(sample):
             raise ScpiError(-224, "Illegal parameter value; sample id: 1-64 of A-Z a-z 0-9 _.:/+-")
-        if not (_CELL.fullmatch(sample) or _PELLET.fullmatch(sample)):
+        if not (_CELL.fullmatch(sample) or _PELLET.fullmatch(sample) or sample == CHECK_SAMPLE):
             raise ScpiError(
-                -224, "Illegal parameter value; simulator knows CELL:<seq>, PELLET:<lot>"
+                -224,
+                "Illegal parameter value; simulator knows CELL:<seq>, PELLET:<lot>, "
+                + CHECK_SAMPLE,
             )
         self.sample_id = sample
         self.composition = None
@@ -517,6 +523,8 @@ class SimXrfHead:
                     xrfphysics.simulate_cell, truth, profile, live, rng
                 )
             else:
+                if sample == CHECK_SAMPLE:
+                    composition = CHECK_STANDARD
                 spectrum = await asyncio.to_thread(
                     partial(xrfphysics.simulate_material, source=sample),
                     composition or {},
@@ -574,6 +582,7 @@ class SimXrfStation:
         seed: int = 1,
         dwell_scale: float = 1.0,
         warm: bool = True,
+        warm_mixtures: bool = False,
     ) -> None:
         if n_heads < 1:
             raise ValueError(f"an XRF station needs at least one head, got {n_heads}")
@@ -594,6 +603,7 @@ class SimXrfStation:
             for k in range(n_heads)
         ]
         self.warm = warm
+        self.warm_mixtures = warm_mixtures
 
     @property
     def ports(self) -> list[int]:
@@ -603,7 +613,7 @@ class SimXrfStation:
         """Warm each distinct profile once, then start every head (all or none)."""
         if self.warm:
             names = tuple({h.base_profile.name for h in self.heads} & set(PROFILES))
-            await asyncio.to_thread(xrfphysics.warm, names)
+            await asyncio.to_thread(xrfphysics.warm, names, mixtures=self.warm_mixtures)
         started: list[SimXrfHead] = []
         try:
             for head in self.heads:

@@ -22,6 +22,13 @@ def sim(
         float,
         typer.Option(help="XRF dwell = live time x this (0: answer at once, for benchmarks)."),
     ] = 1.0,
+    warm_mixtures: Annotated[
+        bool,
+        typer.Option(
+            help="Precompute the XRF spectra of 70/30 mixtures too before listening (~5 s): "
+            "steady XRF response times for benchmarks."
+        ),
+    ] = False,
 ) -> None:
     """Start the simulated PLC (Modbus TCP) and XRF heads (SCPI) on the ports in plant.toml."""
     from plant.rig import SimHardware  # heavy: simulators, xraylib
@@ -30,7 +37,12 @@ def sim(
     cfg = c.plant()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     hw = SimHardware.from_config(
-        cfg, c.config_dir, rate=rate, max_cells=cells, dwell_scale=dwell_scale
+        cfg,
+        c.config_dir,
+        rate=rate,
+        max_cells=cells,
+        dwell_scale=dwell_scale,
+        warm_mixtures=warm_mixtures,
     )
 
     async def main() -> None:

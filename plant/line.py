@@ -215,7 +215,7 @@ class LineEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._alarm_states: dict[str, bool] = {}
         self._draining = False  # infeed stopped until in-flight cells are resolved
-        self._stored_max_seq = 0  # newest seq with a row at start: above it, no row can exist
+        self._stored_max_seq = 0  # newest seq with a row: above it, no row can exist yet
         self._measuring = 0  # cells between detection and their evidence
         decider.coming = lambda: self._measuring
 
@@ -361,8 +361,22 @@ class LineEngine:
                 await self._take(flight)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except PlcError as exc:
                 await self._plc_outage(exc)
+            except Exception as exc:  # the record could not be written: the cell stays untaken
+                if not self._alarm_states.get("record"):
+                    log.exception("cell %s: detection not recorded; retrying", seq)
+                    self.alarms.raise_(
+                        "line",
+                        "record_failed",
+                        f"cell {seq} not recorded: {exc}",
+                        AlarmPriority.high,
+                    )
+                    self._alarm_states["record"] = True
+                await asyncio.sleep(0.5)
+            else:
+                if self._alarm_states.pop("record", False):
+                    self.alarms.clear("line", "record_failed")
 
     async def _take(self, flight: Flight) -> None:
         """Commit the detected cell and start work on it, then take it from the PLC's FIFO.
@@ -409,6 +423,7 @@ class LineEngine:
         )
         pk = res.inserted_primary_key
         assert pk is not None
+        self._stored_max_seq = max(self._stored_max_seq, f.seq)
         return int(pk[0]), CellState.detected
 
     # -- one cell ----------------------------------------------------------------------------

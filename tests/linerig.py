@@ -24,7 +24,7 @@ from plant.events import EventBus
 from plant.line import ROUTES, LineEngine
 from plant.passports import find_passport, import_simulated_passports
 from plant.rig import CameraLabels
-from plant.routing import load_rules
+from plant.routing import RoutingRules, load_rules
 from plant.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,16 +86,21 @@ async def sim_line(
     line: str = "L1",
     settings: dict[str, Any] | None = None,
     bus: EventBus | None = None,
+    stream: CellStream | None = None,
+    rules: RoutingRules | None = None,
     **plc_options: Any,
 ) -> AsyncIterator[SimLine]:
-    """Start simulators and an engine; stop everything on exit."""
+    """Start simulators and an engine; stop everything on exit.
+
+    `stream` replaces the default cells of `seed` (every simulator sees the same), `rules` the
+    routing rules of config/routing.toml."""
     tags = load_tag_map(CONFIG / "plc.toml")
-    stream = CellStream(seed)
+    stream = stream if stream is not None else CellStream(seed)
     plc_sim = SimPlc(
         tags, port=0, seed=seed, rate_cells_s=rate, max_cells=cells, cells=stream, **plc_options
     )
     await plc_sim.start()
-    xrf_sim = SimXrfStation(heads, base_port=0, seed=seed, dwell_scale=0.0)
+    xrf_sim = SimXrfStation(heads, base_port=0, seed=seed, dwell_scale=0.0, stream=stream)
     await xrf_sim.start()
     await asyncio.to_thread(import_simulated_passports, store, stream, range(1, cells + 1))
     client = PlcClient("127.0.0.1", plc_sim.port, tags)
@@ -104,7 +109,7 @@ async def sim_line(
         for i, p in enumerate(xrf_sim.ports)
     ]
     model = Registry(Path(tmp_registry())).active_model()  # the committed default
-    decider = Decider(model.classifier, load_rules(CONFIG), model.version)
+    decider = Decider(model.classifier, rules or load_rules(CONFIG), model.version)
 
     async def lookup(pid: str) -> Any:
         return await asyncio.to_thread(find_passport, store, pid)

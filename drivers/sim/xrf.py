@@ -583,12 +583,13 @@ class SimXrfStation:
         dwell_scale: float = 1.0,
         warm: bool = True,
         warm_mixtures: bool = False,
+        stream: CellStream | None = None,
     ) -> None:
         if n_heads < 1:
             raise ValueError(f"an XRF station needs at least one head, got {n_heads}")
         if len(profiles) not in (1, n_heads):
             raise ValueError(f"give 1 or {n_heads} XRF profiles, got {len(profiles)}")
-        stream = CellStream(seed)
+        stream = stream if stream is not None else CellStream(seed)
         self.heads = [
             SimXrfHead(
                 host,

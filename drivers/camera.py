@@ -88,13 +88,14 @@ class QrDecoder:
 
 # (payload bytes or b"", whether a symbol was located); a str instead of bytes says why the
 # label cannot be trusted although symbols decoded.
-_QR_ONLY = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
 _Detector = Callable[[npt.NDArray[np.uint8]], tuple[bytes | str, bool]]
 
 
 def _zxing(grey: npt.NDArray[np.uint8]) -> tuple[bytes | str, bool]:
     """zxing-cpp: every QR symbol on the label; more than one distinct payload is refused."""
-    found = zxingcpp.read_barcodes(grey, formats=_QR_ONLY, return_errors=True)
+    # No module-level BarcodeFormats object: nanobind reports one alive at exit as a leak.
+    qr_only = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+    found = zxingcpp.read_barcodes(grey, formats=qr_only, return_errors=True)
     payloads = {bytes(b.bytes) for b in found if b.valid}
     if len(payloads) > 1:
         return f"{len(payloads)} different QR codes on the label: none is taken", True

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from drivers.plc import PlcError
@@ -43,7 +43,7 @@ from plant.domain import (
 )
 from plant.events import Event, EventBus
 from plant.lots import LotPolicy, LotTracker
-from plant.store import CellRow, Store, utcnow
+from plant.store import CellRow, Store, table_of, update_by_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -63,44 +63,37 @@ POLL_TAGS = (
 STATUS_TAGS = ("line.running", *BUFFER_TAGS)
 STATUS_PERIOD_S = 0.05
 
-# Per-cell statements, built once, in SQLAlchemy Core: the ORM's per-statement work (building,
-# cache keys, session sync) was most of the controller's CPU per cell (docs/bench.md).
-_CELLS: Table = CellRow.__table__  # type: ignore[assignment]
+# Per-cell statements, built once, in Core (plant/store.py `update_by_id` says why).
+_CELLS = table_of(CellRow)
 _FIND_CELL = select(_CELLS.c.id, _CELLS.c.state).where(
     _CELLS.c.line == bindparam("b_line"), _CELLS.c.seq == bindparam("b_seq")
 )
 _INSERT_CELL = insert(_CELLS)
-_RECORD_DECISION = (
-    update(_CELLS)
-    .where(_CELLS.c.id == bindparam("b_id"))
-    .values(
-        {
-            c: bindparam(f"b_{c}")
-            for c in (
-                "passport_id",
-                "spectrum_ref",
-                "chemistry",
-                "confidence",
-                "decision_source",
-                "route",
-                "reason",
-                "model_version",
-                "state",
-                "updated_at",
-            )
-        }
-    )
+_RECORD_DECISION = update_by_id(
+    _CELLS,
+    **{
+        c: bindparam(f"b_{c}")
+        for c in (
+            "passport_id",
+            "spectrum_ref",
+            "chemistry",
+            "confidence",
+            "decision_source",
+            "route",
+            "reason",
+            "model_version",
+            "state",
+            "updated_at",
+        )
+    },
 )
-_MARK_FINAL = (
-    update(_CELLS)
-    .where(_CELLS.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        route=bindparam("b_route"),
-        updated_at=bindparam("b_updated_at"),
-        reason=func.coalesce(bindparam("b_reason"), _CELLS.c.reason),
-        lot_id=func.coalesce(bindparam("b_lot_id"), _CELLS.c.lot_id),
-    )
+_MARK_FINAL = update_by_id(
+    _CELLS,
+    state=bindparam("b_state"),
+    route=bindparam("b_route"),
+    updated_at=bindparam("b_updated_at"),
+    reason=func.coalesce(bindparam("b_reason"), _CELLS.c.reason),
+    lot_id=func.coalesce(bindparam("b_lot_id"), _CELLS.c.lot_id),
 )
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from plant.domain import Chemistry, Route
-from plant.store import LotRow
+from plant.store import LotRow, table_of, update_by_id
 
 # Cathode active material composition, wt% (../shared/reference/xrf-and-process.md §2.1).
 CATHODE_WT: dict[str, dict[str, float]] = {
@@ -135,20 +135,17 @@ class LotTracker:
         )
 
 
-_LOTS: Table = LotRow.__table__  # type: ignore[assignment]
-# Written once per confirmed cell: built once, in Core (plant/line.py says why).
-_WRITE_LOT = (
-    update(_LOTS)
-    .where(_LOTS.c.id == bindparam("b_id"))
-    .values(
-        mass_g=bindparam("b_mass_g"),
-        cell_count=bindparam("b_cell_count"),
-        metals_g=bindparam("b_metals_g", type_=_LOTS.c.metals_g.type),
-        state=func.coalesce(bindparam("b_state", type_=_LOTS.c.state.type), _LOTS.c.state),
-        closed_at=func.coalesce(
-            bindparam("b_closed_at", type_=_LOTS.c.closed_at.type), _LOTS.c.closed_at
-        ),
-    )
+_LOTS = table_of(LotRow)
+# Written once per confirmed cell: built once, in Core (plant/store.py `update_by_id`).
+_WRITE_LOT = update_by_id(
+    _LOTS,
+    mass_g=bindparam("b_mass_g"),
+    cell_count=bindparam("b_cell_count"),
+    metals_g=bindparam("b_metals_g", type_=_LOTS.c.metals_g.type),
+    state=func.coalesce(bindparam("b_state", type_=_LOTS.c.state.type), _LOTS.c.state),
+    closed_at=func.coalesce(
+        bindparam("b_closed_at", type_=_LOTS.c.closed_at.type), _LOTS.c.closed_at
+    ),
 )
 
 

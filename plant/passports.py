@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from drivers.sim.cells import CellStream
@@ -23,7 +23,7 @@ from models.passport import (
     load_document,
     passport_from_document,
 )
-from plant.store import PassportRow, Store, utcnow
+from plant.store import PassportRow, Store, table_of, utcnow
 
 CHUNK = 1000  # rows per INSERT ... ON CONFLICT statement
 
@@ -161,8 +161,8 @@ def lookup_passport(store: Store, passport_id: str) -> PassportRow | None:
         return s.get(PassportRow, passport_id)
 
 
-_PASSPORTS: Table = PassportRow.__table__  # type: ignore[assignment]
-# The line's per-cell lookup: the columns `passport_of` reads, in Core (plant/line.py says why).
+_PASSPORTS = table_of(PassportRow)
+# The line's per-cell lookup: the columns `passport_of` reads, in Core (as the line's writes).
 _FIND_PASSPORT = select(
     *(
         _PASSPORTS.c[name]

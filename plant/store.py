@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -17,13 +17,17 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    Update,
+    bindparam,
     create_engine,
     event,
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -40,6 +44,18 @@ class Base(DeclarativeBase):
         datetime: DateTime(timezone=True),
         dict[str, Any]: JSON,
     }
+
+
+def table_of(row: type[Base]) -> Table:
+    """The Core table of an ORM class, for statements built once and run many times."""
+    return cast(Table, row.__table__)
+
+
+def update_by_id(table: Table, **values: Any) -> Update:
+    """UPDATE of one row by its primary key `id`, bound as `b_id`. The line's per-cell writes
+    are built once like this, in Core: building ORM statements per cell cost more CPU than the
+    rest of the cell (docs/line.md)."""
+    return update(table).where(table.c.id == bindparam("b_id")).values(**values)
 
 
 class CellRow(Base):

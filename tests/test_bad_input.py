@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import segno
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from typer.testing import CliRunner
@@ -742,9 +742,12 @@ def test_hostile_passports_that_parse_are_decided_not_crashed(
     for path in data.draw(st.lists(st.sampled_from(PASSPORT_PATHS[model_name]), max_size=3)):
         _set(doc, path, data.draw(json_value))
     passport = passport_contract(json.dumps(doc).encode(), "hostile.json")
-    assume(passport is not None)
+    if passport is None:
+        # Refused with an error naming the file (the contract checked it). Not assume(): most
+        # hostile documents are refused, and filtering them away fails Hypothesis' health check.
+        return
     (d,) = decide_batch([Evidence(passport=passport)], model.classifier, rules, model.version)
-    if passport is not None and passport.chemistry == "UNKNOWN":
+    if passport.chemistry == "UNKNOWN":
         assert d.route is Route.quarantine
 
 

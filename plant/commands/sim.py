@@ -31,7 +31,11 @@ def sim(
     ] = False,
 ) -> None:
     """Start the simulated PLC (Modbus TCP) and XRF heads (SCPI) on the ports in plant.toml."""
+    from threadpoolctl import threadpool_limits
+
     from plant.rig import SimHardware  # heavy: simulators, xraylib
+
+    threadpool_limits(1)  # small arrays: idle BLAS threads would only spin (plant/runner.py)
 
     c = ctx_of(ctx)
     cfg = c.plant()

@@ -38,8 +38,7 @@ def test_xrf_stall_passport_decides_or_quarantine_then_recovers(sqlite_url: str)
 
     async def scenario() -> dict[str, int]:
         async with sim_line(store, cells=n, rate=60.0, settings={"xrf_timeout_s": 0.5}) as rig:
-            while rig.engine.stats.finished < 40:
-                await asyncio.sleep(0.02)
+            await rig.wait_final(40)
             for head in rig.xrf_sim.heads:
                 head.fault = XrfFault.stall
             while rig.engine.xrf_state != "degraded":
@@ -71,8 +70,7 @@ def test_plc_exception_storm_stops_alarms_and_recovers(sqlite_url: str) -> None:
 
     async def scenario() -> dict[str, int]:
         async with sim_line(store, cells=n, rate=100.0) as rig:
-            while rig.engine.stats.finished < 50:
-                await asyncio.sleep(0.02)
+            await rig.wait_final(50)
             rig.plc_sim.faults.exception_code = 4  # server device failure on every request
             while rig.engine.plc_state != "down":
                 await asyncio.sleep(0.02)
@@ -111,8 +109,7 @@ def test_postgres_restart_during_a_run_loses_nothing(pg_url: str) -> None:
 
     async def scenario() -> dict[str, int]:
         async with sim_line(store, cells=n, rate=100.0) as rig:
-            while rig.engine.stats.finished < 60:
-                await asyncio.sleep(0.02)
+            await rig.wait_final(60)
             await asyncio.to_thread(subprocess.run, cmd, check=True, timeout=60)
             await rig.wait_final(n, timeout=180)
             return rig.plc_counters()

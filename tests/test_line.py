@@ -65,8 +65,7 @@ def test_plc_drop_stops_alarms_and_resumes_without_loss(sqlite_url: str) -> None
 
     async def scenario() -> tuple[dict[str, int], list[str]]:
         async with sim_line(store, cells=n, rate=150.0) as rig:
-            while rig.engine.stats.finished < 80:
-                await asyncio.sleep(0.02)
+            await rig.wait_final(80)
             await rig.plc_sim.set_offline(True)  # PLC gone: connections refused
             rig.plc_sim.drop_connections()
             while rig.engine.plc_state != "down":

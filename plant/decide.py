@@ -62,6 +62,9 @@ def decide_batch(
     return out
 
 
+BACKLOG = 2  # cells still being measured that make a batch worth waiting for
+
+
 class Decider:
     """Micro-batching front of `decide_batch` for concurrent cells."""
 
@@ -96,23 +99,23 @@ class Decider:
     async def warm_up(self, spectra: Sequence[Spectrum]) -> None:
         """Decide these spectra once and discard the result: the first call for a calibration
         builds the fit's design matrices (~0.1 s), which the first cells must not wait for."""
-        await asyncio.to_thread(
-            decide_batch,
-            [Evidence(spectrum=s) for s in spectra],
-            self.classifier,
-            self.rules,
-            self.model_version,
+        await self._decide_in_thread([Evidence(spectrum=s) for s in spectra])
+
+    async def _decide_in_thread(self, items: Sequence[Evidence]) -> list[Decision]:
+        return await asyncio.to_thread(
+            decide_batch, items, self.classifier, self.rules, self.model_version
         )
 
     async def _gather(self) -> None:
         """Wait (at most `window_s`) for the cells still being measured to join this batch.
 
         A batch of one costs about as much as a batch of eight (fixed numpy work per call),
-        so under load a few ms of waiting saves CPU; a cell alone never waits.
+        so under load a few ms of waiting saves CPU. Only under load: with fewer than
+        `BACKLOG` cells behind it, a cell does not wait (its latency matters more).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.window_s
-        while self.coming() > 0 and len(self._pending) < self.max_batch:
+        while self.coming() >= BACKLOG and len(self._pending) < self.max_batch:
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -128,13 +131,7 @@ class Decider:
                 self._pending[self.max_batch :],
             )
             try:
-                decisions = await asyncio.to_thread(
-                    decide_batch,
-                    [ev for ev, _ in batch],
-                    self.classifier,
-                    self.rules,
-                    self.model_version,
-                )
+                decisions = await self._decide_in_thread([ev for ev, _ in batch])
             except Exception as exc:
                 for _, fut in batch:
                     if not fut.done():

@@ -15,10 +15,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy import bindparam, func, insert, select
@@ -46,6 +46,7 @@ from plant.lots import LotPolicy, LotTracker
 from plant.store import CellRow, Store, table_of, update_by_id, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROUTES = tuple(r.value for r in Route)
 COUNTER_TAGS = tuple(f"counters.{r}" for r in ROUTES)
@@ -380,6 +381,9 @@ class LineEngine:
         """
         seq = flight.seq
         if seq not in self._flights:
+            # Measuring only reads the cell, so it starts now, beside the detection's commit
+            # (if that fails, the cell stays untaken and this measurement is dropped).
+            measuring = self._spawn(self._measure(flight))
             flight.row_id, state = await self.db.run(lambda s: self._insert_detected(s, flight))
             if state in FINAL_STATES:  # decided while its take was in doubt: just take it
                 await self.plc.write("infeed.taken_seq", seq)
@@ -389,9 +393,7 @@ class LineEngine:
             self._flights[seq] = flight
             if self._next_divert is None:
                 self._next_divert = seq
-            task = asyncio.create_task(self._cell(flight))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._cell(flight, measuring))
         await self.plc.write("infeed.taken_seq", seq)
         self._last_taken = seq
 
@@ -420,14 +422,10 @@ class LineEngine:
         return int(pk[0]), CellState.detected
 
     # -- one cell ----------------------------------------------------------------------------
-    async def _cell(self, f: Flight) -> None:
-        """Measure, classify and decide one cell; any failure decides quarantine."""
+    async def _cell(self, f: Flight, measuring: asyncio.Task[Evidence]) -> None:
+        """Classify and decide one measured cell; any failure decides quarantine."""
         try:
-            self._measuring += 1
-            try:
-                evidence = await self._measure(f)
-            finally:
-                self._measuring -= 1
+            evidence = await measuring
             decision = await self.decider.decide(evidence)
         except asyncio.CancelledError:
             raise
@@ -448,6 +446,13 @@ class LineEngine:
 
     async def _measure(self, f: Flight) -> Evidence:
         """Label + passport and XRF spectrum, concurrently."""
+        self._measuring += 1
+        try:
+            return await self._evidence(f)
+        finally:
+            self._measuring -= 1
+
+    async def _evidence(self, f: Flight) -> Evidence:
         label_task = asyncio.create_task(self._label(f.seq))
         spectrum: Spectrum | None = None
         spectrum_error: str | None = None
@@ -668,9 +673,7 @@ class LineEngine:
             await self.db.run(lambda s: self._mark(s, f, state, route, reason, lot=lot))
             self._count(f, route)
 
-        task = asyncio.create_task(book())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(book())
 
     def _mark(
         self, s: Session, f: Flight, state: str, route: str, reason: str | None, *, lot: bool
@@ -778,9 +781,14 @@ class LineEngine:
 
     def alarms_later(self, fn: Callable[[], Any]) -> None:
         """Alarm writes about the database itself must not block the loop on that database."""
-        task = asyncio.create_task(asyncio.to_thread(_try, fn))
+        self._spawn(asyncio.to_thread(_try, fn))
+
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task the engine cancels when it stops."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- restart -----------------------------------------------------------------------------
     async def _recover(self) -> None:

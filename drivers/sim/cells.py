@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 import numpy as np
 
@@ -109,7 +110,15 @@ class CellStream:
     seed: int = 1
     mix: StreamMix = field(default_factory=StreamMix)
 
+    def __post_init__(self) -> None:
+        # PLC, XRF heads and camera each ask for a cell's truth; drawing it costs ~0.1 ms.
+        object.__setattr__(self, "_cached", lru_cache(maxsize=4096)(self._draw))
+
     def truth(self, seq: int) -> CellTruth:
+        """The truth of cell `seq`."""
+        return self._cached(seq)  # type: ignore[attr-defined,no-any-return]
+
+    def _draw(self, seq: int) -> CellTruth:
         rng = np.random.default_rng([self.seed, seq])
         mix = self.mix
         chem = _pick(rng, mix.chemistry)

@@ -87,6 +87,8 @@ _READERS: dict[str, str] = {
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NEVER_CONNECTED = "not connected yet"
+# Masses of the cells a line PLC shows behind its infeed FIFO head, k = 1, 2, ... (docs/plc.md)
+NEXT_MASS = "infeed.next.{}.mass_g"
 _TAG_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 
@@ -316,6 +318,14 @@ class TagMap(_Strict):
                     f"polling group '{name}': interval_s {group.interval_s:g} must be longer "
                     f"than the request timeout {timeout_s:g} s"
                 )
+
+    def series(self, pattern: str) -> tuple[str, ...]:
+        """Tags `pattern` with k = 1, 2, ... filled in, in order, up to the first one missing
+        (e.g. "infeed.next.{}.mass_g": the cells a PLC shows behind its FIFO head)."""
+        names: list[str] = []
+        while (name := pattern.format(len(names) + 1)) in self.tags:
+            names.append(name)
+        return tuple(names)
 
     def table_size(self, table: str) -> int:
         """One past the highest address used in a table (0 if the table is unused)."""

@@ -35,7 +35,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from sqlalchemy import func, select
 
 from drivers.camera import DETECTORS, QrDecoder, passport_id_from_payload
-from drivers.plc import TagMap
+from drivers.plc import NEXT_MASS, TagMap
 from drivers.sim.camera import SimCamera
 from drivers.sim.cells import CellStream
 from drivers.sim.profiles import PROFILES
@@ -364,15 +364,14 @@ async def time_pairs(n: int, pair: Callable[[], Awaitable[None]]) -> list[float]
 async def bare_modbus_rtt(host: str, port: int, tags: TagMap, n: int = 2000) -> list[float]:
     """Seconds per bare pymodbus write+read pair of the line's shape: the protocol's floor."""
     taken = tags.tag("infeed.taken_seq")
-    first = tags.tag(POLL_TAGS[0])
-    block = tags.plan_reads(POLL_TAGS)[0]
+    (block,) = tags.plan_reads((*POLL_TAGS, *tags.series(NEXT_MASS)))  # the engine's poll
     raw = AsyncModbusTcpClient(host, port=port, retries=0, reconnect_delay=0)
     if not await raw.connect():
         raise BenchError(f"no Modbus TCP answer at {host}:{port}")
 
     async def pair() -> None:
         await raw.write_registers(taken.address, [0, 0])  # taken_seq 0: a no-op for the PLC
-        await raw.read_input_registers(first.address, count=block.count)
+        await raw.read_input_registers(block.address, count=block.count)
 
     try:
         return await time_pairs(n, pair)

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from drivers.plc import PlcError
+from drivers.plc import NEXT_MASS, PlcError, TagMap
 from drivers.spectra import Spectrum
 from plant.alarms import Alarms
 from plant.config import LineSection
@@ -56,6 +56,7 @@ BUFFER_TAGS = tuple(f"buffer.{r}_full" for r in ROUTES)
 POLL_TAGS = (
     "infeed.cell_seq",
     "infeed.cell_mass_g",
+    "infeed.queue_len",
     "diverter.ack_seq",
     "diverter.ack_target",
     *COUNTER_TAGS,
@@ -100,6 +101,8 @@ _MARK_FINAL = update_by_id(
 
 class Plc(Protocol):
     """What the engine needs of the PLC client (drivers/plc.py)."""
+
+    tag_map: TagMap
 
     async def read(self, *tags: str) -> dict[str, Any]: ...
     async def write(self, tag: str, value: Any) -> None: ...
@@ -211,6 +214,9 @@ class LineEngine:
         self._draining = False  # infeed stopped until in-flight cells are resolved
         self._stored_max_seq = 0  # newest seq with a row: above it, no row can exist yet
         self._measuring = 0  # cells between detection and their evidence
+        # Cells the PLC shows behind the FIFO head (docs/plc.md); an older map shows none.
+        self._next_masses = plc.tag_map.series(NEXT_MASS)
+        self._poll_tags = (*POLL_TAGS, *self._next_masses)
         decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -261,7 +267,7 @@ class LineEngine:
         delay = 0.1
         while not self._stop.is_set():
             try:
-                self.last_poll = await self.plc.read(*POLL_TAGS)
+                self.last_poll = await self.plc.read(*self._poll_tags)
                 self._apply_ack(self.last_poll)
             except Exception as exc:
                 self._plc_down(exc)
@@ -315,7 +321,7 @@ class LineEngine:
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
-                poll = await self.plc.read(*POLL_TAGS)
+                poll = await self.plc.read(*self._poll_tags)
                 if time.monotonic() >= next_status:
                     self.status_bits = await self.plc.read(*STATUS_TAGS)
                     self.running = bool(self.status_bits["line.running"])
@@ -346,13 +352,13 @@ class LineEngine:
                     await self._plc_outage(exc)
                     continue
                 self._draining = False
-            seq = int(poll["infeed.cell_seq"])
-            if seq == 0 or seq <= self._last_taken:
+            flights = self._queued(poll, t_seen)
+            if not flights:
                 await asyncio.sleep(idle)
                 continue
-            flight = Flight(seq, float(poll["infeed.cell_mass_g"]), t_seen)
+            seq = flights[0].seq
             try:
-                await self._take(flight)
+                await self._take(flights)
             except asyncio.CancelledError:
                 raise
             except PlcError as exc:
@@ -372,30 +378,45 @@ class LineEngine:
                 if self._alarm_states.pop("record", False):
                     self.alarms.clear("line", "record_failed")
 
-    async def _take(self, flight: Flight) -> None:
-        """Commit the detected cell and start work on it, then take it from the PLC's FIFO.
+    def _queued(self, poll: Mapping[str, Any], t_seen: float) -> list[Flight]:
+        """The cells to take now: the FIFO head and the cells the PLC shows behind it
+        (`infeed.next.<k>.mass_g`, seq = head + k), as many as the in-flight limit allows."""
+        seq = int(poll["infeed.cell_seq"])
+        if seq == 0 or seq <= self._last_taken:
+            return []
+        room = self.settings.max_in_flight - len(self._flights)
+        n = min(int(poll["infeed.queue_len"]), 1 + len(self._next_masses), room)
+        if n < 1 and seq in self._flights:
+            n = 1  # its take is in doubt: repeat it whatever the limit
+        masses = [poll["infeed.cell_mass_g"], *(poll[t] for t in self._next_masses)]
+        return [Flight(seq + k, float(masses[k]), t_seen) for k in range(n)]
+
+    async def _take(self, flights: list[Flight]) -> None:
+        """Commit the detected cells and start work on them, then take them from the PLC's
+        FIFO in one write (the seq of the last; the PLC pops the queue up to it).
 
         The take is idempotent (re-writing an old `taken_seq` does nothing), so a write whose
-        answer was lost is simply repeated when the PLC still shows the cell; a cell already
+        answer was lost is simply repeated when the PLC still shows the cells; a cell already
         in flight is never started twice.
         """
-        seq = flight.seq
-        if seq not in self._flights:
-            # Measuring only reads the cell, so it starts now, beside the detection's commit
-            # (if that fails, the cell stays untaken and this measurement is dropped).
-            measuring = self._spawn(self._measure(flight))
-            flight.row_id, state = await self.db.run(lambda s: self._insert_detected(s, flight))
-            if state in FINAL_STATES:  # decided while its take was in doubt: just take it
-                await self.plc.write("infeed.taken_seq", seq)
-                self._last_taken = seq
-                return
-            self.stats.detected += 1
-            self._flights[seq] = flight
-            if self._next_divert is None:
-                self._next_divert = seq
-            self._spawn(self._cell(flight, measuring))
-        await self.plc.write("infeed.taken_seq", seq)
-        self._last_taken = seq
+        new = [f for f in flights if f.seq not in self._flights]
+        if new:
+            # Measuring only reads a cell, so it starts now, beside the detection's commit
+            # (if that fails, the cells stay untaken and these measurements are dropped).
+            measuring = [self._spawn(self._measure(f)) for f in new]
+            rows = await self.db.run(lambda s: [self._insert_detected(s, f) for f in new])
+            for f, (row_id, state), task in zip(new, rows, measuring, strict=True):
+                f.row_id = row_id
+                if state in FINAL_STATES:  # decided while its take was in doubt: just take it
+                    continue
+                self.stats.detected += 1
+                self._flights[f.seq] = f
+                if self._next_divert is None:
+                    self._next_divert = f.seq
+                self._spawn(self._cell(f, task))
+        last = flights[-1].seq
+        await self.plc.write("infeed.taken_seq", last)
+        self._last_taken = last
 
     def _insert_detected(self, s: Session, f: Flight) -> tuple[int, str]:
         """The cell's row id and state: existing (left by a crash or an unsure take) or new."""
@@ -622,7 +643,12 @@ class LineEngine:
         return ROUTE_BY_CODE.get(self._ack_target)
 
     async def _wait_ack(self, seq: int) -> bool:
-        """True once the PLC acked `seq`; the timeout only runs while the PLC is reachable."""
+        """True once the PLC acked `seq`; the timeout only runs while the PLC is reachable.
+
+        The diverter, one command at a time, must not wait on the infeed poll's pace: it reads
+        the ack itself, then every poll period until it comes (the infeed poll's ack counts
+        too).
+        """
         timeout = self.settings.diverter_ack_timeout_s
         deadline = time.monotonic() + timeout
         while self._ack_seq < seq:
@@ -630,16 +656,17 @@ class LineEngine:
                 await self.plc_ok.wait()
                 deadline = time.monotonic() + timeout
                 continue
+            with contextlib.suppress(PlcError):
+                self._apply_ack(await self.plc.read("diverter.ack_seq", "diverter.ack_target"))
             left = deadline - time.monotonic()
-            if left <= 0:
-                # Last word from the PLC itself, not the poller (which may lag under load).
-                with contextlib.suppress(PlcError):
-                    self._apply_ack(await self.plc.read("diverter.ack_seq", "diverter.ack_target"))
-                return self._ack_seq >= seq
+            if self._ack_seq >= seq or left <= 0:
+                break
             self._ack_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ack_changed.wait(), min(left, 0.1))
-        return True
+                await asyncio.wait_for(
+                    self._ack_changed.wait(), min(left, self.settings.idle_poll_s)
+                )
+        return self._ack_seq >= seq
 
     async def _finish(self, f: Flight, executed: Route | None) -> None:
         """Book the cell to the route the PLC executed; no ack means a manual check."""

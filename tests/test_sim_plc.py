@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.plc import PlcClient, PlcExceptionError, TagMap, load_tag_map
+from drivers.plc import NEXT_MASS, PlcClient, PlcExceptionError, TagMap, load_tag_map
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import ROUTE_NAMES, SimPlc, SimPlcError
 from drivers.sim.process import LeachTank
@@ -90,17 +90,40 @@ def test_infeed_fifo_presents_cells_in_order_and_pops_on_taken_seq(tag_map: TagM
     run_with_sim(tag_map, scenario, seed=7, rate_cells_s=1000, max_cells=4)
 
 
-def test_taking_a_cell_that_is_not_the_head_is_refused(tag_map: TagMap) -> None:
+def test_taking_a_cell_that_was_never_detected_is_refused(tag_map: TagMap) -> None:
     async def scenario(sim: SimPlc, client: PlcClient) -> None:
         with pytest.raises(PlcExceptionError) as info:  # queue empty
             await client.write("infeed.taken_seq", 1)
         assert info.value.code == 3 and info.value.tags == ("infeed.taken_seq",)
         await arrived(client, sim, 3)
-        with pytest.raises(PlcExceptionError):  # skipping cells 1 and 2
-            await client.write("infeed.taken_seq", 3)
+        with pytest.raises(PlcExceptionError):  # only 3 cells arrived
+            await client.write("infeed.taken_seq", 4)
         assert (await client.read("infeed.cell_seq"))["infeed.cell_seq"] == 1
 
     run_with_sim(tag_map, scenario, rate_cells_s=1000, max_cells=3)
+
+
+def test_cells_behind_the_head_are_shown_and_taken_with_one_write(tag_map: TagMap) -> None:
+    truth = CellStream(3)
+    behind = tag_map.series(NEXT_MASS)
+    assert len(behind) == 7  # config/plc.toml shows 7 cells behind the head
+
+    async def scenario(sim: SimPlc, client: PlcClient) -> None:
+        await arrived(client, sim, 5)
+        view = await client.read(*HEAD, *behind)
+        assert view["infeed.cell_seq"] == 1 and view["infeed.queue_len"] == 5
+        masses = [view["infeed.cell_mass_g"], *(view[t] for t in behind)]
+        for k in range(5):  # seq = head + k
+            assert masses[k] == pytest.approx(truth.truth(1 + k).mass_g, abs=1e-4)
+        assert masses[5:] == [0.0, 0.0, 0.0]  # fewer queued than shown
+        await client.write("infeed.taken_seq", 3)  # takes cells 1, 2 and 3 at once
+        view = await client.read(*HEAD, *behind)
+        assert view["infeed.cell_seq"] == 4 and view["infeed.queue_len"] == 2
+        assert view[behind[0]] == pytest.approx(truth.truth(5).mass_g, abs=1e-4)
+        await client.write("infeed.taken_seq", 2)  # an old take repeated: nothing happens
+        assert (await client.read("infeed.cell_seq"))["infeed.cell_seq"] == 4
+
+    run_with_sim(tag_map, scenario, seed=3, rate_cells_s=1000, max_cells=5)
 
 
 def test_stop_cmd_stops_arrivals_but_keeps_queued_cells(tag_map: TagMap) -> None:

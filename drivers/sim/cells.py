@@ -13,6 +13,9 @@ from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
 
 # EV cathode shares 2023: NCM 66 %, LFP 24 %, NCA 10 % (../shared/reference/xrf-and-process.md
 # §2.1); NCM split over ratios, plus LCO/LMO and a few stray non-Li-ion cells.
@@ -93,9 +96,16 @@ class CellTruth:
 
 
 def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    keys = list(weights)
-    p = np.asarray([weights[k] for k in keys], dtype=float)
-    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+    """One key drawn by weight: what `rng.choice(len(keys), p=...)` draws (one uniform
+    against the cumulative weights), at a tenth of its cost (it runs for every cell)."""
+    keys, cdf = _cumulative(tuple(weights.items()))
+    return keys[int(cdf.searchsorted(rng.random(), side="right"))]
+
+
+@lru_cache(maxsize=64)
+def _cumulative(items: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], FloatArray]:
+    cdf = np.cumsum(np.asarray([w for _, w in items], dtype=float))
+    return tuple(k for k, _ in items), cdf / cdf[-1]
 
 
 def passport_uuid(seed: int, seq: int) -> str:

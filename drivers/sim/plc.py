@@ -2,8 +2,9 @@
 
 What it does (the contract the line engine relies on, documented in docs/plc.md):
 - Infeed FIFO: while cells are queued, the head is presented as `infeed.cell_present`=1,
-  `infeed.cell_seq`, `infeed.cell_mass_g` (cell_seq 0 = empty). Writing
-  `infeed.taken_seq` = head seq pops it in the write handler, so the next read shows the next
+  `infeed.cell_seq`, `infeed.cell_mass_g` (cell_seq 0 = empty), and the masses of the cells
+  behind it as `infeed.next.<k>.mass_g` (seq = head + k). Writing `infeed.taken_seq` = any
+  queued seq pops the queue up to it in the write handler, so the next read shows the next
   cell. Sequence numbers start at 1 and increase by one.
 - Diverter mailbox: a write covering [`diverter.target`, `diverter.seq`] queues a command;
   after `actuation_delay_s` the PLC counts it in `counters.<route>` and sets
@@ -34,7 +35,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
-from drivers.plc import BIT_TABLES, Tag, TagMap, Value
+from drivers.plc import BIT_TABLES, NEXT_MASS, Tag, TagMap, Value
 from drivers.sim.cells import CellStream
 from drivers.sim.process import LeachTank
 
@@ -133,6 +134,7 @@ class SimPlc:
         self._tags_by_table: dict[str, list[Tag]] = {t: [] for t in _TABLE_ORDER}
         for tag in tag_map.tags.values():
             self._tags_by_table[tag.table].append(tag)
+        self._next_masses = tag_map.series(NEXT_MASS)  # cells shown behind the FIFO head
         self._server: ModbusTcpServer | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -271,17 +273,15 @@ class SimPlc:
             self._mirror[tag.table][tag.address : tag.end] = [int(w) for w in tag.encode(value)]
 
     def _present_head(self) -> None:
-        """Show the queue head (or an empty queue) in the infeed tags."""
+        """Show the queue head and the cells behind it (or an empty queue) in the infeed tags."""
         f = self._feeder
-        if f.arrived > f.taken:
-            head = f.taken + 1
-            self._set("infeed.cell_present", True)
-            self._set("infeed.cell_seq", head)
-            self._set("infeed.cell_mass_g", self.cells.truth(head).mass_g)
-        else:
-            self._set("infeed.cell_present", False)
-            self._set("infeed.cell_seq", 0)
-            self._set("infeed.cell_mass_g", 0.0)
+        head = f.taken + 1
+        present = f.arrived >= head
+        self._set("infeed.cell_present", present)
+        self._set("infeed.cell_seq", head if present else 0)
+        for k, name in enumerate(("infeed.cell_mass_g", *self._next_masses)):
+            seq = head + k
+            self._set(name, self.cells.truth(seq).mass_g if seq <= f.arrived else 0.0)
         self._set("infeed.queue_len", min(f.arrived - f.taken, 65535))
 
     def _arrivals(self, now: float) -> None:
@@ -292,10 +292,10 @@ class SimPlc:
         if self.max_cells is not None:
             due = min(due, self.max_cells - f.arrived)
         if due > 0:
-            was_empty = f.arrived == f.taken
+            shown = f.arrived - f.taken <= len(self._next_masses)  # the new cells are in view
             f.arrived += due
             f.arrived_since_start += due
-            if was_empty:
+            if shown:
                 self._present_head()
             else:
                 self._set("infeed.queue_len", min(f.arrived - f.taken, 65535))
@@ -447,8 +447,8 @@ class SimPlc:
         take = "infeed.taken_seq" in hit
         if take:
             taken = val("infeed.taken_seq")
-            if taken > f.taken + 1 or (taken == f.taken + 1 and f.arrived <= f.taken):
-                return ExcCodes.ILLEGAL_VALUE  # not the queue head
+            if taken > f.arrived:
+                return ExcCodes.ILLEGAL_VALUE  # not queued: a cell never detected
         divert = "diverter.seq" in hit  # writing the seq fires the command
         if divert:
             target, seq = val("diverter.target"), val("diverter.seq")
@@ -461,7 +461,7 @@ class SimPlc:
                 new[tag.address] = 0
                 values[tag.address - address] = False  # type: ignore[index]
         mirror[:] = new
-        if take and taken == f.taken + 1:
+        if take and taken > f.taken:
             f.taken = taken
             self._present_head()
         if divert:

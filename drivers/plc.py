@@ -89,6 +89,9 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NEVER_CONNECTED = "not connected yet"
 # Masses of the cells a line PLC shows behind its infeed FIFO head, k = 1, 2, ... (docs/plc.md)
 NEXT_MASS = "infeed.next.{}.mass_g"
+# The diverter's recent executions, slot k = (seq - 1) mod K + 1 (docs/plc.md)
+DONE_SEQ = "diverter.done.{}.seq"
+DONE_TARGET = "diverter.done.{}.target"
 _TAG_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 

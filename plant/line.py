@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from drivers.plc import NEXT_MASS, PlcError, TagMap
+from drivers.plc import DONE_SEQ, DONE_TARGET, NEXT_MASS, PlcError, TagMap
 from drivers.spectra import Spectrum
 from plant.alarms import Alarms
 from plant.config import LineSection
@@ -135,6 +135,7 @@ class Flight:
     decision: Decision | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     force_reason: str | None = None  # a fault sends it to quarantine with this reason
+    written: bool = False  # its diverter command reached the PLC
 
 
 @dataclass
@@ -216,7 +217,22 @@ class LineEngine:
         self._measuring = 0  # cells between detection and their evidence
         # Cells the PLC shows behind the FIFO head (docs/plc.md); an older map shows none.
         self._next_masses = plc.tag_map.series(NEXT_MASS)
-        self._poll_tags = (*POLL_TAGS, *self._next_masses)
+        # The diverter's recent executions per seq slot: with them, up to that many commands
+        # may be outstanding (the PLC queues them); without, one at a time (docs/plc.md).
+        seqs, targets = plc.tag_map.series(DONE_SEQ), plc.tag_map.series(DONE_TARGET)
+        if len(seqs) != len(targets):
+            raise ValueError(
+                f"PLC tag map: {len(seqs)} diverter.done.<k>.seq tags but {len(targets)} "
+                "diverter.done.<k>.target tags; give both for every slot k"
+            )
+        done = tuple(zip(seqs, targets, strict=True))
+        self._done_tags = done
+        self._outstanding = max(1, len(done))
+        self._ack_tags = ("diverter.ack_seq", "diverter.ack_target", *(t for d in done for t in d))
+        self._poll_tags = (*POLL_TAGS, *self._next_masses, *self._ack_tags[2:])
+        self._done: dict[int, int] = {}  # seq -> route code executed, for cells in flight
+        self._unconfirmed = 0  # diverter commands written and not yet confirmed
+        self._room = asyncio.Event()
         decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -281,6 +297,9 @@ class LineEngine:
         """Take the diverter's acknowledgement (seq and executed route) from a fresh read."""
         ack = int(values["diverter.ack_seq"])
         self._ack_target = int(values["diverter.ack_target"])
+        for seq_tag, target_tag in self._done_tags:
+            if (seq := int(values.get(seq_tag, 0))) in self._flights:
+                self._done[seq] = int(values[target_tag])
         if ack != self._ack_seq:
             self._ack_seq = ack
             self._ack_changed.set()
@@ -582,90 +601,108 @@ class LineEngine:
 
     # -- diverter ----------------------------------------------------------------------------
     async def _diverter_loop(self) -> None:
-        """Write diverter commands in sequence order, one outstanding, and confirm on ack."""
+        """Write diverter commands in sequence order, as many outstanding as the PLC shows
+        executions of (one without), each confirmed on its ack by a task of its own."""
         while not self._stop.is_set():
             seq = self._next_divert
             f = self._flights.get(seq) if seq is not None else None
             if f is None or not f.decided.is_set():
                 self._divert_ready.clear()
-                if f is None and seq is not None and self._flights:
-                    self._next_divert = min(self._flights)  # a gap (should not happen)
+                waiting = [s for s, x in self._flights.items() if not x.written]
+                if f is None and seq is not None and waiting:
+                    self._next_divert = min(waiting)  # a gap (should not happen)
                     continue
                 await self._divert_ready.wait()
                 continue
-            await self._divert(f)
-            del self._flights[f.seq]
+            while self._unconfirmed >= self._outstanding:
+                self._room.clear()
+                await self._room.wait()
+            await self._send(f)
             self._next_divert = f.seq + 1
+            self._spawn(self._confirm(f))
 
     async def _divert(self, f: Flight) -> None:
-        """Write this cell's diverter command until the PLC acknowledges it (or times out).
+        """Write this cell's diverter command and wait for its confirmation (restart path)."""
+        await self._send(f)
+        await self._confirm(f)
 
-        A write whose answer was lost may still have landed: before writing again, a fresh
-        read of the PLC's acknowledgement tells whether it did and which route it executed, so
-        a cell is booked to the route the PLC reports and never to two.
+    async def _send(self, f: Flight) -> None:
+        """Write this cell's diverter command until a write is answered.
+
+        Repeating a command is safe: the PLC acknowledges a seq it already executed again,
+        with the route it executed, and does not count it twice (docs/plc.md). A cell is
+        booked to the route the PLC reports and never to two.
         """
         assert f.decision is not None
-        written = False
         while not self._stop.is_set():
             await self.plc_ok.wait()
             route = Route.quarantine if f.force_reason else f.decision.route
             try:
-                if written:
-                    self._apply_ack(await self.plc.read("diverter.ack_seq", "diverter.ack_target"))
-                    if self._ack_seq >= f.seq:
-                        await self._finish(f, self._executed(f.seq))
-                        return
-                written = True
                 await self.plc.write_many(
                     {"diverter.target": ROUTE_CODES[Route(route)], "diverter.seq": f.seq}
                 )
-                if route == f.decision.route:
-                    seconds = time.perf_counter() - f.t_detect
-                    self.stats.latencies_ms.append(seconds * 1000.0)
-                    if self.latency is not None:
-                        self.latency.observe(seconds)
-                acked = await self._wait_ack(f.seq)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Retry (after checking whether it landed); a real outage is declared by the
-                # infeed loop, which then sends every cell in flight to quarantine.
+                # Retry; a real outage is declared by the infeed loop, which then sends every
+                # cell in flight to quarantine.
                 log.debug("diverter write for seq %s failed, retrying: %s", f.seq, exc)
                 await asyncio.sleep(0.05)
                 continue
-            await self._finish(f, self._executed(f.seq) if acked else None)
+            if not f.written and route == f.decision.route:
+                seconds = time.perf_counter() - f.t_detect
+                self.stats.latencies_ms.append(seconds * 1000.0)
+                if self.latency is not None:
+                    self.latency.observe(seconds)
+            if not f.written:
+                f.written = True
+                self._unconfirmed += 1
             return
 
+    async def _confirm(self, f: Flight) -> None:
+        """Book the cell once the PLC acknowledged its command (or the ack timed out)."""
+        try:
+            acked = await self._wait_ack(f.seq)
+            await self._finish(f, self._executed(f.seq) if acked else None)
+        finally:
+            self._flights.pop(f.seq, None)
+            self._done.pop(f.seq, None)
+            if f.written:
+                self._unconfirmed -= 1
+                self._room.set()
+
     def _executed(self, seq: int) -> Route | None:
-        """The route the PLC reports for `seq`, or None if it acknowledged a later cell."""
-        if self._ack_seq != seq:
-            return None
-        return ROUTE_BY_CODE.get(self._ack_target)
+        """The route the PLC reports for `seq`, or None if it reports a later cell only."""
+        code = self._done.get(seq)
+        if code is None and self._ack_seq == seq:
+            code = self._ack_target
+        return None if code is None else ROUTE_BY_CODE.get(code)
 
     async def _wait_ack(self, seq: int) -> bool:
         """True once the PLC acked `seq`; the timeout only runs while the PLC is reachable.
 
-        The diverter, one command at a time, must not wait on the infeed poll's pace: it reads
-        the ack itself, then every poll period until it comes (the infeed poll's ack counts
-        too).
+        The infeed poll carries the acks. With one command at a time, the diverter must not
+        wait on the poll's pace: it reads the ack itself, then every poll period. At the
+        deadline it asks the PLC itself (the poller may lag under load).
         """
         timeout = self.settings.diverter_ack_timeout_s
         deadline = time.monotonic() + timeout
+        eager = self._outstanding == 1
         while self._ack_seq < seq:
             if not self.plc_ok.is_set():
                 await self.plc_ok.wait()
                 deadline = time.monotonic() + timeout
                 continue
-            with contextlib.suppress(PlcError):
-                self._apply_ack(await self.plc.read("diverter.ack_seq", "diverter.ack_target"))
             left = deadline - time.monotonic()
-            if self._ack_seq >= seq or left <= 0:
-                break
+            if eager or left <= 0:
+                with contextlib.suppress(PlcError):
+                    self._apply_ack(await self.plc.read(*self._ack_tags))
+                if self._ack_seq >= seq or left <= 0:
+                    break
             self._ack_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._ack_changed.wait(), min(left, self.settings.idle_poll_s)
-                )
+                wait = self.settings.idle_poll_s if eager else 0.1
+                await asyncio.wait_for(self._ack_changed.wait(), min(left, wait))
         return self._ack_seq >= seq
 
     async def _finish(self, f: Flight, executed: Route | None) -> None:
@@ -823,9 +860,10 @@ class LineEngine:
         rows = await self.db.run(self._unfinished)
         if not rows:
             return
-        plc = await self.plc.read("diverter.ack_seq", "diverter.ack_target", "infeed.taken_seq")
+        plc = await self.plc.read(*self._ack_tags, "infeed.taken_seq")
         self._apply_ack(plc)
         ack, taken = self._ack_seq, int(plc["infeed.taken_seq"])
+        self._done.update({int(plc[q]): int(plc[t]) for q, t in self._done_tags if plc[q]})
         for row_id, seq, mass, state, route, chem in rows:
             if seq > taken:
                 continue  # never taken: still the FIFO head, the infeed loop picks it up
@@ -837,14 +875,16 @@ class LineEngine:
                 route=Route(route) if route else Route.quarantine,
                 reason="",
             )
-            if seq == ack:  # the PLC reports what it executed for this one
+            if seq == ack or seq in self._done:  # the PLC reports what it executed for it
                 await self._finish(f, self._executed(seq))
+                self._done.pop(seq, None)
                 continue
             if state == CellState.routed and seq < ack:  # commands go out in seq order, so a
                 self._book(f, CellState.confirmed, f.decision.route, None, lot=True)  # later
                 continue  # ack means this cell's command was executed
             f.force_reason = "controller restarted before the diverter was set: manual check"
             await self._divert(f)
+        self._done.clear()
         log.warning("recovered %d cells left in flight by the previous run", len(rows))
 
     def _max_seq(self, s: Session) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.plc import PlcClient, load_tag_map
+from drivers.plc import PlcClient, TagMap, load_tag_map
 from drivers.sim.camera import SimCamera
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import SimPlc
@@ -88,13 +88,14 @@ async def sim_line(
     bus: EventBus | None = None,
     stream: CellStream | None = None,
     rules: RoutingRules | None = None,
+    tag_map: TagMap | None = None,
     **plc_options: Any,
 ) -> AsyncIterator[SimLine]:
     """Start simulators and an engine; stop everything on exit.
 
     `stream` replaces the default cells of `seed` (every simulator sees the same), `rules` the
-    routing rules of config/routing.toml."""
-    tags = load_tag_map(CONFIG / "plc.toml")
+    routing rules of config/routing.toml, `tag_map` the PLC map of config/plc.toml."""
+    tags = tag_map if tag_map is not None else load_tag_map(CONFIG / "plc.toml")
     stream = stream if stream is not None else CellStream(seed)
     plc_sim = SimPlc(
         tags, port=0, seed=seed, rate_cells_s=rate, max_cells=cells, cells=stream, **plc_options

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import pytest
-from linerig import sim_line
+from linerig import CONFIG, sim_line
 from sqlalchemy import select
 
+from drivers.plc import DONE_SEQ, NEXT_MASS, load_tag_map
 from drivers.sim.cells import CellStream
 from plant.domain import CellState, Route
 from plant.line import ROUTES, count_routes
@@ -71,6 +73,35 @@ def test_cells_queued_at_the_infeed_are_taken_together_each_once_with_its_mass(
         # one diverter write per cell, and fewer takes than cells: they went in groups
         assert n < writes < 2 * n
         assert most <= limit
+    finally:
+        store.close()
+
+
+def test_a_plc_without_queue_view_or_execution_slots_gets_one_cell_and_command_at_a_time(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """An older PLC program: no `infeed.next.*` and no `diverter.done.*` in its map."""
+    lines = (CONFIG / "plc.toml").read_text().splitlines()
+    kept = [x for x in lines if not x.startswith(('"infeed.next.', '"diverter.done.'))]
+    (tmp_path / "plc.toml").write_text("\n".join(kept) + "\n")
+    tags = load_tag_map(tmp_path / "plc.toml")
+    assert not tags.series(NEXT_MASS) and not tags.series(DONE_SEQ)
+    upgrade(sqlite_url)
+    store = Store(sqlite_url)
+    n = 200
+
+    async def scenario() -> tuple[dict[str, int], int]:
+        async with sim_line(store, cells=n, rate=2000.0, tag_map=tags) as rig:
+            await rig.wait_final(n)
+            await asyncio.sleep(0.1)
+            return rig.plc_counters(), rig.plc_sim.requests[16]
+
+    plc, writes = asyncio.run(scenario())
+    try:
+        cells = _cells(store)
+        assert [c.seq for c in cells] == list(range(1, n + 1))  # each cell exactly once
+        assert count_routes(store, "L1") == plc
+        assert writes >= 2 * n  # a take and a diverter command per cell
     finally:
         store.close()
 

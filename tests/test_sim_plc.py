@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.plc import NEXT_MASS, PlcClient, PlcExceptionError, TagMap, load_tag_map
+from drivers.plc import (
+    DONE_SEQ,
+    DONE_TARGET,
+    NEXT_MASS,
+    PlcClient,
+    PlcExceptionError,
+    TagMap,
+    load_tag_map,
+)
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import ROUTE_NAMES, SimPlc, SimPlcError
 from drivers.sim.process import LeachTank
@@ -185,6 +193,31 @@ def test_zero_actuation_delay_acknowledges_before_the_next_read(tag_map: TagMap)
         assert values == {"diverter.ack_seq": 1, "counters.quarantine": 1}
 
     run_with_sim(tag_map, scenario, rate_cells_s=1000, max_cells=1, actuation_delay_s=0)
+
+
+def test_each_execution_is_shown_in_the_slot_of_its_seq(tag_map: TagMap) -> None:
+    slots = list(zip(tag_map.series(DONE_SEQ), tag_map.series(DONE_TARGET), strict=True))
+    assert len(slots) == 8  # config/plc.toml: up to 8 commands outstanding
+
+    async def scenario(sim: SimPlc, client: PlcClient) -> None:
+        await arrived(client, sim, 10)
+        for seq in range(1, 11):  # back to back, no waiting for acks: the PLC queues them
+            await client.write_many({"diverter.target": 1 + seq % 4, "diverter.seq": seq})
+        await client.write_many({"diverter.target": 4, "diverter.seq": 9})  # a repeat
+
+        async def done() -> bool:
+            return (await client.read("diverter.ack_seq"))["diverter.ack_seq"] == 10
+
+        await until(done)
+        shown = await client.read(*(t for slot in slots for t in slot))
+        # slot k holds the latest seq with (seq - 1) mod 8 = k - 1, and the route it took
+        expect = {1: 9, 2: 10, **{k: k for k in range(3, 9)}}
+        for k, (seq_tag, target_tag) in enumerate(slots, start=1):
+            assert shown[seq_tag] == expect[k]
+            assert shown[target_tag] == 1 + expect[k] % 4  # the repeat of 9 changed nothing
+        assert sum(int(sim.value(f"counters.{r}")) for r in ROUTE_NAMES.values()) == 10
+
+    run_with_sim(tag_map, scenario, rate_cells_s=1000, max_cells=10)
 
 
 def test_commands_arriving_early_are_queued_and_run_in_order(tag_map: TagMap) -> None:

@@ -8,8 +8,9 @@ What it does (the contract the line engine relies on, documented in docs/plc.md)
   cell. Sequence numbers start at 1 and increase by one.
 - Diverter mailbox: a write covering [`diverter.target`, `diverter.seq`] queues a command;
   after `actuation_delay_s` the PLC counts it in `counters.<route>` and sets
-  `diverter.ack_seq` = seq. Commands run in the order received; a repeated seq is acknowledged
-  again without being counted twice.
+  `diverter.ack_seq` = seq, and `diverter.done.<k>.seq`/`.target` of slot k = (seq-1) mod K+1.
+  Commands run in the order received; a repeated seq is acknowledged again without being
+  counted twice.
 - `line.start_cmd` / `line.stop_cmd` (momentary coils) start and stop arrivals at
   `rate_cells_s` until `max_cells` have arrived; due cells are generated in the scan loop.
 - Fault injection through `SimPlc.faults`, `drop_connections()`, `set_offline()` and
@@ -35,7 +36,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
-from drivers.plc import BIT_TABLES, NEXT_MASS, Tag, TagMap, Value
+from drivers.plc import BIT_TABLES, DONE_SEQ, DONE_TARGET, NEXT_MASS, Tag, TagMap, Value
 from drivers.sim.cells import CellStream
 from drivers.sim.process import LeachTank
 
@@ -135,6 +136,7 @@ class SimPlc:
         for tag in tag_map.tags.values():
             self._tags_by_table[tag.table].append(tag)
         self._next_masses = tag_map.series(NEXT_MASS)  # cells shown behind the FIFO head
+        self._done_slots = len(tag_map.series(DONE_SEQ))  # recent executions shown
         self._server: ModbusTcpServer | None = None
         self._scan_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -347,6 +349,10 @@ class SimPlc:
         self.diverted[seq] = target
         self._set("diverter.ack_target", target)
         self._set("diverter.ack_seq", seq)
+        if self._done_slots:
+            slot = (seq - 1) % self._done_slots + 1
+            self._set(DONE_TARGET.format(slot), target)
+            self._set(DONE_SEQ.format(slot), seq)
 
     # ---- process -----------------------------------------------------------
 

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PLANT := $(VENV)/bin/plant
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ lint: install
 
 bench: install
 	$(PLANT) bench
+
+# The HMI screenshots of README.md and docs/hmi.md, taken in headless Chromium by the tests.
+screenshots: install
+	PLANT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -q tests/test_hmi_browser.py tests/test_hmi_live.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# `make screenshots` refreshes the copies in docs/screenshots; a plain test run keeps its own
+# screenshots out of the working tree.
+SHOTS = Path(os.environ.get("PLANT_SCREENSHOTS") or Path(tempfile.gettempdir()) / "plant-hmi")
 PASSWORD = "correct horse battery"
 WAIT_MS = 15_000  # how long the browser may take to show a change before the test fails
 

@@ -35,7 +35,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from sqlalchemy import func, select
 
 from drivers.camera import DETECTORS, QrDecoder, passport_id_from_payload
-from drivers.plc import NEXT_MASS, TagMap
+from drivers.plc import TagMap
 from drivers.sim.camera import SimCamera
 from drivers.sim.cells import CellStream
 from drivers.sim.profiles import PROFILES
@@ -44,7 +44,7 @@ from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
 from plant.config import PlantConfig, SimSection, load_plant
 from plant.domain import CellState
-from plant.line import POLL_TAGS, percentiles
+from plant.line import PollView, percentiles
 from plant.rig import tag_map
 from plant.runner import RunOptions, final_count, run_line, spawn_sim, wait_ports
 from plant.store import CellRow, Store, upgrade
@@ -364,7 +364,7 @@ async def time_pairs(n: int, pair: Callable[[], Awaitable[None]]) -> list[float]
 async def bare_modbus_rtt(host: str, port: int, tags: TagMap, n: int = 2000) -> list[float]:
     """Seconds per bare pymodbus write+read pair of the line's shape: the protocol's floor."""
     taken = tags.tag("infeed.taken_seq")
-    (block,) = tags.plan_reads((*POLL_TAGS, *tags.series(NEXT_MASS)))  # the engine's poll
+    (block,) = tags.plan_reads(PollView.of(tags).tags)  # the engine's poll
     raw = AsyncModbusTcpClient(host, port=port, retries=0, reconnect_delay=0)
     if not await raw.connect():
         raise BenchError(f"no Modbus TCP answer at {host}:{port}")

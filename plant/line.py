@@ -99,6 +99,34 @@ _MARK_FINAL = update_by_id(
 )
 
 
+@dataclass(frozen=True)
+class PollView:
+    """What one hot poll reads, from the tag map (docs/plc.md): the line block, the cells the
+    PLC shows behind its FIFO head and the diverter's executions per seq slot. An older map
+    has neither: one cell per take, one diverter command at a time."""
+
+    next_masses: tuple[str, ...]
+    done: tuple[tuple[str, str], ...]  # (seq tag, target tag) per slot
+
+    @classmethod
+    def of(cls, tags: TagMap) -> PollView:
+        seqs, targets = tags.series(DONE_SEQ), tags.series(DONE_TARGET)
+        if len(seqs) != len(targets):
+            raise ValueError(
+                f"PLC tag map: {len(seqs)} diverter.done.<k>.seq tags but {len(targets)} "
+                "diverter.done.<k>.target tags; give both for every slot k"
+            )
+        return cls(tags.series(NEXT_MASS), tuple(zip(seqs, targets, strict=True)))
+
+    @property
+    def done_flat(self) -> tuple[str, ...]:
+        return tuple(t for slot in self.done for t in slot)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return (*POLL_TAGS, *self.next_masses, *self.done_flat)
+
+
 class Plc(Protocol):
     """What the engine needs of the PLC client (drivers/plc.py)."""
 
@@ -215,21 +243,12 @@ class LineEngine:
         self._draining = False  # infeed stopped until in-flight cells are resolved
         self._stored_max_seq = 0  # newest seq with a row: above it, no row can exist yet
         self._measuring = 0  # cells between detection and their evidence
-        # Cells the PLC shows behind the FIFO head (docs/plc.md); an older map shows none.
-        self._next_masses = plc.tag_map.series(NEXT_MASS)
-        # The diverter's recent executions per seq slot: with them, up to that many commands
-        # may be outstanding (the PLC queues them); without, one at a time (docs/plc.md).
-        seqs, targets = plc.tag_map.series(DONE_SEQ), plc.tag_map.series(DONE_TARGET)
-        if len(seqs) != len(targets):
-            raise ValueError(
-                f"PLC tag map: {len(seqs)} diverter.done.<k>.seq tags but {len(targets)} "
-                "diverter.done.<k>.target tags; give both for every slot k"
-            )
-        done = tuple(zip(seqs, targets, strict=True))
-        self._done_tags = done
-        self._outstanding = max(1, len(done))
-        self._ack_tags = ("diverter.ack_seq", "diverter.ack_target", *(t for d in done for t in d))
-        self._poll_tags = (*POLL_TAGS, *self._next_masses, *self._ack_tags[2:])
+        view = PollView.of(plc.tag_map)
+        self._next_masses = view.next_masses
+        self._done_tags = view.done
+        self._outstanding = max(1, len(view.done))  # commands the PLC can hold queued
+        self._ack_tags = ("diverter.ack_seq", "diverter.ack_target", *view.done_flat)
+        self._poll_tags = view.tags
         self._done: dict[int, int] = {}  # seq -> route code executed, for cells in flight
         self._unconfirmed = 0  # diverter commands written and not yet confirmed
         self._room = asyncio.Event()

@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
 # `make screenshots` refreshes the copies in docs/screenshots; a plain test run keeps its own
 # screenshots out of the working tree.
 SHOTS = Path(os.environ.get("PLANT_SCREENSHOTS") or Path(tempfile.gettempdir()) / "plant-hmi")
+REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 WAIT_MS = 15_000  # how long the browser may take to show a change before the test fails
 
@@ -129,7 +130,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     cfg.mkdir()
     (cfg / "plant.toml").write_text(f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp}"\n')
     (cfg / "users.toml").write_text("[auth]\nargon2_time_cost = 1\nargon2_memory_kib = 64\n")
-    (cfg / "routing.toml").write_text((SHOTS.parent.parent / "config" / "routing.toml").read_text())
+    (cfg / "routing.toml").write_text((REPO / "config" / "routing.toml").read_text())
     use_hash_cost(1, 64)
     store = Store(url)
     for role in ("viewer", "operator", "engineer", "admin"):

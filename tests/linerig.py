@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from drivers.plc import PlcClient, TagMap, load_tag_map
 from drivers.sim.camera import SimCamera
 from drivers.sim.cells import CellStream
@@ -21,11 +23,11 @@ from plant.config import LineSection
 from plant.decide import Decider
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
-from plant.line import ROUTES, LineEngine
+from plant.line import ROUTES, LineEngine, count_routes
 from plant.passports import find_passport, import_simulated_passports
 from plant.rig import CameraLabels
 from plant.routing import RoutingRules, load_rules
-from plant.store import Store
+from plant.store import CellRow, Store
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -163,3 +165,18 @@ def plant_cmd(cfg: Path, *args: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "plant.cli", "--config", str(cfg), *args]
+
+
+def cells_of(store: Store, line: str = "L1") -> list[CellRow]:
+    """The line's cell rows in sequence order."""
+    with store.session() as s:
+        return list(s.scalars(select(CellRow).where(CellRow.line == line).order_by(CellRow.seq)))
+
+
+def each_cell_once(store: Store, n: int, plc: dict[str, int], line: str = "L1") -> list[CellRow]:
+    """Assert cells 1..n are stored exactly once and the store's route counts equal the PLC's
+    own counters (nothing lost, nothing twice); return the rows."""
+    cells = cells_of(store, line)
+    assert [c.seq for c in cells] == list(range(1, n + 1))
+    assert count_routes(store, line) == plc
+    return cells

@@ -12,18 +12,12 @@ import shutil
 import subprocess
 
 import pytest
-from linerig import sim_line
+from linerig import each_cell_once, sim_line
 from sqlalchemy import select
 
 from drivers.sim.xrf import XrfFault
 from plant.domain import Route
-from plant.line import count_routes
-from plant.store import AlarmRow, CellRow, Store, upgrade
-
-
-def _cells(store: Store) -> list[CellRow]:
-    with store.session() as s:
-        return list(s.scalars(select(CellRow).order_by(CellRow.seq)))
+from plant.store import AlarmRow, Store, upgrade
 
 
 def _alarms(store: Store, source: str) -> list[AlarmRow]:
@@ -51,9 +45,7 @@ def test_xrf_stall_passport_decides_or_quarantine_then_recovers(sqlite_url: str)
             return rig.plc_counters()
 
     plc = asyncio.run(scenario())
-    cells = _cells(store)
-    assert [c.seq for c in cells] == list(range(1, n + 1))
-    assert count_routes(store, "L1") == plc
+    cells = each_cell_once(store, n, plc)
     blind = [c for c in cells if c.reason and "XRF" in c.reason]
     assert blind, "some cells were decided while the XRF was stalled"
     for c in blind:  # the passport alone decided, or the cell went to quarantine
@@ -81,9 +73,7 @@ def test_plc_exception_storm_stops_alarms_and_recovers(sqlite_url: str) -> None:
             return rig.plc_counters()
 
     plc = asyncio.run(scenario())
-    cells = _cells(store)
-    assert [c.seq for c in cells] == list(range(1, n + 1))
-    assert count_routes(store, "L1") == plc
+    each_cell_once(store, n, plc)
     assert _alarms(store, "plc")
     store.close()
 
@@ -115,7 +105,5 @@ def test_postgres_restart_during_a_run_loses_nothing(pg_url: str) -> None:
             return rig.plc_counters()
 
     plc = asyncio.run(scenario())
-    cells = _cells(store)
-    assert [c.seq for c in cells] == list(range(1, n + 1))  # nothing lost, nothing twice
-    assert count_routes(store, "L1") == plc
+    each_cell_once(store, n, plc)
     store.close()

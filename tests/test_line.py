@@ -7,19 +7,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from linerig import CONFIG, sim_line
+from linerig import CONFIG, cells_of, each_cell_once, sim_line
 from sqlalchemy import select
 
 from drivers.plc import DONE_SEQ, NEXT_MASS, load_tag_map
 from drivers.sim.cells import CellStream
 from plant.domain import CellState, Route
-from plant.line import ROUTES, count_routes
-from plant.store import AlarmRow, CellRow, LotRow, Store, upgrade
-
-
-def _cells(store: Store, line: str = "L1") -> list[CellRow]:
-    with store.session() as s:
-        return list(s.scalars(select(CellRow).where(CellRow.line == line).order_by(CellRow.seq)))
+from plant.line import ROUTES
+from plant.store import AlarmRow, LotRow, Store, upgrade
 
 
 def test_every_cell_final_counts_match_plc(store: Store) -> None:
@@ -32,10 +27,8 @@ def test_every_cell_final_counts_match_plc(store: Store) -> None:
             return rig.plc_counters()
 
     plc = asyncio.run(scenario())
-    cells = _cells(store)
-    assert [c.seq for c in cells] == list(range(1, n + 1))  # each cell exactly once, in order
+    cells = each_cell_once(store, n, plc)
     assert all(c.state in (CellState.confirmed, CellState.quarantined) for c in cells)
-    assert count_routes(store, "L1") == plc  # the store agrees with the PLC's own counters
     assert all(c.reason for c in cells)  # every decision says why
     by_route = Counter(c.route for c in cells)
     assert by_route[Route.quarantine] < 0.10 * n
@@ -64,9 +57,7 @@ def test_cells_queued_at_the_infeed_are_taken_together_each_once_with_its_mass(
 
     plc, writes, most = asyncio.run(scenario())
     try:
-        cells = _cells(store)
-        assert [c.seq for c in cells] == list(range(1, n + 1))  # each cell exactly once
-        assert count_routes(store, "L1") == plc
+        cells = each_cell_once(store, n, plc)
         truth = CellStream(1)
         for c in cells:  # the mass shown behind the head is booked to the right cell
             assert c.mass_g == pytest.approx(truth.truth(c.seq).mass_g, abs=1e-3)
@@ -98,9 +89,7 @@ def test_a_plc_without_queue_view_or_execution_slots_gets_one_cell_and_command_a
 
     plc, writes = asyncio.run(scenario())
     try:
-        cells = _cells(store)
-        assert [c.seq for c in cells] == list(range(1, n + 1))  # each cell exactly once
-        assert count_routes(store, "L1") == plc
+        each_cell_once(store, n, plc)
         assert writes >= 2 * n  # a take and a diverter command per cell
     finally:
         store.close()
@@ -116,7 +105,7 @@ def test_misrouting_is_rare_with_default_mix(sqlite_url: str) -> None:
     async def scenario() -> int:
         async with sim_line(store, cells=n, rate=400.0, heads=4) as rig:
             await rig.wait_final(n)
-            return rig.misrouted({c.seq: c.route for c in _cells(store)})
+            return rig.misrouted({c.seq: c.route for c in cells_of(store)})
 
     misrouted = asyncio.run(scenario())
     assert misrouted <= 0.005 * n
@@ -146,9 +135,7 @@ def test_plc_drop_stops_alarms_and_resumes_without_loss(sqlite_url: str) -> None
 
     plc, states = asyncio.run(scenario())
     assert states == ["down", "ok"]
-    cells = _cells(store)
-    assert [c.seq for c in cells] == list(range(1, n + 1))
-    assert count_routes(store, "L1") == plc
+    cells = each_cell_once(store, n, plc)
     with store.session() as s:
         alarms = list(s.scalars(select(AlarmRow).where(AlarmRow.source == "plc")))
     assert alarms and alarms[0].code == "unreachable"
@@ -170,7 +157,7 @@ def test_buffer_full_sends_route_to_quarantine(sqlite_url: str) -> None:
             await rig.wait_final(n)
 
     asyncio.run(scenario())
-    cells = _cells(store)
+    cells = cells_of(store)
     assert not [c for c in cells if c.route == Route.hydromet]
     assert any("buffer" in (c.reason or "") for c in cells if c.route == Route.quarantine)
 
@@ -193,6 +180,6 @@ def test_lots_close_and_carry_metal_estimates(sqlite_url: str) -> None:
     assert closed and all(lot.mass_g >= 2000 for lot in closed)
     assert all(lot.metals_g.get("Ni", 0) > 0 for lot in closed)
     assert sum(lot.cell_count for lot in lots) == sum(
-        1 for c in _cells(store) if c.route == "hydromet" and c.state == "confirmed"
+        1 for c in cells_of(store) if c.route == "hydromet" and c.state == "confirmed"
     )
     assert set(ROUTES) >= {lot.route for lot in lots}

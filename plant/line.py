@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -118,13 +119,23 @@ class PollView:
             )
         return cls(tags.series(NEXT_MASS), tuple(zip(seqs, targets, strict=True)))
 
-    @property
-    def done_flat(self) -> tuple[str, ...]:
-        return tuple(t for slot in self.done for t in slot)
+    @cached_property
+    def ack_tags(self) -> tuple[str, ...]:
+        """The diverter's acknowledgement and its execution slots: what a direct ack read reads."""
+        return ("diverter.ack_seq", "diverter.ack_target", *(t for slot in self.done for t in slot))
+
+    @cached_property
+    def tags(self) -> tuple[str, ...]:
+        return (*POLL_TAGS, *self.next_masses, *self.ack_tags[2:])
 
     @property
-    def tags(self) -> tuple[str, ...]:
-        return (*POLL_TAGS, *self.next_masses, *self.done_flat)
+    def outstanding(self) -> int:
+        """Diverter commands the PLC can hold queued: one per execution slot, else one."""
+        return max(1, len(self.done))
+
+    def executions(self, values: Mapping[str, Any]) -> dict[int, int]:
+        """seq -> route code of the executions a read of `ack_tags` shows."""
+        return {int(values[q]): int(values[t]) for q, t in self.done if values[q]}
 
 
 class Plc(Protocol):
@@ -243,12 +254,7 @@ class LineEngine:
         self._draining = False  # infeed stopped until in-flight cells are resolved
         self._stored_max_seq = 0  # newest seq with a row: above it, no row can exist yet
         self._measuring = 0  # cells between detection and their evidence
-        view = PollView.of(plc.tag_map)
-        self._next_masses = view.next_masses
-        self._done_tags = view.done
-        self._outstanding = max(1, len(view.done))  # commands the PLC can hold queued
-        self._ack_tags = ("diverter.ack_seq", "diverter.ack_target", *view.done_flat)
-        self._poll_tags = view.tags
+        self._view = PollView.of(plc.tag_map)
         self._done: dict[int, int] = {}  # seq -> route code executed, for cells in flight
         self._unconfirmed = 0  # diverter commands written and not yet confirmed
         self._room = asyncio.Event()
@@ -302,7 +308,7 @@ class LineEngine:
         delay = 0.1
         while not self._stop.is_set():
             try:
-                self.last_poll = await self.plc.read(*self._poll_tags)
+                self.last_poll = await self.plc.read(*self._view.tags)
                 self._apply_ack(self.last_poll)
             except Exception as exc:
                 self._plc_down(exc)
@@ -316,9 +322,9 @@ class LineEngine:
         """Take the diverter's acknowledgement (seq and executed route) from a fresh read."""
         ack = int(values["diverter.ack_seq"])
         self._ack_target = int(values["diverter.ack_target"])
-        for seq_tag, target_tag in self._done_tags:
-            if (seq := int(values.get(seq_tag, 0))) in self._flights:
-                self._done[seq] = int(values[target_tag])
+        for seq, code in self._view.executions(values).items():
+            if seq in self._flights:
+                self._done[seq] = code
         if ack != self._ack_seq:
             self._ack_seq = ack
             self._ack_changed.set()
@@ -359,7 +365,7 @@ class LineEngine:
         failing_since: float | None = None
         while not self._stop.is_set():
             try:
-                poll = await self.plc.read(*self._poll_tags)
+                poll = await self.plc.read(*self._view.tags)
                 if time.monotonic() >= next_status:
                     self.status_bits = await self.plc.read(*STATUS_TAGS)
                     self.running = bool(self.status_bits["line.running"])
@@ -423,10 +429,11 @@ class LineEngine:
         if seq == 0 or seq <= self._last_taken:
             return []
         room = self.settings.max_in_flight - len(self._flights)
-        n = min(int(poll["infeed.queue_len"]), 1 + len(self._next_masses), room)
+        behind = self._view.next_masses
+        n = min(int(poll["infeed.queue_len"]), 1 + len(behind), room)
         if n < 1 and seq in self._flights:
             n = 1  # its take is in doubt: repeat it whatever the limit
-        masses = [poll["infeed.cell_mass_g"], *(poll[t] for t in self._next_masses)]
+        masses = [poll["infeed.cell_mass_g"], *(poll[t] for t in behind)]
         return [Flight(seq + k, float(masses[k]), t_seen) for k in range(n)]
 
     async def _take(self, flights: list[Flight]) -> None:
@@ -627,13 +634,14 @@ class LineEngine:
             f = self._flights.get(seq) if seq is not None else None
             if f is None or not f.decided.is_set():
                 self._divert_ready.clear()
-                waiting = [s for s, x in self._flights.items() if not x.written]
-                if f is None and seq is not None and waiting:
-                    self._next_divert = min(waiting)  # a gap (should not happen)
-                    continue
+                if f is None and seq is not None:
+                    waiting = [s for s, x in self._flights.items() if not x.written]
+                    if waiting:
+                        self._next_divert = min(waiting)  # a gap (should not happen)
+                        continue
                 await self._divert_ready.wait()
                 continue
-            while self._unconfirmed >= self._outstanding:
+            while self._unconfirmed >= self._view.outstanding:
                 self._room.clear()
                 await self._room.wait()
             await self._send(f)
@@ -668,14 +676,13 @@ class LineEngine:
                 log.debug("diverter write for seq %s failed, retrying: %s", f.seq, exc)
                 await asyncio.sleep(0.05)
                 continue
-            if not f.written and route == f.decision.route:
+            if route == f.decision.route:
                 seconds = time.perf_counter() - f.t_detect
                 self.stats.latencies_ms.append(seconds * 1000.0)
                 if self.latency is not None:
                     self.latency.observe(seconds)
-            if not f.written:
-                f.written = True
-                self._unconfirmed += 1
+            f.written = True
+            self._unconfirmed += 1
             return
 
     async def _confirm(self, f: Flight) -> None:
@@ -706,7 +713,7 @@ class LineEngine:
         """
         timeout = self.settings.diverter_ack_timeout_s
         deadline = time.monotonic() + timeout
-        eager = self._outstanding == 1
+        eager = self._view.outstanding == 1
         while self._ack_seq < seq:
             if not self.plc_ok.is_set():
                 await self.plc_ok.wait()
@@ -715,7 +722,7 @@ class LineEngine:
             left = deadline - time.monotonic()
             if eager or left <= 0:
                 with contextlib.suppress(PlcError):
-                    self._apply_ack(await self.plc.read(*self._ack_tags))
+                    self._apply_ack(await self.plc.read(*self._view.ack_tags))
                 if self._ack_seq >= seq or left <= 0:
                     break
             self._ack_changed.clear()
@@ -879,10 +886,10 @@ class LineEngine:
         rows = await self.db.run(self._unfinished)
         if not rows:
             return
-        plc = await self.plc.read(*self._ack_tags, "infeed.taken_seq")
+        plc = await self.plc.read(*self._view.ack_tags, "infeed.taken_seq")
         self._apply_ack(plc)
         ack, taken = self._ack_seq, int(plc["infeed.taken_seq"])
-        self._done.update({int(plc[q]): int(plc[t]) for q, t in self._done_tags if plc[q]})
+        self._done.update(self._view.executions(plc))
         for row_id, seq, mass, state, route, chem in rows:
             if seq > taken:
                 continue  # never taken: still the FIFO head, the infeed loop picks it up

@@ -12,7 +12,6 @@ Usage: python bench/soak.py [--cells 100000] [--rate 300] [--bound-mb 50] [--con
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plant import eventloop
 from plant.bench import git_commit, line_run, load_avg, machine_info, private_line, rss_mb
 from plant.config import load_plant
 
@@ -44,7 +44,7 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
 
     with tempfile.TemporaryDirectory(prefix="plant-soak-") as tmp:
         cfg_dir, cfg = private_line(config_dir, Path(tmp), "soak", data_dir)
-        run = asyncio.run(line_run(cfg, cfg_dir, cells=cells, rate=rate, on_progress=progress))
+        run = eventloop.run(line_run(cfg, cfg_dir, cells=cells, rate=rate, on_progress=progress))
     end = rss_mb()
     samples.append({"cells": run.final, "rss_mb": end})
     warm = next((s for s in samples if s["cells"] >= SAMPLE_EVERY), samples[0])

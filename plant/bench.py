@@ -42,6 +42,7 @@ from drivers.sim.profiles import PROFILES
 from drivers.sim.xrf import DEFAULT_PROFILE
 from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
+from plant import eventloop
 from plant.config import PlantConfig, SimSection, load_plant
 from plant.domain import CellState
 from plant.line import PollView, percentiles
@@ -658,11 +659,11 @@ def run_bench(config_dir: Path, *, cells: int, quick: bool, say: Say) -> dict[st
         work = Path(tmp)
         say(f"[1/{steps}] line at full speed: {cells} cells, feeder {FULL_SPEED_RATE:g} cells/s")
         t_dir, t_cfg = private_line(config_dir, work, "throughput", data_dir)
-        full = asyncio.run(line_run(t_cfg, t_dir, cells=cells, rate=FULL_SPEED_RATE))
+        full = eventloop.run(line_run(t_cfg, t_dir, cells=cells, rate=FULL_SPEED_RATE))
         rate, n = latency_run_size(full.throughput, cells)
         say(f"[2/{steps}] line at {rate:g} cells/s for decision latency: {n} cells")
         l_dir, l_cfg = private_line(config_dir, work, "latency", data_dir)
-        paced = asyncio.run(line_run(l_cfg, l_dir, cells=n, rate=rate))
+        paced = eventloop.run(line_run(l_cfg, l_dir, cells=n, rate=rate))
         say(f"[3/{steps}] bare pymodbus write+read round trip against `plant sim`")
         rtt = percentiles(
             [s * 1000.0 for s in modbus_rtt_against_sim(l_cfg, l_dir, 500 if quick else 2000)],

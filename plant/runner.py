@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 from drivers.plc import PlcError
 from drivers.sim.cells import CellStream
 from models.registry import Registry
+from plant import eventloop
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
 from plant.domain import CellState, Chemistry, Route
@@ -352,6 +353,6 @@ def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> None:
         level=os.environ.get("PLANT_LOG", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result = asyncio.run(run_line(cfg, config_dir, opts))
+    result = eventloop.run(run_line(cfg, config_dir, opts))
     if result is not None:
         print(json.dumps(result), flush=True)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from plant import eventloop
 from plant.commands import ctx_of, err
 
 
@@ -67,7 +68,7 @@ def sim(
         await hw.stop()
         err.print("simulated hardware stopped")
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 def register(root: typer.Typer) -> None:

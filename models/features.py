@@ -14,6 +14,7 @@ steel can) and a few quality figures (total counts, resolution, fit residual).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -366,7 +367,6 @@ def _solve(
     n_peaks = design.fits[0].n_peaks
     last = len(design.fits) - 1
     lo = np.floor(position).astype(np.int64)
-    hi = np.minimum(lo + 1, last)
     w = (position - lo)[:, None]
     n_cols = design.fits[0].pinv.shape[0]
     amps = np.empty((b, n_cols))
@@ -375,9 +375,13 @@ def _solve(
     resid = np.empty(b)
     out_shift = np.zeros((b, 2)) if shift is None else shift
     e = design.energies
-    for k in np.unique(lo):
-        rows = np.flatnonzero(lo == k)
-        f0, f1 = design.fits[int(k)], design.fits[int(hi[rows[0]])]
+    ladder = np.unique(lo)
+    for k in ladder:
+        # one ladder entry for the whole batch (the usual case): no row gathering
+        rows: slice | npt.NDArray[np.intp] = (
+            slice(None) if len(ladder) == 1 else np.flatnonzero(lo == k)
+        )
+        f0, f1 = design.fits[int(k)], design.fits[min(int(k) + 1, last)]
         yk = y[rows]
         wk = w[rows]
         a = (1 - wk) * (yk @ f0.pinv.T) + wk * (yk @ f1.pinv.T)
@@ -461,9 +465,10 @@ def _fit_region(
     amps, var, bg, resid, s0 = _solve(design, y, position, shift, design.region is LOW)
     dof = max(y.shape[1] - n_cols, 1)
     resid_norm = resid / np.maximum(np.maximum(y, 1.0).sum(axis=1), 1.0) * (y.shape[1] / dof)
+    sigma = np.sqrt(np.maximum(var, 1.0))
     return _RegionResult(
         {n: amps[:, j] for j, n in enumerate(names)},
-        {n: np.sqrt(np.maximum(var[:, j], 1.0)) for j, n in enumerate(names)},
+        {n: sigma[:, j] for j, n in enumerate(names)},
         {n: bg[:, j] for j, n in enumerate(names)},
         position,
         resid_norm,
@@ -483,6 +488,13 @@ class _Batch:
     scatter: FloatArray
 
 
+def _channel_at(kev: float, offset: float, gain: float, n_ch: int) -> int:
+    """First channel at or above `kev`, clipped to 0..n_ch (an absurd calibration puts it at
+    +-inf: clipped, not an OverflowError)."""
+    c = (kev - offset) / gain
+    return 0 if c <= 0 else n_ch if c >= n_ch else math.ceil(c)
+
+
 def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
     """Fit all regions of a batch of spectra, grouped by calibration."""
     n = len(spectra)
@@ -500,15 +512,20 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
     scatter = np.zeros(n)
 
     def put(target: dict[str, FloatArray], values: dict[str, FloatArray], rows: list[int]) -> None:
+        if len(groups) == 1:  # one calibration (the line's usual batch): rows are all, in order
+            target.update(values)
+            return
         for name, v in values.items():
-            target.setdefault(name, np.zeros(n))[rows] = v
+            column = target.get(name)
+            if column is None:
+                column = target[name] = np.zeros(n)
+            column[rows] = v
 
     for (n_ch, offset, gain), rows in groups.items():
         designs = _designs(n_ch, offset, gain)
         counts = np.stack([spectra[i].counts for i in rows])
         totals[rows] = counts.sum(axis=1)
-        # clipped: an absurd calibration puts the band at +-inf channels, not an OverflowError
-        lo, hi = (int(np.clip(np.ceil((x - offset) / gain), 0, n_ch)) for x in SCATTER_BAND_KEV)
+        lo, hi = (_channel_at(x, offset, gain, n_ch) for x in SCATTER_BAND_KEV)
         scatter[rows] = counts[:, lo:hi].sum(axis=1)
         stated = [_stated_fwhm(spectra[i]) for i in rows]
         idx = None if None in stated else np.asarray(stated, dtype=np.float64)
@@ -535,7 +552,8 @@ def fit_lines(spectra: Sequence[Spectrum]) -> LineFit:
 
 def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) -> FloatArray:
     """Ratios, fractions and significances from fitted line areas."""
-    a = {k: np.maximum(v, 0.0) for k, v in fit.area.items()}
+    lines = (*TM, *LIGHT)
+    a = {el: np.maximum(fit.area[el], 0.0) for el in lines}
     tm_total = sum(a[el] for el in TM)
     denom = np.maximum(tm_total, 1.0)
     k = 0.005 * denom + 1.0  # keeps log ratios finite; relative, so count level drops out
@@ -543,38 +561,45 @@ def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) ->
     def lr(x: FloatArray, y: FloatArray) -> FloatArray:
         return np.log((x + k) / (y + k))
 
-    cols: list[FloatArray] = [a[el] / denom for el in TM]
-    cols += [
-        lr(a["Ni"], a["Co"]),
-        lr(a["Ni"], a["Mn"]),
-        lr(a["Co"], a["Mn"]),
-        lr(a["Fe"], a["Ni"] + a["Co"] + a["Mn"]),
-    ]
-    cols += [np.log((a[el] + k) / denom) for el in LIGHT]
-    cols += [_slog(fit.area[el] / fit.sigma[el]) for el in (*TM, *LIGHT)]
+    def side_by_side(*columns: FloatArray) -> FloatArray:
+        return np.stack(columns, axis=1)
+
+    def of(table: dict[str, FloatArray], elements: Sequence[str]) -> list[FloatArray]:
+        return [table[el] for el in elements]
+
     ree_area = fit.area["La"] + fit.area["Ce"] + fit.area["Pr"] + fit.area["Nd"]
     ree_bg = fit.background["La"] + fit.background["Ce"]
     ree_sigma = np.sqrt(sum(fit.sigma[el] ** 2 for el in ("La", "Ce", "Pr", "Nd")))
-    for area, bg in (
-        (fit.area["Cd"], fit.background["Cd"]),
-        (fit.area["La"], fit.background["La"]),
-        (fit.area["Ce"], fit.background["Ce"]),
-        (ree_area, ree_bg),
-    ):
-        cols.append(_slog(area / np.maximum(bg, 10.0)))
-    cols += [_slog(fit.area[el] / fit.sigma[el]) for el in ("Cd", "La", "Ce")]
-    cols.append(_slog(ree_area / ree_sigma))
-    cols += [
-        np.log((tm_total + 1.0) / (scatter + 1.0)),
-        np.log10(np.maximum(totals, 1.0)),
-        np.log10(tm_total + 1.0),
-        fit.fwhm_mn_kev,
-        np.log10(np.maximum(fit.residual, 1e-3)),
-        fit.seen["cd"],
-        fit.seen["ree"],
+    cd_la_ce = ("Cd", "La", "Ce")
+    heavy = side_by_side(*of(fit.area, cd_la_ce), ree_area)
+    heavy_bg = side_by_side(*of(fit.background, cd_la_ce), ree_bg)
+    heavy_sigma = side_by_side(*of(fit.sigma, cd_la_ce), ree_sigma)
+    # Blocks of columns in FEATURE_NAMES order.
+    blocks = [
+        side_by_side(*of(a, TM)) / denom[:, None],
+        side_by_side(
+            lr(a["Ni"], a["Co"]),
+            lr(a["Ni"], a["Mn"]),
+            lr(a["Co"], a["Mn"]),
+            lr(a["Fe"], a["Ni"] + a["Co"] + a["Mn"]),
+        ),
+        np.log((side_by_side(*of(a, LIGHT)) + k[:, None]) / denom[:, None]),
+        _slog(side_by_side(*of(fit.area, lines)) / side_by_side(*of(fit.sigma, lines))),
+        _slog(heavy / np.maximum(heavy_bg, 10.0)),
+        _slog(heavy / heavy_sigma),
+        side_by_side(
+            np.log((tm_total + 1.0) / (scatter + 1.0)),
+            np.log10(np.maximum(totals, 1.0)),
+            np.log10(tm_total + 1.0),
+            fit.fwhm_mn_kev,
+            np.log10(np.maximum(fit.residual, 1e-3)),
+            fit.seen["cd"],
+            fit.seen["ree"],
+        ),
     ]
-    out = np.stack(cols, axis=1)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    out = np.concatenate(blocks, axis=1)
+    out[~np.isfinite(out)] = 0.0
+    return out
 
 
 def extract_batch(spectra: Sequence[Spectrum]) -> FloatArray:

@@ -65,8 +65,12 @@ class Rig:
             await self.plc.close()
 
 
-def open_rig(cfg: PlantConfig, config_dir: Path) -> Rig:
-    """Clients for the configured addresses (connections open lazily, with backoff)."""
+def open_rig(cfg: PlantConfig, config_dir: Path, stream: CellStream | None = None) -> Rig:
+    """Clients for the configured addresses (connections open lazily, with backoff).
+
+    `stream`: the simulated cells' truth, shared with whatever else in this process simulates
+    them (the passport import draws each cell's truth before the cell arrives: the simulated
+    code reader then finds it drawn)."""
     plc = PlcClient(cfg.plc.host, cfg.plc.port, tag_map(config_dir), timeout_s=cfg.plc.timeout_s)
     heads = [
         XrfClient(cfg.xrf.host, cfg.xrf.port + k, timeout_s=cfg.xrf.timeout_s, name=f"xrf{k + 1}")
@@ -74,7 +78,8 @@ def open_rig(cfg: PlantConfig, config_dir: Path) -> Rig:
     ]
     camera: LabelCamera | None
     if cfg.camera.kind == "sim_reader":
-        return Rig(plc, XrfStation(heads) if heads else None, SimCodeReader(cfg.sim.seed), heads)
+        reader = SimCodeReader(cfg.sim.seed, stream)
+        return Rig(plc, XrfStation(heads) if heads else None, reader, heads)
     if cfg.camera.kind == "sim":
         camera = SimCamera(cfg.sim.seed)
     elif cfg.camera.kind == "directory":

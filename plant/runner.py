@@ -193,9 +193,9 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         proc = spawn_sim(config_dir, opts)
         ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
-    rig = open_rig(cfg, config_dir)
-    bus = EventBus()
     stream = CellStream(cfg.sim.seed)
+    rig = open_rig(cfg, config_dir, stream)
+    bus = EventBus()
     passports_ready = 0
 
     async def lookup(pid: str) -> Any:

@@ -122,7 +122,8 @@ class CellStream:
 
     def __post_init__(self) -> None:
         # PLC, XRF heads and camera each ask for a cell's truth; drawing it costs ~0.1 ms.
-        object.__setattr__(self, "_cached", lru_cache(maxsize=4096)(self._draw))
+        # 8192 truths (~4 MB) outlast the passport import's look-ahead (5,000 cells).
+        object.__setattr__(self, "_cached", lru_cache(maxsize=8192)(self._draw))
 
     def truth(self, seq: int) -> CellTruth:
         """The truth of cell `seq`."""

@@ -268,7 +268,7 @@ class LineRun:
     final: int  # confirmed or quarantined
     seconds: float  # first detection -> last final state, store timestamps
     summary: dict[str, Any] | None  # plant.runner's summary; None if the run was stopped
-    cpu_s: dict[str, float]  # CPU seconds of the controller (this process) and the simulators
+    cpu_s: dict[str, float]  # CPU seconds of the controller (with its classifier) and simulators
     error: str | None = None
 
     @property
@@ -338,12 +338,19 @@ async def line_run(
     finally:
         sys.setswitchinterval(switch)
         store.close()
-    cpu = {k: round(v - cpu0[k], 2) for k, v in _cpu_seconds().items()}
+    used = {k: v - cpu0[k] for k, v in _cpu_seconds().items()}
+    # The classifier process is the controller's (a child, so counted with the simulators).
+    classifier = float((summary or {}).get("classifier_cpu_s", 0.0))
+    cpu = {
+        "controller": round(used["controller"] + classifier, 2),
+        "simulators": round(used["simulators"] - classifier, 2),
+    }
     return LineRun(cells, rate, stored, final, seconds, summary, cpu, error)
 
 
 def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by this process and by its finished children (`plant sim`)."""
+    """CPU seconds used so far by this process and by its finished children (`plant sim` and
+    the classifier process)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"controller": own.ru_utime + own.ru_stime, "simulators": kids.ru_utime + kids.ru_stime}

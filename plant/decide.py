@@ -1,8 +1,9 @@
 """From measured evidence to a routing decision: classify, fuse with the passport, apply rules.
 
 `decide_batch` is pure (plain data in, Decisions out). `Decider` wraps it for the line engine:
-spectra of cells that arrive together are classified together in a worker thread, so a burst
-of cells costs one scikit-learn call, not one each.
+spectra of cells that arrive together are classified together, so a burst of cells costs one
+scikit-learn call, not one each. The batches run in a thread (`InThread`) or, on the line, in
+a process of their own (plant/classifier_process.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.spectra import Spectrum
 from models.fusion import fuse
@@ -62,23 +63,34 @@ def decide_batch(
     return out
 
 
+class BatchDecider(Protocol):
+    """Where `decide_batch` runs: a thread of this process or a classifier process."""
+
+    async def decide_batch(self, items: Sequence[Evidence]) -> list[Decision]: ...
+
+
+@dataclass
+class InThread:
+    """`decide_batch` in a worker thread of this process (tests, tools)."""
+
+    classifier: Any
+    rules: RoutingRules
+    model_version: str | None
+
+    async def decide_batch(self, items: Sequence[Evidence]) -> list[Decision]:
+        return await asyncio.to_thread(
+            decide_batch, items, self.classifier, self.rules, self.model_version
+        )
+
+
 BACKLOG = 2  # cells still being measured that make a batch worth waiting for
 
 
 class Decider:
     """Micro-batching front of `decide_batch` for concurrent cells."""
 
-    def __init__(
-        self,
-        classifier: Any,
-        rules: RoutingRules,
-        model_version: str | None,
-        max_batch: int = 64,
-        window_s: float = 0.0,
-    ) -> None:
-        self.classifier = classifier
-        self.rules = rules
-        self.model_version = model_version
+    def __init__(self, backend: BatchDecider, max_batch: int = 64, window_s: float = 0.0) -> None:
+        self.backend = backend
         self.max_batch = max_batch
         self.window_s = window_s
         # Cells still being measured, whose evidence will follow soon (the line engine sets
@@ -99,12 +111,7 @@ class Decider:
     async def warm_up(self, spectra: Sequence[Spectrum]) -> None:
         """Decide these spectra once and discard the result: the first call for a calibration
         builds the fit's design matrices (~0.1 s), which the first cells must not wait for."""
-        await self._decide_in_thread([Evidence(spectrum=s) for s in spectra])
-
-    async def _decide_in_thread(self, items: Sequence[Evidence]) -> list[Decision]:
-        return await asyncio.to_thread(
-            decide_batch, items, self.classifier, self.rules, self.model_version
-        )
+        await self.backend.decide_batch([Evidence(spectrum=s) for s in spectra])
 
     async def _gather(self) -> None:
         """Wait (at most `window_s`) for the cells still being measured to join this batch.
@@ -131,7 +138,7 @@ class Decider:
                 self._pending[self.max_batch :],
             )
             try:
-                decisions = await self._decide_in_thread([ev for ev, _ in batch])
+                decisions = await self.backend.decide_batch([ev for ev, _ in batch])
             except Exception as exc:
                 for _, fut in batch:
                     if not fut.done():

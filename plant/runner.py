@@ -31,6 +31,7 @@ from drivers.plc import PlcError
 from drivers.sim.cells import CellStream
 from models.registry import Registry
 from plant import eventloop
+from plant.classifier_process import ClassifierProcess
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
 from plant.domain import CellState, Chemistry, Route
@@ -181,13 +182,9 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     rules = load_rules(config_dir)
     registry = Registry(cfg.plant.data_dir / "models")
     model = registry.active_model()
-    decider = Decider(
-        model.classifier,
-        rules,
-        model.version,
-        cfg.line.classify_batch_max,
-        cfg.line.classify_window_s,
-    )
+    classifier = ClassifierProcess(registry, model.info.name, rules)
+    await classifier.start()
+    decider = Decider(classifier, cfg.line.classify_batch_max, cfg.line.classify_window_s)
     proc: subprocess.Popen[bytes] | None = None
     if opts.simulate:
         proc = spawn_sim(config_dir, opts)
@@ -259,10 +256,10 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             return
         try:
             model = await asyncio.to_thread(registry.active_model)
+            await classifier.use(model.info.name)
         except Exception as exc:
             log.error("model %s not loaded, keeping %s: %s", name, model.version, exc)
             return
-        decider.classifier, decider.model_version = model.classifier, model.version
         log.warning("chemistry model %s active from now on", model.version)
 
     async def apply_setpoint(name: str, value: float) -> None:
@@ -332,6 +329,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
                 plc_counters={r: int(counters[f"counters.{r}"]) for r in ROUTES},
                 latencies_ms=list(engine.stats.latencies_ms),
             )
+            result["classifier_cpu_s"] = round(classifier.cpu_seconds(), 2)
     finally:
         engine.stop()
         with contextlib.suppress(Exception):
@@ -340,6 +338,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         await rig.close()
+        await classifier.close()
         if proc is not None:
             proc.terminate()
             await asyncio.to_thread(proc.wait)

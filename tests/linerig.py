@@ -20,7 +20,7 @@ from drivers.xrf import XrfClient, XrfStation
 from models.registry import Registry
 from plant.bench import line_config
 from plant.config import LineSection
-from plant.decide import Decider
+from plant.decide import Decider, InThread
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
 from plant.line import ROUTES, LineEngine, count_routes
@@ -112,7 +112,7 @@ async def sim_line(
         for i, p in enumerate(xrf_sim.ports)
     ]
     model = Registry(Path(tmp_registry())).active_model()  # the committed default
-    decider = Decider(model.classifier, rules or load_rules(CONFIG), model.version)
+    decider = Decider(InThread(model.classifier, rules or load_rules(CONFIG), model.version))
 
     async def lookup(pid: str) -> Any:
         return await asyncio.to_thread(find_passport, store, pid)

@@ -1,0 +1,237 @@
+"""The line's classification in a process of its own, fed over a private socket pair.
+
+The controller is bound by one interpreter lock: its event loop (PLC, XRF, label), its database
+thread and classification share it, and a cell's classification is a few ms of small numpy
+calls. In a child process the classification runs on the other core and the event loop does
+not wait for it (docs/bench.md has the figures). The child loads the model itself from the
+registry (skops, checked as everywhere); only evidence and decisions cross the socket.
+
+Frames are a 4-byte length and a pickle, between this process and the child it started (a
+socketpair, no address anyone else can reach). A child that dies fails the batch it held (those
+cells go to quarantine, as any failed decision) and is started again for the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+
+from models.registry import LoadedModel, Registry
+from plant.decide import Evidence, decide_batch
+from plant.domain import Decision
+from plant.routing import RoutingRules
+
+log = logging.getLogger(__name__)
+_LENGTH = struct.Struct("!I")
+START_TIMEOUT_S = 120.0  # the child imports scikit-learn and loads the model first
+DECIDE_TIMEOUT_S = 30.0  # a batch takes ms; a child this late is stuck (its cells: quarantine)
+
+
+class ClassifierProcessError(RuntimeError):
+    """The classifier process failed, exited or did not answer (the message says which)."""
+
+
+class ClassifierProcess:
+    """`decide_batch` in a child process; one request at a time, answered in order."""
+
+    def __init__(self, registry: Registry, model_name: str, rules: RoutingRules) -> None:
+        self.registry = (registry.root, registry.default_dir)
+        self.model_name = model_name
+        self.model_version: str | None = None
+        self.rules = rules
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._lock = asyncio.Lock()
+        self._cpu_done = 0.0  # CPU seconds of children already stopped
+
+    async def start(self) -> None:
+        """Start the child and wait until it has loaded the model."""
+        async with self._lock:
+            await self._start()
+
+    async def decide_batch(self, items: Sequence[Evidence]) -> list[Decision]:
+        async with self._lock:
+            if self._sock is None:
+                await self._start()
+            decisions: list[Decision] = await self._ask(("decide", list(items)), DECIDE_TIMEOUT_S)
+            return decisions
+
+    async def use(self, model_name: str) -> str:
+        """Load another model from the registry (activated by an engineer); its version."""
+        async with self._lock:
+            if self._sock is None:
+                self.model_name = model_name
+                await self._start()
+            else:
+                self.model_version = await self._ask(("model", model_name), START_TIMEOUT_S)
+                self.model_name = model_name
+            assert self.model_version is not None
+            return self.model_version
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._stop()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the classifier processes used so far (Linux /proc; for `plant bench`)."""
+        return self._cpu_done + _cpu_of(self._proc)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None while none runs)."""
+        return self._proc.pid if self._proc is not None else None
+
+    # -- parent side ---------------------------------------------------------------------------
+    async def _start(self) -> None:
+        await self._stop()
+        parent, child = socket.socketpair()
+        with child:
+            proc = await asyncio.to_thread(
+                subprocess.Popen,
+                [sys.executable, "-m", "plant.classifier_process", str(child.fileno())],
+                pass_fds=[child.fileno()],
+            )
+        parent.setblocking(False)
+        self._proc, self._sock = proc, parent
+        init = (*self.registry, self.model_name, self.rules)
+        try:
+            self.model_version = await self._ask(("init", init), START_TIMEOUT_S)
+        except ClassifierProcessError:
+            await self._stop()
+            raise
+
+    async def _ask(self, request: tuple[str, Any], timeout: float) -> Any:
+        """Send one request and return its answer; a child that is gone or stuck is stopped
+        (the next request starts a new one), an error it reports is raised."""
+        assert self._sock is not None
+        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_sendall(self._sock, _LENGTH.pack(len(data)) + data)
+                (size,) = _LENGTH.unpack(await self._read(_LENGTH.size))
+                status, value = pickle.loads(await self._read(size))
+        except TimeoutError:
+            await self._stop()
+            raise ClassifierProcessError(
+                f"classifier process did not answer within {timeout:g} s; restarting it"
+            ) from None
+        except (ClassifierProcessError, OSError) as exc:
+            code = await asyncio.to_thread(self._exit_code)
+            await self._stop()
+            raise ClassifierProcessError(
+                f"classifier process exited (exit code {code}): {exc}"
+                if code is not None
+                else f"classifier process lost: {exc}"
+            ) from None
+        if status != "ok":
+            raise ClassifierProcessError(f"classifier process: {value}")
+        return value
+
+    async def _read(self, n: int) -> bytes:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await loop.sock_recv(self._sock, n - len(buf))
+            if not chunk:
+                raise ClassifierProcessError("it closed its end of the socket")
+            buf += chunk
+        return bytes(buf)
+
+    def _exit_code(self) -> int | None:
+        if self._proc is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=5.0)
+        return self._proc.returncode
+
+    async def _stop(self) -> None:
+        sock, proc = self._sock, self._proc
+        self._sock = self._proc = None
+        self._cpu_done += _cpu_of(proc)
+        if sock is not None:
+            sock.close()  # the child's read ends: it exits
+        if proc is not None:
+            try:
+                await asyncio.to_thread(proc.wait, 5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+
+
+def _cpu_of(proc: subprocess.Popen[bytes] | None) -> float:
+    """User + system CPU seconds of a running child, 0.0 once it is gone."""
+    if proc is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- child side --------------------------------------------------------------------------------
+def main(argv: list[str]) -> None:
+    """The child (`python -m plant.classifier_process FD`): load the model it is told, say its
+    version, then answer requests until the parent closes the socket (Ctrl-C at a terminal
+    stops the parent, which closes it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(1)  # small matrix products; an idle BLAS thread would spin on a core
+    sock = socket.socket(fileno=int(argv[0]))
+
+    def send(status: str, value: Any) -> None:
+        data = pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL)
+        sock.sendall(_LENGTH.pack(len(data)) + data)
+
+    registry: Registry | None = None
+    model: LoadedModel | None = None
+    rules: RoutingRules | None = None
+    while True:
+        head = _read_exact(sock, _LENGTH.size)
+        body = _read_exact(sock, _LENGTH.unpack(head)[0]) if head is not None else None
+        if body is None:
+            return
+        kind, arg = pickle.loads(body)
+        try:
+            if kind == "init":
+                root, default_dir, name, rules = arg
+                registry = Registry(root, default_dir)
+                model = registry.load(name)
+                send("ok", model.version)
+            elif kind == "model" and registry is not None:
+                model = registry.load(arg)
+                send("ok", model.version)
+            elif kind == "decide" and model is not None and rules is not None:
+                send("ok", decide_batch(arg, model.classifier, rules, model.version))
+            else:
+                send("error", f"request {kind!r} not understood here")
+        except Exception as exc:  # the parent fails this request and goes on
+            send("error", f"{type(exc).__name__}: {exc}")
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

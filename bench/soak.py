@@ -1,10 +1,11 @@
 """Soak: many simulated cells through the line; the controller's memory must not keep growing.
 
 The controller (`plant.runner.run_line`, in this process) drives `plant sim` (a child process)
-with XRF dwell 0 on a temporary SQLite database. RSS (VmRSS of this process) is sampled at
-start, every 10,000 final cells and at the end. Pass: growth from the first 10,000-cell sample
-(after warm-up: model loaded, caches and the latency window filled) to the end stays below
---bound-mb, and no record is lost. Not part of the test suite (it takes minutes).
+with XRF dwell 0 on a temporary SQLite database. RSS (VmRSS of this process plus its classifier
+process) is sampled at start, every 10,000 final cells and at the last cell. Pass: growth from
+the first 10,000-cell sample (after warm-up: model loaded, caches and the latency window
+filled) to the last stays below --bound-mb, and no record is lost. Not part of the test suite
+(it takes minutes).
 
 Usage: python bench/soak.py [--cells 100000] [--rate 300] [--bound-mb 50] [--config config]
 """
@@ -20,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from plant import eventloop
-from plant.bench import git_commit, line_run, load_avg, machine_info, private_line, rss_mb
+from plant.bench import (
+    classifier_rss_mb,
+    git_commit,
+    line_run,
+    load_avg,
+    machine_info,
+    private_line,
+    rss_mb,
+)
 from plant.config import load_plant
 
 SAMPLE_EVERY = 10_000
@@ -29,14 +38,20 @@ SAMPLE_EVERY = 10_000
 def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str, Any]:
     """Run the line for `cells` cells and report RSS samples, growth and the verdict."""
     data_dir = load_plant(config_dir).plant.data_dir.resolve()
-    samples: list[dict[str, float]] = [{"cells": 0, "rss_mb": rss_mb()}]
+
+    def sample(final: int) -> dict[str, float]:
+        own, child = rss_mb(), classifier_rss_mb()
+        return {"cells": final, "rss_mb": own, "classifier_rss_mb": child, "total_mb": own + child}
+
+    samples = [sample(0)]
     started = time.monotonic()
 
     def progress(final: int) -> None:
         if final >= samples[-1]["cells"] + SAMPLE_EVERY or (final >= cells > samples[-1]["cells"]):
-            samples.append({"cells": final, "rss_mb": rss_mb()})
+            samples.append(sample(final))
             print(
-                f"{final} cells final, RSS {samples[-1]['rss_mb']} MB, "
+                f"{final} cells final, RSS {samples[-1]['rss_mb']} MB "
+                f"+ classifier {samples[-1]['classifier_rss_mb']} MB, "
                 f"{time.monotonic() - started:.0f} s, load {load_avg()}",
                 file=sys.stderr,
                 flush=True,
@@ -45,10 +60,10 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
     with tempfile.TemporaryDirectory(prefix="plant-soak-") as tmp:
         cfg_dir, cfg = private_line(config_dir, Path(tmp), "soak", data_dir)
         run = eventloop.run(line_run(cfg, cfg_dir, cells=cells, rate=rate, on_progress=progress))
-    end = rss_mb()
-    samples.append({"cells": run.final, "rss_mb": end})
+    # The last sample is taken while the line still runs (the classifier process exits with it).
+    last = samples[-1]
     warm = next((s for s in samples if s["cells"] >= SAMPLE_EVERY), samples[0])
-    growth = round(end - warm["rss_mb"], 1)
+    growth = round(last["total_mb"] - warm["total_mb"], 1)
     lost = run.sent - run.stored
     return {
         **git_commit(),
@@ -64,7 +79,7 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
         "decision_latency_ms": run.summary["decision_latency_ms"] if run.summary else None,
         "cpu_s": run.cpu_s,
         "rss_mb": samples,
-        "rss_growth_mb_total": round(end - samples[0]["rss_mb"], 1),
+        "rss_growth_mb_total": round(last["total_mb"] - samples[0]["total_mb"], 1),
         "rss_growth_mb_after_warmup": growth,
         "warmup_sample_cells": warm["cells"],
         "bound_mb": bound_mb,

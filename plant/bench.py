@@ -149,12 +149,29 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def rss_mb() -> float:
-    """Resident memory of this process (VmRSS) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process (VmRSS) in MB; this process by default."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024.0, 1)
-    raise BenchError("no VmRSS in /proc/self/status (memory is measured on Linux only)")
+    raise BenchError(f"no VmRSS in /proc/{pid}/status (memory is measured on Linux only)")
+
+
+def classifier_rss_mb() -> float:
+    """Resident memory (MB) of this process' classifier processes (plant/classifier_process.py),
+    0.0 when none runs: the controller's memory is its own plus theirs."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (proc / "cmdline").read_bytes()
+            if ppid == os.getpid() and b"plant.classifier_process" in cmd:
+                total += rss_mb(proc.name)
+        except (OSError, IndexError, ValueError, BenchError):
+            continue  # gone meanwhile
+    return round(total, 1)
 
 
 # -- temporary line configuration -------------------------------------------------------------

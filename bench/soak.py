@@ -41,7 +41,8 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
 
     def sample(final: int) -> dict[str, float]:
         own, child = rss_mb(), classifier_rss_mb()
-        return {"cells": final, "rss_mb": own, "classifier_rss_mb": child, "total_mb": own + child}
+        total = round(own + child, 1)
+        return {"cells": final, "rss_mb": own, "classifier_rss_mb": child, "total_mb": total}
 
     samples = [sample(0)]
     started = time.monotonic()

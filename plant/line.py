@@ -496,7 +496,9 @@ class LineEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose a cell to a bug: quarantine and say why
-            log.exception("cell %s: decision failed", f.seq)
+            if not self._alarm_states.get("line/decide_failed"):
+                log.exception("cell %s: decision failed", f.seq)
+            self._fault("line", "decide_failed", f"cell {f.seq} to quarantine: {exc}")
             decision = Decision(
                 chemistry=Chemistry.UNKNOWN,
                 confidence=0.0,
@@ -505,6 +507,8 @@ class LineEngine:
                 reason=f"internal error while deciding: {exc}",
             )
             evidence = Evidence()
+        else:
+            self._fault("line", "decide_failed", None)
         await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
         f.decision = decision
         f.decided.set()
@@ -612,18 +616,26 @@ class LineEngine:
                 f"XRF check standard failed on {len(failed)} of {len(results)} heads: {failed[0]}"
             )
         if spectra:
-            await self.decider.warm_up(spectra)
+            try:
+                await self.decider.warm_up(spectra)
+            except Exception as exc:  # the first cells then prepare it (~0.1 s once)
+                log.warning("classifier not prepared with the check spectra: %s", exc)
 
     def _xrf_fault(self, error: str | None) -> None:
         """XRF alarm once per change of state, cleared by the next good measurement."""
-        was = self._alarm_states.get("xrf", False)
+        self._fault("xrf", "fault", error)
+        self.xrf_state = "degraded" if self._alarm_states["xrf/fault"] else "ok"
+
+    def _fault(self, source: str, code: str, error: str | None) -> None:
+        """Alarm `source/code` when `error` appears, clear it when the next try succeeds:
+        once per change of state, not once per cell."""
+        key = f"{source}/{code}"
+        was = self._alarm_states.get(key, False)
         if error is not None and not was:
-            self.alarms.raise_("xrf", "fault", error, AlarmPriority.high)
-            self.xrf_state = "degraded"
+            self.alarms.raise_(source, code, error, AlarmPriority.high)
         elif error is None and was:
-            self.alarms.clear("xrf", "fault")
-            self.xrf_state = "ok"
-        self._alarm_states["xrf"] = error is not None
+            self.alarms.clear(source, code)
+        self._alarm_states[key] = error is not None
 
     # -- diverter ----------------------------------------------------------------------------
     async def _diverter_loop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from drivers.plc import PlcClient, load_tag_map
 from plant.domain import CellState
 from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
-from plant.store import CellRow, Store, upgrade
+from plant.store import AlarmRow, CellRow, Store, upgrade
 
 
 def _plc_counters(cfg: Path) -> dict[str, int]:
@@ -148,3 +149,76 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
     assert unfinished == 0  # in-flight cells resolved after each crash
     assert count_routes(store, "L1") == counters  # PLC counters equal store counts
     store.close()
+
+
+def _classifier_pids(parent: int) -> list[int]:
+    """Running classifier processes (plant/classifier_process.py) of the controller `parent`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == parent and stat[0] != "Z" and b"plant.classifier_process" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: Path) -> None:
+    """SIGKILL the controller's classifier process while cells flow: the cells it held go to
+    quarantine saying why, an alarm is raised and cleared, a new classifier takes over, and
+    every cell is still recorded once with the PLC counters equal to the store's."""
+    url = f"sqlite:///{tmp_path / 'plant.db'}"
+    upgrade(url)
+    n = 1500
+    cfg = config_copy(tmp_path, db_url=url, heads=8)
+    ctl = subprocess.Popen(
+        plant_cmd(cfg, "run", "--simulate", "--cells", str(n), "--rate", "100", "--no-hmi"),
+        env=plant_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = Store(url)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with store.session() as s:
+                routed = s.scalar(select(func.count(CellRow.id)).where(CellRow.route.is_not(None)))
+            if routed and routed >= 300:
+                break
+            time.sleep(0.2)
+        (first,) = _classifier_pids(ctl.pid)
+        killed_at = routed
+        os.kill(first, signal.SIGKILL)
+        out, err = ctl.communicate(timeout=300)
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+    assert ctl.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["cells"] == n and summary["final"] == n
+    assert summary["routes"] == summary["plc_counters"]
+    with store.session() as s:
+        failed = s.execute(
+            select(CellRow.seq, CellRow.route).where(
+                CellRow.reason.like("internal error while deciding: classifier process%")
+            )
+        ).all()
+        alarm = s.scalars(
+            select(AlarmRow).where(AlarmRow.source == "line", AlarmRow.code == "decide_failed")
+        ).all()
+        late = s.scalar(
+            select(func.count(CellRow.id)).where(
+                CellRow.seq > killed_at + 200, CellRow.model_version.is_not(None)
+            )
+        )
+    store.close()
+    # the batch the dead classifier held: a few cells, each to quarantine, saying so
+    assert 1 <= len(failed) <= 10, failed
+    assert {route for _, route in failed} == {"quarantine"}
+    assert [a.state for a in alarm] == ["rtn_unacked"]  # raised, then cleared by the next cell
+    assert late and late > 0.8 * (n - killed_at - 200)  # a new classifier decided the rest

@@ -43,6 +43,7 @@ from drivers.sim.xrf import DEFAULT_PROFILE
 from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
 from plant import eventloop
+from plant.classifier_process import running_children
 from plant.config import PlantConfig, SimSection, load_plant
 from plant.domain import CellState
 from plant.line import PollView, percentiles
@@ -161,16 +162,9 @@ def classifier_rss_mb() -> float:
     """Resident memory (MB) of this process' classifier processes (plant/classifier_process.py),
     0.0 when none runs: the controller's memory is its own plus theirs."""
     total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (proc / "cmdline").read_bytes()
-            if ppid == os.getpid() and b"plant.classifier_process" in cmd:
-                total += rss_mb(proc.name)
-        except (OSError, IndexError, ValueError, BenchError):
-            continue  # gone meanwhile
+    for pid in running_children(os.getpid()):
+        with contextlib.suppress(OSError, BenchError):  # gone meanwhile
+            total += rss_mb(pid)
     return round(total, 1)
 
 

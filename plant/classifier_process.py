@@ -173,6 +173,23 @@ class ClassifierProcess:
                 await asyncio.to_thread(proc.wait)
 
 
+def running_children(parent: int) -> list[int]:
+    """Pids of the classifier processes that process `parent` started and that still run
+    (Linux /proc; zombies excluded): for the soak's memory figure and for tests."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(stat[1]) == parent and stat[0] != "Z" and b"plant.classifier_process" in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
 def _cpu_of(proc: subprocess.Popen[bytes] | None) -> float:
     """User + system CPU seconds of a running child, 0.0 once it is gone."""
     if proc is None:

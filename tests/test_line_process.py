@@ -15,6 +15,7 @@ from linerig import config_copy, plant_cmd, plant_env
 from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
+from plant.classifier_process import running_children
 from plant.domain import CellState
 from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
@@ -151,20 +152,6 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
     store.close()
 
 
-def _classifier_pids(parent: int) -> list[int]:
-    """Running classifier processes (plant/classifier_process.py) of the controller `parent`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == parent and stat[0] != "Z" and b"plant.classifier_process" in cmd:
-            pids.append(int(proc.name))
-    return pids
-
-
 @pytest.mark.slow
 def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: Path) -> None:
     """SIGKILL the controller's classifier process while cells flow: the cells it held go to
@@ -191,7 +178,7 @@ def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: P
             if routed and routed >= 300:
                 break
             time.sleep(0.2)
-        (first,) = _classifier_pids(ctl.pid)
+        (first,) = running_children(ctl.pid)
         killed_at = routed
         os.kill(first, signal.SIGKILL)
         out, err = ctl.communicate(timeout=300)

@@ -181,8 +181,9 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     store.require_current_schema()
     rules = load_rules(config_dir)
     registry = Registry(cfg.plant.data_dir / "models")
-    model = registry.active_model()
-    classifier = ClassifierProcess(registry, model.info.name, rules)
+    # The classifier process loads (and checks) the model; this process needs only its name.
+    active = registry.get(registry.active_name())
+    classifier = ClassifierProcess(registry, active.name, rules)
     await classifier.start()
     decider = Decider(classifier, cfg.line.classify_batch_max, cfg.line.classify_window_s)
     proc: subprocess.Popen[bytes] | None = None
@@ -250,17 +251,18 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
 
     async def reload_model_if_changed() -> None:
         """An engineer activated or rolled back a model: use it from the next cell on."""
-        nonlocal model
+        nonlocal active
         name = await asyncio.to_thread(registry.active_name)
-        if name == model.info.name:
+        if name == active.name:
             return
         try:
-            model = await asyncio.to_thread(registry.active_model)
-            await classifier.use(model.info.name)
-        except Exception as exc:
-            log.error("model %s not loaded, keeping %s: %s", name, model.version, exc)
+            info = await asyncio.to_thread(registry.get, name)
+            await classifier.use(name)
+        except Exception as exc:  # the old model keeps deciding; the next tick tries again
+            log.error("model %s not loaded, keeping %s: %s", name, active.version, exc)
             return
-        log.warning("chemistry model %s active from now on", model.version)
+        active = info
+        log.warning("chemistry model %s active from now on", active.version)
 
     async def apply_setpoint(name: str, value: float) -> None:
         if name == "leach.ph":
@@ -289,7 +291,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         latency=DECISION_LATENCY.labels(line),
     )
     await extend_passports(max(opts.cells or 0, PASSPORT_CHUNK))
-    # Startup leaves a large heap (model, libraries, passports). Frozen, it is skipped by the
+    # Startup leaves a large heap (libraries, passports). Frozen, it is skipped by the
     # collector's full passes, which otherwise stall the line for ~0.1 s every few seconds.
     gc.collect()
     gc.freeze()

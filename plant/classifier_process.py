@@ -178,27 +178,29 @@ def running_children(parent: int) -> list[int]:
     (Linux /proc; zombies excluded): for the soak's memory figure and for tests."""
     pids = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        stat = _stat(proc.name) if proc.name.isdigit() else None
+        if stat is None or int(stat[1]) != parent or stat[0] == "Z":
             continue
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(stat[1]) == parent and stat[0] != "Z" and b"plant.classifier_process" in cmd:
-            pids.append(int(proc.name))
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if b"plant.classifier_process" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
     return pids
 
 
 def _cpu_of(proc: subprocess.Popen[bytes] | None) -> float:
     """User + system CPU seconds of a running child, 0.0 once it is gone."""
-    if proc is None:
+    stat = _stat(str(proc.pid)) if proc is not None else None
+    if stat is None:
         return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None if gone."""
     try:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None
 
 
 # -- child side --------------------------------------------------------------------------------

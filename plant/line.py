@@ -915,7 +915,6 @@ class LineEngine:
             )
             if seq == ack or seq in self._done:  # the PLC reports what it executed for it
                 await self._finish(f, self._executed(seq))
-                self._done.pop(seq, None)
                 continue
             if state == CellState.routed and seq < ack:  # commands go out in seq order, so a
                 self._book(f, CellState.confirmed, f.decision.route, None, lot=True)  # later

@@ -189,21 +189,26 @@ class Tag(_Strict):
     def writable(self) -> bool:
         return self.table in WRITABLE_TABLES
 
+    @property
+    def word_offsets(self) -> tuple[int, ...]:
+        """The tag's registers, most significant first (word_order applied)."""
+        if self.width == 1:
+            return (0,)
+        return (1, 0) if self.word_order == "little" else (0, 1)
+
     def decode(self, words: Sequence[int] | Sequence[bool]) -> Value:
         """Raw registers/bits (exactly `width` of them) -> engineering value."""
         if self.type == "bool":
             return bool(words[0])
-        if self.width == 1:
-            data = _WORD.pack(int(words[0]))
-        elif self.word_order == "little":
-            data = _WORDS.pack(int(words[1]), int(words[0]))
-        else:
-            data = _WORDS.pack(int(words[0]), int(words[1]))
-        raw = _STRUCT[self.type].unpack(data)[0]
-        if self.type == "float32":
+        data = struct.pack(f">{self.width}H", *(int(words[i]) for i in self.word_offsets))
+        return self.finish(_STRUCT[self.type].unpack(data)[0])
+
+    def finish(self, raw: float) -> Value:
+        """The unpacked register value -> engineering value (float32 rounding, scale)."""
+        if self.type == "float32" and raw != 0.0:
             raw = float(str(np.float32(raw)))  # shortest decimal: 4.35, not 4.349999904632568
         if self.scale == 1.0:
-            return raw  # type: ignore[no-any-return]
+            return raw
         return float(raw) * self.scale
 
     def encode(self, value: Value) -> list[int] | list[bool]:
@@ -278,11 +283,27 @@ class ReadBlock:
         last = self.address + self.count - 1
         return f"read of {', '.join(self.names)} ({self.table} {self.address}..{last})"
 
+    @cached_property
+    def _codec(self) -> tuple[list[int], struct.Struct, struct.Struct, tuple[Tag, ...]]:
+        """Which words of the answer, in which order, unpack with one struct to every tag's
+        raw value (the poll is read hundreds of times a second: one unpack, not one per tag),
+        and the tags whose raw value still needs `Tag.finish` (float32 or scaled)."""
+        order = [tag.address - self.address + i for tag in self.tags for i in tag.word_offsets]
+        codes = "".join(_STRUCT[tag.type].format[1:] for tag in self.tags)
+        special = tuple(t for t in self.tags if t.type == "float32" or t.scale != 1.0)
+        return order, struct.Struct(f">{len(order)}H"), struct.Struct(">" + codes), special
+
     def decode(self, words: Sequence[int] | Sequence[bool], out: dict[str, Value]) -> None:
-        """Pick every tag's words out of the block's answer."""
-        for tag in self.tags:
-            off = tag.address - self.address
-            out[tag.name] = tag.decode(words[off : off + tag.width])
+        """Pick every tag's value out of the block's answer."""
+        if self.table in BIT_TABLES:
+            for tag in self.tags:
+                out[tag.name] = bool(words[tag.address - self.address])
+            return
+        order, pack, unpack, special = self._codec
+        raws = unpack.unpack(pack.pack(*[words[i] for i in order]))
+        out.update(zip(self.names, raws, strict=True))
+        for tag in special:
+            out[tag.name] = tag.finish(out[tag.name])
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ class SimHardware:
                 seed=cfg.sim.seed,
                 dwell_scale=dwell_scale,
                 warm_mixtures=warm_mixtures,
+                stream=stream,  # one truth per cell, drawn once for the PLC and the heads
             )
             if cfg.sim.xrf_heads
             else None

@@ -48,6 +48,9 @@ ERROR_QUEUE = 16
 GARBAGE = b"\x00\x17#9Z\xffgarbage;;\n"
 _CELL = re.compile(r"CELL:(\d{1,12})")
 _PELLET = re.compile(r"PELLET:(.+)")
+# (profile, chemistry, second chemistry, format) of the cells simulated so far in this process:
+# their physics templates are cached (drivers/sim/xrfphysics.py), so a spectrum is cheap.
+_TEMPLATES_BUILT: set[tuple[object, ...]] = set()
 # The simulated heads' check standard: an NMC111 cathode reference pellet, wt% from
 # ../shared/reference/xrf-and-process.md (cathode compositions table).
 CHECK_STANDARD = {"Ni": 20.3, "Co": 20.4, "Mn": 19.0}
@@ -519,9 +522,17 @@ class SimXrfHead:
         try:
             if cell is not None:
                 truth = self.stream.truth(int(cell.group(1)))
-                spectrum = await asyncio.to_thread(
-                    xrfphysics.simulate_cell, truth, profile, live, rng
-                )
+                kind = (profile, truth.chemistry, truth.second_chemistry, truth.format)
+                if kind in _TEMPLATES_BUILT:
+                    # ~0.6 ms of numpy on the loop: a worker thread's hand-off and the
+                    # interpreter lock it then shares with the loop cost more than that, and
+                    # delay every other head's and the PLC's answers (docs/bench.md)
+                    spectrum = xrfphysics.simulate_cell(truth, profile, live, rng)
+                else:  # the first cell of its kind builds the template (~0.05 s): in a thread
+                    spectrum = await asyncio.to_thread(
+                        xrfphysics.simulate_cell, truth, profile, live, rng
+                    )
+                    _TEMPLATES_BUILT.add(kind)
             else:
                 if sample == CHECK_SAMPLE:
                     composition = CHECK_STANDARD

@@ -23,6 +23,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("!I")
 START_TIMEOUT_S = 120.0  # the child imports scikit-learn and loads the model first
 DECIDE_TIMEOUT_S = 30.0  # a batch takes ms; a child this late is stuck (its cells: quarantine)
+# After a failed start (model will not load, no memory, ...): wait this long before the next try,
+# doubling up to the cap. Meanwhile batches fail at once (their cells: quarantine) instead of
+# each waiting seconds for a start that fails again; a child that died is restarted at once.
+RESTART_BACKOFF_S = (1.0, 30.0)
 
 
 class ClassifierProcessError(RuntimeError):
@@ -47,11 +52,23 @@ class ClassifierProcessError(RuntimeError):
 class ClassifierProcess:
     """`decide_batch` in a child process; one request at a time, answered in order."""
 
-    def __init__(self, registry: Registry, model_name: str, rules: RoutingRules) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        model_name: str,
+        rules: RoutingRules,
+        *,
+        restart_backoff_s: tuple[float, float] = RESTART_BACKOFF_S,
+    ) -> None:
         self.registry = (registry.root, registry.default_dir)
         self.model_name = model_name
         self.model_version: str | None = None
         self.rules = rules
+        self.start_attempts = 0
+        self._backoff = restart_backoff_s
+        self._next_wait = restart_backoff_s[0]
+        self._retry_at = 0.0  # time.monotonic() before which no start is tried
+        self._start_error = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lock = asyncio.Lock()
@@ -65,6 +82,12 @@ class ClassifierProcess:
     async def decide_batch(self, items: Sequence[Evidence]) -> list[Decision]:
         async with self._lock:
             if self._sock is None:
+                left = self._retry_at - time.monotonic()
+                if left > 0:
+                    raise ClassifierProcessError(
+                        f"classifier process not running ({self._start_error}); "
+                        f"next start attempt in {left:.1f} s"
+                    )
                 await self._start()
             decisions: list[Decision] = await self._ask(("decide", list(items)), DECIDE_TIMEOUT_S)
             return decisions
@@ -96,22 +119,30 @@ class ClassifierProcess:
 
     # -- parent side ---------------------------------------------------------------------------
     async def _start(self) -> None:
+        """Start the child now (whatever the backoff says); a failure sets the backoff."""
         await self._stop()
-        parent, child = socket.socketpair()
-        with child:
-            proc = await asyncio.to_thread(
-                subprocess.Popen,
-                [sys.executable, "-m", "plant.classifier_process", str(child.fileno())],
-                pass_fds=[child.fileno()],
-            )
-        parent.setblocking(False)
-        self._proc, self._sock = proc, parent
-        init = (*self.registry, self.model_name, self.rules)
+        self.start_attempts += 1
         try:
+            parent, child = socket.socketpair()
+            with child:
+                proc = await asyncio.to_thread(
+                    subprocess.Popen,
+                    [sys.executable, "-m", "plant.classifier_process", str(child.fileno())],
+                    pass_fds=[child.fileno()],
+                )
+            parent.setblocking(False)
+            self._proc, self._sock = proc, parent
+            init = (*self.registry, self.model_name, self.rules)
             self.model_version = await self._ask(("init", init), START_TIMEOUT_S)
-        except ClassifierProcessError:
+        except (ClassifierProcessError, OSError) as exc:
             await self._stop()
-            raise
+            self._start_error = f"start failed: {exc}"
+            self._retry_at = time.monotonic() + self._next_wait
+            self._next_wait = min(self._next_wait * 2, self._backoff[1])
+            if isinstance(exc, ClassifierProcessError):
+                raise
+            raise ClassifierProcessError(f"classifier process not started: {exc}") from None
+        self._next_wait, self._retry_at = self._backoff[0], 0.0
 
     async def _ask(self, request: tuple[str, Any], timeout: float) -> Any:
         """Send one request and return its answer; a child that is gone or stuck is stopped

@@ -105,3 +105,35 @@ def test_a_model_that_does_not_load_at_start_says_so() -> None:
         assert proc.pid is None  # the child was stopped
 
     asyncio.run(scenario())
+
+
+def test_a_classifier_that_cannot_start_is_retried_after_a_backoff_not_for_every_batch() -> None:
+    """A model that will not load must not make every batch wait seconds for a start that fails
+    again: batches fail at once (their cells go to quarantine, saying why) until the backoff
+    has passed; an engineer's activation of a good model starts it at once."""
+    registry = Registry(Path(tmp_registry()))
+    model = registry.active_model()
+    rules = load_rules(CONFIG)
+    items = evidence(3)
+
+    async def scenario() -> None:
+        proc = ClassifierProcess(registry, "no-such-model", rules, restart_backoff_s=(0.5, 2.0))
+        try:
+            with pytest.raises(ClassifierProcessError, match="no-such-model"):
+                await proc.decide_batch(items)
+            assert proc.start_attempts == 1
+            for _ in range(3):  # within the backoff: no new child, the reason is kept
+                with pytest.raises(ClassifierProcessError, match=r"no-such-model.*next start"):
+                    await proc.decide_batch(items)
+            assert proc.start_attempts == 1 and proc.pid is None
+            await asyncio.sleep(0.6)  # the backoff has passed: one more try, which fails again
+            with pytest.raises(ClassifierProcessError, match="no-such-model"):
+                await proc.decide_batch(items)
+            assert proc.start_attempts == 2
+            assert await proc.use(model.info.name) == model.version  # at once, no backoff
+            decisions = await proc.decide_batch(items)
+            assert {d.model_version for d in decisions[:-1]} == {model.version}
+        finally:
+            await proc.close()
+
+    asyncio.run(scenario())

@@ -195,8 +195,15 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     rig = open_rig(cfg, config_dir, stream)
     bus = EventBus()
     passports_ready = 0
+    local_db = store.engine.dialect.name == "sqlite"
 
     async def lookup(pid: str) -> Any:
+        """The cell's passport. A primary-key read of a local SQLite file (WAL: readers do not
+        wait for the writer) takes ~0.1 ms, so it runs on the loop: a worker thread's hand-off
+        took 1.7-1.9 ms (median) at 130 cells/s and put the label read on the critical path.
+        A server database is a network round trip, which stays off the loop."""
+        if local_db:
+            return find_passport(store, pid)
         return await asyncio.to_thread(find_passport, store, pid)
 
     async def extend_passports(upto: int) -> None:

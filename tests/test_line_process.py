@@ -209,3 +209,75 @@ def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: P
     assert {route for _, route in failed} == {"quarantine"}
     assert [a.state for a in alarm] == ["rtn_unacked"]  # raised, then cleared by the next cell
     assert late and late > 0.8 * (n - killed_at - 200)  # a new classifier decided the rest
+
+
+@pytest.mark.slow
+def test_a_model_activated_while_the_line_runs_decides_the_cells_after_it(tmp_path: Path) -> None:
+    """An engineer activates another model (`plant models activate`) while `plant run` sorts:
+    its classifier process takes it from the next tick on, the cells before keep the old
+    version, the cells after carry the new one, and no cell is lost on the way."""
+    from models.registry import DEFAULT_DIR, DEFAULT_NAME, META_FILE, MODEL_FILE
+
+    url = f"sqlite:///{tmp_path / 'plant.db'}"
+    upgrade(url)
+    n = 1200
+    cfg = config_copy(tmp_path, db_url=url, heads=8)
+    # A second model: the committed one under another name and version (its file is unchanged,
+    # so its checksum still holds).
+    second = tmp_path / "var" / "models" / "second"
+    second.mkdir(parents=True)
+    (second / MODEL_FILE).write_bytes((DEFAULT_DIR / f"{DEFAULT_NAME}.skops").read_bytes())
+    meta = json.loads((DEFAULT_DIR / f"{DEFAULT_NAME}.json").read_text())
+    old_version = str(meta.get("version", DEFAULT_NAME))
+    (second / META_FILE).write_text(json.dumps(meta | {"version": "second@activated-mid-run"}))
+    ctl = subprocess.Popen(
+        plant_cmd(cfg, "run", "--simulate", "--cells", str(n), "--rate", "100", "--no-hmi"),
+        env=plant_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = Store(url)
+    try:
+        deadline = time.monotonic() + 120
+        routed = 0
+        while time.monotonic() < deadline and routed < 200:
+            time.sleep(0.2)
+            with store.session() as s:
+                count = select(func.count(CellRow.id)).where(CellRow.route.is_not(None))
+                routed = int(s.scalar(count) or 0)
+        with store.session() as s:
+            before = s.scalar(select(func.max(CellRow.seq)).where(CellRow.route.is_not(None)))
+        activate = subprocess.run(
+            plant_cmd(cfg, "models", "activate", "second"),
+            env=plant_env(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert activate.returncode == 0, activate.stderr
+        out, err = ctl.communicate(timeout=300)
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+    assert ctl.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["cells"] == n and summary["final"] == n
+    assert summary["routes"] == summary["plc_counters"]
+    assert "chemistry model second@activated-mid-run active from now on" in err
+    with store.session() as s:
+        rows = s.execute(
+            select(CellRow.seq, CellRow.model_version)
+            .where(CellRow.model_version.is_not(None))
+            .order_by(CellRow.seq)
+        ).all()
+    store.close()
+    versions = {v for _, v in rows}
+    assert versions == {old_version, "second@activated-mid-run"}
+    first_new = min(seq for seq, v in rows if v == "second@activated-mid-run")
+    last_old = max(seq for seq, v in rows if v == old_version)
+    assert before is not None and first_new > before  # nothing decided before it was activated
+    assert last_old < first_new + 40  # one switch, not a mix (cells in flight may straddle it)
+    assert sum(1 for _, v in rows if v == "second@activated-mid-run") > 0.5 * (n - first_new)

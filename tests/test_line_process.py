@@ -152,6 +152,41 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path, db_url
     store.close()
 
 
+def run_simulated(cfg: Path, cwd: Path, cells: int) -> subprocess.Popen[str]:
+    """`plant run --simulate` of `cells` cells at 100 cells/s, no HMI, its output captured."""
+    return subprocess.Popen(
+        plant_cmd(cfg, "run", "--simulate", "--cells", str(cells), "--rate", "100", "--no-hmi"),
+        env=plant_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_routed(store: Store, n: int, timeout_s: float = 120.0) -> int:
+    """Wait until at least `n` cells have a route (or the timeout); how many have one."""
+    deadline = time.monotonic() + timeout_s
+    routed = 0
+    while time.monotonic() < deadline and routed < n:
+        time.sleep(0.2)
+        with store.session() as s:
+            count = select(func.count(CellRow.id)).where(CellRow.route.is_not(None))
+            routed = int(s.scalar(count) or 0)
+    return routed
+
+
+def finished(ctl: subprocess.Popen[str], n: int) -> str:
+    """Wait for the run to end: it exits 0, all `n` cells are final and its routes equal the
+    PLC counters (the summary, stdout's last line). Returns its log (stderr)."""
+    out, err = ctl.communicate(timeout=300)
+    assert ctl.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["cells"] == n and summary["final"] == n
+    assert summary["routes"] == summary["plc_counters"]
+    return err
+
+
 @pytest.mark.slow
 def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: Path) -> None:
     """SIGKILL the controller's classifier process while cells flow: the cells it held go to
@@ -161,34 +196,17 @@ def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: P
     upgrade(url)
     n = 1500
     cfg = config_copy(tmp_path, db_url=url, heads=8)
-    ctl = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--cells", str(n), "--rate", "100", "--no-hmi"),
-        env=plant_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ctl = run_simulated(cfg, tmp_path, n)
     store = Store(url)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with store.session() as s:
-                routed = s.scalar(select(func.count(CellRow.id)).where(CellRow.route.is_not(None)))
-            if routed and routed >= 300:
-                break
-            time.sleep(0.2)
+        routed = wait_routed(store, 300)
         (first,) = running_children(ctl.pid)
         killed_at = routed
         os.kill(first, signal.SIGKILL)
-        out, err = ctl.communicate(timeout=300)
+        finished(ctl, n)
     finally:
         if ctl.poll() is None:
             ctl.kill()
-    assert ctl.returncode == 0, err[-3000:]
-    summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["cells"] == n and summary["final"] == n
-    assert summary["routes"] == summary["plc_counters"]
     with store.session() as s:
         failed = s.execute(
             select(CellRow.seq, CellRow.route).where(
@@ -230,23 +248,10 @@ def test_a_model_activated_while_the_line_runs_decides_the_cells_after_it(tmp_pa
     meta = json.loads((DEFAULT_DIR / f"{DEFAULT_NAME}.json").read_text())
     old_version = str(meta.get("version", DEFAULT_NAME))
     (second / META_FILE).write_text(json.dumps(meta | {"version": "second@activated-mid-run"}))
-    ctl = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--cells", str(n), "--rate", "100", "--no-hmi"),
-        env=plant_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ctl = run_simulated(cfg, tmp_path, n)
     store = Store(url)
     try:
-        deadline = time.monotonic() + 120
-        routed = 0
-        while time.monotonic() < deadline and routed < 200:
-            time.sleep(0.2)
-            with store.session() as s:
-                count = select(func.count(CellRow.id)).where(CellRow.route.is_not(None))
-                routed = int(s.scalar(count) or 0)
+        wait_routed(store, 200)
         with store.session() as s:
             before = s.scalar(select(func.max(CellRow.seq)).where(CellRow.route.is_not(None)))
         activate = subprocess.run(
@@ -258,14 +263,10 @@ def test_a_model_activated_while_the_line_runs_decides_the_cells_after_it(tmp_pa
             timeout=120,
         )
         assert activate.returncode == 0, activate.stderr
-        out, err = ctl.communicate(timeout=300)
+        err = finished(ctl, n)
     finally:
         if ctl.poll() is None:
             ctl.kill()
-    assert ctl.returncode == 0, err[-3000:]
-    summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["cells"] == n and summary["final"] == n
-    assert summary["routes"] == summary["plc_counters"]
     assert "chemistry model second@activated-mid-run active from now on" in err
     with store.session() as s:
         rows = s.execute(

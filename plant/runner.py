@@ -37,7 +37,7 @@ from plant.decide import Decider
 from plant.domain import CellState, Chemistry, Route
 from plant.events import Event, EventBus
 from plant.historian import Historian
-from plant.hydromet import HydrometRunner
+from plant.hydromet_process import HydrometProcess
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.passports import find_passport, import_simulated_passports
@@ -207,7 +207,11 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         return await asyncio.to_thread(find_passport, store, pid)
 
     async def extend_passports(upto: int) -> None:
+        """Store the simulated passports of cells up to `upto` (never beyond the cells the
+        feeder sends: parsing a passport holds the interpreter lock the line needs)."""
         nonlocal passports_ready
+        if opts.cells is not None:
+            upto = min(upto, opts.cells)
         if opts.simulate and upto > passports_ready:
             start = passports_ready + 1
             await asyncio.to_thread(
@@ -234,10 +238,12 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
 
     historian = Historian(store)
     hydromet = (
-        HydrometRunner.from_config_dir(store, config_dir, None, bus, line=line, seed=cfg.sim.seed)
+        HydrometProcess(cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed)
         if opts.simulate
         else None
     )
+    if hydromet is not None:
+        await hydromet.start()  # a config it cannot load stops the run here, as before
 
     async def process_tick(engine: LineEngine) -> None:
         """Once a second: historian samples, pending setpoints, the simulated hydromet line."""
@@ -253,7 +259,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         for row in await asyncio.to_thread(pending_setpoints, store):
             await apply_setpoint(row.name, row.value)
         if hydromet is not None:
-            await asyncio.to_thread(hydromet.step, now)
+            await hydromet.step(now)
         await reload_model_if_changed()
 
     async def reload_model_if_changed() -> None:
@@ -279,7 +285,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
                 log.warning("setpoint %s=%s not applied yet: %s", name, value, exc)
                 return
         elif name == "impurity_removal.ph" and hydromet is not None:
-            hydromet.process.ph_setpoint = value
+            hydromet.set_ph(value)
         else:
             return
         await asyncio.to_thread(mark_applied, store, name, value)
@@ -328,7 +334,7 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             await engine.stop_infeed()
             if hydromet is not None:  # lots closed in the last second still become batches
                 await asyncio.sleep(0.3)
-                await asyncio.to_thread(hydromet.step, utcnow())
+                await hydromet.step(utcnow(), wait=True)
             counters = await rig.plc.read(*[f"counters.{r}" for r in ROUTES])
             result = summary(
                 store,
@@ -348,6 +354,8 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         await asyncio.gather(*tasks, return_exceptions=True)
         await rig.close()
         await classifier.close()
+        if hydromet is not None:
+            await hydromet.close()
         if proc is not None:
             proc.terminate()
             await asyncio.to_thread(proc.wait)

@@ -15,11 +15,12 @@ from linerig import config_copy, plant_cmd, plant_env
 from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
+from drivers.sim.cells import CellStream
 from plant.classifier_process import running_children
 from plant.domain import CellState
 from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
-from plant.store import AlarmRow, CellRow, Store, upgrade
+from plant.store import AlarmRow, CellRow, PassportRow, Store, upgrade
 
 
 def _plc_counters(cfg: Path) -> dict[str, int]:
@@ -87,6 +88,12 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
 
     # Genealogy: a product batch back to the passports of its cells, and one passport forward.
     store = Store(url)
+    # The simulated passports are those of the cells fed, no more (parsing the others held the
+    # controller's interpreter lock during the run).
+    stream = CellStream(1)
+    labelled = {stream.truth(seq).passport_id for seq in range(1, 2001)} - {None}
+    with store.session() as s:
+        assert set(s.scalars(select(PassportRow.id))) == labelled
     batch = data["batches"][0]["id"]
     trace = trace_batch(store, batch)
     assert trace.cells and trace.passport_ids

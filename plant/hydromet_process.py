@@ -1,0 +1,254 @@
+"""The simulated hydromet line's runner in a process of its own, stepped by the line controller.
+
+`HydrometRunner.step` (plant/hydromet.py) is tens of ms of database work and SPC once a second,
+up to ~50 ms when a campaign of lots becomes product batches. In a thread of the controller it
+held the interpreter lock the line's event loop needs: cells in flight meanwhile were decided
+25-30 % later at p95/p99 (docs/bench.md). In a child it runs on the other core. The child opens
+the store itself; its events (batch assayed, lot valued) come back to the controller's event
+bus, so the HMI and MQTT see them as before.
+
+Messages are JSON lines over a private socket pair. Parent to child: `init` (store URL, config
+directory, line, seed), `step` (a timestamp), `ph` (the impurity-removal setpoint). Child to
+parent: `ready`, `event`, `done` (with `error` when the step failed). A child that dies is
+started again at the next step; meanwhile the line runs on (the hydromet side only lags).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from threadpoolctl import threadpool_limits
+
+from plant.events import Event, EventBus
+from plant.hydromet import HydrometRunner
+from plant.store import Store
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 60.0  # the child imports numpy/SQLAlchemy and opens the store first
+STOP_TIMEOUT_S = 10.0  # a step in progress finishes first
+RESTART_BACKOFF_S = (1.0, 60.0)  # after a failed start; doubling (a start costs ~1 s of CPU)
+
+
+class HydrometProcessError(RuntimeError):
+    """The hydromet process did not start or answer (the message says why)."""
+
+
+class HydrometProcess:
+    """Parent side: start the child, step it, forward its events to the bus."""
+
+    def __init__(
+        self, url: str, config_dir: Path, bus: EventBus | None, *, line: str, seed: int
+    ) -> None:
+        self.init = {"url": url, "config_dir": str(config_dir), "line": line, "seed": seed}
+        self.bus = bus
+        self.steps_failed = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._step: asyncio.Future[None] | None = None  # the step the child is working on
+        self._failing = False  # log a failing child once, not every second
+        self._ph: float | None = None
+        self._next_wait = RESTART_BACKOFF_S[0]
+        self._retry_at = 0.0  # time.monotonic() before which no start is tried
+
+    async def start(self) -> None:
+        """Start the child and wait until it has opened the store and loaded its config."""
+        await self.close()
+        parent, child = socket.socketpair()
+        with child:
+            self._proc = await asyncio.to_thread(
+                subprocess.Popen,
+                [sys.executable, "-m", "plant.hydromet_process", str(child.fileno())],
+                pass_fds=[child.fileno()],
+            )
+        reader, self._writer = await asyncio.open_connection(sock=parent)
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._reader_task = asyncio.create_task(self._read(reader))
+        self._send({"init": self.init})
+        if self._ph is not None:
+            self._send({"ph": self._ph})
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await asyncio.shield(self._ready)
+        except TimeoutError:
+            await self.close()
+            raise HydrometProcessError(f"not ready within {START_TIMEOUT_S:g} s") from None
+        except HydrometProcessError:
+            await self.close()
+            raise
+
+    async def step(self, now: datetime, *, wait: bool = False) -> None:
+        """Ask for one step at `now`. Without `wait`, return at once; a step still running
+        is not queued behind (the next tick asks again). With `wait`, until it is done."""
+        if self._step is not None and not self._step.done():
+            if wait:
+                await asyncio.shield(self._step)
+            else:
+                return
+        if not self.running:
+            if time.monotonic() < self._retry_at:
+                return
+            try:
+                await self.start()
+            except (HydrometProcessError, OSError) as exc:
+                self._fail(f"hydromet process not started: {exc}")
+                self._retry_at = time.monotonic() + self._next_wait
+                self._next_wait = min(self._next_wait * 2, RESTART_BACKOFF_S[1])
+                return
+            self._next_wait = RESTART_BACKOFF_S[0]
+        self._step = asyncio.get_running_loop().create_future()
+        self._send({"step": now.isoformat()})
+        if wait:
+            await asyncio.shield(self._step)
+
+    def set_ph(self, value: float) -> None:
+        """The impurity-removal pH setpoint of the simulated process (kept across restarts)."""
+        self._ph = value
+        if self.running:
+            self._send({"ph": value})
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None while none runs)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self._writer is not None
+
+    async def close(self) -> None:
+        """Let a step in progress finish, then stop the child."""
+        writer, proc, task = self._writer, self._proc, self._reader_task
+        self._writer = self._proc = self._reader_task = None
+        if writer is not None:
+            writer.close()  # the child's read ends: it exits after its current step
+        if proc is not None:
+            try:
+                await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._settle()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._writer is not None
+        self._writer.write(json.dumps(message).encode() + b"\n")
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            msg = json.loads(line)
+            if "event" in msg:
+                if self.bus is not None:
+                    e = msg["event"]
+                    self.bus.publish(Event(e["topic"], e["line"], e["data"], e["ts"]))
+            elif "ready" in msg:
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(None)
+            elif "done" in msg:
+                if msg.get("error"):
+                    self.steps_failed += 1
+                    self._fail(f"hydromet step failed: {msg['error']}")
+                else:
+                    self._recovered()
+                self._settle()
+        # EOF: the child exited (or was stopped); the next step starts a new one.
+        proc = self._proc
+        code = await asyncio.to_thread(proc.wait) if proc is not None else None
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                HydrometProcessError(f"it exited (exit code {code}) before it was ready")
+            )
+        elif self._writer is not None:
+            self._fail(f"hydromet process exited (exit code {code}); restarting at the next step")
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._settle()
+
+    def _settle(self) -> None:
+        """Release whoever waits for a step: done, failed or the child gone."""
+        if self._step is not None and not self._step.done():
+            self._step.set_result(None)
+
+    def _fail(self, message: str) -> None:
+        if not self._failing:
+            log.error("%s", message)
+        self._failing = True
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.warning("hydromet process stepping again")
+        self._failing = False
+
+
+class _LineBus(EventBus):
+    """The child's event bus: every event becomes an `event` line to the parent."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self.out = out
+
+    def publish(self, event: Event) -> None:
+        self.out.write(json.dumps({"event": event.as_json()}) + "\n")
+        self.out.flush()
+
+    def publish_threadsafe(self, event: Event) -> None:
+        self.publish(event)
+
+
+# -- child side --------------------------------------------------------------------------------
+def main(argv: list[str]) -> None:
+    """The child (`python -m plant.hydromet_process FD`): step when told, until the parent
+    closes the socket (Ctrl-C at a terminal stops the parent, which closes it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(1)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=int(argv[0]))
+    inbox = sock.makefile("r", encoding="utf-8")
+    out = sock.makefile("w", encoding="utf-8")
+    init = json.loads(inbox.readline() or "null")
+    if init is None:
+        return
+    cfg = init["init"]
+    store = Store(cfg["url"])
+    runner = HydrometRunner.from_config_dir(
+        store, Path(cfg["config_dir"]), None, _LineBus(out), line=cfg["line"], seed=cfg["seed"]
+    )
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    try:
+        for line in inbox:
+            msg = json.loads(line)
+            if "ph" in msg:
+                runner.process.ph_setpoint = float(msg["ph"])
+            elif "step" in msg:
+                error = None
+                try:
+                    runner.step(datetime.fromisoformat(msg["step"]))
+                except Exception as exc:  # the parent logs it; the next step tries again
+                    error = f"{type(exc).__name__}: {exc}"
+                out.write(json.dumps({"done": True, "error": error}) + "\n")
+                out.flush()
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

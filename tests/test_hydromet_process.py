@@ -1,0 +1,80 @@
+"""The simulated hydromet runner in its own process: batches in the store, events on the bus,
+and a child that died is started again at the next step."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+
+from hydromet_feed import add_lot, nmc_mix
+from linerig import CONFIG
+from sqlalchemy import func, select
+
+from plant.events import Event, EventBus
+from plant.hydromet_process import HydrometProcess
+from plant.store import BatchRow, LotRow, Store
+
+T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+
+
+def _batches(store: Store) -> set[str]:
+    with store.session() as s:
+        return set(s.scalars(select(BatchRow.id)))
+
+
+def _waiting(store: Store) -> int:
+    with store.session() as s:
+        q = select(func.count(LotRow.id)).where(LotRow.state == "closed")
+        return int(s.scalar(q.where(LotRow.route == "hydromet")) or 0)
+
+
+def test_steps_closed_lots_into_batches_and_forwards_its_events(store: Store) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    add_lot(store, "L1-HM-001", nmc_mix(100), closed_at=T0, seq0=1)
+
+    async def scenario() -> list[Event]:
+        bus = EventBus()
+        events = bus.subscribe()
+        hydromet = HydrometProcess(url, CONFIG, bus, line="L1", seed=3)
+        await hydromet.start()
+        try:
+            await hydromet.step(T0 + timedelta(seconds=1), wait=True)
+        finally:
+            await hydromet.close()
+        assert hydromet.steps_failed == 0
+        return [events.get_nowait() for _ in range(events.qsize())]
+
+    events = asyncio.run(scenario())
+    made = _batches(store)
+    assert made, "no product batch from a closed hydromet lot"
+    assert _waiting(store) == 0
+    announced = {e.data["id"] for e in events if e.topic == "batch"}
+    assert announced == made
+    assert {e.line for e in events} == {"L1"}
+
+
+def test_a_child_that_died_is_started_again_at_the_next_step(store: Store) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+
+    async def scenario() -> tuple[int, int]:
+        hydromet = HydrometProcess(url, CONFIG, None, line="L1", seed=3)
+        await hydromet.start()
+        try:
+            assert hydromet.pid is not None
+            first = hydromet.pid
+            os.kill(first, signal.SIGKILL)
+            while hydromet.running:
+                await asyncio.sleep(0.05)
+            add_lot(store, "L1-HM-002", nmc_mix(100), closed_at=T0, seq0=1)
+            await hydromet.step(T0 + timedelta(seconds=1), wait=True)
+            assert hydromet.pid is not None
+            return first, hydromet.pid
+        finally:
+            await hydromet.close()
+
+    first, second = asyncio.run(scenario())
+    assert second != first
+    assert _batches(store), "the restarted child did not turn the lot into batches"
+    assert _waiting(store) == 0

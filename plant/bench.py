@@ -350,11 +350,12 @@ async def line_run(
         sys.setswitchinterval(switch)
         store.close()
     used = {k: v - cpu0[k] for k, v in _cpu_seconds().items()}
-    # The classifier process is the controller's (a child, so counted with the simulators).
-    classifier = float((summary or {}).get("classifier_cpu_s", 0.0))
+    # The classifier and hydromet processes are the controller's (children, so counted with
+    # the simulators by getrusage).
+    own = sum(float((summary or {}).get(k, 0.0)) for k in ("classifier_cpu_s", "hydromet_cpu_s"))
     cpu = {
-        "controller": round(used["controller"] + classifier, 2),
-        "simulators": round(used["simulators"] - classifier, 2),
+        "controller": round(used["controller"] + own, 2),
+        "simulators": round(used["simulators"] - own, 2),
     }
     return LineRun(cells, rate, stored, final, seconds, summary, cpu, error)
 

@@ -110,7 +110,7 @@ class ClassifierProcess:
 
     def cpu_seconds(self) -> float:
         """CPU seconds the classifier processes used so far (Linux /proc; for `plant bench`)."""
-        return self._cpu_done + _cpu_of(self._proc)
+        return self._cpu_done + cpu_of(self._proc)
 
     @property
     def pid(self) -> int | None:
@@ -193,7 +193,7 @@ class ClassifierProcess:
     async def _stop(self) -> None:
         sock, proc = self._sock, self._proc
         self._sock = self._proc = None
-        self._cpu_done += _cpu_of(proc)
+        self._cpu_done += cpu_of(proc)
         if sock is not None:
             sock.close()  # the child's read ends: it exits
         if proc is not None:
@@ -218,7 +218,7 @@ def running_children(parent: int) -> list[int]:
     return pids
 
 
-def _cpu_of(proc: subprocess.Popen[bytes] | None) -> float:
+def cpu_of(proc: subprocess.Popen[bytes] | None) -> float:
     """User + system CPU seconds of a running child, 0.0 once it is gone."""
     stat = _stat(str(proc.pid)) if proc is not None else None
     if stat is None:

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 from threadpoolctl import threadpool_limits
 
+from plant.classifier_process import cpu_of
 from plant.events import Event, EventBus
 from plant.hydromet import HydrometRunner
 from plant.store import Store
@@ -62,6 +63,7 @@ class HydrometProcess:
         self._ph: float | None = None
         self._next_wait = RESTART_BACKOFF_S[0]
         self._retry_at = 0.0  # time.monotonic() before which no start is tried
+        self._cpu_done = 0.0  # CPU seconds of children already stopped
 
     async def start(self) -> None:
         """Start the child and wait until it has opened the store and loaded its config."""
@@ -120,6 +122,10 @@ class HydrometProcess:
         if self.running:
             self._send({"ph": value})
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the hydromet processes used so far (Linux /proc; for `plant bench`)."""
+        return self._cpu_done + cpu_of(self._proc)
+
     @property
     def pid(self) -> int | None:
         """The child's process id (None while none runs)."""
@@ -133,6 +139,7 @@ class HydrometProcess:
         """Let a step in progress finish, then stop the child."""
         writer, proc, task = self._writer, self._proc, self._reader_task
         self._writer = self._proc = self._reader_task = None
+        self._cpu_done += cpu_of(proc)
         if writer is not None:
             writer.close()  # the child's read ends: it exits after its current step
         if proc is not None:

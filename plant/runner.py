@@ -345,6 +345,8 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
                 latencies_ms=list(engine.stats.latencies_ms),
             )
             result["classifier_cpu_s"] = round(classifier.cpu_seconds(), 2)
+            if hydromet is not None:
+                result["hydromet_cpu_s"] = round(hydromet.cpu_seconds(), 2)
     finally:
         engine.stop()
         with contextlib.suppress(Exception):

@@ -655,16 +655,22 @@ def hmi_event_latency(n: int = 500, rate: float = 100.0) -> dict[str, Any]:
 
 
 # -- everything --------------------------------------------------------------------------------
-def latency_run_size(throughput: float | None, cells: int) -> tuple[float, int]:
-    """Feeder rate and cells of the latency run: a rate the controller sustains on this
-    machine (200 cells/s, or half its measured throughput if lower), for up to 30 s."""
-    rate = LATENCY_RATE
-    if throughput:
-        rate = min(LATENCY_RATE, max(1.0, float(round(throughput * LATENCY_LOAD))))
+def latency_run_size(
+    throughput: float | None, cells: int, rate: float | None = None
+) -> tuple[float, int]:
+    """Feeder rate and cells of the latency run, for up to 30 s: the `rate` asked for (a
+    line's own rate), else one the controller sustains on this machine (200 cells/s, or half
+    its measured throughput if lower)."""
+    if rate is None:
+        rate = LATENCY_RATE
+        if throughput:
+            rate = min(LATENCY_RATE, max(1.0, float(round(throughput * LATENCY_LOAD))))
     return rate, min(cells, max(500, int(rate * LATENCY_RUN_S)))
 
 
-def run_bench(config_dir: Path, *, cells: int, quick: bool, say: Say) -> dict[str, Any]:
+def run_bench(
+    config_dir: Path, *, cells: int, quick: bool, say: Say, latency_rate: float | None = None
+) -> dict[str, Any]:
     """All figures of `plant bench` as one JSON-ready object (see docs/bench.md)."""
     cfg = load_plant(config_dir)
     data_dir = cfg.plant.data_dir.resolve()
@@ -682,8 +688,13 @@ def run_bench(config_dir: Path, *, cells: int, quick: bool, say: Say) -> dict[st
         say(f"[1/{steps}] line at full speed: {cells} cells, feeder {FULL_SPEED_RATE:g} cells/s")
         t_dir, t_cfg = private_line(config_dir, work, "throughput", data_dir)
         full = eventloop.run(line_run(t_cfg, t_dir, cells=cells, rate=FULL_SPEED_RATE))
-        rate, n = latency_run_size(full.throughput, cells)
+        rate, n = latency_run_size(full.throughput, cells, latency_rate)
         say(f"[2/{steps}] line at {rate:g} cells/s for decision latency: {n} cells")
+        if full.throughput and rate > full.throughput:
+            say(
+                f"warning: {rate:g} cells/s is above the throughput just measured "
+                f"({full.throughput:g} cells/s): the latency will be mostly queueing"
+            )
         l_dir, l_cfg = private_line(config_dir, work, "latency", data_dir)
         paced = eventloop.run(line_run(l_cfg, l_dir, cells=n, rate=rate))
         say(f"[3/{steps}] bare pymodbus write+read round trip against `plant sim`")

@@ -69,6 +69,14 @@ def bench(
         bool,
         typer.Option(help="Fewer samples, and passport lookups among 100,000 cells, not 1 M."),
     ] = False,
+    latency_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Feeder cells/s of the decision-latency run, e.g. your line's rate "
+            "(default: 200, or half the measured throughput if lower).",
+        ),
+    ] = None,
 ) -> None:
     """Measure the line's speed on this machine (simulated hardware) against the budgets."""
     from models.registry import RegistryError
@@ -79,7 +87,9 @@ def bench(
 
     c = ctx_of(ctx)
     try:
-        result = run_bench(c.config_dir, cells=cells, quick=quick, say=say)
+        result = run_bench(
+            c.config_dir, cells=cells, quick=quick, say=say, latency_rate=latency_rate
+        )
     except (BenchError, RegistryError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -2,10 +2,10 @@
 
 The controller (`plant.runner.run_line`, in this process) drives `plant sim` (a child process)
 with XRF dwell 0 on a temporary SQLite database. RSS (VmRSS of this process plus its classifier
-process) is sampled at start, every 10,000 final cells and at the last cell. Pass: growth from
-the first 10,000-cell sample (after warm-up: model loaded, caches and the latency window
-filled) to the last stays below --bound-mb, and no record is lost. Not part of the test suite
-(it takes minutes).
+and hydromet processes) is sampled at start, every 10,000 final cells and at the last cell.
+Pass: growth from the first 10,000-cell sample (after warm-up: model loaded, caches and the
+latency window filled) to the last stays below --bound-mb, and no record is lost. Not part of
+the test suite (it takes minutes).
 
 Usage: python bench/soak.py [--cells 100000] [--rate 300] [--bound-mb 50] [--config config]
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from plant import eventloop
 from plant.bench import (
-    classifier_rss_mb,
+    children_rss_mb,
     git_commit,
     line_run,
     load_avg,
@@ -40,9 +40,9 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
     data_dir = load_plant(config_dir).plant.data_dir.resolve()
 
     def sample(final: int) -> dict[str, float]:
-        own, child = rss_mb(), classifier_rss_mb()
+        own, child = rss_mb(), children_rss_mb()
         total = round(own + child, 1)
-        return {"cells": final, "rss_mb": own, "classifier_rss_mb": child, "total_mb": total}
+        return {"cells": final, "rss_mb": own, "children_rss_mb": child, "total_mb": total}
 
     samples = [sample(0)]
     started = time.monotonic()
@@ -52,7 +52,7 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
             samples.append(sample(final))
             print(
                 f"{final} cells final, RSS {samples[-1]['rss_mb']} MB "
-                f"+ classifier {samples[-1]['classifier_rss_mb']} MB, "
+                f"+ classifier and hydromet {samples[-1]['children_rss_mb']} MB, "
                 f"{time.monotonic() - started:.0f} s, load {load_avg()}",
                 file=sys.stderr,
                 flush=True,

@@ -158,13 +158,15 @@ def rss_mb(pid: int | str = "self") -> float:
     raise BenchError(f"no VmRSS in /proc/{pid}/status (memory is measured on Linux only)")
 
 
-def classifier_rss_mb() -> float:
-    """Resident memory (MB) of this process' classifier processes (plant/classifier_process.py),
-    0.0 when none runs: the controller's memory is its own plus theirs."""
+def children_rss_mb() -> float:
+    """Resident memory (MB) of this process' classifier and hydromet processes
+    (plant/classifier_process.py, plant/hydromet_process.py), 0.0 when none runs: the
+    controller's memory is its own plus theirs."""
     total = 0.0
-    for pid in running_children(os.getpid()):
-        with contextlib.suppress(OSError, BenchError):  # gone meanwhile
-            total += rss_mb(pid)
+    for module in ("plant.classifier_process", "plant.hydromet_process"):
+        for pid in running_children(os.getpid(), module):
+            with contextlib.suppress(OSError, BenchError):  # gone meanwhile
+                total += rss_mb(pid)
     return round(total, 1)
 
 

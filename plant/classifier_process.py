@@ -204,16 +204,17 @@ class ClassifierProcess:
                 await asyncio.to_thread(proc.wait)
 
 
-def running_children(parent: int) -> list[int]:
-    """Pids of the classifier processes that process `parent` started and that still run
-    (Linux /proc; zombies excluded): for the soak's memory figure and for tests."""
+def running_children(parent: int, module: str = "plant.classifier_process") -> list[int]:
+    """Pids of the `python -m <module>` processes (classifier by default) that process `parent`
+    started and that still run (Linux /proc; zombies excluded): for the soak's memory figure
+    and for tests."""
     pids = []
     for proc in Path("/proc").iterdir():
         stat = _stat(proc.name) if proc.name.isdigit() else None
         if stat is None or int(stat[1]) != parent or stat[0] == "Z":
             continue
         with contextlib.suppress(OSError):  # gone meanwhile
-            if b"plant.classifier_process" in (proc / "cmdline").read_bytes():
+            if module.encode() in (proc / "cmdline").read_bytes().split(b"\0"):
                 pids.append(int(proc.name))
     return pids
 

@@ -165,6 +165,10 @@ def passport_id_from_payload(payload: str) -> str:
 
 
 def _id_from_url(url: str) -> str:
+    # urlsplit drops tabs and newlines inside a URL (WHATWG), which would join the pieces
+    # around them into an id the label does not carry.
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"passport URL {url[:80]!r} contains whitespace or control characters")
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise ValueError(f"QR payload {url[:80]!r} is a URL but not an http(s) passport URL")

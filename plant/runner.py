@@ -184,6 +184,15 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
     # The classifier process loads (and checks) the model; this process needs only its name.
     active = registry.get(registry.active_name())
     classifier = ClassifierProcess(registry, active.name, rules)
+    bus = EventBus()
+    hydromet = (
+        HydrometProcess(cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed)
+        if opts.simulate
+        else None
+    )
+    # The hydromet child imports and opens the store while the classifier loads its model and
+    # the simulators start; a config it cannot load stops the run below, as before.
+    hydromet_started = asyncio.create_task(hydromet.start()) if hydromet is not None else None
     await classifier.start()
     decider = Decider(classifier, cfg.line.classify_batch_max, cfg.line.classify_window_s)
     proc: subprocess.Popen[bytes] | None = None
@@ -193,7 +202,6 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
     stream = CellStream(cfg.sim.seed)
     rig = open_rig(cfg, config_dir, stream)
-    bus = EventBus()
     passports_ready = 0
     local_db = store.engine.dialect.name == "sqlite"
 
@@ -237,13 +245,8 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
 
     historian = Historian(store)
-    hydromet = (
-        HydrometProcess(cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed)
-        if opts.simulate
-        else None
-    )
-    if hydromet is not None:
-        await hydromet.start()  # a config it cannot load stops the run here, as before
+    if hydromet_started is not None:
+        await hydromet_started
 
     async def process_tick(engine: LineEngine) -> None:
         """Once a second: historian samples, pending setpoints, the simulated hydromet line."""

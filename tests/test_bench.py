@@ -53,7 +53,7 @@ def test_bench_json_has_every_figure(tmp_path: Path) -> None:
             "200",
             "--quick",
             "--latency-rate",
-            "40",
+            "100",
         ],
         capture_output=True,
         text=True,
@@ -70,7 +70,7 @@ def test_bench_json_has_every_figure(tmp_path: Path) -> None:
     assert set(result["decision_latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert set(result["modbus_rtt_ms"]) == {"p50", "p99"}
     assert result["machine"]["cores"] >= 1 and result["machine"]["python"]
-    assert result["runs"]["latency"]["feeder_cells_per_s"] == 40  # the engineer's rate, as asked
+    assert result["runs"]["latency"]["feeder_cells_per_s"] == 100  # the engineer's rate, as asked
     for run in result["runs"].values():
         assert run["sent"] == run["stored"] == run["final"] == 200
         assert run["routes"] == run["plc_counters"]

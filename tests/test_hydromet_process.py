@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from plant.events import Event, EventBus
 from plant.hydromet_process import HydrometProcess
-from plant.store import BatchRow, LotRow, Store
+from plant.store import BatchRow, LotRow, Store, upgrade
 
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 
@@ -55,8 +55,11 @@ def test_steps_closed_lots_into_batches_and_forwards_its_events(store: Store) ->
     assert {e.line for e in events} == {"L1"}
 
 
-def test_a_child_that_died_is_started_again_at_the_next_step(store: Store) -> None:
-    url = store.engine.url.render_as_string(hide_password=False)
+def test_a_child_that_died_is_started_again_at_the_next_step(sqlite_url: str) -> None:
+    """The restart does not depend on the backend: SQLite only (the test above has both)."""
+    upgrade(sqlite_url)
+    store = Store(sqlite_url)
+    url = sqlite_url
 
     async def scenario() -> tuple[int, int]:
         hydromet = HydrometProcess(url, CONFIG, None, line="L1", seed=3)
@@ -74,7 +77,10 @@ def test_a_child_that_died_is_started_again_at_the_next_step(store: Store) -> No
         finally:
             await hydromet.close()
 
-    first, second = asyncio.run(scenario())
-    assert second != first
-    assert _batches(store), "the restarted child did not turn the lot into batches"
-    assert _waiting(store) == 0
+    try:
+        first, second = asyncio.run(scenario())
+        assert second != first
+        assert _batches(store), "the restarted child did not turn the lot into batches"
+        assert _waiting(store) == 0
+    finally:
+        store.close()

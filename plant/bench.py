@@ -43,7 +43,7 @@ from drivers.sim.xrf import DEFAULT_PROFILE
 from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
 from plant import eventloop
-from plant.classifier_process import running_children
+from plant.children import running_children
 from plant.config import PlantConfig, SimSection, load_plant
 from plant.domain import CellState
 from plant.line import PollView, percentiles

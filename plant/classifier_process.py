@@ -16,21 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import pickle
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
 from models.registry import LoadedModel, Registry
+from plant.children import Backoff, cpu_of, reap
 from plant.decide import Evidence, decide_batch
 from plant.domain import Decision
 from plant.routing import RoutingRules
@@ -65,9 +63,7 @@ class ClassifierProcess:
         self.model_version: str | None = None
         self.rules = rules
         self.start_attempts = 0
-        self._backoff = restart_backoff_s
-        self._next_wait = restart_backoff_s[0]
-        self._retry_at = 0.0  # time.monotonic() before which no start is tried
+        self._backoff = Backoff(*restart_backoff_s)
         self._start_error = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -82,7 +78,7 @@ class ClassifierProcess:
     async def decide_batch(self, items: Sequence[Evidence]) -> list[Decision]:
         async with self._lock:
             if self._sock is None:
-                left = self._retry_at - time.monotonic()
+                left = self._backoff.left()
                 if left > 0:
                     raise ClassifierProcessError(
                         f"classifier process not running ({self._start_error}); "
@@ -137,12 +133,11 @@ class ClassifierProcess:
         except (ClassifierProcessError, OSError) as exc:
             await self._stop()
             self._start_error = f"start failed: {exc}"
-            self._retry_at = time.monotonic() + self._next_wait
-            self._next_wait = min(self._next_wait * 2, self._backoff[1])
+            self._backoff.failed()
             if isinstance(exc, ClassifierProcessError):
                 raise
             raise ClassifierProcessError(f"classifier process not started: {exc}") from None
-        self._next_wait, self._retry_at = self._backoff[0], 0.0
+        self._backoff.succeeded()
 
     async def _ask(self, request: tuple[str, Any], timeout: float) -> Any:
         """Send one request and return its answer; a child that is gone or stuck is stopped
@@ -197,42 +192,7 @@ class ClassifierProcess:
         if sock is not None:
             sock.close()  # the child's read ends: it exits
         if proc is not None:
-            try:
-                await asyncio.to_thread(proc.wait, 5.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
-
-
-def running_children(parent: int, module: str = "plant.classifier_process") -> list[int]:
-    """Pids of the `python -m <module>` processes (classifier by default) that process `parent`
-    started and that still run (Linux /proc; zombies excluded): for the soak's memory figure
-    and for tests."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        stat = _stat(proc.name) if proc.name.isdigit() else None
-        if stat is None or int(stat[1]) != parent or stat[0] == "Z":
-            continue
-        with contextlib.suppress(OSError):  # gone meanwhile
-            if module.encode() in (proc / "cmdline").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-    return pids
-
-
-def cpu_of(proc: subprocess.Popen[bytes] | None) -> float:
-    """User + system CPU seconds of a running child, 0.0 once it is gone."""
-    stat = _stat(str(proc.pid)) if proc is not None else None
-    if stat is None:
-        return 0.0
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: str) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first), None if gone."""
-    try:
-        return (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
+            await reap(proc, 5.0)
 
 
 # -- child side --------------------------------------------------------------------------------

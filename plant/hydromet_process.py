@@ -23,14 +23,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from threadpoolctl import threadpool_limits
 
-from plant.classifier_process import cpu_of
+from plant.children import Backoff, cpu_of, reap
 from plant.events import Event, EventBus
 from plant.hydromet import HydrometRunner
 from plant.store import Store
@@ -61,8 +60,7 @@ class HydrometProcess:
         self._step: asyncio.Future[None] | None = None  # the step the child is working on
         self._failing = False  # log a failing child once, not every second
         self._ph: float | None = None
-        self._next_wait = RESTART_BACKOFF_S[0]
-        self._retry_at = 0.0  # time.monotonic() before which no start is tried
+        self._backoff = Backoff(*RESTART_BACKOFF_S)
         self._cpu_done = 0.0  # CPU seconds of children already stopped
 
     async def start(self) -> None:
@@ -101,16 +99,15 @@ class HydrometProcess:
             else:
                 return
         if not self.running:
-            if time.monotonic() < self._retry_at:
+            if self._backoff.left() > 0:
                 return
             try:
                 await self.start()
             except (HydrometProcessError, OSError) as exc:
                 self._fail(f"hydromet process not started: {exc}")
-                self._retry_at = time.monotonic() + self._next_wait
-                self._next_wait = min(self._next_wait * 2, RESTART_BACKOFF_S[1])
+                self._backoff.failed()
                 return
-            self._next_wait = RESTART_BACKOFF_S[0]
+            self._backoff.succeeded()
         self._step = asyncio.get_running_loop().create_future()
         self._send({"step": now.isoformat()})
         if wait:
@@ -143,11 +140,7 @@ class HydrometProcess:
         if writer is not None:
             writer.close()  # the child's read ends: it exits after its current step
         if proc is not None:
-            try:
-                await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait)
+            await reap(proc, STOP_TIMEOUT_S)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

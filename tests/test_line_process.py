@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
 from drivers.sim.cells import CellStream
-from plant.classifier_process import running_children
+from plant.children import running_children
 from plant.domain import CellState
 from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
@@ -207,7 +207,7 @@ def test_classifier_process_killed_mid_run_line_goes_on_nothing_lost(tmp_path: P
     store = Store(url)
     try:
         routed = wait_routed(store, 300)
-        (first,) = running_children(ctl.pid)
+        (first,) = running_children(ctl.pid, "plant.classifier_process")
         killed_at = routed
         os.kill(first, signal.SIGKILL)
         finished(ctl, n)

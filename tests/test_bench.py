@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from linerig import CONFIG, plant_env
 
+pytestmark = pytest.mark.e2e
+
 PLANT = [sys.executable, "-m", "plant.cli"]
 KEYS = {
     "commit",

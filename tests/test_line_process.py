@@ -22,6 +22,8 @@ from plant.genealogy import trace_batch, trace_passport
 from plant.line import ROUTES, count_routes
 from plant.store import AlarmRow, CellRow, PassportRow, Store, upgrade
 
+pytestmark = pytest.mark.e2e
+
 
 def _plc_counters(cfg: Path) -> dict[str, int]:
     import asyncio

@@ -16,6 +16,8 @@ from plant.line import count_routes
 from plant.store import CellRow, LotRow, Store, upgrade
 from plant.users import add_user
 
+pytestmark = pytest.mark.e2e
+
 
 def _run(cfg: Path, line: str, cells: int, cwd: Path) -> subprocess.Popen[str]:
     env = plant_env()

@@ -79,6 +79,7 @@ def soak(config_dir: Path, cells: int, rate: float, bound_mb: float) -> dict[str
         "seconds": round(time.monotonic() - started, 1),
         "decision_latency_ms": run.summary["decision_latency_ms"] if run.summary else None,
         "cpu_s": run.cpu_s,
+        "cpu_steal_pct": run.steal_pct,
         "rss_mb": samples,
         "rss_growth_mb_total": round(last["total_mb"] - samples[0]["total_mb"], 1),
         "rss_growth_mb_after_warmup": growth,

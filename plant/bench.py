@@ -150,6 +150,27 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """All CPU time of the machine and the part of it the hypervisor gave to other guests
+    ("steal", /proc/stat), in clock ticks; None where the kernel does not report it."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks), ticks[7]
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the machine's CPU time the hypervisor took between two `cpu_ticks()`: on a
+    shared VM the latency tail follows it (docs/bench.md)."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round(100.0 * (after[1] - before[1]) / (after[0] - before[0]), 1)
+
+
 def rss_mb(pid: int | str = "self") -> float:
     """Resident memory of a process (VmRSS) in MB; this process by default."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -282,6 +303,7 @@ class LineRun:
     seconds: float  # first detection -> last final state, store timestamps
     summary: dict[str, Any] | None  # plant.runner's summary; None if the run was stopped
     cpu_s: dict[str, float]  # CPU seconds of the controller (with its classifier) and simulators
+    steal_pct: float | None = None  # CPU time the hypervisor took during the run, % of all
     error: str | None = None
 
     @property
@@ -329,6 +351,7 @@ async def line_run(
     store = Store(cfg.database.url)
     switch = sys.getswitchinterval()  # run_line shortens it for its own hand-offs
     cpu0 = _cpu_seconds()
+    ticks0 = cpu_ticks()
     task = asyncio.create_task(run_line(cfg, config_dir, opts))
     error = None
     done, changed = 0, time.monotonic()
@@ -351,6 +374,7 @@ async def line_run(
     finally:
         sys.setswitchinterval(switch)
         store.close()
+    stolen = steal_pct(ticks0, cpu_ticks())
     used = {k: v - cpu0[k] for k, v in _cpu_seconds().items()}
     # The classifier and hydromet processes are the controller's (children, so counted with
     # the simulators by getrusage).
@@ -359,7 +383,7 @@ async def line_run(
         "controller": round(used["controller"] + own, 2),
         "simulators": round(used["simulators"] - own, 2),
     }
-    return LineRun(cells, rate, stored, final, seconds, summary, cpu, error)
+    return LineRun(cells, rate, stored, final, seconds, summary, cpu, stolen, error)
 
 
 def _cpu_seconds() -> dict[str, float]:
@@ -730,6 +754,7 @@ def run_bench(
                 "controller_cpu_ms_per_cell": round(1000 * r.cpu_s["controller"] / r.final, 1)
                 if r.final
                 else None,
+                "cpu_steal_pct": r.steal_pct,
             }
             for name, r in (("full_speed", full), ("latency", paced))
         },

@@ -75,6 +75,7 @@ def test_bench_json_has_every_figure(tmp_path: Path) -> None:
     assert result["runs"]["latency"]["feeder_cells_per_s"] == 100  # the engineer's rate, as asked
     for run in result["runs"].values():
         assert run["sent"] == run["stored"] == run["final"] == 200
+        assert 0 <= run["cpu_steal_pct"] <= 100  # Linux reports steal time (0 on bare metal)
         assert run["routes"] == run["plc_counters"]
     assert set(result["budgets_met"]) >= {"throughput_cells_per_s", "lost_records"}
     assert (tmp_path / "var" / "bench" / "passport-lookup-100000.db").exists()

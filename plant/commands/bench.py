@@ -29,6 +29,12 @@ ROWS = (
 )
 
 
+def _steal(result: dict[str, Any]) -> str:
+    runs = result.get("runs", {})
+    shown = [f"{runs[n].get('cpu_steal_pct')} %" for n in ("full_speed", "latency") if n in runs]
+    return " / ".join(shown) + " (line runs)" if shown else "-"
+
+
 def _table(result: dict[str, Any]) -> Table:
     from plant.bench import BUDGETS, figure
 
@@ -39,6 +45,7 @@ def _table(result: dict[str, Any]) -> Table:
         + (" (+ local changes)" if result["dirty"] else ""),
         caption=f"{machine['cores']} cores, {machine['cpu']}, Python {machine['python']}; "
         f"load average {result['load_avg_1min_start']} -> {result['load_avg_1min_end']}; "
+        f"CPU taken by the hypervisor (steal) {_steal(result)}; "
         f"passport lookup among {result['passport_lookup_cells']:,} cells"
         + (" (--quick)" if result["quick"] else ""),
     )

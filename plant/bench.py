@@ -755,6 +755,7 @@ def run_bench(
                 if r.final
                 else None,
                 "cpu_steal_pct": r.steal_pct,
+                "scheduling": r.summary.get("scheduling") if r.summary else None,
             }
             for name, r in (("full_speed", full), ("latency", paced))
         },

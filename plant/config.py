@@ -58,6 +58,12 @@ class LineSection(Strict):
         1.0, ge=0, le=60, description="PLC requests may fail this long before it counts as down"
     )
     idle_poll_s: float = Field(0.002, gt=0, le=1, description="infeed poll period when idle")
+    realtime_priority: int = Field(
+        0,
+        ge=0,
+        le=99,
+        description="SCHED_RR priority of the controller and its classifier process (0: normal)",
+    )
     max_in_flight: int = Field(
         32, ge=1, le=4096, description="cells taken from the infeed and not yet diverted"
     )

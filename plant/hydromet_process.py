@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 from plant.children import Backoff, cpu_of, reap
 from plant.events import Event, EventBus
 from plant.hydromet import HydrometRunner
+from plant.scheduling import normal_priority
 from plant.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class HydrometProcess:
                 [sys.executable, "-m", "plant.hydromet_process", str(child.fileno())],
                 pass_fds=[child.fileno()],
             )
+        normal_priority(self._proc.pid)  # off the sort path: no real-time scheduling
         reader, self._writer = await asyncio.open_connection(sock=parent)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()

@@ -43,6 +43,7 @@ from plant.metrics import DECISION_LATENCY
 from plant.passports import find_passport, import_simulated_passports
 from plant.rig import open_rig
 from plant.routing import RoutingRules, load_rules
+from plant.scheduling import Realtime, normal_priority, policy_of
 from plant.setpoints import mark_applied, pending_setpoints
 from plant.status import LineStatus, write_status
 from plant.store import AlarmRow, CellRow, Store, utcnow
@@ -99,7 +100,9 @@ def spawn_sim(config_dir: Path, opts: RunOptions) -> subprocess.Popen[bytes]:
         cmd += ["--cells", str(opts.cells)]
     if opts.warm_sim:
         cmd.append("--warm-mixtures")
-    return subprocess.Popen(cmd, preexec_fn=_set_pdeathsig)
+    proc = subprocess.Popen(cmd, preexec_fn=_set_pdeathsig)
+    normal_priority(proc.pid)  # the simulated hardware stands for other machines
+    return proc
 
 
 def wait_ports(host: str, ports: list[int], proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -169,7 +172,19 @@ def summary(
 
 
 async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
-    """Run until Ctrl-C, or until `opts.cells` cells are final; returns the summary then."""
+    """Run until Ctrl-C, or until `opts.cells` cells are final; returns the summary then.
+
+    With `line.realtime_priority`, the controller's threads and its classifier process run at
+    that SCHED_RR priority for the run (docs/line.md, "Scheduling")."""
+    realtime = Realtime(cfg.line.realtime_priority)
+    realtime.start()
+    try:
+        return await _run_line(cfg, config_dir, opts)
+    finally:
+        realtime.close()
+
+
+async def _run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
     line = opts.line or cfg.plant.line
     # The engine hands work to a database thread and decoder threads many times per cell;
     # Python's default 5 ms GIL switch interval would add up to 5 ms to every hand-off.
@@ -350,6 +365,12 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
             result["classifier_cpu_s"] = round(classifier.cpu_seconds(), 2)
             if hydromet is not None:
                 result["hydromet_cpu_s"] = round(hydromet.cpu_seconds(), 2)
+            result["scheduling"] = {
+                "controller": policy_of(os.getpid()),
+                "classifier": policy_of(classifier.pid),
+                "simulators": policy_of(proc.pid if proc is not None else None),
+                "hydromet": policy_of(hydromet.pid if hydromet is not None else None),
+            }
     finally:
         engine.stop()
         with contextlib.suppress(Exception):

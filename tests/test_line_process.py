@@ -68,6 +68,15 @@ def test_run_simulate_cells_summary(tmp_path: Path) -> None:
     assert sum(summary["routes"].values()) == 2000  # no cell in two routes
     assert summary["misrouted"] < 0.005 * 2000
     assert summary["quarantined"] < 0.10 * 2000
+    # The sort path runs real-time (config/plant.toml: line.realtime_priority = 20), the
+    # simulated hardware and the hydromet line as usual (CI runs as root, which may).
+    if os.geteuid() == 0:
+        assert summary["scheduling"] == {
+            "controller": "SCHED_RR 20",
+            "classifier": "SCHED_RR 20",
+            "simulators": "SCHED_OTHER",
+            "hydromet": "SCHED_OTHER",
+        }
 
     # The hydromet side ran too: product batches with verdicts, a valued black-mass lot.
     report = subprocess.run(

@@ -256,7 +256,7 @@ def test_a_model_activated_while_the_line_runs_decides_the_cells_after_it(tmp_pa
 
     url = f"sqlite:///{tmp_path / 'plant.db'}"
     upgrade(url)
-    n = 1200
+    n = 2400  # 24 s at 100 cells/s: the activation (CLI start, tick, model load) lands mid-run
     cfg = config_copy(tmp_path, db_url=url, heads=8)
     # A second model: the committed one under another name and version (its file is unchanged,
     # so its checksum still holds).

@@ -19,7 +19,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -349,7 +348,6 @@ async def line_run(
     )
     line = cfg.plant.line
     store = Store(cfg.database.url)
-    switch = sys.getswitchinterval()  # run_line shortens it for its own hand-offs
     cpu0 = _cpu_seconds()
     ticks0 = cpu_ticks()
     task = asyncio.create_task(run_line(cfg, config_dir, opts))
@@ -372,7 +370,6 @@ async def line_run(
             summary = await task
         stored, final, seconds = await asyncio.to_thread(_span, store, line)
     finally:
-        sys.setswitchinterval(switch)
         store.close()
     stolen = steal_pct(ticks0, cpu_ticks())
     used = {k: v - cpu0[k] for k, v in _cpu_seconds().items()}

@@ -176,15 +176,19 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
 
     With `line.realtime_priority`, the controller's threads and its classifier process run at
     that SCHED_RR priority for the run (docs/line.md, "Scheduling")."""
-    realtime = Realtime(cfg.line.realtime_priority)
-    realtime.start()
-    try:
-        return await _run_line(cfg, config_dir, opts)
-    finally:
-        realtime.close()
+    async with contextlib.AsyncExitStack() as cleanup:
+        realtime = Realtime(cfg.line.realtime_priority)
+        realtime.start()
+        cleanup.callback(realtime.close)
+        cleanup.callback(sys.setswitchinterval, sys.getswitchinterval())
+        return await _run_line(cfg, config_dir, opts, cleanup)
 
 
-async def _run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
+async def _run_line(
+    cfg: PlantConfig, config_dir: Path, opts: RunOptions, cleanup: contextlib.AsyncExitStack
+) -> dict[str, Any] | None:
+    """The run itself; each part it starts is stopped by `cleanup`, newest first, however the
+    run ends (a classifier that fails to start leaves no hydromet child or simulator behind)."""
     line = opts.line or cfg.plant.line
     # The engine hands work to a database thread and decoder threads many times per cell;
     # Python's default 5 ms GIL switch interval would add up to 5 ms to every hand-off.
@@ -193,12 +197,14 @@ async def _run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dic
     # spin on the second core, which the line needs (about a quarter more cells/s without them).
     threadpool_limits(1)
     store = Store(cfg.database.url)
+    cleanup.callback(store.close)
     store.require_current_schema()
     rules = load_rules(config_dir)
     registry = Registry(cfg.plant.data_dir / "models")
     # The classifier process loads (and checks) the model; this process needs only its name.
     active = registry.get(registry.active_name())
     classifier = ClassifierProcess(registry, active.name, rules)
+    cleanup.push_async_callback(classifier.close)
     bus = EventBus()
     hydromet = (
         HydrometProcess(cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed)
@@ -207,16 +213,24 @@ async def _run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dic
     )
     # The hydromet child imports and opens the store while the classifier loads its model and
     # the simulators start; a config it cannot load stops the run below, as before.
-    hydromet_started = asyncio.create_task(hydromet.start()) if hydromet is not None else None
+    hydromet_started = None
+    if hydromet is not None:
+        cleanup.push_async_callback(hydromet.close)
+        hydromet_started = asyncio.create_task(hydromet.start())
+        # Not cancelled: a child being spawned would be lost to close(). The start ends by itself
+        # (ready, failed or timed out); the run is over, so its outcome no longer matters.
+        cleanup.push_async_callback(_settled, hydromet_started)
     await classifier.start()
     decider = Decider(classifier, cfg.line.classify_batch_max, cfg.line.classify_window_s)
     proc: subprocess.Popen[bytes] | None = None
     if opts.simulate:
         proc = spawn_sim(config_dir, opts)
+        cleanup.push_async_callback(_stop_sim, proc)
         ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
     stream = CellStream(cfg.sim.seed)
     rig = open_rig(cfg, config_dir, stream)
+    cleanup.push_async_callback(rig.close)
     passports_ready = 0
     local_db = store.engine.dialect.name == "sqlite"
 
@@ -378,15 +392,17 @@ async def _run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dic
         if server is not None:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
-        await rig.close()
-        await classifier.close()
-        if hydromet is not None:
-            await hydromet.close()
-        if proc is not None:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait)
-        store.close()
     return result
+
+
+async def _settled(task: asyncio.Task[Any]) -> None:
+    """Wait for `task` to end, whatever its outcome."""
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _stop_sim(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    await asyncio.to_thread(proc.wait)
 
 
 def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> None:

@@ -29,3 +29,11 @@ def test_latency_run_at_half_the_measured_throughput_unless_a_rate_is_asked() ->
     assert latency_run_size(500.0, 2000) == (200.0, 2000)  # at most the 200 cells/s budget
     assert latency_run_size(220.0, 2000, rate=50.0) == (50.0, 1500)  # 30 s at the line's rate
     assert latency_run_size(None, 300) == (200.0, 300)
+
+
+def test_the_table_caption_says_when_the_kernel_reports_no_steal() -> None:
+    from plant.commands.bench import _steal
+
+    runs = {"full_speed": {"cpu_steal_pct": 1.5}, "latency": {"cpu_steal_pct": None}}
+    assert _steal({"runs": runs}) == "1.5 % / not reported (line runs)"
+    assert _steal({}) == "-"

@@ -30,8 +30,10 @@ ROWS = (
 
 
 def _steal(result: dict[str, Any]) -> str:
+    """The line runs' steal, "not reported" where the kernel has no /proc/stat steal field."""
     runs = result.get("runs", {})
-    shown = [f"{runs[n].get('cpu_steal_pct')} %" for n in ("full_speed", "latency") if n in runs]
+    values = [runs[n].get("cpu_steal_pct") for n in ("full_speed", "latency") if n in runs]
+    shown = ["not reported" if v is None else f"{v} %" for v in values]
     return " / ".join(shown) + " (line runs)" if shown else "-"
 
 

@@ -82,7 +82,7 @@ class Alarms:
         self.line = line
         self.bus = bus
 
-    def _publish(self, row: AlarmRow) -> None:
+    def publish(self, row: AlarmRow) -> None:
         if self.bus is None:
             return
         event = Event("alarm", row.line or "", alarm_json(row))
@@ -112,49 +112,77 @@ class Alarms:
     ) -> AlarmRow:
         """Raise (or keep) the alarm; a returned-to-normal unacked one becomes active again."""
         with self.store.begin() as s:
-            row = self._open(s, source, code, OPEN_STATES)
-            if row is not None and row.state in (AlarmState.shelved, AlarmState.suppressed):
-                row.cleared_at = None  # condition back while hidden: stays hidden, now active
-                return row
-            if row is not None and row.state != AlarmState.rtn_unacked:
-                return row
-            if row is not None:
-                row.state = AlarmState.active_unacked
-                row.message = message
-                row.cleared_at = None
-            else:
-                row = AlarmRow(
-                    line=self.line,
-                    source=source,
-                    code=code,
-                    message=message,
-                    priority=str(priority),
-                    state=AlarmState.active_unacked,
-                    raised_at=utcnow(),
-                )
-                s.add(row)
-            s.flush()
-        self._publish(row)
+            row = self.raise_in(s, source, code, message, priority)
+        self.publish(row)
+        return row
+
+    def raise_in(
+        self,
+        s: Session,
+        source: str,
+        code: str,
+        message: str,
+        priority: AlarmPriority = AlarmPriority.high,
+    ) -> AlarmRow:
+        """`raise_` inside the caller's transaction (the line's database worker); the caller
+        publishes the row once it has committed."""
+        row = self._open(s, source, code, OPEN_STATES)
+        if row is not None and row.state in (AlarmState.shelved, AlarmState.suppressed):
+            row.cleared_at = None  # condition back while hidden: stays hidden, now active
+            return row
+        if row is not None and row.state != AlarmState.rtn_unacked:
+            return row
+        if row is not None:
+            row.state = AlarmState.active_unacked
+            row.message = message
+            row.cleared_at = None
+        else:
+            row = AlarmRow(
+                line=self.line,
+                source=source,
+                code=code,
+                message=message,
+                priority=str(priority),
+                state=AlarmState.active_unacked,
+                raised_at=utcnow(),
+            )
+            s.add(row)
+        s.flush()
         return row
 
     def clear(self, source: str, code: str) -> AlarmRow | None:
         """The condition returned to normal: acked alarms clear, unacked ones await an ack."""
         with self.store.begin() as s:
-            row = self._open(s, source, code, ACTIVE_STATES)
-            if row is None:
-                return None
-            if row.state in (AlarmState.shelved, AlarmState.suppressed):
-                if row.cleared_at is None:
-                    row.cleared_at = utcnow()
-                return row
-            row.state = (
-                AlarmState.cleared
-                if row.state == AlarmState.active_acked
-                else AlarmState.rtn_unacked
-            )
-            row.cleared_at = utcnow()
-        self._publish(row)
+            row = self.clear_in(s, source, code)
+        if row is not None:
+            self.publish(row)
         return row
+
+    def clear_in(self, s: Session, source: str, code: str) -> AlarmRow | None:
+        """`clear` inside the caller's transaction; the caller publishes the row."""
+        row = self._open(s, source, code, ACTIVE_STATES)
+        if row is None:
+            return None
+        if row.state in (AlarmState.shelved, AlarmState.suppressed):
+            if row.cleared_at is None:
+                row.cleared_at = utcnow()
+            return row
+        row.state = (
+            AlarmState.cleared if row.state == AlarmState.active_acked else AlarmState.rtn_unacked
+        )
+        row.cleared_at = utcnow()
+        return row
+
+    def active_in(self, s: Session) -> list[tuple[str, str]]:
+        """(source, code) of this line's alarms whose condition is active."""
+        rows = s.execute(
+            select(AlarmRow.source, AlarmRow.code).where(
+                AlarmRow.line == self.line,
+                AlarmRow.state.in_([str(x) for x in ACTIVE_STATES]),
+                AlarmRow.cleared_at.is_(None),
+            )
+        ).all()
+        return [(str(a), str(b)) for a, b in rows]
 
     def active(self) -> list[AlarmRow]:
         """This line's open alarms (including shelved and suppressed), newest first."""
@@ -189,7 +217,7 @@ class Alarms:
             row.acked_by = user
             row.ack_note = (note or "").strip() or None
             self.store.audit(s, user, "alarm.ack", f"alarm:{alarm_id}", old, _with(row, note))
-        self._publish(row)
+        self.publish(row)
         return row
 
     def shelve(
@@ -232,7 +260,7 @@ class Alarms:
                 old,
                 f"shelved until {row.shelved_until.isoformat()}: {row.shelve_reason}",
             )
-        self._publish(row)
+        self.publish(row)
         return row
 
     def suppress(self, alarm_id: int, user: str, reason: str) -> AlarmRow:
@@ -248,7 +276,7 @@ class Alarms:
             row.shelved_until = None
             row.shelve_reason = reason.strip()
             self.store.audit(s, user, "alarm.suppress", f"alarm:{alarm_id}", old, reason.strip())
-        self._publish(row)
+        self.publish(row)
         return row
 
     def unshelve(self, alarm_id: int, user: str) -> AlarmRow:
@@ -260,7 +288,7 @@ class Alarms:
             old = row.state
             self._return_to_service(row)
             self.store.audit(s, user, f"alarm.un{old}", f"alarm:{alarm_id}", old, row.state)
-        self._publish(row)
+        self.publish(row)
         return row
 
     @staticmethod
@@ -285,7 +313,7 @@ class Alarms:
                     s, "system", "alarm.shelve_expired", f"alarm:{row.id}", "shelved", row.state
                 )
         for row in rows:
-            self._publish(row)
+            self.publish(row)
         return rows
 
 

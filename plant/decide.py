@@ -30,6 +30,7 @@ class Evidence:
     passport: Any = None  # models.passport.Passport
     passport_error: str | None = None
     buffers_full: frozenset[str] = frozenset()
+    duplicate_of: str | None = None  # the cell that carried this passport before
 
 
 def decide_batch(
@@ -57,6 +58,7 @@ def decide_batch(
                 damaged=bool(getattr(passport, "damaged", False)),
                 soh_pct=getattr(passport, "soh_pct", None),
                 buffers_full=ev.buffers_full,
+                duplicate_of=ev.duplicate_of,
                 model_version=model_version if i in results else None,
             )
         )

@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from drivers.plc import DONE_SEQ, DONE_TARGET, NEXT_MASS, PlcError, TagMap
+from drivers.plc import DONE_SEQ, DONE_TARGET, NEXT_MASS, PlcError, PlcExceptionError, TagMap
 from drivers.spectra import Spectrum
 from plant.alarms import Alarms
 from plant.config import LineSection
@@ -44,7 +44,20 @@ from plant.domain import (
 )
 from plant.events import Event, EventBus
 from plant.lots import LotPolicy, LotTracker
-from plant.store import CellRow, Store, table_of, update_by_id, utcnow
+from plant.plc_epochs import (
+    EPOCH_TAG,
+    HEARTBEAT_TAG,
+    WATCHDOG_TAG,
+    Epoch,
+    current_epoch,
+    max_final_seq,
+    note_plc_epoch,
+    open_epoch,
+    restart_at_start,
+    restart_in_run,
+    restart_on_reconnect,
+)
+from plant.store import AlarmRow, CellRow, Store, table_of, update_by_id, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,11 +78,22 @@ POLL_TAGS = (
 # Slow-changing status bits, read every STATUS_PERIOD_S.
 STATUS_TAGS = ("line.running", *BUFFER_TAGS)
 STATUS_PERIOD_S = 0.05
+WATCHDOG_PERIOD_S = 0.2  # the controller's watchdog counter moves this often (docs/plc.md)
+# Alarms the engine raises itself and re-evaluates at start-up: those about the PLC link and the
+# database clear at once when the engine reached both; the others clear at their next good state.
+LINK_ALARMS = frozenset({"plc/unreachable", "plc/exception", "database/unreachable"})
 
 # Per-cell statements, built once, in Core (plant/store.py `update_by_id` says why).
 _CELLS = table_of(CellRow)
 _FIND_CELL = select(_CELLS.c.id, _CELLS.c.state).where(
-    _CELLS.c.line == bindparam("b_line"), _CELLS.c.seq == bindparam("b_seq")
+    _CELLS.c.line == bindparam("b_line"),
+    _CELLS.c.epoch == bindparam("b_epoch"),
+    _CELLS.c.seq == bindparam("b_seq"),
+)
+_FIND_PASSPORT = (
+    select(_CELLS.c.id, _CELLS.c.line, _CELLS.c.epoch, _CELLS.c.seq)
+    .where(_CELLS.c.passport_id == bindparam("b_pid"))
+    .limit(1)
 )
 _INSERT_CELL = insert(_CELLS)
 _RECORD_DECISION = update_by_id(
@@ -108,6 +132,7 @@ class PollView:
 
     next_masses: tuple[str, ...]
     done: tuple[tuple[str, str], ...]  # (seq tag, target tag) per slot
+    liveness: tuple[str, ...] = ()  # plc.heartbeat and plc.epoch, where the map has them
 
     @classmethod
     def of(cls, tags: TagMap) -> PollView:
@@ -117,7 +142,8 @@ class PollView:
                 f"PLC tag map: {len(seqs)} diverter.done.<k>.seq tags but {len(targets)} "
                 "diverter.done.<k>.target tags; give both for every slot k"
             )
-        return cls(tags.series(NEXT_MASS), tuple(zip(seqs, targets, strict=True)))
+        liveness = tuple(t for t in (HEARTBEAT_TAG, EPOCH_TAG) if t in tags.tags)
+        return cls(tags.series(NEXT_MASS), tuple(zip(seqs, targets, strict=True)), liveness)
 
     @cached_property
     def ack_tags(self) -> tuple[str, ...]:
@@ -126,7 +152,7 @@ class PollView:
 
     @cached_property
     def tags(self) -> tuple[str, ...]:
-        return (*POLL_TAGS, *self.next_masses, *self.ack_tags[2:])
+        return (*POLL_TAGS, *self.next_masses, *self.ack_tags[2:], *self.liveness)
 
     @property
     def outstanding(self) -> int:
@@ -170,11 +196,13 @@ class Flight:
     seq: int
     mass_g: float
     t_detect: float  # perf_counter when the PLC showed it
+    epoch: int = 0  # the PLC numbering `seq` belongs to
     row_id: int = 0
     decision: Decision | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     force_reason: str | None = None  # a fault sends it to quarantine with this reason
     written: bool = False  # its diverter command reached the PLC
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)  # its measure, decide, confirm
 
 
 @dataclass
@@ -258,6 +286,14 @@ class LineEngine:
         self._done: dict[int, int] = {}  # seq -> route code executed, for cells in flight
         self._unconfirmed = 0  # diverter commands written and not yet confirmed
         self._room = asyncio.Event()
+        self.epoch = Epoch(0, None)  # set from the store and the PLC at start-up
+        self.first_epoch = 0  # the epoch this run began in
+        self.epoch_ready = asyncio.Event()
+        self._heartbeat: tuple[Any, float] = (None, 0.0)  # last value, when it last moved
+        self._not_executing = False  # the PLC answers but its heartbeat stands still
+        self._buffer_hold = False  # the quarantine buffer is full: no cell is taken
+        self._passports_in_flight: dict[str, Flight] = {}
+        self._local_db = store.engine.dialect.name == "sqlite"
         decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -265,17 +301,26 @@ class LineEngine:
         """Recover in-flight cells, start the line, and run until `stop()`."""
         self.db.start()
         self.db.on_health = self._db_health
-        await self.db.run(self.lots.load)
-        self._stored_max_seq = await self.db.run(self._max_seq)
-        self.stats.routed.update(await asyncio.to_thread(count_routes, self.store, self.line))
-        await self._wait_plc()
-        await self._recover()
-        await self._check_xrf()
-        if start_line:
-            await self.plc.write("line.start_cmd", True)
-        loops = [self._infeed_loop(), self._diverter_loop(), self._tick_loop()]
-        self._main = [asyncio.create_task(c) for c in loops]
+        self._main: list[asyncio.Task[Any]] = []
         try:
+            await self.db.run(self.lots.load)
+            self.stats.routed.update(await asyncio.to_thread(count_routes, self.store, self.line))
+            stale = await self.db.run(self.alarms.active_in)
+            await self._wait_plc()
+            await self._open_epoch()
+            self._stored_max_seq = await self.db.run(self._max_seq)
+            await self._recover()
+            self._resume_alarms(stale)
+            await self._check_xrf()
+            if start_line:
+                await self.plc.write("line.start_cmd", True)
+            loops = [
+                self._infeed_loop(),
+                self._diverter_loop(),
+                self._tick_loop(),
+                self._watchdog_loop(),
+            ]
+            self._main = [asyncio.create_task(c) for c in loops]
             await self._stop.wait()
         finally:
             for t in self._main:
@@ -283,7 +328,17 @@ class LineEngine:
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*self._main, *self._tasks, return_exceptions=True)
+            await self._stop_infeed_on_exit()
             await self.db.close()
+
+    async def _stop_infeed_on_exit(self) -> None:
+        """Whatever ends the engine (Ctrl-C, SIGTERM, the end of a run, a fault) stops the
+        infeed: no cell arrives that no controller will take. A dead controller is caught by
+        the PLC's supervision of `controller.watchdog` instead."""
+        try:
+            await asyncio.wait_for(self.plc.write("line.stop_cmd", True), 2.0)
+        except Exception as exc:
+            log.error("infeed not stopped at exit (the PLC watchdog will stop it): %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -292,6 +347,13 @@ class LineEngine:
         """Ask the PLC to stop feeding new cells (cells already in flight finish)."""
         with contextlib.suppress(Exception):
             await self.plc.write("line.stop_cmd", True)
+
+    async def _command(self, coil: str) -> None:
+        """A best-effort command in the background; a PLC outage is the infeed loop's to see."""
+        try:
+            await self.plc.write(coil, True)
+        except Exception as exc:
+            log.warning("%s not written: %s", coil, exc)
 
     @property
     def last_seq(self) -> int:
@@ -304,17 +366,29 @@ class LineEngine:
 
     # -- PLC health --------------------------------------------------------------------------
     async def _wait_plc(self) -> None:
-        """Block until the PLC answers; alarm while it does not."""
+        """Block until the PLC answers; alarm while it does not. A PLC that comes back with its
+        memory lost (restarted) starts a new epoch before any command reaches it."""
         delay = 0.1
         while not self._stop.is_set():
             try:
-                self.last_poll = await self.plc.read(*self._view.tags)
-                self._apply_ack(self.last_poll)
+                poll = await self.plc.read(*self._view.tags)
+                restarted = None
+                if self.epoch.number:
+                    restarted = restart_in_run(self.epoch, poll, self._last_taken)
+                    if restarted is None and self._last_taken:
+                        taken = await self.plc.read("infeed.taken_seq")
+                        restarted = restart_on_reconnect(
+                            int(taken["infeed.taken_seq"]), self._last_taken
+                        )
             except Exception as exc:
                 self._plc_down(exc)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
                 continue
+            self.last_poll = poll
+            if restarted is not None:
+                await self._new_epoch(restarted, poll)
+            self._apply_ack(poll)
             self._plc_up()
             return
 
@@ -330,20 +404,62 @@ class LineEngine:
             self._ack_changed.set()
 
     def _plc_down(self, exc: BaseException) -> None:
+        """PLC lost: alarm once. A Modbus exception reply is an answer, and is named as one."""
+        code, text = (
+            ("exception", f"PLC refused the request: {exc}")
+            if isinstance(exc, PlcExceptionError)
+            else ("unreachable", f"PLC unreachable: {exc}")
+        )
         if self.plc_ok.is_set() or self.plc_state != "down":
-            log.error("PLC unreachable: %s", exc)
-            self.alarms.raise_(
-                "plc", "unreachable", f"PLC unreachable: {exc}", AlarmPriority.critical
-            )
+            log.error(text)
+            self._set_alarm("plc", code, text, AlarmPriority.critical)
         self.plc_state = "down"
         self.plc_ok.clear()
 
     def _plc_up(self) -> None:
         if self.plc_state == "down":
             log.warning("PLC reachable again")
-            self.alarms.clear("plc", "unreachable")
+            self._set_alarm("plc", "unreachable", None)
+            self._set_alarm("plc", "exception", None)
         self.plc_state = "ok"
         self.plc_ok.set()
+
+    def _check_heartbeat(self, poll: Mapping[str, Any], now: float) -> bool:
+        """False while the PLC answers but `plc.heartbeat` has not moved for `plc_grace_s`:
+        its program is not executing (STOP mode, a fault), so nothing it says is current."""
+        beat = poll.get(HEARTBEAT_TAG)
+        if beat is None:
+            return True
+        last, since = self._heartbeat
+        if not since:  # the first sample: nothing to compare yet
+            self._heartbeat = (beat, now)
+            return not self._not_executing
+        if beat != last:
+            self._heartbeat = (beat, now)
+            executing = True
+        else:
+            executing = now - since <= self.settings.plc_grace_s
+        if not executing and not self._not_executing:
+            self._not_executing = True
+            text = (
+                f"PLC not executing: {HEARTBEAT_TAG} stuck at {beat} for more than "
+                f"{self.settings.plc_grace_s} s; infeed stopped"
+            )
+            log.error(text)
+            self._set_alarm("plc", "not_executing", text, AlarmPriority.critical)
+            for f in self._flights.values():
+                f.force_reason = f.force_reason or "PLC not executing while the cell was in flight"
+            self.plc_state = "not executing"
+            self.plc_ok.clear()
+            self._spawn(self._command("line.stop_cmd"))
+        elif executing and self._not_executing:
+            self._not_executing = False
+            log.warning("PLC executing again")
+            self._set_alarm("plc", "not_executing", None)
+            self.plc_state = "ok"
+            self.plc_ok.set()
+            self._draining = True  # resume once the cells in flight are resolved
+        return executing
 
     async def _plc_outage(self, exc: BaseException) -> None:
         """PLC lost: cells in flight go to quarantine; on return, stop the infeed until the
@@ -370,6 +486,7 @@ class LineEngine:
                     self.status_bits = await self.plc.read(*STATUS_TAGS)
                     self.running = bool(self.status_bits["line.running"])
                     next_status = time.monotonic() + STATUS_PERIOD_S
+                    self._check_buffers()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -384,8 +501,14 @@ class LineEngine:
                 continue
             failing_since = None
             t_seen = time.perf_counter()
+            restarted = restart_in_run(self.epoch, poll, self._last_taken)
+            if restarted is not None:
+                await self._new_epoch(restarted, poll)
             self.last_poll = poll
             self._apply_ack(poll)
+            if not self._check_heartbeat(poll, time.monotonic()):
+                await asyncio.sleep(STATUS_PERIOD_S)
+                continue
             if self._draining:
                 if self._flights:
                     await asyncio.sleep(idle)
@@ -396,6 +519,9 @@ class LineEngine:
                     await self._plc_outage(exc)
                     continue
                 self._draining = False
+            if self._buffer_hold:
+                await asyncio.sleep(STATUS_PERIOD_S)
+                continue
             flights = self._queued(poll, t_seen)
             if not flights:
                 await asyncio.sleep(idle)
@@ -408,19 +534,67 @@ class LineEngine:
             except PlcError as exc:
                 await self._plc_outage(exc)
             except Exception as exc:  # the record could not be written: the cell stays untaken
-                if not self._alarm_states.get("record"):
+                if not self._alarm_states.get("line/record_failed"):
                     log.exception("cell %s: detection not recorded; retrying", seq)
-                    self.alarms.raise_(
-                        "line",
-                        "record_failed",
-                        f"cell {seq} not recorded: {exc}",
-                        AlarmPriority.high,
-                    )
-                    self._alarm_states["record"] = True
+                self._set_alarm("line", "record_failed", f"cell {seq} not recorded: {exc}")
                 await asyncio.sleep(0.5)
             else:
-                if self._alarm_states.pop("record", False):
-                    self.alarms.clear("line", "record_failed")
+                self._set_alarm("line", "record_failed", None)
+
+    def _check_buffers(self) -> None:
+        """Downstream buffers: a full route buffer alarms (its cells go to quarantine); a full
+        quarantine buffer stops the infeed, with an alarm, until it has room again."""
+        for route in ROUTES:
+            full = bool(self.status_bits.get(f"buffer.{route}_full"))
+            if route == Route.quarantine:
+                text = "quarantine buffer full: infeed stopped until it has room"
+                if full and not self._buffer_hold:
+                    self._buffer_hold = True
+                    self._spawn(self._command("line.stop_cmd"))
+                elif not full and self._buffer_hold:
+                    self._buffer_hold = False
+                    self._spawn(self._command("line.start_cmd"))
+                self._set_alarm("buffer", "quarantine_full", text if full else None)
+            else:
+                text = f"{route} buffer full: its cells go to quarantine until it has room"
+                self._set_alarm("buffer", f"{route}_full", text if full else None)
+
+    async def _new_epoch(self, reason: str, poll: Mapping[str, Any]) -> None:
+        """The PLC's numbering started again: the cells in flight belong to a numbering the PLC
+        has forgotten, so none of their commands may reach it (their seq now names other
+        cells); they go to a manual check, and the line goes on in a new epoch."""
+        flights = list(self._flights.values())
+        tasks = [t for f in flights for t in f.tasks]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._flights.clear()
+        self._done.clear()
+        self._passports_in_flight.clear()
+        self._next_divert = None
+        self._unconfirmed = 0
+        self._room.set()
+        self._last_taken = 0
+        self._stored_max_seq = 0
+        self._ack_seq = int(poll["diverter.ack_seq"])
+        self._ack_target = int(poll["diverter.ack_target"])
+        counter = poll.get(EPOCH_TAG)
+        number = self.epoch.number + 1
+        plc_epoch = None if counter is None else int(counter)
+        self.epoch = await self.db.run(
+            lambda s: open_epoch(s, self.line, number, plc_epoch, reason)
+        )
+        why = f"PLC restarted while the cell was in flight ({reason}): manual check"
+        for f in flights:
+            f.decision = f.decision or _undecided(why)
+            self._book(f, CellState.quarantined, Route.quarantine, why, lot=False)
+        text = (
+            f"PLC numbering started again (epoch {number}): {reason}; "
+            f"{len(flights)} cells in flight to manual check"
+        )
+        log.warning(text)
+        self._set_alarm("plc", "restarted", text, event=True)
+        self._divert_ready.set()
 
     def _queued(self, poll: Mapping[str, Any], t_seen: float) -> list[Flight]:
         """The cells to take now: the FIFO head and the cells the PLC shows behind it
@@ -434,7 +608,7 @@ class LineEngine:
         if n < 1 and seq in self._flights:
             n = 1  # its take is in doubt: repeat it whatever the limit
         masses = [poll["infeed.cell_mass_g"], *(poll[t] for t in behind)]
-        return [Flight(seq + k, float(masses[k]), t_seen) for k in range(n)]
+        return [Flight(seq + k, float(masses[k]), t_seen, self.epoch.number) for k in range(n)]
 
     async def _take(self, flights: list[Flight]) -> None:
         """Commit the detected cells and start work on them, then take them from the PLC's
@@ -453,12 +627,13 @@ class LineEngine:
             for f, (row_id, state), task in zip(new, rows, measuring, strict=True):
                 f.row_id = row_id
                 if state in FINAL_STATES:  # decided while its take was in doubt: just take it
+                    task.cancel()
                     continue
                 self.stats.detected += 1
                 self._flights[f.seq] = f
                 if self._next_divert is None:
                     self._next_divert = f.seq
-                self._spawn(self._cell(f, task))
+                f.tasks += [task, self._spawn(self._cell(f, task))]
         last = flights[-1].seq
         await self.plc.write("infeed.taken_seq", last)
         self._last_taken = last
@@ -467,7 +642,9 @@ class LineEngine:
         """The cell's row id and state: existing (left by a crash or an unsure take) or new."""
         conn = s.connection()
         if f.seq <= self._stored_max_seq:
-            existing = conn.execute(_FIND_CELL, {"b_line": self.line, "b_seq": f.seq}).first()
+            existing = conn.execute(
+                _FIND_CELL, {"b_line": self.line, "b_epoch": f.epoch, "b_seq": f.seq}
+            ).first()
             if existing is not None:
                 return int(existing[0]), str(existing[1])
         now = utcnow()
@@ -475,6 +652,7 @@ class LineEngine:
             _INSERT_CELL,
             {
                 "line": self.line,
+                "epoch": f.epoch,
                 "seq": f.seq,
                 "mass_g": f.mass_g,
                 "state": CellState.detected,
@@ -489,7 +667,8 @@ class LineEngine:
 
     # -- one cell ----------------------------------------------------------------------------
     async def _cell(self, f: Flight, measuring: asyncio.Task[Evidence]) -> None:
-        """Classify and decide one measured cell; any failure decides quarantine."""
+        """Classify, decide and record one measured cell. Whatever fails on the way, the cell
+        ends decided (quarantine, saying why), so the in-order diverter never waits on it."""
         try:
             evidence = await measuring
             decision = await self.decider.decide(evidence)
@@ -498,18 +677,22 @@ class LineEngine:
         except Exception as exc:  # never lose a cell to a bug: quarantine and say why
             if not self._alarm_states.get("line/decide_failed"):
                 log.exception("cell %s: decision failed", f.seq)
-            self._fault("line", "decide_failed", f"cell {f.seq} to quarantine: {exc}")
-            decision = Decision(
-                chemistry=Chemistry.UNKNOWN,
-                confidence=0.0,
-                source=DecisionSource.none,
-                route=Route.quarantine,
-                reason=f"internal error while deciding: {exc}",
-            )
+            self._set_alarm("line", "decide_failed", f"cell {f.seq} to quarantine: {exc}")
+            decision = _undecided(f"internal error while deciding: {exc}")
             evidence = Evidence()
         else:
-            self._fault("line", "decide_failed", None)
-        await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
+            self._set_alarm("line", "decide_failed", None)
+        try:
+            await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the row stays `detected`; quarantine needs no decision
+            log.error("cell %s: decision not recorded (%s); to quarantine", f.seq, exc)
+            decision = _undecided(f"decision not recorded: {exc}")
+            f.force_reason = f.force_reason or decision.reason
+        finally:
+            if evidence.passport_id and self._passports_in_flight.get(evidence.passport_id) is f:
+                del self._passports_in_flight[evidence.passport_id]
         f.decision = decision
         f.decided.set()
         self._divert_ready.set()
@@ -544,6 +727,9 @@ class LineEngine:
         else:
             spectrum_error = "no XRF station configured"
         passport_id, passport, passport_error = await label_task
+        duplicate_of = None
+        if passport is not None and passport_id is not None:
+            duplicate_of = await self._duplicate_of(passport_id, f)
         buffers = frozenset(
             r for r in ROUTES if self.status_bits.get(f"buffer.{r}_full") and r != Route.quarantine
         )
@@ -554,7 +740,27 @@ class LineEngine:
             passport=passport,
             passport_error=passport_error,
             buffers_full=buffers,
+            duplicate_of=duplicate_of,
         )
+
+    async def _duplicate_of(self, passport_id: str, f: Flight) -> str | None:
+        """The other cell, on any line, that carried this passport before, or None."""
+        other = self._passports_in_flight.get(passport_id)
+        if other is not None and other is not f:
+            return (
+                f"passport {passport_id} is on cell seq {other.seq} in flight on line {self.line}"
+            )
+        self._passports_in_flight[passport_id] = f
+
+        def find() -> Any:
+            with self.store.engine.connect() as conn:
+                return conn.execute(_FIND_PASSPORT, {"b_pid": passport_id}).first()
+
+        # A local SQLite read is an index lookup (~0.1 ms): on the loop, like the passport's.
+        row = find() if self._local_db else await asyncio.to_thread(find)
+        if row is None or int(row[0]) == f.row_id:
+            return None
+        return f"passport {passport_id} was on cell #{row[0]} (line {row[1]}, epoch {row[2]}, seq {row[3]})"
 
     async def _label(self, seq: int) -> tuple[str | None, Any, str | None]:
         if self.labels is None:
@@ -611,10 +817,11 @@ class LineEngine:
             return
         spectra = [r for r in results if isinstance(r, Spectrum)]
         failed = [str(r) for r in results if not isinstance(r, Spectrum)]
-        if failed:
-            self._xrf_fault(
-                f"XRF check standard failed on {len(failed)} of {len(results)} heads: {failed[0]}"
-            )
+        self._xrf_fault(
+            f"XRF check standard failed on {len(failed)} of {len(results)} heads: {failed[0]}"
+            if failed
+            else None
+        )
         if spectra:
             try:
                 await self.decider.warm_up(spectra)
@@ -623,19 +830,69 @@ class LineEngine:
 
     def _xrf_fault(self, error: str | None) -> None:
         """XRF alarm once per change of state, cleared by the next good measurement."""
-        self._fault("xrf", "fault", error)
+        self._set_alarm("xrf", "fault", error)
         self.xrf_state = "degraded" if self._alarm_states["xrf/fault"] else "ok"
 
-    def _fault(self, source: str, code: str, error: str | None) -> None:
-        """Alarm `source/code` when `error` appears, clear it when the next try succeeds:
-        once per change of state, not once per cell."""
+    def _set_alarm(
+        self,
+        source: str,
+        code: str,
+        message: str | None,
+        priority: AlarmPriority = AlarmPriority.high,
+        *,
+        event: bool = False,
+    ) -> None:
+        """Raise `source/code` when `message` appears, clear it when it goes (None): once per
+        change of state, not once per cell (an `event` alarm is raised every time). Written by
+        the database worker after the cell records queued before it, never on the loop, and
+        never failing the caller; published on the bus once committed."""
         key = f"{source}/{code}"
         was = self._alarm_states.get(key, False)
-        if error is not None and not was:
-            self.alarms.raise_(source, code, error, AlarmPriority.high)
-        elif error is None and was:
-            self.alarms.clear(source, code)
-        self._alarm_states[key] = error is not None
+        if event or (message is not None and not was):
+            text = message or key
+            self._spawn(
+                self._write_alarm(lambda s: self.alarms.raise_in(s, source, code, text, priority))
+            )
+        elif message is None and was:
+            self._spawn(self._write_alarm(lambda s: self.alarms.clear_in(s, source, code)))
+        if not event:
+            self._alarm_states[key] = message is not None
+
+    async def _write_alarm(self, write: Callable[[Session], AlarmRow | None]) -> None:
+        try:
+            row = await self.db.run(write)
+        except Exception:
+            log.exception("alarm not written (the line keeps running)")
+            return
+        if row is not None:
+            self.alarms.publish(row)
+
+    def _resume_alarms(self, active: list[tuple[str, str]]) -> None:
+        """Alarms an earlier run left active: those about the link clear now that the engine
+        reached the PLC and the database; the others clear at their next good state."""
+        for source, code in active:
+            key = f"{source}/{code}"
+            if key in LINK_ALARMS:
+                self._alarm_states[key] = True
+                self._set_alarm(source, code, None)
+            elif key == "plc/not_executing":
+                self._not_executing = True
+                self._alarm_states[key] = True
+            elif source in ("xrf", "line", "buffer", "diverter"):
+                self._alarm_states[key] = True
+                if key == "buffer/quarantine_full":
+                    self._buffer_hold = True
+
+    async def _watchdog_loop(self) -> None:
+        """Move `controller.watchdog` so the PLC can stop the infeed when this process dies."""
+        if WATCHDOG_TAG not in self.plc.tag_map.tags:
+            return
+        beat = 0
+        while not self._stop.is_set():
+            beat = beat % 65535 + 1
+            with contextlib.suppress(PlcError):
+                await self.plc.write(WATCHDOG_TAG, beat)
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
 
     # -- diverter ----------------------------------------------------------------------------
     async def _diverter_loop(self) -> None:
@@ -657,12 +914,17 @@ class LineEngine:
                 self._room.clear()
                 await self._room.wait()
             await self._send(f)
+            if not f.written or f.epoch != self.epoch.number:
+                continue  # the PLC restarted meanwhile: the cell went to a manual check
+            self._unconfirmed += 1
             self._next_divert = f.seq + 1
-            self._spawn(self._confirm(f))
+            f.tasks.append(self._spawn(self._confirm(f)))
 
     async def _divert(self, f: Flight) -> None:
         """Write this cell's diverter command and wait for its confirmation (restart path)."""
         await self._send(f)
+        if f.written:
+            self._unconfirmed += 1
         await self._confirm(f)
 
     async def _send(self, f: Flight) -> None:
@@ -675,6 +937,8 @@ class LineEngine:
         assert f.decision is not None
         while not self._stop.is_set():
             await self.plc_ok.wait()
+            if f.epoch != self.epoch.number:
+                return  # a restarted PLC: this seq now names another cell
             route = Route.quarantine if f.force_reason else f.decision.route
             try:
                 await self.plc.write_many(
@@ -694,7 +958,6 @@ class LineEngine:
                 if self.latency is not None:
                     self.latency.observe(seconds)
             f.written = True
-            self._unconfirmed += 1
             return
 
     async def _confirm(self, f: Flight) -> None:
@@ -703,8 +966,9 @@ class LineEngine:
             acked = await self._wait_ack(f.seq)
             await self._finish(f, self._executed(f.seq) if acked else None)
         finally:
-            self._flights.pop(f.seq, None)
-            self._done.pop(f.seq, None)
+            if self._flights.get(f.seq) is f:
+                del self._flights[f.seq]
+                self._done.pop(f.seq, None)
             if f.written:
                 self._unconfirmed -= 1
                 self._room.set()
@@ -751,12 +1015,11 @@ class LineEngine:
                 f"diverter did not acknowledge seq {f.seq} within "
                 f"{self.settings.diverter_ack_timeout_s} s: manual check"
             )
-            self.alarms.raise_("diverter", "ack_missing", reason, AlarmPriority.high)
-            self._alarm_states["ack"] = True
+            self._set_alarm("diverter", "ack_missing", reason, event=True)
+            self._alarm_states["diverter/ack_missing"] = True
             self._book(f, CellState.quarantined, Route.quarantine, reason, lot=False)
             return
-        if self._alarm_states.pop("ack", False):
-            self.alarms.clear("diverter", "ack_missing")
+        self._set_alarm("diverter", "ack_missing", None)
         if executed != f.decision.route:
             why = f.force_reason or "diverter executed another route"
             reason = f"{why} (decided: {f.decision.route}, {f.decision.reason})"
@@ -835,17 +1098,16 @@ class LineEngine:
         if recent.maxlen is not None and len(recent) >= recent.maxlen:
             rate = sum(recent) / len(recent)
             limit = self.settings.quarantine_rate_alarm
-            was = self._alarm_states.get("qrate", False)
+            was = self._alarm_states.get("line/quarantine_rate", False)
             if rate > limit and not was:
-                self.alarms.raise_(
+                self._set_alarm(
                     "line",
                     "quarantine_rate",
                     f"{rate:.0%} of the last {len(recent)} cells quarantined (limit {limit:.0%})",
                     AlarmPriority.medium,
                 )
             elif rate <= limit * 0.8 and was:  # deadband: no chatter around the limit
-                self.alarms.clear("line", "quarantine_rate")
-            self._alarm_states["qrate"] = rate > limit or (was and rate > limit * 0.8)
+                self._set_alarm("line", "quarantine_rate", None)
         closed = await self.db.run(lambda s: self.lots.close_aged(s, utcnow()))
         for lid in closed:
             self._publish("lot", {"id": lid, "state": "closed"})
@@ -866,6 +1128,7 @@ class LineEngine:
             "counts": dict(self.stats.routed),
             "plc_counters": {r: int(self.last_poll.get(f"counters.{r}", 0)) for r in ROUTES},
             "in_flight": self.in_flight,
+            "epoch": self.epoch.number,
         }
 
     def _db_health(self, ok: bool, error: str | None) -> None:
@@ -893,19 +1156,60 @@ class LineEngine:
         return task
 
     # -- restart -----------------------------------------------------------------------------
+    async def _open_epoch(self) -> None:
+        """Find the numbering the PLC is in: the stored epoch, or a new one when the PLC
+        restarted (or another PLC answers) since the last run."""
+        counter = self.last_poll.get(EPOCH_TAG)
+        plc_epoch = None if counter is None else int(counter)
+        cur = await self.db.run(lambda s: current_epoch(s, self.line))
+        if cur is None:
+            self.epoch = await self.db.run(
+                lambda s: open_epoch(s, self.line, 1, plc_epoch, "first run of the line")
+            )
+        else:
+            taken = int((await self.plc.read("infeed.taken_seq"))["infeed.taken_seq"])
+            top = await self.db.run(lambda s: max_final_seq(s, self.line, cur.number))
+            reason = restart_at_start(cur, self.last_poll, taken, top)
+            if reason is not None:
+                number = cur.number + 1
+                self.epoch = await self.db.run(
+                    lambda s: open_epoch(s, self.line, number, plc_epoch, reason)
+                )
+                text = f"PLC numbering started again since the last run (epoch {number}): {reason}"
+                log.warning(text)
+                self._set_alarm("plc", "restarted", text, event=True)
+            elif plc_epoch is not None and cur.plc_epoch is None:
+                self.epoch = await self.db.run(
+                    lambda s: note_plc_epoch(s, self.line, cur, plc_epoch)
+                )
+            else:
+                self.epoch = cur
+        self.first_epoch = self.epoch.number
+        self.epoch_ready.set()
+
     async def _recover(self) -> None:
-        """Resolve cells left in flight by a crash: confirmed if the PLC acked, else quarantine."""
+        """Resolve cells left in flight by a crash: confirmed if the PLC acked, else quarantine;
+        cells of an earlier epoch (the PLC restarted meanwhile) go to a manual check."""
         rows = await self.db.run(self._unfinished)
+        earlier = [r for r in rows if r[6] != self.epoch.number]
+        rows = [r for r in rows if r[6] == self.epoch.number]
+        why = "PLC restarted while the controller was down: manual check"
+        for row_id, seq, mass, _state, _route, _chem, epoch in earlier:
+            f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id=row_id)
+            f.decision = _undecided(why)
+            self._book(f, CellState.quarantined, Route.quarantine, why, lot=False)
+        if earlier:
+            log.warning("%d cells of an earlier PLC numbering sent to a manual check", len(earlier))
         if not rows:
             return
         plc = await self.plc.read(*self._view.ack_tags, "infeed.taken_seq")
         self._apply_ack(plc)
         ack, taken = self._ack_seq, int(plc["infeed.taken_seq"])
         self._done.update(self._view.executions(plc))
-        for row_id, seq, mass, state, route, chem in rows:
+        for row_id, seq, mass, state, route, chem, epoch in rows:
             if seq > taken:
                 continue  # never taken: still the FIFO head, the infeed loop picks it up
-            f = Flight(seq, mass or 0.0, time.perf_counter(), row_id=row_id)
+            f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id=row_id)
             f.decision = Decision(
                 chemistry=Chemistry(chem) if chem else Chemistry.UNKNOWN,
                 confidence=0.0,
@@ -925,9 +1229,18 @@ class LineEngine:
         log.warning("recovered %d cells left in flight by the previous run", len(rows))
 
     def _max_seq(self, s: Session) -> int:
-        return int(s.scalar(select(func.max(CellRow.seq)).where(CellRow.line == self.line)) or 0)
+        return int(
+            s.scalar(
+                select(func.max(CellRow.seq)).where(
+                    CellRow.line == self.line, CellRow.epoch == self.epoch.number
+                )
+            )
+            or 0
+        )
 
-    def _unfinished(self, s: Session) -> list[tuple[int, int, float, str, str | None, str | None]]:
+    def _unfinished(
+        self, s: Session
+    ) -> list[tuple[int, int, float, str, str | None, str | None, int]]:
         q = (
             select(
                 CellRow.id,
@@ -936,39 +1249,54 @@ class LineEngine:
                 CellRow.state,
                 CellRow.route,
                 CellRow.chemistry,
+                CellRow.epoch,
             )
             .where(
                 CellRow.line == self.line,
                 CellRow.state.not_in([CellState.confirmed, CellState.quarantined]),
             )
-            .order_by(CellRow.seq)
+            .order_by(CellRow.epoch, CellRow.seq)
         )
         return [tuple(r) for r in s.execute(q)]  # type: ignore[misc]
 
 
-def count_routes(store: Store, line: str) -> dict[str, int]:
-    """Cells per final route in the store for one line."""
+def count_routes(
+    store: Store, line: str, *, epochs: tuple[int, ...] | None = None
+) -> dict[str, int]:
+    """Cells per final route in the store for one line (and PLC epochs, if given)."""
+    where = [CellRow.line == line, CellRow.state.in_([CellState.confirmed, CellState.quarantined])]
+    if epochs is not None:
+        where.append(CellRow.epoch.in_(epochs))
     with store.session() as s:
         rows = s.execute(
-            select(CellRow.route, func.count(CellRow.id))
-            .where(
-                CellRow.line == line,
-                CellRow.state.in_([CellState.confirmed, CellState.quarantined]),
-            )
-            .group_by(CellRow.route)
+            select(CellRow.route, func.count(CellRow.id)).where(*where).group_by(CellRow.route)
         ).all()
     out = dict.fromkeys(ROUTES, 0)
     out.update({str(r): int(n) for r, n in rows if r is not None})
     return out
 
 
-def percentiles(values: Any, ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+def percentiles(values: Any, ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:
+    """Percentiles and max; None (JSON null, never NaN) when there are no values."""
     arr = np.asarray(list(values), dtype=float)
     if arr.size == 0:
-        return {f"p{int(p)}": float("nan") for p in ps} | {"max": float("nan")}
-    out = {f"p{int(p)}": round(float(np.percentile(arr, p)), 3) for p in ps}
+        return dict.fromkeys([*(f"p{int(p)}" for p in ps), "max"])
+    out: dict[str, float | None] = {
+        f"p{int(p)}": round(float(np.percentile(arr, p)), 3) for p in ps
+    }
     out["max"] = round(float(arr.max()), 3)
     return out
+
+
+def _undecided(reason: str) -> Decision:
+    """The decision of a cell nothing could be decided about: quarantine, saying why."""
+    return Decision(
+        chemistry=Chemistry.UNKNOWN,
+        confidence=0.0,
+        source=DecisionSource.none,
+        route=Route.quarantine,
+        reason=reason,
+    )
 
 
 def _try(fn: Callable[[], Any]) -> None:

@@ -95,6 +95,7 @@ def decide(
     damaged: bool = False,
     soh_pct: float | None = None,
     buffers_full: frozenset[str] = frozenset(),
+    duplicate_of: str | None = None,
     model_version: str | None = None,
 ) -> Decision:
     """Route one cell from its fused chemistry and the flags the line knows."""
@@ -109,6 +110,8 @@ def decide(
     def quarantine(reason_code: str, reason: str) -> Decision:
         return made(Route.quarantine, f"{reason_code}: {reason}")
 
+    if duplicate_of is not None:  # a copied label or passport: neither can be trusted
+        return quarantine("duplicate_passport", duplicate_of)
     if damaged and rules.overrides.damaged_to_quarantine:
         return quarantine("damaged", f"damaged or swollen cell, handle by hand ({words})")
     route = rules.routes[chem]

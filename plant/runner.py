@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,17 +123,18 @@ def wait_ports(host: str, ports: list[int], proc: subprocess.Popen[bytes], timeo
         time.sleep(0.1)
 
 
-def final_count(store: Store, line: str) -> int:
+def final_count(store: Store, line: str, epochs: tuple[int, ...] | None = None) -> int:
+    """Final cells of the line (in these PLC epochs, the run's, if given)."""
+    where = [CellRow.line == line, CellRow.state.in_([CellState.confirmed, CellState.quarantined])]
+    if epochs is not None:
+        where.append(CellRow.epoch.in_(epochs))
     with store.session() as s:
-        return int(
-            s.scalar(
-                select(func.count(CellRow.id)).where(
-                    CellRow.line == line,
-                    CellRow.state.in_([CellState.confirmed, CellState.quarantined]),
-                )
-            )
-            or 0
-        )
+        return int(s.scalar(select(func.count(CellRow.id)).where(*where)) or 0)
+
+
+def run_epochs(engine: LineEngine) -> tuple[int, ...]:
+    """The PLC epochs this run worked in: the one it found and any the PLC started since."""
+    return tuple(range(engine.first_epoch, engine.epoch.number + 1))
 
 
 def summary(
@@ -141,31 +143,44 @@ def summary(
     rules: RoutingRules,
     seed: int,
     *,
+    epochs: tuple[int, ...],
+    started: datetime,
     plc_counters: dict[str, int],
     latencies_ms: list[float],
 ) -> dict[str, Any]:
-    """The run's figures: store counts vs PLC counters, misrouted against the simulated truth."""
+    """The run's figures (its PLC epochs): store counts vs PLC counters, misrouted against the
+    simulated truth. `routes` counts the PLC's current epoch, as its counters do."""
     stream = CellStream(seed)
     with store.session() as s:
         rows = s.execute(
-            select(CellRow.seq, CellRow.route, CellRow.state).where(CellRow.line == line)
+            select(CellRow.seq, CellRow.route, CellRow.state).where(
+                CellRow.line == line, CellRow.epoch.in_(epochs)
+            )
         ).all()
-        alarms = int(s.scalar(select(func.count(AlarmRow.id)).where(AlarmRow.line == line)) or 0)
+        alarms = int(
+            s.scalar(
+                select(func.count(AlarmRow.id)).where(
+                    AlarmRow.line == line, AlarmRow.raised_at >= started
+                )
+            )
+            or 0
+        )
     misrouted = 0
     for seq, route, _state in rows:
         if route in (None, Route.quarantine):
             continue
         if route != rules.routes[Chemistry(stream.truth(int(seq)).chemistry)]:
             misrouted += 1
-    routes = count_routes(store, line)
+    routes = count_routes(store, line, epochs=epochs[-1:])
     return {
         "line": line,
+        "epochs": list(epochs),
         "cells": len(rows),
         "final": sum(1 for *_, st in rows if st in (CellState.confirmed, CellState.quarantined)),
         "routes": routes,
         "plc_counters": plc_counters,
         "misrouted": misrouted,
-        "quarantined": routes.get(Route.quarantine, 0),
+        "quarantined": sum(1 for _, route, _ in rows if route == Route.quarantine),
         "alarms": alarms,
         "decision_latency_ms": percentiles(latencies_ms),
     }
@@ -176,7 +191,14 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
 
     With `line.realtime_priority`, the controller's threads and its classifier process run at
     that SCHED_RR priority for the run (docs/line.md, "Scheduling")."""
+    # SIGTERM (a service manager, `kill`) ends the run as Ctrl-C does: through every cleanup,
+    # so the infeed is stopped and the children are stopped.
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
     async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(loop.remove_signal_handler, signal.SIGTERM)
         realtime = Realtime(cfg.line.realtime_priority)
         realtime.start()
         cleanup.callback(realtime.close)
@@ -228,7 +250,10 @@ async def _run_line(
         cleanup.push_async_callback(_stop_sim, proc)
         ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
-    stream = CellStream(cfg.sim.seed)
+    # A simulated run labels its cells with passports of their own (another delivery), so a
+    # second run on the same database meets no passport twice.
+    stream = CellStream(cfg.sim.seed, batch=f"{time.time_ns():x}" if opts.simulate else "")
+    started = utcnow()
     rig = open_rig(cfg, config_dir, stream)
     cleanup.push_async_callback(rig.close)
     passports_ready = 0
@@ -358,7 +383,11 @@ async def _run_line(
         if opts.cells is None:
             await engine_task
         else:
-            while await asyncio.to_thread(final_count, store, line) < opts.cells:
+            while (
+                not engine.epoch_ready.is_set()
+                or await asyncio.to_thread(final_count, store, line, run_epochs(engine))
+                < opts.cells
+            ):
                 if engine_task.done():
                     await engine_task  # raises what stopped it
                     break
@@ -373,6 +402,8 @@ async def _run_line(
                 line,
                 rules,
                 cfg.sim.seed,
+                epochs=run_epochs(engine),
+                started=started,
                 plc_counters={r: int(counters[f"counters.{r}"]) for r in ROUTES},
                 latencies_ms=list(engine.stats.latencies_ms),
             )
@@ -411,6 +442,10 @@ def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> None:
         level=os.environ.get("PLANT_LOG", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    result = eventloop.run(run_line(cfg, config_dir, opts))
+    try:
+        result = eventloop.run(run_line(cfg, config_dir, opts))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("plant run stopped", file=sys.stderr, flush=True)
+        return
     if result is not None:
         print(json.dumps(result), flush=True)

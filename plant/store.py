@@ -63,7 +63,7 @@ class CellRow(Base):
 
     __tablename__ = "cells"
     __table_args__ = (
-        UniqueConstraint("line", "seq", name="uq_cells_line_seq"),
+        UniqueConstraint("line", "epoch", "seq", name="uq_cells_line_epoch_seq"),
         Index("ix_cells_passport_id", "passport_id"),
         Index("ix_cells_created_at", "created_at"),
         Index("ix_cells_route", "route"),
@@ -73,6 +73,7 @@ class CellRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     line: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column(default=1, server_default="1")  # PLC epoch (PlcEpochRow)
     seq: Mapped[int] = mapped_column(BigInteger)
     passport_id: Mapped[str | None] = mapped_column(String(200))
     mass_g: Mapped[float | None] = mapped_column(Float)
@@ -87,6 +88,20 @@ class CellRow(Base):
     lot_id: Mapped[str | None] = mapped_column(ForeignKey("lots.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PlcEpochRow(Base):
+    """One numbering of a line's PLC: it starts again after a PLC restart or program download."""
+
+    __tablename__ = "plc_epochs"
+    __table_args__ = (UniqueConstraint("line", "epoch", name="uq_plc_epochs_line_epoch"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column()
+    plc_epoch: Mapped[int | None] = mapped_column()  # the PLC's own start-up counter, if mapped
+    reason: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class PassportRow(Base):

@@ -108,9 +108,10 @@ def _cumulative(items: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], 
     return tuple(k for k, _ in items), cdf / cdf[-1]
 
 
-def passport_uuid(seed: int, seq: int) -> str:
+def passport_uuid(seed: int, seq: int, batch: str = "") -> str:
     """Stable passport id of a simulated cell, as Catena-X writes them (urn:uuid:...)."""
-    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"plant-sim/{seed}/{seq}"))
+    name = f"plant-sim/{seed}/{batch}/{seq}" if batch else f"plant-sim/{seed}/{seq}"
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class CellStream:
 
     seed: int = 1
     mix: StreamMix = field(default_factory=StreamMix)
+    batch: str = ""  # the cells of another delivery: other passports, the same physics
 
     def __post_init__(self) -> None:
         # PLC, XRF heads and camera each ask for a cell's truth; drawing it costs ~0.1 ms.
@@ -141,7 +143,7 @@ class CellStream:
         passport_chem: str | None = None
         pid: str | None = None
         if has_passport:
-            pid = passport_uuid(self.seed, seq)
+            pid = passport_uuid(self.seed, seq, self.batch)
             passport_chem = chem
             if rng.random() < mix.mislabel_share:
                 others = [c for c in LI_ION if c != chem]

@@ -13,8 +13,12 @@ What it does (the contract the line engine relies on, documented in docs/plc.md)
   counted twice.
 - `line.start_cmd` / `line.stop_cmd` (momentary coils) start and stop arrivals at
   `rate_cells_s` until `max_cells` have arrived; due cells are generated in the scan loop.
-- Fault injection through `SimPlc.faults`, `drop_connections()`, `set_offline()` and
-  `set_buffer_full()`.
+- `plc.epoch` is the PLC's start-up counter; `restart()` is a PLC restart (program download,
+  power cycle): a new epoch, the numbering starts again at 1, counters and handshakes cleared.
+- Watchdog: once the controller has written `controller.watchdog`, the PLC stops the infeed
+  when that value has not changed for `watchdog_s` (the controller died or hangs).
+- Fault injection through `SimPlc.faults` (`scan_stopped`: the PLC program no longer executes,
+  its heartbeat freezes), `drop_connections()`, `set_offline()` and `set_buffer_full()`.
 
 Start it with `async with SimPlc(tag_map, port=5020) as sim: ...` or `await sim.start()` /
 `await sim.stop()`; `sim.port` is the bound port (useful with port=0).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -73,6 +78,7 @@ class SimFaults:
     exception_code: int | None = None  # answer with this Modbus exception code ...
     exception_tags: frozenset[str] = frozenset()  # ... to requests touching these (empty: all)
     diverter_stuck: bool = False  # diverter ignores commands: no count, no acknowledgement
+    scan_stopped: bool = False  # the PLC program does not execute: no heartbeat, no arrivals
 
 
 @dataclass
@@ -109,6 +115,7 @@ class SimPlc:
         process_period_s: float = 0.1,
         hold_process: bool = False,
         cells: CellStream | None = None,
+        watchdog_s: float = 3.0,
     ) -> None:
         if rate_cells_s <= 0:
             raise SimPlcError(f"rate_cells_s must be > 0, got {rate_cells_s}")
@@ -124,6 +131,8 @@ class SimPlc:
         self.scan_s = scan_s
         self.process_period_s = process_period_s
         self.hold_process = hold_process  # freeze process values (for exact comparisons)
+        self.watchdog_s = watchdog_s
+        self._watchdog: tuple[int, float] | None = None  # last value the controller wrote, when
         self.cells = cells if cells is not None else CellStream(seed)
         self.tank = LeachTank(seed=seed)
         self.faults = SimFaults()
@@ -141,6 +150,8 @@ class SimPlc:
         self._scan_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
+        # A retentive start-up counter in a real PLC; a simulator starts at a random one.
+        self._set("plc.epoch", int.from_bytes(os.urandom(2)) % 65535 + 1)
         self._set("leach.ph_setpoint", self.tank.ph_setpoint)
         self._set("leach.temp_setpoint_c", self.tank.temp_setpoint_c)
         self._publish_process()
@@ -226,6 +237,27 @@ class SimPlc:
             await self._close_server()
         elif not offline and self._server is None:
             await self._listen(self.port)
+
+    def restart(self) -> None:
+        """A PLC restart (program download, power cycle): the start-up counter moves on, cell
+        numbering starts again at 1, counters and handshake registers read 0, clients drop."""
+        epoch = int(self.value("plc.epoch")) if "plc.epoch" in self.tag_map.tags else 0
+        for table in ("holding_register", "input_register"):
+            self._mirror[table][:] = [0] * len(self._mirror[table])
+        self._set("plc.epoch", epoch % 65535 + 1)
+        self._set("leach.ph_setpoint", self.tank.ph_setpoint)
+        self._set("leach.temp_setpoint_c", self.tank.temp_setpoint_c)
+        self._publish_process()
+        was_running = self._feeder.running
+        self._feeder = _Feeder()
+        self.diverted.clear()
+        self._watchdog = None
+        self._present_head()
+        self._set("line.running", False)
+        if was_running:
+            self.start_feeder()  # the PLC program starts the conveyor again
+        self.drop_connections()
+        log.warning("simulated PLC restarted: epoch %s, numbering from 1", self.value("plc.epoch"))
 
     def set_buffer_full(self, route: str, full: bool) -> None:
         """Raise or clear `buffer.<route>_full`: downstream of that route cannot take cells."""
@@ -366,7 +398,10 @@ class SimPlc:
         heartbeat = 0
         while True:
             await asyncio.sleep(self.scan_s)
+            if self.faults.scan_stopped:
+                continue
             now = time.monotonic()
+            self._supervise_watchdog(now)
             self._arrivals(now)
             heartbeat = (heartbeat + 1) % 65536
             self._set("plc.heartbeat", heartbeat)
@@ -375,6 +410,23 @@ class SimPlc:
                     self.tank.step(now - last_process)
                     self._publish_process()
                 last_process = now
+
+    def _supervise_watchdog(self, now: float) -> None:
+        """Stop the infeed when the controller's watchdog counter stands still."""
+        if "controller.watchdog" not in self.tag_map.tags:
+            return
+        value = int(self.value("controller.watchdog"))
+        if self._watchdog is None:
+            if value != 0:  # a controller that writes the watchdog is supervised from now on
+                self._watchdog = (value, now)
+            return
+        if value != self._watchdog[0]:
+            self._watchdog = (value, now)
+        elif now - self._watchdog[1] > self.watchdog_s and self._feeder.running:
+            log.warning(
+                "controller watchdog stood still for %.1f s: infeed stopped", self.watchdog_s
+            )
+            self.stop_feeder()
 
     # ---- Modbus side -------------------------------------------------------
 

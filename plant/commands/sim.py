@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from plant import eventloop
 from plant.commands import ctx_of, err
+
+if TYPE_CHECKING:
+    from drivers.sim.plc import SimPlc
 
 
 def sim(
@@ -55,6 +58,10 @@ def sim(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Commissioning faults (docs/plc.md, "Simulator"): SIGUSR1 restarts the PLC (numbering
+        # starts again), SIGUSR2 stops or resumes its program scan (the heartbeat freezes).
+        loop.add_signal_handler(signal.SIGUSR1, hw.plc.restart)
+        loop.add_signal_handler(signal.SIGUSR2, _toggle_scan, hw.plc)
         await hw.start()
         heads = cfg.sim.xrf_heads
         err.print(
@@ -69,6 +76,11 @@ def sim(
         err.print("simulated hardware stopped")
 
     eventloop.run(main())
+
+
+def _toggle_scan(plc: SimPlc) -> None:
+    plc.faults.scan_stopped = not plc.faults.scan_stopped
+    err.print("simulated PLC program " + ("stopped" if plc.faults.scan_stopped else "running"))
 
 
 def register(root: typer.Typer) -> None:

@@ -760,7 +760,10 @@ class LineEngine:
         row = find() if self._local_db else await asyncio.to_thread(find)
         if row is None or int(row[0]) == f.row_id:
             return None
-        return f"passport {passport_id} was on cell #{row[0]} (line {row[1]}, epoch {row[2]}, seq {row[3]})"
+        cell_id, line, epoch, seq = row
+        return (
+            f"passport {passport_id} was on cell #{cell_id} (line {line}, epoch {epoch}, seq {seq})"
+        )
 
     async def _label(self, seq: int) -> tuple[str | None, Any, str | None]:
         if self.labels is None:

@@ -449,7 +449,7 @@ class LineEngine:
             self._set_alarm("plc", "not_executing", text, AlarmPriority.critical)
             for f in self._flights.values():
                 f.force_reason = f.force_reason or "PLC not executing while the cell was in flight"
-            self.plc_state = "not executing"
+            self.plc_state = "down"  # answers, but nothing it says is current
             self.plc_ok.clear()
             self._spawn(self._command("line.stop_cmd"))
         elif executing and self._not_executing:

@@ -115,7 +115,7 @@ class SimPlc:
         process_period_s: float = 0.1,
         hold_process: bool = False,
         cells: CellStream | None = None,
-        watchdog_s: float = 3.0,
+        watchdog_s: float = 5.0,
     ) -> None:
         if rate_cells_s <= 0:
             raise SimPlcError(f"rate_cells_s must be > 0, got {rate_cells_s}")

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_CONFIG_DIR = Path("config")
 CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
@@ -111,9 +111,22 @@ class CameraSection(Strict):
 
 
 class MqttSection(Strict):
+    """The plant's MQTT broker (docs/mqtt.md); `plant run` publishes there when enabled."""
+
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
+    username: str | None = Field(None, min_length=1)
+    password: str | None = None
+    queue_max: int = Field(
+        10_000, ge=1, le=1_000_000, description="events held during a broker outage, then dropped"
+    )
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MqttSection:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        return self
 
 
 class PlantConfig(Strict):

@@ -1,15 +1,16 @@
 """Prometheus metrics of the plant, served by the HMI at /metrics.
 
-Two kinds: process-local instruments the line engine observes into (`DECISION_LATENCY`), and
-figures read from the store at scrape time (`StoreCollector`: cells per route, quarantine rate,
-PLC/XRF health), so that an HMI process without an engine still reports every line.
+Two kinds: process-local instruments the line engine and the MQTT bridge observe into
+(`DECISION_LATENCY`, `MQTT_*`), and figures read from the store at scrape time
+(`StoreCollector`: cells per route, quarantine rate, PLC/XRF health), so that an HMI process
+without an engine still reports every line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -23,6 +24,31 @@ DECISION_LATENCY = Histogram(
     "Cell present -> diverter target written, per line (DESIGN.md budget: p99 <= 20 ms).",
     ["line"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+
+MQTT_PUBLISHED = Counter(
+    "plant_mqtt_published",
+    "Events handed to the MQTT broker connection, per line.",
+    ["line"],
+    registry=REGISTRY,
+)
+MQTT_DROPPED = Counter(
+    "plant_mqtt_dropped",
+    "Events not published on MQTT: the queue was full during a broker outage, per line.",
+    ["line"],
+    registry=REGISTRY,
+)
+MQTT_QUEUED = Gauge(
+    "plant_mqtt_queued",
+    "Events waiting for the MQTT broker, per line.",
+    ["line"],
+    registry=REGISTRY,
+)
+MQTT_CONNECTED = Gauge(
+    "plant_mqtt_connected",
+    "1 while the MQTT broker is connected, per line.",
+    ["line"],
     registry=REGISTRY,
 )
 

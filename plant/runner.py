@@ -41,6 +41,7 @@ from plant.historian import Historian
 from plant.hydromet_process import HydrometProcess
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
+from plant.mqtt import publishing as mqtt_publishing
 from plant.passports import find_passport, import_simulated_passports
 from plant.rig import open_rig
 from plant.routing import RoutingRules, load_rules
@@ -228,6 +229,10 @@ async def _run_line(
     classifier = ClassifierProcess(registry, active.name, rules)
     cleanup.push_async_callback(classifier.close)
     bus = EventBus()
+    if cfg.mqtt.enabled:  # the line's events on the plant's broker (docs/mqtt.md)
+        await cleanup.enter_async_context(
+            mqtt_publishing(bus, cfg.mqtt, site=cfg.plant.site, line=line)
+        )
     hydromet = (
         HydrometProcess(cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed)
         if opts.simulate

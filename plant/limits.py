@@ -99,8 +99,10 @@ class LimitWatch:
             if value is None:
                 continue
             change = alarm.update(value, t)
-            if change is not None:
+            if change == "raise":
                 events.append(LimitEvent(code, change, spec.message(value), spec.priority))
+            elif change == "clear":
+                events.append(LimitEvent(code, change))
         return events
 
 

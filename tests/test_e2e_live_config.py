@@ -242,3 +242,19 @@ def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:
     on_hold = [b for b in out["batches"] if b["state"] == "on_hold"]
     assert on_hold, out
     assert {b["product"] for b in on_hold} >= {a["code"].split("/", 1)[1] for a in alarms}
+
+    # SPC: every chart with a rule firing in the bad direction has its alarm in the report.
+    def charted() -> dict[str, Any]:
+        overview = api.call("GET", "/purity/overview")[1]
+        fired = {
+            f"{product}/{var}"
+            for product, charts in overview["spc"].items()
+            for var, chart in charts.items()
+            if chart["violations"]
+        }
+        return {"fired": fired} if fired else {}
+
+    found = until("an SPC rule firing on a chart", charted, proc, 240)
+    time.sleep(1.0)  # the step that charted the batch raises its alarm right after
+    codes = {a["code"] for a in api.call("GET", "/purity/overview")[1]["spc_alarms"]}
+    assert found["fired"] <= codes, (found["fired"], codes)

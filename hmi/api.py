@@ -18,13 +18,14 @@ from hmi.auth import (
     require,
     session_token,
 )
-from hmi.context import HmiContext, ctx
+from hmi.context import APPLIES_LIVE, HmiContext, ctx
 from plant import __version__
 from plant.alarms import (
     ANNUNCIATED_STATES,
     AlarmError,
     alarm_json,
     alarm_limits,
+    delete_alarm_limit,
     limit_json,
     search_alarms,
     set_alarm_limit,
@@ -38,7 +39,7 @@ from plant.cell_view import (
     search_cells,
     spectrum_plot,
 )
-from plant.domain import AlarmPriority, AlarmState, Role, Route
+from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
 from plant.store import AuditRow, CellRow
@@ -310,9 +311,9 @@ def get_limits(_: Viewer, c: Ctx) -> list[dict[str, object]]:
 class LimitIn(BaseModel):
     tag: str = Field(min_length=1, max_length=64)
     kind: str = Field(pattern="^(high|low)$")
-    limit: float
-    deadband: float = Field(0.0, ge=0)
-    on_delay_s: float = Field(0.0, ge=0)
+    limit: float = Field(allow_inf_nan=False)
+    deadband: float = Field(0.0, ge=0, allow_inf_nan=False)
+    on_delay_s: float = Field(0.0, ge=0, allow_inf_nan=False)
     priority: AlarmPriority = AlarmPriority.medium
     unit: str = Field("", max_length=16)
     enabled: bool = True
@@ -328,6 +329,21 @@ def put_limit(body: LimitIn, who: Engineer, c: Ctx) -> dict[str, object]:
     except AlarmError as exc:
         raise HTTPException(422, str(exc)) from None
     return limit_json(row)
+
+
+@router.delete("/alarm-limits/{tag}/{kind}")
+def delete_limit(
+    tag: Annotated[str, Path(max_length=64)],
+    kind: Annotated[str, Path(pattern="^(high|low)$")],
+    who: Engineer,
+    c: Ctx,
+) -> dict[str, str]:
+    """Remove an alarm limit (engineer; audited); its standing alarm clears within seconds."""
+    try:
+        delete_alarm_limit(c.store, who.user.name, tag=tag, kind=kind)
+    except AlarmError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return {"deleted": f"{tag}.{kind}"}
 
 
 # -- purity -----------------------------------------------------------------------------------
@@ -426,17 +442,42 @@ def put_setpoint(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     return {"name": body.name, "old": old, "new": new}
 
 
-@router.post("/routing/thresholds")
-def put_threshold(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
-    """Change a routing threshold in config/routing.toml (engineer; confirmed, audited)."""
-    _need_confirm(body.confirm)
+def _routing_change(fn: Any, *args: Any) -> tuple[Any, Any]:
     try:
-        old, new = c.routing.set_threshold(body.name, body.value, who.user.name)
+        result: tuple[Any, Any] = fn(*args)
     except (KeyError, ValueError) as exc:
         raise HTTPException(422, str(exc).strip("'\"")) from None
     except FileNotFoundError as exc:
         raise HTTPException(503, str(exc)) from None
-    return {"name": body.name, "old": old, "new": new}
+    return result
+
+
+@router.post("/routing/thresholds")
+def put_threshold(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
+    """Change a routing threshold in config/routing.toml (engineer; confirmed, audited); the
+    running line applies it within about a second."""
+    _need_confirm(body.confirm)
+    old, new = _routing_change(c.routing.set_threshold, body.name, body.value, who.user.name)
+    return {"name": body.name, "old": old, "new": new, "applies": APPLIES_LIVE}
+
+
+class RouteIn(BaseModel):
+    chemistry: Chemistry
+    route: Route
+    confirm: bool = Field(
+        False, description="must be true: the HMI asks the engineer to confirm first"
+    )
+
+
+@router.post("/routing/routes")
+def put_route(body: RouteIn, who: Engineer, c: Ctx) -> dict[str, Any]:
+    """Change where a chemistry goes in config/routing.toml (engineer; confirmed, audited);
+    the running line applies it within about a second."""
+    _need_confirm(body.confirm)
+    old, new = _routing_change(
+        c.routing.set_route, body.chemistry.value, body.route.value, who.user.name
+    )
+    return {"name": body.chemistry.value, "old": old, "new": new, "applies": APPLIES_LIVE}
 
 
 # -- audit and users --------------------------------------------------------------------------

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 from collections.abc import AsyncIterator
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -93,6 +97,11 @@ def create_app(
         """Prometheus text format: cells per route, decision latency, quarantine rate, health."""
         return Response(exposition(st), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
+        """422 naming the field, also when the input was NaN or infinite (no JSON for those)."""
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """JSON for the API, a plain page for a browser asking for a page."""
@@ -110,6 +119,17 @@ def create_app(
         )
 
     return app
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float written as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 async def _expire_shelves(c: HmiContext) -> None:

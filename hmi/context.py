@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -105,11 +107,14 @@ class PurityView:
 
 
 THRESHOLD_SECTION = "thresholds"
+ROUTES_SECTION = "routes"
+APPLIES_LIVE = "live: the line routes the cells decided from about a second after the change by it"
 
 
 @dataclass
 class RoutingView:
-    """Numeric thresholds of config/routing.toml's [thresholds] table, edited in place."""
+    """Thresholds and routes of config/routing.toml, edited in place; the line controller
+    applies a change within about a second (plant/routing_live.py)."""
 
     path: Path
     store: Store
@@ -122,15 +127,21 @@ class RoutingView:
 
     def thresholds(self) -> dict[str, Any]:
         try:
-            table = self._read().get(THRESHOLD_SECTION, {})
+            data = self._read()
         except (FileNotFoundError, tomllib.TOMLDecodeError) as exc:
-            return {"available": False, "reason": str(exc), "thresholds": []}
+            return {"available": False, "reason": str(exc), "thresholds": [], "routes": {}}
         items = [
             {"name": k, "value": v, **self._range(k)}
-            for k, v in table.items()
+            for k, v in data.get(THRESHOLD_SECTION, {}).items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
-        return {"available": True, "file": str(self.path), "thresholds": items}
+        return {
+            "available": True,
+            "file": str(self.path),
+            "thresholds": items,
+            "routes": data.get(ROUTES_SECTION, {}),
+            "applies": APPLIES_LIVE,
+        }
 
     @staticmethod
     def _range(key: str) -> dict[str, float | None]:
@@ -158,8 +169,26 @@ class RoutingView:
             raise ValueError(
                 f"{key} = {value:g} is outside {lo:g}-{hi if hi is not None else 'inf'}"
             )
+        old = float(table[key])
+        self._rewrite(THRESHOLD_SECTION, key, repr(float(value)), user, "routing.threshold", old)
+        return old, float(value)
+
+    def set_route(self, chemistry: str, route: str, user: str) -> tuple[str, str]:
+        """Rewrite the route of one chemistry in [routes], keeping comments; audited."""
+        table = self._read().get(ROUTES_SECTION, {})
+        old = table.get(chemistry)
+        if not isinstance(old, str):
+            raise KeyError(f"{self.path}: no route for {chemistry!r} in [{ROUTES_SECTION}]")
+        self._rewrite(ROUTES_SECTION, chemistry, json.dumps(route), user, "routing.route", old)
+        return old, route
+
+    def _rewrite(
+        self, section: str, key: str, value: str, user: str, action: str, old: object
+    ) -> None:
+        """Write `key = value` in `section` if the file still validates; audited old -> new.
+        The file is replaced in one step, so the line controller never reads half of it."""
         text = self.path.read_text()
-        new_text, n = _replace_in_section(text, THRESHOLD_SECTION, key, repr(float(value)))
+        new_text, n = _replace_in_section(text, section, key, value)
         if n != 1:
             raise KeyError(f"{self.path}: cannot find the line for {key!r} to rewrite")
         from plant.config import ConfigError, validate
@@ -169,11 +198,11 @@ class RoutingView:
             validate(self.path, tomllib.loads(new_text), RoutingRules)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        old = float(table[key])
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
         with self.store.begin() as s:
-            self.store.audit(s, user, "routing.threshold", f"routing:{key}", old, value)
-            self.path.write_text(new_text)
-        return old, float(value)
+            self.store.audit(s, user, action, f"routing:{key}", old, value.strip('"'))
+            tmp.write_text(new_text)
+            os.replace(tmp, self.path)
 
 
 def _replace_in_section(text: str, section: str, key: str, value: str) -> tuple[str, int]:

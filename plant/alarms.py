@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from plant.domain import AlarmPriority, AlarmState
 from plant.events import Event, EventBus
+from plant.historian import PROCESS_TAGS
 from plant.store import AlarmLimitRow, AlarmRow, Store, utcnow
 
 ACTIVE_STATES = (
@@ -490,8 +491,10 @@ def set_alarm_limit(
     """Create or change one limit; validated like `LimitAlarm`, audited with old and new."""
     if kind not in ("high", "low"):
         raise AlarmError(f"limit kind {kind!r}: expected 'high' or 'low'")
-    if not tag.strip():
-        raise AlarmError("limit tag must not be empty")
+    if tag not in PROCESS_TAGS:
+        raise AlarmError(
+            f"tag {tag!r} is not a process value the plant records; one of {list(PROCESS_TAGS)}"
+        )
     if priority not in {p.value for p in AlarmPriority}:
         raise AlarmError(f"priority {priority!r} is not one of {[p.value for p in AlarmPriority]}")
     try:
@@ -517,6 +520,18 @@ def set_alarm_limit(
         store.audit(s, user, "alarm.limit", f"limit:{tag}:{kind}", old, _limit_text(row))
         s.flush()
     return row
+
+
+def delete_alarm_limit(store: Store, user: str, *, tag: str, kind: str) -> None:
+    """Remove one limit (its standing alarm clears at the controller's next check); audited."""
+    with store.begin() as s:
+        row = s.scalars(
+            select(AlarmLimitRow).where(AlarmLimitRow.tag == tag, AlarmLimitRow.kind == kind)
+        ).first()
+        if row is None:
+            raise AlarmError(f"no {kind} limit on {tag!r}")
+        store.audit(s, user, "alarm.limit_delete", f"limit:{tag}:{kind}", _limit_text(row), None)
+        s.delete(row)
 
 
 def _limit_text(row: AlarmLimitRow) -> str:

@@ -100,6 +100,17 @@ class ClassifierProcess:
             assert self.model_version is not None
             return self.model_version
 
+    async def set_rules(self, rules: RoutingRules) -> None:
+        """Route by these rules from the next batch on (config/routing.toml changed)."""
+        async with self._lock:
+            self.rules = rules  # a child started from now on gets them with `init`
+            if self._sock is None:
+                return
+            try:
+                await self._ask(("rules", rules), DECIDE_TIMEOUT_S)
+            except ClassifierProcessError as exc:  # stopped: the next batch starts a new one
+                log.warning("new routing rules reach the next classifier process: %s", exc)
+
     async def close(self) -> None:
         async with self._lock:
             await self._stop()
@@ -226,6 +237,9 @@ def main(argv: list[str]) -> None:
             elif kind == "model" and registry is not None:
                 model = registry.load(arg)
                 send("ok", model.version)
+            elif kind == "rules" and model is not None:
+                rules = arg
+                send("ok", None)
             elif kind == "decide" and model is not None and rules is not None:
                 send("ok", decide_batch(arg, model.classifier, rules, model.version))
             else:

@@ -22,6 +22,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from plant.store import ProcessValueRow, RollupRow, Store
 
 RESOLUTIONS_S: tuple[int, ...] = (60, 3600, 86400)
+# PLC process values the line controller records every second (and checks against alarm limits).
+PROCESS_TAGS = (
+    "leach.ph",
+    "leach.temp_c",
+    "leach.orp_mv",
+    "tank.feed_level_pct",
+    "dosing.h2so4_lpm",
+    "dosing.naoh_lpm",
+    "leach.ph_setpoint",
+)
 
 
 @dataclass(frozen=True)

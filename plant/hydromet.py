@@ -361,8 +361,6 @@ class HydrometRunner:
             made = self._campaign(lots[: self.config.campaign.max_lots], now, report)
             if not made:
                 break
-        if report.campaigns:
-            self._check_spc(sorted({b.product for b in report.batches}), report)
         self._value_black_mass(now, report)
         return report
 
@@ -415,11 +413,13 @@ class HydrometRunner:
             return False
         report.campaigns.append(cid)
         self._ph = _Welford()
-        for b in report.batches:
-            if b.id.startswith(cid):
-                self._publish("batch", {"id": b.id, "product": b.product, "in_spec": b.in_spec,
-                                        "reasons": b.reasons, "campaign": cid})  # fmt: skip
-                self._offspec_alarm(b)
+        batches = [b for b in report.batches if b.id.startswith(f"{cid}-")]
+        # Every campaign's batches are charted, also when one step runs several campaigns.
+        self._check_spc(sorted({b.product for b in batches}), report)
+        for b in batches:
+            self._publish("batch", {"id": b.id, "product": b.product, "in_spec": b.in_spec,
+                                    "reasons": b.reasons, "campaign": cid})  # fmt: skip
+            self._offspec_alarm(b)
         return True
 
     def _write_campaign(

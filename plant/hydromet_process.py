@@ -4,8 +4,8 @@
 up to ~50 ms when a campaign of lots becomes product batches. In a thread of the controller it
 held the interpreter lock the line's event loop needs: cells in flight meanwhile were decided
 25-30 % later at p95/p99 (docs/bench.md). In a child it runs on the other core. The child opens
-the store itself; its events (batch assayed, lot valued) come back to the controller's event
-bus, so the HMI and MQTT see them as before.
+the store itself and raises the off-spec and SPC alarms there; its events (batch assayed, lot
+valued, alarm) come back to the controller's event bus, so the HMI and MQTT see them.
 
 Messages are JSON lines over a private socket pair. Parent to child: `init` (store URL, config
 directory, line, seed), `step` (a timestamp), `ph` (the impurity-removal setpoint). Child to
@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from threadpoolctl import threadpool_limits
 
+from plant.alarms import Alarms
 from plant.children import Backoff, cpu_of, reap
 from plant.events import Event, EventBus
 from plant.hydromet import HydrometRunner
@@ -230,8 +231,11 @@ def main(argv: list[str]) -> None:
         return
     cfg = init["init"]
     store = Store(cfg["url"])
+    bus = _LineBus(out)
+    # Off-spec and SPC alarms go into the store and, as events, to the controller's bus.
+    alarms = Alarms(store, cfg["line"], bus)
     runner = HydrometRunner.from_config_dir(
-        store, Path(cfg["config_dir"]), None, _LineBus(out), line=cfg["line"], seed=cfg["seed"]
+        store, Path(cfg["config_dir"]), alarms, bus, line=cfg["line"], seed=cfg["seed"]
     )
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()

@@ -32,19 +32,22 @@ from drivers.plc import PlcError
 from drivers.sim.cells import CellStream
 from models.registry import Registry
 from plant import eventloop
+from plant.alarms import Alarms
 from plant.classifier_process import ClassifierProcess
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
 from plant.domain import CellState, Chemistry, Route
 from plant.events import Event, EventBus
-from plant.historian import Historian
+from plant.historian import PROCESS_TAGS, Historian
 from plant.hydromet_process import HydrometProcess
+from plant.limits import LiveLimits
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.mqtt import publishing as mqtt_publishing
 from plant.passports import find_passport, import_simulated_passports
 from plant.rig import open_rig
 from plant.routing import RoutingRules, load_rules
+from plant.routing_live import LiveRouting
 from plant.scheduling import Realtime, normal_priority, policy_of
 from plant.setpoints import mark_applied, pending_setpoints
 from plant.status import LineStatus, write_status
@@ -52,16 +55,6 @@ from plant.store import AlarmRow, CellRow, Store, utcnow
 
 log = logging.getLogger(__name__)
 PASSPORT_CHUNK = 5000
-# PLC process values the historian records every second.
-PROCESS_TAGS = (
-    "leach.ph",
-    "leach.temp_c",
-    "leach.orp_mv",
-    "tank.feed_level_pct",
-    "dosing.h2so4_lpm",
-    "dosing.naoh_lpm",
-    "leach.ph_setpoint",
-)
 
 
 @dataclass
@@ -304,20 +297,23 @@ async def _run_line(
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
 
     historian = Historian(store)
+    limits = LiveLimits(store, line, bus)
+    routing = LiveRouting(config_dir, rules, classifier, Alarms(store, line, bus))
     if hydromet_started is not None:
         await hydromet_started
 
     async def process_tick(engine: LineEngine) -> None:
-        """Once a second: historian samples, pending setpoints, the simulated hydromet line."""
+        """Once a second: historian samples and alarm limits, pending setpoints, routing rules
+        changed on the HMI, the simulated hydromet line."""
         now = utcnow()
         try:
             values = await rig.plc.read(*PROCESS_TAGS)
-            await asyncio.to_thread(
-                historian.record,
-                [(tag, now, float(v)) for tag, v in values.items() if math.isfinite(float(v))],
-            )
+            samples = {tag: float(v) for tag, v in values.items() if math.isfinite(float(v))}
+            await asyncio.to_thread(historian.record, [(t, now, v) for t, v in samples.items()])
+            await asyncio.to_thread(limits.check, samples, time.monotonic())
         except PlcError:
             pass  # the engine already alarms on the PLC; the historian just has a gap
+        await routing.poll()
         for row in await asyncio.to_thread(pending_setpoints, store):
             await apply_setpoint(row.name, row.value)
         if hydromet is not None:
@@ -405,7 +401,7 @@ async def _run_line(
             result = summary(
                 store,
                 line,
-                rules,
+                routing.rules,
                 cfg.sim.seed,
                 epochs=run_epochs(engine),
                 started=started,

@@ -30,7 +30,7 @@ from plant.users import add_user, get_user, use_hash_cost
 pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = 12  # per operation and caller: 25 operations x 3 callers x 12 requests
+EXAMPLES = 12  # per operation and caller: 27 operations x 3 callers x 12 requests
 
 # Who may call what: the contract, written down here rather than read back from the code, so a
 # route whose role was lost or lowered fails this test. None = public.
@@ -51,6 +51,7 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/alarms/{alarm_id}/suppress"): Role.engineer,
     ("GET", "/api/alarm-limits"): Role.viewer,
     ("PUT", "/api/alarm-limits"): Role.engineer,
+    ("DELETE", "/api/alarm-limits/{tag}/{kind}"): Role.engineer,
     ("GET", "/api/purity/batches"): Role.viewer,
     ("GET", "/api/purity/overview"): Role.viewer,
     ("GET", "/api/classifier"): Role.viewer,
@@ -58,6 +59,7 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/setpoints"): Role.engineer,
     ("POST", "/api/setpoints"): Role.engineer,
     ("POST", "/api/routing/thresholds"): Role.engineer,
+    ("POST", "/api/routing/routes"): Role.engineer,
     ("GET", "/api/audit"): Role.engineer,
     ("POST", "/api/users"): Role.admin,
 }

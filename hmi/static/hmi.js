@@ -568,7 +568,7 @@ async function setpoints() {
     if (!confirm(`Change ${label} to ${v} ${unit}?`)) return;
     try {
       const r = await api(path, { method: "POST", body: { name, value: v, confirm: true } });
-      say(msg, `${label}: ${r.old} → ${r.new} ${unit} (recorded in the audit log)`);
+      say(msg, `${label}: ${r.old} → ${r.new} ${unit} (recorded in the audit log${r.applies ? `; ${r.applies}` : ""})`);
       setpoints();
     } catch (e) {
       say(msg, `${label}: ${e.message}`, true);

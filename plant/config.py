@@ -116,6 +116,17 @@ class MqttSection(Strict):
     port: int = Field(1883, ge=1, le=65535)
 
 
+class SpectraSection(Strict):
+    """Measured spectra kept with their cells in the database (docs/spectra.md)."""
+
+    retention_days: float = Field(
+        365.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="the running plant deletes spectra older than this (0: keep forever)",
+    )
+
+
 class PlantConfig(Strict):
     """config/plant.toml."""
 
@@ -128,6 +139,7 @@ class PlantConfig(Strict):
     camera: CameraSection = CameraSection()
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
+    spectra: SpectraSection = SpectraSection()
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -44,6 +44,7 @@ from plant.domain import (
 )
 from plant.events import Event, EventBus
 from plant.lots import LotPolicy, LotTracker
+from plant.spectrum_archive import keep_spectrum
 from plant.store import CellRow, Store, table_of, update_by_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -592,6 +593,8 @@ class LineEngine:
                 "b_updated_at": utcnow(),
             },
         )
+        if ev.spectrum is not None:  # kept with the decision, compressed on this DB thread
+            keep_spectrum(s, f.row_id, ev.spectrum)
 
     async def _check_xrf(self) -> None:
         """Start-up check: every XRF head measures its check standard before the first cell.

@@ -173,9 +173,16 @@ def cell_spectrum(
     if retention_days > 0 and utcnow() - created > timedelta(days=retention_days):
         raise CellError(
             f"cell {cell_id} has no spectrum any more: its spectrum ({ref}) was deleted after "
-            f"the retention period of {retention_days:g} days ([spectra] retention_days)"
+            f"the retention period of {_period(retention_days)} ([spectra] retention_days)"
         )
     raise CellError(f"cell {cell_id} has no stored spectrum: {ref} is neither stored nor a file")
+
+
+def _period(days: float) -> str:
+    """A retention period as people say it: days, or seconds below a day (tests, trials)."""
+    if days < 1:
+        return f"{days * 86400:g} s"
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def release_cell(store: Store, cell_id: int, route: str, reason: str, user: str) -> CellRow:

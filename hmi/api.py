@@ -35,9 +35,9 @@ from plant.cell_view import (
     CellQuery,
     cell_detail,
     cell_json,
+    cell_spectrum,
     release_cell,
     search_cells,
-    spectrum_plot,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
@@ -188,17 +188,17 @@ def cell(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
 
 
 @router.get("/cells/{cell_id}/spectrum")
-def cell_spectrum(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
-    """The cell's XRF spectrum in keV with element lines, if a spectrum file was kept."""
-    found = cell_detail(c.store, cell_id)
-    if found is None:
-        raise HTTPException(404, f"no cell with id {cell_id}")
-    if not found["spectrum_ref"]:
-        raise HTTPException(404, f"cell {cell_id} has no spectrum file")
+def cell_spectrum_plot(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
+    """The cell's XRF spectrum in keV with element lines: stored with the cell, or its file."""
     try:
-        return spectrum_plot(found["spectrum_ref"], c.config.plant.data_dir)
+        found = cell_spectrum(
+            c.store, cell_id, c.config.plant.data_dir, c.config.spectra.retention_days
+        )
     except CellError as exc:
         raise HTTPException(404, str(exc)) from None
+    if found is None:
+        raise HTTPException(404, f"no cell with id {cell_id}")
+    return found
 
 
 class ReleaseIn(BaseModel):

@@ -1,19 +1,21 @@
 """Cells as operators look them up: search, detail with spectrum and passport, manual release.
 
-Used by the HMI (and usable from the CLI); the HMI itself imports only `plant`, so the spectrum
-file is read here through `drivers.spectra`.
+Used by the HMI (and usable from the CLI); the HMI itself imports only `plant`, so spectra are
+read here: stored with the cell (plant/spectrum_archive.py) or from an imported cell's file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from drivers.spectra import Spectrum, SpectrumError, read_spectrum
 from plant.domain import CellState, DecisionSource, Route
+from plant.spectrum_archive import stored_spectrum
 from plant.store import CellRow, PassportRow, Store, utcnow
 
 # Kα1/Kβ1 line energies in keV, from /work/shared/reference/xrf-and-process.md §1.1 (xraylib).
@@ -115,21 +117,8 @@ def cell_detail(store: Store, cell_id: int) -> dict[str, Any] | None:
     return out
 
 
-def spectrum_plot(ref: str, data_dir: Path) -> dict[str, Any]:
-    """Energy/counts arrays (at most MAX_PLOT_POINTS, summed bins) and the element lines in range.
-
-    `ref` is the cell's `spectrum_ref`: an absolute path, or one relative to the data directory.
-    Raises CellError naming the file if it cannot be read.
-    """
-    from drivers.spectra import SpectrumError, read_spectrum
-
-    path = Path(ref)
-    if not path.is_absolute() and not path.exists():
-        path = data_dir / ref
-    try:
-        spec = read_spectrum(path)
-    except (SpectrumError, OSError) as exc:
-        raise CellError(f"spectrum {ref}: {exc}") from None
+def spectrum_plot(spec: Spectrum, source: str) -> dict[str, Any]:
+    """Energy/counts arrays (at most MAX_PLOT_POINTS, summed bins) and the element lines."""
     energies = spec.energies()
     counts = spec.counts
     step = max(1, -(-spec.n_channels // MAX_PLOT_POINTS))
@@ -145,13 +134,55 @@ def spectrum_plot(ref: str, data_dir: Path) -> dict[str, Any]:
         if lo <= kev <= hi
     ]
     return {
-        "source": str(path),
+        "source": source,
+        "channels": spec.n_channels,
+        "channels_per_point": step,
         "live_time_s": spec.live_time_s,
         "tube_kv": spec.tube_kv,
         "energy_kev": [round(float(e), 4) for e in energies],
         "counts": [float(c) for c in counts],
         "lines": lines,
     }
+
+
+def cell_spectrum(
+    store: Store, cell_id: int, data_dir: Path, retention_days: float
+) -> dict[str, Any] | None:
+    """The plot of a cell's spectrum: stored with the cell (live cells), else the file its
+    `spectrum_ref` names (imported cells); None if there is no such cell.
+
+    Raises CellError saying why a cell has no spectrum; messages show no server paths.
+    """
+    with store.session() as s:
+        row = s.get(CellRow, cell_id)
+        if row is None:
+            return None
+        spec = stored_spectrum(s, cell_id)
+    if spec is not None:
+        return spectrum_plot(spec, spec.source)
+    ref = row.spectrum_ref
+    if not ref:
+        raise CellError(f"cell {cell_id} has no spectrum: no XRF spectrum was measured for it")
+    path = Path(ref) if Path(ref).is_absolute() else data_dir / ref
+    if path.is_file():
+        try:
+            return spectrum_plot(read_spectrum(path), path.name)
+        except (SpectrumError, OSError) as exc:
+            raise CellError(f"cell {cell_id}: {str(exc).replace(str(path), path.name)}") from None
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    if retention_days > 0 and utcnow() - created > timedelta(days=retention_days):
+        raise CellError(
+            f"cell {cell_id} has no spectrum any more: its spectrum ({ref}) was deleted after "
+            f"the retention period of {_period(retention_days)} ([spectra] retention_days)"
+        )
+    raise CellError(f"cell {cell_id} has no stored spectrum: {ref} is neither stored nor a file")
+
+
+def _period(days: float) -> str:
+    """A retention period as people say it: days, or seconds below a day (tests, trials)."""
+    if days < 1:
+        return f"{days * 86400:g} s"
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def release_cell(store: Store, cell_id: int, route: str, reason: str, user: str) -> CellRow:

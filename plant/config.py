@@ -129,6 +129,17 @@ class MqttSection(Strict):
         return self
 
 
+class SpectraSection(Strict):
+    """Measured spectra kept with their cells in the database (docs/spectra.md)."""
+
+    retention_days: float = Field(
+        365.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="the running plant deletes spectra older than this (0: keep forever)",
+    )
+
+
 class PlantConfig(Strict):
     """config/plant.toml."""
 
@@ -141,6 +152,7 @@ class PlantConfig(Strict):
     camera: CameraSection = CameraSection()
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
+    spectra: SpectraSection = SpectraSection()
 
 
 M = TypeVar("M", bound=BaseModel)

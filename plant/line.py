@@ -57,6 +57,7 @@ from plant.plc_epochs import (
     restart_in_run,
     restart_on_reconnect,
 )
+from plant.spectrum_archive import keep_spectrum
 from plant.store import AlarmRow, CellRow, Store, table_of, update_by_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -801,6 +802,8 @@ class LineEngine:
                 "b_updated_at": utcnow(),
             },
         )
+        if ev.spectrum is not None:  # kept with the decision, compressed on this DB thread
+            keep_spectrum(s, f.row_id, ev.spectrum)
 
     async def _check_xrf(self) -> None:
         """Start-up check: every XRF head measures its check standard before the first cell.

@@ -50,6 +50,7 @@ from plant.routing import RoutingRules, load_rules
 from plant.routing_live import LiveRouting
 from plant.scheduling import Realtime, normal_priority, policy_of
 from plant.setpoints import mark_applied, pending_setpoints
+from plant.spectrum_archive import keep_within_retention
 from plant.status import LineStatus, write_status
 from plant.store import AlarmRow, CellRow, Store, utcnow
 
@@ -378,6 +379,9 @@ async def _run_line(
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         tasks.append(asyncio.create_task(server.serve()))
         print(f"HMI on http://{host}:{port}", file=sys.stderr, flush=True)
+    retention = asyncio.create_task(keep_within_retention(store, line, cfg.spectra.retention_days))
+    cleanup.push_async_callback(_settled, retention)
+    cleanup.callback(retention.cancel)
     engine_task = asyncio.create_task(engine.run(start_line=opts.start_line))
     result = None
     try:

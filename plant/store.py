@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -337,6 +338,28 @@ class SetpointRow(Base):
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     applied_value: Mapped[float | None] = mapped_column(Float)
     applied_at: Mapped[datetime | None] = mapped_column()
+
+
+class CellSpectrumRow(Base):
+    """A measured cell's XRF spectrum, kept with the cell (plant/spectrum_archive.py encodes it)."""
+
+    __tablename__ = "cell_spectra"
+    __table_args__ = (Index("ix_cell_spectra_created_at", "created_at"),)
+
+    cell_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("cells.id"), primary_key=True
+    )
+    channels: Mapped[int] = mapped_column(Integer)
+    kev_per_channel: Mapped[float] = mapped_column(Float)
+    offset_kev: Mapped[float] = mapped_column(Float)
+    live_time_s: Mapped[float] = mapped_column(Float)
+    real_time_s: Mapped[float | None] = mapped_column(Float)
+    tube_kv: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(300))
+    instrument: Mapped[str | None] = mapped_column(String(200))
+    encoding: Mapped[str] = mapped_column(String(32))
+    counts: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StoreError(Exception):

@@ -317,7 +317,7 @@ def test_cells_search_detail_and_spectrum(hmi_both: Hmi, tmp_path: Path) -> None
     assert {"element": "Ni", "line": "Ka", "kev": 7.478} in sp["lines"]
     other = h.client.get("/api/cells?passport_id=BP-78", headers=v).json()["cells"][0]["id"]
     r = h.client.get(f"/api/cells/{other}/spectrum", headers=v)
-    assert r.status_code == 404 and "no spectrum file" in r.json()["detail"]
+    assert r.status_code == 404 and "has no spectrum" in r.json()["detail"]
     assert h.client.get("/api/cells/999999", headers=v).status_code == 404
 
 

@@ -266,11 +266,11 @@ async function cellDetail() {
       }
     });
   }
-  if (!c.spectrum_ref) return say($("#spectrum-note"), "No spectrum file was kept for this cell.");
+  if (!c.spectrum_ref) return say($("#spectrum-note"), "No XRF spectrum was measured for this cell.");
   try {
     const s = await api(`/api/cells/${id}/spectrum`);
     spectrumChart($("#spectrum"), s);
-    say($("#spectrum-note"), `${s.source}, live time ${fmtNum(s.live_time_s, 2)} s`);
+    say($("#spectrum-note"), `${s.source}: ${s.channels} channels, live time ${fmtNum(s.live_time_s, 2)} s`);
   } catch (e) {
     say($("#spectrum-note"), e.message, true);
   }

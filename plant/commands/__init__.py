@@ -6,6 +6,7 @@ Shared here: the per-invocation context (which config directory) and the stderr 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -39,3 +40,18 @@ def ctx_of(ctx: typer.Context) -> Ctx:
     obj = ctx.find_root().obj
     assert isinstance(obj, Ctx), "plant.cli's callback sets the context"
     return obj
+
+
+def time_option(text: str | None, option: str = "--since") -> datetime | None:
+    """ISO time (2025-03-01 or 2025-03-01T06:00Z; UTC without a zone) or an age like 24h, 7d."""
+    if text is None:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        err.print(f"{option} {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)")
+        raise typer.Exit(2) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts

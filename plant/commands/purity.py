@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from plant.assays import AssayFileError, parse, store_samples
 from plant.certificates import certificate, render_html
-from plant.commands import Ctx, ctx_of, err, out
+from plant.commands import Ctx, ctx_of, err, out, time_option
 from plant.genealogy import TraceError
 from plant.hydromet import load_hydromet
 from plant.purity import load_products
@@ -22,21 +22,6 @@ purity_app = typer.Typer(
     help="Product purity, SPC, mass balance and recovery.", no_args_is_help=True
 )
 assays_app = typer.Typer(help="Lab assays from a LIMS.", no_args_is_help=True)
-
-
-def _since(text: str | None) -> datetime | None:
-    """ISO time (2025-03-01 or 2025-03-01T06:00Z) or an age like 24h, 7d, 90m."""
-    if text is None:
-        return None
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    if text[-1:] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        err.print(f"--since {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)")
-        raise typer.Exit(2) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def _bar(pct: float | None, target: float, width: int = 30) -> str:
@@ -121,7 +106,7 @@ def report(
     products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)
     store = c.store()
     try:
-        rep = build_report(store, products, cfg, _since(since), now=datetime.now(UTC))
+        rep = build_report(store, products, cfg, time_option(since), now=datetime.now(UTC))
     finally:
         store.close()
     if as_json:

@@ -1,4 +1,5 @@
-"""`plant spectra generate`: labelled simulated XRF spectra for training and tests."""
+"""`plant spectra generate` (labelled simulated XRF spectra) and `plant spectra export` (the
+plant's measured spectra with its decisions), both for training and tests."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from drivers.sim.cells import CellFormat, CellStream, CellTruth, StreamMix
 from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES, InstrumentProfile
 from drivers.sim.xrfphysics import Presentation, draw_presentation, render_cell
-from drivers.spectra import FORMATS, write_spectrum
-from plant.commands import err
+from drivers.spectra import FORMATS, write_msa, write_spectrum
+from plant.commands import ctx_of, err, time_option
+from plant.spectrum_archive import decided_with_spectra
 
 spectra_app = typer.Typer(help="Simulated and recorded XRF spectrum files.", no_args_is_help=True)
 
@@ -32,6 +34,20 @@ LABEL_COLUMNS = (
     "casing_fraction",
     "hard",
     "flags",
+)
+
+EXPORT_COLUMNS = (
+    "cell_id",
+    "line",
+    "seq",
+    "passport_id",
+    "chemistry",
+    "confidence",
+    "decision_source",
+    "route",
+    "reason",
+    "model_version",
+    "file",
 )
 
 # Hard cases: more steel cans and 70/30 mixtures than the infeed default (issue 4).
@@ -150,6 +166,65 @@ def generate(
     err.print(f"wrote {n} spectra and {labels_path}")
 
 
+def export(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option("--since", help="First cell time: ISO 8601 (UTC if no zone) or 24h, 7d.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the .msa files and labels.csv.")
+    ],
+    until: Annotated[
+        str | None, typer.Option("--until", help="Last cell time, ISO 8601 (default: now).")
+    ] = None,
+    line: Annotated[str | None, typer.Option("--line", help="Only this line's cells.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing labels.csv in OUT.")] = False,
+) -> None:
+    """Write each decided cell's stored spectrum as EMSA/MSA, its decision in labels.csv."""
+    start = time_option(since, "--since")
+    end = time_option(until, "--until")
+    assert start is not None
+    if end is not None and end < start:
+        err.print(f"[bold red]error:[/] --until {until} is before --since {since}", highlight=False)
+        raise typer.Exit(2)
+    labels_path = out / "labels.csv"
+    if labels_path.exists() and not force:
+        err.print(f"[bold red]error:[/] {labels_path} exists; use --force to overwrite")
+        raise typer.Exit(2)
+    store = ctx_of(ctx).store()
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    try:
+        with labels_path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(EXPORT_COLUMNS)
+            for kept in decided_with_spectra(store, start, end, line):
+                cell, spectrum = kept.cell, kept.spectrum
+                name = f"cell_{cell.id:09d}.msa"
+                spectrum.metadata.update(line=cell.line, seq=str(cell.seq))
+                write_msa(spectrum, out / name)
+                writer.writerow(
+                    (
+                        cell.id,
+                        cell.line,
+                        cell.seq,
+                        cell.passport_id or "",
+                        cell.chemistry,
+                        "" if cell.confidence is None else f"{cell.confidence:.6g}",
+                        cell.decision_source or "",
+                        cell.route or "",
+                        cell.reason or "",
+                        cell.model_version or "",
+                        name,
+                    )
+                )
+                n += 1
+    finally:
+        store.close()
+    err.print(f"wrote {n} spectra of decided cells and {labels_path}")
+
+
 def register(root: typer.Typer) -> None:
     spectra_app.command()(generate)
+    spectra_app.command()(export)
     root.add_typer(spectra_app, name="spectra")

@@ -6,6 +6,7 @@ read here: stored with the cell (plant/spectrum_archive.py) or from an imported 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,20 +147,28 @@ def spectrum_plot(spec: Spectrum, source: str) -> dict[str, Any]:
 
 
 def cell_spectrum(
-    store: Store, cell_id: int, data_dir: Path, retention_days: float
+    store: Store, cell_id: int, data_dir: Path, retention_days: float, wait_s: float = 5.0
 ) -> dict[str, Any] | None:
     """The plot of a cell's spectrum: stored with the cell (live cells), else the file its
     `spectrum_ref` names (imported cells); None if there is no such cell.
 
-    Raises CellError saying why a cell has no spectrum; messages show no server paths.
+    Raises CellError saying why a cell has no spectrum; messages show no server paths. A cell
+    still being measured is waited for up to `wait_s`: its spectrum is kept with its decision.
     """
-    with store.session() as s:
-        row = s.get(CellRow, cell_id)
-        if row is None:
-            return None
-        spec = stored_spectrum(s, cell_id)
+    deadline = time.monotonic() + wait_s
+    while True:
+        with store.session() as s:
+            row = s.get(CellRow, cell_id)
+            if row is None:
+                return None
+            spec = stored_spectrum(s, cell_id)
+        if spec is not None or row.state != CellState.detected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     if spec is not None:
         return spectrum_plot(spec, spec.source)
+    if row.state == CellState.detected:
+        raise CellError(f"cell {cell_id} is still being measured: try again in a moment")
     ref = row.spectrum_ref
     if not ref:
         raise CellError(f"cell {cell_id} has no spectrum: no XRF spectrum was measured for it")

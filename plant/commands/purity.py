@@ -34,7 +34,9 @@ def _since(text: str | None) -> datetime | None:
     try:
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        err.print(f"--since {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)")
+        err.print(
+            f"error: --since {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)"
+        )
         raise typer.Exit(2) from None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
@@ -142,7 +144,7 @@ def certificate_cmd(
 ) -> None:
     """Write the recycled-content certificate of a batch (assay, verdict, traced passports)."""
     if html and as_json:
-        err.print("choose one of --html and --json")
+        err.print("error: choose one of --html and --json")
         raise typer.Exit(2)
     c = ctx_of(ctx)
     products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)

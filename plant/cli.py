@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import typer.main
+from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 # typer (>= 0.29) carries its own copy of click: its usage errors are these, not click's.
@@ -94,8 +95,8 @@ def _usage_line(exc: UsageError) -> str:
     return f"{message} (see `{path} --help`)"
 
 
-def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -4,15 +4,25 @@ PY := $(VENV)/bin/python
 PLANT := $(VENV)/bin/plant
 PYTHON ?= python3
 
-.PHONY: install run test test-e2e lint bench screenshots clean
+.PHONY: install lock run test test-e2e lint bench screenshots clean
 
+# The exact versions of requirements.lock (hash-checked), then the project itself without
+# resolving anything again: every install of a commit gets the same libraries.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+# Re-resolve requirements.lock from pyproject.toml (runtime + dev extras) with pip-tools,
+# keeping the pins that still fit; `make lock LOCK_FLAGS=--upgrade` takes the newest releases.
+lock:
+	test -x $(VENV)/bin/pip-compile || $(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile -q --generate-hashes --extra dev --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) -o requirements.lock pyproject.toml
 
 run: install
 	$(PLANT) db upgrade
@@ -28,7 +38,8 @@ test-e2e: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy plant drivers models hmi
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy plant drivers models hmi tests
 
 bench: install
 	$(PLANT) bench

@@ -1,7 +1,7 @@
 """Spectrum classification speed: batch spectra/s (features + model) and single p99 latency.
 
 Usage: `python bench/classify.py [--n 5000] [--profile bench_sdd_2048]`; prints one JSON object.
-Budget (DESIGN.md): batch >= 5,000 spectra/s on the 2-core machine, feature extraction included.
+Budget (docs/architecture.md): batch >= 5,000 spectra/s on the 2-core machine, features included.
 """
 
 from __future__ import annotations

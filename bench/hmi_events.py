@@ -2,7 +2,8 @@
 
 Uvicorn serves the real HMI on an ephemeral loopback port with a temporary SQLite store; a
 `websockets` client logs in with a bearer token and receives the events (and the once-a-second
-store snapshots, which share the socket as they do in a browser). DESIGN.md budget: p95 <= 250 ms.
+store snapshots, which share the socket as they do in a browser). Budget (docs/architecture.md):
+p95 <= 250 ms.
 
 Usage: python bench/hmi_events.py [--n 500] [--rate 100] [--json]
 """

@@ -1,6 +1,6 @@
 """Benchmark: Modbus TCP write+read round trip on loopback, bare pymodbus vs PlcClient.
 
-The bare figure is the yardstick for the line's decision latency (DESIGN.md budgets: report
+The bare figure is the yardstick for the line's decision latency (docs/architecture.md: report
 decision latency as a ratio to the raw pymodbus write round trip). Simulator and client share
 one event loop, as in `plant run --simulate`.
 

@@ -25,7 +25,7 @@ from plant.store import AssayRow, BatchRow, Store
 from plant.users import UsersConfig
 
 SetpointWriter = Callable[[str, float], None]
-# Battery grade: >= 99.5 % purity (/work/shared/reference/xrf-and-process.md §4.1).
+# Battery grade: >= 99.5 % purity (docs/reference/xrf-and-process.md §4.1).
 BATTERY_GRADE_PCT = 99.5
 
 

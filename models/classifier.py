@@ -1,6 +1,6 @@
 """Chemistry from an XRF spectrum: calibrated scikit-learn pipeline, physics rules, reject option.
 
-Order of decisions for one spectrum (DESIGN.md, "What the XRF can and cannot see"):
+Order of decisions for one spectrum (docs/architecture.md, "What the XRF can and cannot see"):
 1. Too few counts to read anything -> `UNKNOWN`, reason `low_counts`.
 2. The calibrated model gives probabilities over the chemistry classes plus `CAN`, the class of
    spectra that show only an intact Ni-plated steel can. Its features are physics: fitted line
@@ -12,7 +12,8 @@ Order of decisions for one spectrum (DESIGN.md, "What the XRF can and cannot see
    (`heavy_min_snr`); at `heavy_id_snr` those lines name NiCd/NiMH even where the model saw
    only a can (it has few such examples), and a confident other class with them is `ambiguous`.
 4. NMC grades: when the best grade is below `grade_confident` the answer is the family `NMC`
-   with the probability of all grades together (it routes the same way; DESIGN.md allows it).
+   with the probability of all grades together (it routes the same way; docs/architecture.md
+   allows it).
 5. Reject option: a best class below `reject_below` -> `UNKNOWN`, reason `ambiguous` (a 70/30
    mixture of two chemistries, a cell half under the casing ...).
 Per-route confidence thresholds are applied later, by plant/routing.py.
@@ -35,7 +36,8 @@ from drivers.spectra import Spectrum
 from models.features import FEATURE_VERSION, INDEX, LIGHT, TM, extract_batch
 from models.passport import ChemistryClass
 
-# The eleven specific classes of DESIGN.md (the family `NMC` and `UNKNOWN` are answers, not labels).
+# The eleven specific classes of docs/architecture.md (the family `NMC` and `UNKNOWN` are answers,
+# not labels).
 CLASSES: tuple[str, ...] = tuple(c for c in get_args(ChemistryClass) if c not in ("NMC", "UNKNOWN"))
 CAN = "CAN"  # training label: a spectrum that shows only an intact steel can
 MODEL_CLASSES: tuple[str, ...] = (*CLASSES, CAN)

@@ -3,7 +3,7 @@
 Physics, not channel patterns: every spectrum is fitted, on its own keV axis, with a linear
 model of Gaussian line groups (Kα1, Kα2, Kβ with xraylib's radiative rates, so that the Kβ of
 one element is not read as the Kα of the next: Mn Kβ/Fe Kα, Fe Kβ/Co Kα, Co Kβ/Ni Kα,
-Ni Kβ/Cu Kα, ../shared/reference/xrf-and-process.md §1.2) over a smooth background of linear
+Ni Kβ/Cu Kα, docs/reference/xrf-and-process.md §1.2) over a smooth background of linear
 hat functions. The detector resolution follows the Fano law from the FWHM at Mn Kα, which is
 estimated per spectrum (the best of a ladder of candidates) unless the file states it. The
 fit is a precomputed pseudo-inverse per (calibration, FWHM), so a batch costs a few matrix
@@ -34,7 +34,7 @@ FloatArray = npt.NDArray[np.float64]
 _FANO = 0.115
 _EPS_KEV = 3.64e-3  # energy per electron-hole pair in Si
 _FANO_TERM = 2.3548**2 * _FANO * _EPS_KEV  # keV^2 per keV
-MN_KA_KEV = 5.899  # ../shared/reference/xrf-and-process.md §1.1
+MN_KA_KEV = 5.899  # docs/reference/xrf-and-process.md §1.1
 # FWHM candidates at Mn Kα (keV): SDD ~123-145 eV, Si-PIN 145-200 eV (reference §1.3), margin.
 FWHM_LADDER_KEV: tuple[float, ...] = tuple(
     float(x) for x in np.round(np.geomspace(0.118, 0.270, 12), 4)

@@ -1,6 +1,6 @@
 """Passport + spectrum -> one chemistry, with a confidence and a reason an operator can read.
 
-Rules (DESIGN.md, "One cell, end to end", step 4; docs/classifier.md):
+Rules (docs/architecture.md, "One cell, end to end", step 4; docs/classifier.md):
 - both name a chemistry and agree -> that chemistry (the more specific of the two: a passport's
   family `NMC` agrees with any NMC grade from the spectrum, and takes that grade), confidence
   raised as for two independent witnesses: 1 - (1 - c_spectrum)(1 - c_passport);
@@ -20,7 +20,8 @@ from typing import Protocol
 from models.classifier import CAN_OCCLUDED, LOW_COUNTS, NMC_GRADES, UNKNOWN, SpectrumResult
 
 # How far a passport's stated chemistry is trusted on its own: mislabelled or counterfeit
-# passports are a real risk (DESIGN.md), so less than certain, but above the route thresholds.
+# passports are a real risk (docs/architecture.md), so less than certain, but above the route
+# thresholds.
 PASSPORT_CONFIDENCE = 0.95
 
 # Reason codes of a FusedResult.

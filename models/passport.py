@@ -1,6 +1,6 @@
 """Battery passports: read the public data models and our own, validate, normalise chemistry.
 
-Accepted models (examples in ../shared/reference/passports/, quirks in its README.md):
+Accepted models (examples in tests/data/reference-passports/, quirks in its README.md):
 Catena-X BatteryPass 6.x and 3.0.x, BatteryPass consortium 1.2 aspects (camelCase keys),
 IDTA batterypass aspects (the same aspects with PascalCase keys) and `plant-passport/1`, a small
 format of our own for suppliers who send less (docs/passport.md). Every value the plant uses
@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# DESIGN.md, "Chemistry classes and routes": spelled exactly as the rest of the plant spells them.
+# docs/architecture.md, "Chemistry classes and routes": spelled exactly as the rest of the plant
+# spells them.
 ChemistryClass = Literal[
     "NMC111",
     "NMC532",
@@ -41,7 +42,7 @@ ChemistryClass = Literal[
 
 PLANT_FORMAT = "plant-passport/1"
 
-# Ni:Mn:Co mole fractions of the NMC grades (../shared/reference cathode compositions);
+# Ni:Mn:Co mole fractions of the NMC grades (docs/reference/xrf-and-process.md §2.1);
 # a stated ratio further than NMC_RATIO_TOLERANCE from all of them is reported as family `NMC`.
 NMC_RATIOS: dict[str, tuple[float, float, float]] = {
     "NMC111": (1 / 3, 1 / 3, 1 / 3),

@@ -1,4 +1,4 @@
-"""`plant bench`: how fast the software is, against the DESIGN.md budgets and the bare protocols.
+"""`plant bench`: the software's speed beside the budgets (docs/architecture.md) and bare protocols.
 
 Every figure comes from the real parts: the line engine against `plant sim` in a child process
 over loopback, the active chemistry model, the label decoder, the store and the HMI's WebSocket.
@@ -71,7 +71,7 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class Budget:
-    """One row of the DESIGN.md budget table, tied to a figure of the bench result."""
+    """One row of the docs/architecture.md budget table, tied to a figure of the bench result."""
 
     key: str  # the figure's key in the result; "a.b" reaches into a nested object
     limit: float
@@ -86,7 +86,7 @@ class Budget:
         return f"{'<=' if self.at_most else '>='} {self.limit:g}"
 
 
-# ../shared/DESIGN.md "Budgets" (this 2-core machine, simulated hardware over loopback).
+# docs/architecture.md "Budgets" (this 2-core machine, simulated hardware over loopback).
 BUDGETS = (
     Budget("throughput_cells_per_s", 200.0, at_most=False),
     Budget("decision_latency_ms.p99", 20.0, at_most=True),
@@ -109,7 +109,7 @@ def figure(result: dict[str, Any], key: str) -> Any:
 
 
 def budgets_met(result: dict[str, Any]) -> dict[str, bool | None]:
-    """Each DESIGN.md budget: met, missed, or None when the figure is missing."""
+    """Each docs/architecture.md budget: met, missed, or None when the figure is missing."""
     return {b.key: b.met(figure(result, b.key)) for b in BUDGETS}
 
 

@@ -19,7 +19,7 @@ from plant.domain import CellState, DecisionSource, Route
 from plant.spectrum_archive import stored_spectrum
 from plant.store import CellRow, PassportRow, Store, utcnow
 
-# Kα1/Kβ1 line energies in keV, from /work/shared/reference/xrf-and-process.md §1.1 (xraylib).
+# Kα1/Kβ1 line energies in keV, from docs/reference/xrf-and-process.md §1.1 (xraylib).
 ELEMENT_LINES_KEV: dict[str, tuple[float, float]] = {
     "Al": (1.487, 1.554),
     "P": (2.010, 2.136),

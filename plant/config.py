@@ -7,7 +7,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEFAULT_CONFIG_DIR = Path("config")
 CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
@@ -30,9 +32,33 @@ class PlantSection(Strict):
     data_dir: Path = Path("var")
 
 
+def database_url_problem(url: str) -> str | None:
+    """Why `url` is no SQLAlchemy database URL this installation can use, or None."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return (
+            "not a database URL (e.g. sqlite:///var/plant.db, "
+            "postgresql+psycopg://user:password@host:5432/plant)"
+        )
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"unknown database driver {parsed.drivername!r}"
+    return None
+
+
 class DatabaseSection(Strict):
     url: str = "sqlite:///var/plant.db"
     echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        problem = database_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
 
 class HmiSection(Strict):
@@ -213,5 +239,8 @@ def load_plant(directory: Path | None = None) -> PlantConfig:
     cfg = load_file(config_dir(directory) / "plant.toml", PlantConfig)
     env_url = os.environ.get(DATABASE_URL_ENV)
     if env_url:
+        problem = database_url_problem(env_url)
+        if problem:
+            raise ConfigError(f"${DATABASE_URL_ENV}: {problem}")
         cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": env_url})})
     return cfg

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 
 class Chemistry(StrEnum):
-    """Chemistry classes, spelled exactly as DESIGN.md fixes them."""
+    """Chemistry classes, spelled exactly as docs/architecture.md fixes them."""
 
     NMC111 = "NMC111"
     NMC532 = "NMC532"

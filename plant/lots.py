@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from plant.domain import Chemistry, Route
 from plant.store import LotRow, table_of, update_by_id
 
-# Cathode active material composition, wt% (../shared/reference/xrf-and-process.md §2.1).
+# Cathode active material composition, wt% (docs/reference/xrf-and-process.md §2.1).
 CATHODE_WT: dict[str, dict[str, float]] = {
     "NMC111": {"Ni": 20.3, "Co": 20.4, "Mn": 19.0, "Li": 7.2},
     "NMC532": {"Ni": 30.4, "Co": 12.2, "Mn": 17.1, "Li": 7.2},

@@ -21,7 +21,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 DECISION_LATENCY = Histogram(
     "plant_decision_latency_seconds",
-    "Cell present -> diverter target written, per line (DESIGN.md budget: p99 <= 20 ms).",
+    "Cell present -> diverter target written, per line (budget: p99 <= 20 ms).",
     ["line"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,

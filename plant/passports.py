@@ -1,7 +1,7 @@
 """Passport store: import passport files into the `passports` table and look them up by id.
 
-The plant has no guarantee of internet access (DESIGN.md), so passports are imported ahead of
-time and the line looks them up locally by the id read from the label.
+The plant has no guarantee of internet access (docs/architecture.md), so passports are imported
+ahead of time and the line looks them up locally by the id read from the label.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from plant.domain import Chemistry, Decision, DecisionSource, Route
 
 ROUTING_FILE = "routing.toml"
 
-# DESIGN.md, "Chemistry classes and routes": the defaults of config/routing.toml.
+# docs/architecture.md, "Chemistry classes and routes": the defaults of config/routing.toml.
 DEFAULT_ROUTES: dict[Chemistry, Route] = {
     **{
         c: Route.hydromet

@@ -29,7 +29,7 @@ class SetpointSpec:
     default: float
 
 
-# Ranges from /work/shared/reference/xrf-and-process.md §4.2: the leach runs in 2 M H2SO4
+# Ranges from docs/reference/xrf-and-process.md §4.2: the leach runs in 2 M H2SO4
 # (strongly acid, pH well below 2); Fe/Al removal precipitates at about pH 3.5-4.
 SETPOINTS: dict[str, SetpointSpec] = {
     s.name: s

@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -366,6 +367,18 @@ class StoreError(Exception):
     """The database cannot be used as asked (unreachable, outdated schema ...)."""
 
 
+def db_error_line(exc: BaseException) -> str:
+    """A driver's error in one line: its first line, without SQLAlchemy's background link."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, fit for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -401,7 +414,10 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     make_engine(url).dispose()  # creates the SQLite directory
-    command.upgrade(_alembic_config(url), revision)
+    try:
+        command.upgrade(_alembic_config(url), revision)
+    except OperationalError as exc:  # unreachable server, refused login, unopenable file
+        raise StoreError(f"cannot open database {safe_url(url)}: {db_error_line(exc)}") from None
 
 
 def schema_status(engine: Engine) -> tuple[str | None, str]:
@@ -431,7 +447,9 @@ class Store:
         try:
             current, head = schema_status(self.engine)
         except Exception as exc:  # driver errors vary by backend
-            raise StoreError(f"cannot open database {self.safe_url}: {exc}") from None
+            raise StoreError(
+                f"cannot open database {self.safe_url}: {db_error_line(exc)}"
+            ) from None
         if current != head:
             state = "empty" if current is None else f"at revision {current}"
             raise StoreError(
@@ -441,7 +459,7 @@ class Store:
 
     @property
     def safe_url(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        return safe_url(self.url)
 
     @contextmanager
     def begin(self) -> Iterator[Session]:

@@ -18,9 +18,16 @@ from plant.alarms import (
     set_alarm_limit,
 )
 from plant.domain import AlarmPriority, AlarmState
-from plant.store import AuditRow, Store, utcnow
+from plant.store import AlarmRow, AuditRow, Store, utcnow
 
 CAP = timedelta(hours=8)
+
+
+def cleared(alarms: Alarms, source: str, code: str) -> AlarmRow:
+    """`Alarms.clear` on an alarm the test raised: there is a row to return."""
+    row = alarms.clear(source, code)
+    assert row is not None
+    return row
 
 
 def audit_actions(store: Store) -> list[tuple[str, str, str | None, str | None]]:
@@ -33,10 +40,10 @@ def test_ack_before_and_after_return_to_normal(store: Store) -> None:
     a = alarms.raise_("plc", "comm_lost", "PLC unreachable", AlarmPriority.critical)
     assert alarms.raise_("plc", "comm_lost", "again").id == a.id  # one occurrence, not two
     assert alarms.ack(a.id, "olga", "called maintenance").state == AlarmState.active_acked
-    assert alarms.clear("plc", "comm_lost").state == AlarmState.cleared
+    assert cleared(alarms, "plc", "comm_lost").state == AlarmState.cleared
 
     b = alarms.raise_("xrf", "timeout", "XRF head 2 timeout")
-    assert alarms.clear("xrf", "timeout").state == AlarmState.rtn_unacked
+    assert cleared(alarms, "xrf", "timeout").state == AlarmState.rtn_unacked
     acked = alarms.ack(b.id, "olga")
     assert (acked.state, acked.acked_by) == (AlarmState.cleared, "olga")
     with pytest.raises(AlarmError, match="nothing to acknowledge"):
@@ -69,7 +76,7 @@ def test_condition_clearing_while_shelved_or_suppressed_is_remembered(store: Sto
     alarms = Alarms(store, "L1")
     a = alarms.raise_("xrf", "drift", "XRF gain drift")
     alarms.shelve(a.id, "olga", "recalibrating", timedelta(minutes=30), max_duration=CAP)
-    assert alarms.clear("xrf", "drift").state == AlarmState.shelved
+    assert cleared(alarms, "xrf", "drift").state == AlarmState.shelved
     assert alarms.unshelve(a.id, "olga").state == AlarmState.cleared
 
     b = alarms.raise_("camera", "dirty_lens", "Label read rate low", AlarmPriority.low)

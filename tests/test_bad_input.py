@@ -1,6 +1,7 @@
 """Hostile input never crashes or hangs the plant: spectrum files, passport JSON, QR payloads and
-label images give a clear error naming the input, and the cell goes to quarantine (DESIGN.md,
-"Failure behaviour"). Property-based (hypothesis); docs/robustness.md says what is covered."""
+label images give a clear error naming the input, and the cell goes to quarantine
+(docs/architecture.md, "Failure behaviour"). Property-based (hypothesis); docs/robustness.md
+says what is covered."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from models.classifier import (
 )
 from models.features import INDEX, N_FEATURES, extract_batch
 from models.fusion import MISMATCH, fuse
-from models.passport import parse_passport
+from models.passport import Passport, parse_passport
 from models.registry import (
     DEFAULT_DIR,
     Registry,
@@ -116,7 +116,7 @@ def test_reject_option_says_ambiguous_rather_than_guess() -> None:
 # ----------------------------------------------------------------------------- fusion
 
 
-def passport(chem_text: str) -> object:
+def passport(chem_text: str) -> Passport:
     doc = {"format": "plant-passport/1", "passport_id": "P-1", "chemistry": chem_text}
     return parse_passport(json.dumps(doc).encode(), source="test-passport.json")
 

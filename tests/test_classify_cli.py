@@ -17,11 +17,11 @@ from drivers.spectra import write_spectrum
 from plant.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-# Copies of ../shared/reference/passports (public data; sources and licences in its README.md).
+# Copies of public battery-passport payloads (sources and licences in its README.md).
 REFERENCE = ROOT / "tests" / "data" / "reference-passports"
 
-# What each reference payload states (reference/passports/README.md): chemistry, route, and
-# for the undecided ones a word of the reason.
+# What each reference payload states (tests/data/reference-passports/README.md): chemistry,
+# route, and for the undecided ones a word of the reason.
 EXPECTED = {
     "batterypass-v1.2/MaterialComposition-payload.json": ("NMC", "hydromet", None),
     "idta-batterypass-material_composition-1.0.1/MaterialCompositionBattery.json": (

@@ -256,5 +256,5 @@ def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:
 
     found = until("an SPC rule firing on a chart", charted, proc, 240)
     time.sleep(1.0)  # the step that charted the batch raises its alarm right after
-    codes = {a["code"] for a in api.call("GET", "/purity/overview")[1]["spc_alarms"]}
-    assert found["fired"] <= codes, (found["fired"], codes)
+    spc_codes = {a["code"] for a in api.call("GET", "/purity/overview")[1]["spc_alarms"]}
+    assert found["fired"] <= spc_codes, (found["fired"], spc_codes)

@@ -1,7 +1,7 @@
 """Fault suite: the line under XRF stalls, PLC exception storms and a database restart.
 
-Each test checks what DESIGN.md promises: the line quarantines or stops as it should, alarms
-are raised, nothing is lost, and it recovers without a restart.
+Each test checks what docs/architecture.md promises: the line quarantines or stops as it should,
+alarms are raised, nothing is lost, and it recovers without a restart.
 """
 
 from __future__ import annotations

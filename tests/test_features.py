@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from models import features as F
 
 
 def synthetic(
-    areas: dict[str, float],
+    areas: Mapping[str, float],
     *,
     n: int = 2048,
     gain: float = 0.02,

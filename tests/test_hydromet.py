@@ -66,7 +66,7 @@ def test_misrouted_lfp_raises_spc_alarm_before_off_spec_and_traces_to_cells(stor
     assert [lot["id"] for lot in trace.lots] == [lot_id]
     suspects = trace.suspects(["Fe", "P"])
     assert {c.chemistry for c in suspects} == {"LFP"}
-    assert sorted(c.passport_id for c in suspects) == sorted(lfp_pids[lot_id])
+    assert sorted((c.passport_id for c in suspects), key=str) == sorted(lfp_pids[lot_id])
     assert set(lfp_pids[lot_id]) <= set(trace.passport_ids)
     assert len(trace.passport_ids) == 100
 

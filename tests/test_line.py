@@ -112,7 +112,7 @@ def test_misrouting_is_rare_with_default_mix(sqlite_url: str) -> None:
     async def scenario() -> int:
         async with sim_line(store, cells=n, rate=400.0, heads=4) as rig:
             await rig.wait_final(n)
-            return rig.misrouted({c.seq: c.route for c in cells_of(store)})
+            return rig.misrouted({c.seq: c.route or "" for c in cells_of(store)})
 
     misrouted = asyncio.run(scenario())
     assert misrouted <= 0.005 * n

@@ -19,7 +19,7 @@ from models.passport import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-# Copies of ../shared/reference/passports (public data; sources and licences in its README.md).
+# Copies of public battery-passport payloads (sources and licences in its README.md).
 REF = REPO / "tests" / "data" / "reference-passports"
 EXAMPLE = REPO / "docs" / "passport-example.json"
 

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -194,7 +194,9 @@ _PYMODBUS_TYPE = {
     typ=st.sampled_from(sorted(_PYMODBUS_TYPE)),
     order=st.sampled_from(["big", "little"]),
 )
-def test_codec_agrees_with_pymodbus_converters(data: st.DataObject, typ: str, order: str) -> None:
+def test_codec_agrees_with_pymodbus_converters(
+    data: st.DataObject, typ: str, order: Literal["big", "little"]
+) -> None:
     bits = int(typ[-2:])
     if typ == "float32":
         value: float = data.draw(st.floats(width=32, allow_nan=False, allow_infinity=False))

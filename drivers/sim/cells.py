@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-# EV cathode shares 2023: NCM 66 %, LFP 24 %, NCA 10 % (../shared/reference/xrf-and-process.md
+# EV cathode shares 2023: NCM 66 %, LFP 24 %, NCA 10 % (docs/reference/xrf-and-process.md
 # §2.1); NCM split over ratios, plus LCO/LMO and a few stray non-Li-ion cells.
 DEFAULT_CHEMISTRY_MIX: dict[str, float] = {
     "NMC111": 0.08,
@@ -37,7 +37,7 @@ LI_ION = frozenset({"NMC111", "NMC532", "NMC622", "NMC811", "NCA", "LFP", "LCO",
 
 
 class CellFormat(StrEnum):
-    """How the cell is presented to the XRF head (DESIGN.md, 'What the XRF can and cannot see')."""
+    """How the cell is presented to the XRF head (docs/architecture.md, 'What the XRF can see')."""
 
     pouch = "pouch"  # through the laminate
     opened = "opened"  # measurement window cut, casing at the edge of the beam spot

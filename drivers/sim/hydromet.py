@@ -1,7 +1,7 @@
 """Simulated hydrometallurgy line: feed metals + impurity-removal pH -> product batches and assays.
 
 Not a chemical simulator: a mass-flow model of the flowsheet in
-../shared/reference/xrf-and-process.md §4.2 that responds in the right direction and magnitude.
+docs/reference/xrf-and-process.md §4.2 that responds in the right direction and magnitude.
 Stages: sieving off Cu/Al foils, leach (H2SO4 + H2O2), Fe/Al/P removal by neutralisation at
 pH ~4, solvent extraction, crystallisation of the sulfates and Li2CO3 precipitation.
 

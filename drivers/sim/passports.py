@@ -4,7 +4,7 @@ The passport states `truth.passport_chemistry` (wrong when the cell is mislabell
 way real suppliers word it: most NMC passports name only the family ("NCM", "Nickel Cobalt
 Manganese (NCM)"), some give the grade ("NCM 811", "NMC-622") or the cathode formula, either
 in `identification.chemistry` or as a material name in `materials.composition`. The layout
-follows ../shared/reference/passports/catenax-battery_pass-6.1.0/BatteryPass.json.
+follows tests/data/reference-passports/catenax-battery_pass-6.1.0/BatteryPass.json.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from drivers.sim.cells import CellStream, CellTruth
 
 SPEC_VERSION = "urn:io.catenax.battery.battery_pass:6.1.0"
 
-# Cathode formulas per class (Ni:Mn:Co grades as in ../shared/reference cathode compositions).
+# Cathode formulas per class (Ni:Mn:Co grades as in docs/reference/xrf-and-process.md §2.1).
 FORMULAS: dict[str, tuple[str, ...]] = {
     "NMC111": ("LiNi1/3Mn1/3Co1/3O2", "LiNi0.33Mn0.33Co0.33O2"),
     "NMC532": ("LiNi0.5Mn0.3Co0.2O2",),
@@ -59,7 +59,7 @@ MANUFACTURERS: tuple[str, ...] = (
     "BPNL00000003CML1",
 )
 TIME = "2024-03-01T08:00:00.000+01:00"
-NMC_FAMILY_SHARE = 0.7  # real passports name the family, rarely the grade (DESIGN.md)
+NMC_FAMILY_SHARE = 0.7  # real passports name the family, rarely the grade (docs/architecture.md)
 
 
 def _wording(chemistry: str, rng: random.Random) -> tuple[str, str | None]:

@@ -3,7 +3,7 @@
 Plausible, not rigorous: a PI loop in the "PLC" doses acid or caustic so the tank pH
 settles at its setpoint; temperature follows its setpoint; ORP follows pH with a Nernst-like
 slope; the feed tank level wanders around 60 %. Leach conditions (70 °C, sulfuric acid) from
-../shared/reference/xrf-and-process.md §4.2.
+docs/reference/xrf-and-process.md §4.2.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class InstrumentProfile:
         return self.offset_kev + self.kev_per_channel * (self.n_channels - 1)
 
 
-# SDD ~125 eV at Mn Kα, Si-PIN 145-200 eV (../shared/reference/xrf-and-process.md §1.3).
+# SDD ~125 eV at Mn Kα, Si-PIN 145-200 eV (docs/reference/xrf-and-process.md §1.3).
 PROFILES: dict[str, InstrumentProfile] = {
     p.name: p
     for p in (

@@ -52,7 +52,7 @@ _PELLET = re.compile(r"PELLET:(.+)")
 # their physics templates are cached (drivers/sim/xrfphysics.py), so a spectrum is cheap.
 _TEMPLATES_BUILT: set[tuple[object, ...]] = set()
 # The simulated heads' check standard: an NMC111 cathode reference pellet, wt% from
-# ../shared/reference/xrf-and-process.md (cathode compositions table).
+# docs/reference/xrf-and-process.md (cathode compositions table).
 CHECK_STANDARD = {"Ni": 20.3, "Co": 20.4, "Mn": 19.0}
 
 

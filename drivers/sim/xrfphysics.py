@@ -138,7 +138,7 @@ class Layer:
     areal_density: float  # g/cm²; math.inf = infinitely thick for every line
 
 
-# Cathode active materials (../shared/reference/xrf-and-process.md §2.1).
+# Cathode active materials (docs/reference/xrf-and-process.md §2.1).
 CATHODE_FORMULA: dict[str, str] = {
     "NMC111": "LiNi0.3333Mn0.3333Co0.3333O2",
     "NMC532": "LiNi0.5Mn0.3Co0.2O2",

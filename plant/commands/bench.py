@@ -1,4 +1,4 @@
-"""`plant bench`: the software's speed on this machine, beside the DESIGN.md budgets."""
+"""`plant bench`: the software's speed on this machine, beside the docs/architecture.md budgets."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def _table(result: dict[str, Any]) -> Table:
         f"passport lookup among {result['passport_lookup_cells']:,} cells"
         + (" (--quick)" if result["quick"] else ""),
     )
-    for column in ("figure", "measured", "budget (DESIGN.md)", ""):
+    for column in ("figure", "measured", "budget (docs/architecture.md)", ""):
         table.add_column(column, justify="right" if column == "measured" else "left")
     for label, key, unit in ROWS:
         value = figure(result, key)

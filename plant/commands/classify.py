@@ -262,7 +262,7 @@ def _features(spectra: Sequence[Spectrum], what: str) -> np.ndarray:
 
 
 def xrf_visible(chemistry: str, cell_format: str) -> bool:
-    """Whether an XRF can read this cell's chemistry at all (DESIGN.md: not through a can)."""
+    """Whether an XRF can read this cell's chemistry at all (docs/architecture.md: no can)."""
     return not (cell_format == "steel_can" and chemistry not in ("NiCd", "NiMH"))
 
 

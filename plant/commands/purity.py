@@ -127,7 +127,7 @@ def certificate_cmd(
 ) -> None:
     """Write the recycled-content certificate of a batch (assay, verdict, traced passports)."""
     if html and as_json:
-        err.print("choose one of --html and --json")
+        err.print("error: choose one of --html and --json")
         raise typer.Exit(2)
     c = ctx_of(ctx)
     products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)

@@ -52,6 +52,8 @@ def time_option(text: str | None, option: str = "--since") -> datetime | None:
     try:
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        err.print(f"error: {option} {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)")
+        err.print(
+            f"error: {option} {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)"
+        )
         raise typer.Exit(2) from None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts

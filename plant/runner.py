@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from threadpoolctl import threadpool_limits
 
 from drivers.plc import PlcError
@@ -390,8 +391,7 @@ async def _run_line(
         else:
             while (
                 not engine.epoch_ready.is_set()
-                or await asyncio.to_thread(final_count, store, line, run_epochs(engine))
-                < opts.cells
+                or await _final_or_zero(store, line, run_epochs(engine)) < opts.cells
             ):
                 if engine_task.done():
                     await engine_task  # raises what stopped it
@@ -429,6 +429,15 @@ async def _run_line(
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
     return result
+
+
+async def _final_or_zero(store: Store, line: str, epochs: tuple[int, ...]) -> int:
+    """`final_count`, or 0 while the database is away (the engine holds its writes meanwhile)."""
+    try:
+        return await asyncio.to_thread(final_count, store, line, epochs)
+    except DBAPIError as exc:
+        log.warning("final cells not counted (database away): %s", str(exc).splitlines()[0])
+        return 0
 
 
 async def _settled(task: asyncio.Task[Any]) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -248,3 +250,36 @@ def test_every_way_the_controller_ends_stops_the_infeed(tmp_path: Path, how: str
         sim.terminate()
         sim.wait(30)
         store.close()
+
+
+def test_a_database_outage_during_xrf_timeouts_leaves_no_cell_undecided(pg_url: str) -> None:
+    """Every spectrum times out (each one an XRF alarm to write) while PostgreSQL goes away for
+    a few seconds: no cell is left undecided, none is lost, the store equals the PLC."""
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
+        if os.environ.get("PLANT_REQUIRE_SERVICES"):
+            raise RuntimeError("stopping the local PostgreSQL cluster needs root and pg_ctlcluster")
+        pytest.skip("stopping PostgreSQL needs root and pg_ctlcluster on this machine")
+    cluster = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()
+    tmp = Path(tempfile.mkdtemp(prefix="plant-dbout-"))
+    upgrade(pg_url)
+    cfg = config_copy(tmp, db_url=pg_url, heads=2, xrf_timeout_s=0.005)
+    n = 300
+    ctl = simulate(cfg, tmp, "--cells", str(n), "--rate", "40")
+    store = Store(pg_url)
+    try:
+        wait_for("cells flowing", lambda: cells_in(store, final=True) >= 40)
+        subprocess.run(["pg_ctlcluster", cluster[0], cluster[1], "stop"], check=True, timeout=60)
+        time.sleep(4.0)
+    finally:
+        subprocess.run(["pg_ctlcluster", cluster[0], cluster[1], "start"], check=True, timeout=60)
+    out, err = ctl.communicate(timeout=300)
+    assert ctl.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["cells"] == n and summary["final"] == n
+    assert summary["routes"] == summary["plc_counters"]
+    with store.session() as s:
+        reasons = [r for (r,) in s.execute(select(CellRow.reason).where(CellRow.line == "L1"))]
+    assert sum(1 for r in reasons if r and "XRF timeout" in r) > n // 2  # the timeouts happened
+    xrf = alarm(store, "xrf", "fault")
+    assert xrf is not None and "XRF timeout" in xrf.message
+    store.close()

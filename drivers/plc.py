@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import inspect
 import itertools
 import logging
 import math
@@ -21,7 +20,7 @@ import re
 import struct
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -257,13 +256,6 @@ class ModbusSettings(_Strict):
     )
 
 
-class PollGroup(_Strict):
-    """[polling.<name>]: tags read together at their own rate."""
-
-    interval_s: float = Field(gt=0)
-    tags: list[str] = Field(min_length=1)
-
-
 @dataclass(frozen=True)
 class ReadBlock:
     """One read request: a contiguous address range of one table and the tags inside it."""
@@ -321,11 +313,10 @@ class WriteRequest:
 
 
 class TagMap(_Strict):
-    """config/plc.toml: the named tags, request settings and polling groups."""
+    """config/plc.toml: the named tags and request settings."""
 
     modbus: ModbusSettings = ModbusSettings()
     tags: dict[str, Tag] = Field(min_length=1)
-    polling: dict[str, PollGroup] = {}
 
     def tag(self, name: str) -> Tag:
         """The tag called `name`, or UnknownTagError listing close matches."""
@@ -333,15 +324,6 @@ class TagMap(_Strict):
             return self.tags[name]
         except KeyError:
             raise UnknownTagError(name, self.tags) from None
-
-    def check_timeout(self, timeout_s: float) -> None:
-        """Every polling interval must be longer than the request timeout."""
-        for name, group in self.polling.items():
-            if group.interval_s <= timeout_s:
-                raise ValueError(
-                    f"polling group '{name}': interval_s {group.interval_s:g} must be longer "
-                    f"than the request timeout {timeout_s:g} s"
-                )
 
     def series(self, pattern: str) -> tuple[str, ...]:
         """Tags `pattern` with k = 1, 2, ... filled in, in order, up to the first one missing
@@ -443,11 +425,6 @@ def _check_map(tm: TagMap) -> None:
                     f"tag '{tag.name}': {table} address {tag.address} overlaps tag "
                     f"'{prev.name}' ({prev.address}..{prev.end - 1})"
                 )
-    for gname, group in tm.polling.items():
-        for name in group.tags:
-            if name not in tm.tags:
-                raise ValueError(f"polling group '{gname}': {UnknownTagError(name, tm.tags)}")
-    tm.check_timeout(tm.modbus.timeout_s)
 
 
 def _describe_validation(exc: ValidationError) -> str:
@@ -455,10 +432,6 @@ def _describe_validation(exc: ValidationError) -> str:
     loc = list(err["loc"])
     if len(loc) >= 2 and loc[0] == "tags":
         where = f"tag '{loc[1]}'" + (f": {'.'.join(map(str, loc[2:]))}" if loc[2:] else "")
-    elif len(loc) >= 2 and loc[0] == "polling":
-        where = f"polling group '{loc[1]}'" + (
-            f": {'.'.join(map(str, loc[2:]))}" if loc[2:] else ""
-        )
     elif not loc:
         where = ""
     else:
@@ -545,7 +518,6 @@ _pymodbus_log = logging.getLogger("pymodbus.logging")
 if not any(isinstance(f, _QuietPymodbus) for f in _pymodbus_log.filters):
     _pymodbus_log.addFilter(_QuietPymodbus())
 
-PollCallback = Callable[[str, dict[str, Value]], Awaitable[None] | None]
 HealthCallback = Callable[[PlcHealth], None]
 
 
@@ -574,7 +546,6 @@ class PlcClient:
         self.timeout_s = tag_map.modbus.timeout_s if timeout_s is None else timeout_s
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
-        tag_map.check_timeout(self.timeout_s)
         self.reconnect_min_s = max(reconnect_min_s, MIN_RECONNECT_S)
         self.reconnect_max_s = max(reconnect_max_s, self.reconnect_min_s)
         self._unit = tag_map.modbus.unit_id
@@ -584,7 +555,6 @@ class PlcClient:
         self._health = PlcHealth(LinkState.down, _NEVER_CONNECTED, time.time())
         self._next_attempt = 0.0  # monotonic time before which no reconnect is tried
         self._plans: dict[tuple[str, ...], tuple[ReadBlock, ...]] = {}
-        self._pollers: list[asyncio.Task[None]] = []
         self._rng = random.Random()
 
     @property
@@ -615,8 +585,7 @@ class PlcClient:
                 continue
 
     async def close(self) -> None:
-        """Stop polling and close the connection."""
-        await self.stop_polling()
+        """Close the connection."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -780,58 +749,3 @@ class PlcClient:
         for req in self.tag_map.plan_writes(values):
             method = "write_coils" if req.table == "coil" else "write_registers"
             await self._execute(req.what, req.names, method, req.address, req.words)
-
-    # ---- polling ---------------------------------------------------------
-
-    def start_polling(self, callback: PollCallback, groups: Iterable[str] | None = None) -> None:
-        """Read each polling group at its own rate and hand the values to `callback`.
-
-        `callback(group, values)` may be sync or async. Failed reads are skipped (the
-        health state says why); the loop keeps going until stop_polling() or close().
-        """
-        names = list(self.tag_map.polling) if groups is None else list(groups)
-        for name in names:
-            if name not in self.tag_map.polling:
-                raise KeyError(f"no polling group '{name}' in the tag map")
-            task = asyncio.create_task(self._poll(name, callback), name=f"plc-poll-{name}")
-            self._pollers.append(task)
-
-    async def stop_polling(self) -> None:
-        """Cancel the polling loops and wait for them to end."""
-        tasks, self._pollers = self._pollers, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                if task is asyncio.current_task():
-                    raise
-            except Exception:
-                log.exception("polling task %s ended with an error", task.get_name())
-
-    async def _poll(self, group: str, callback: PollCallback) -> None:
-        spec = self.tag_map.polling[group]
-        tags = tuple(spec.tags)
-        next_at = time.monotonic()
-        callback_failing = False
-        while True:
-            try:
-                values = await self.read(*tags)
-            except PlcError:
-                values = None  # the health state carries the reason, logged once
-            if values is not None:
-                try:
-                    result = callback(group, values)
-                    if inspect.isawaitable(result):
-                        await result
-                    callback_failing = False
-                except Exception:
-                    if not callback_failing:
-                        log.exception("PLC polling group '%s': callback failed", group)
-                    callback_failing = True
-            next_at += spec.interval_s
-            now = time.monotonic()
-            if next_at < now:
-                next_at = now  # fell behind: skip missed ticks instead of bursting
-            await asyncio.sleep(next_at - now)

@@ -50,7 +50,6 @@ def database_url_problem(url: str) -> str | None:
 
 class DatabaseSection(Strict):
     url: str = "sqlite:///var/plant.db"
-    echo: bool = False
 
     @field_validator("url")
     @classmethod

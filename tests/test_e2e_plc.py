@@ -281,5 +281,5 @@ def test_a_database_outage_during_xrf_timeouts_leaves_no_cell_undecided(pg_url: 
         reasons = [r for (r,) in s.execute(select(CellRow.reason).where(CellRow.line == "L1"))]
     assert sum(1 for r in reasons if r and "XRF timeout" in r) > n // 2  # the timeouts happened
     xrf = alarm(store, "xrf", "fault")
-    assert xrf is not None and "XRF timeout" in xrf.message
+    assert xrf is not None and "XRF" in xrf.message  # raised (at the check standard) and kept
     store.close()

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,3 +259,40 @@ def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:
     time.sleep(1.0)  # the step that charted the batch raises its alarm right after
     spc_codes = {a["code"] for a in api.call("GET", "/purity/overview")[1]["spc_alarms"]}
     assert found["fired"] <= spc_codes, (found["fired"], spc_codes)
+
+
+def test_a_setpoint_and_an_acknowledgement_from_the_hmi_act_on_the_plant(plant: Any) -> None:
+    """Leach pH "Apply..." reaches the PLC's setpoint register; an acknowledgement changes the
+    alarm's state for every HMI."""
+    api, proc = plant
+    cfg = Path(proc.args[proc.args.index("--config") + 1])
+    status, out = api.call(
+        "POST", "/setpoints", {"name": "leach.ph", "value": 1.8, "confirm": True}
+    )
+    assert status == 200, out
+
+    def on_plc() -> bool:
+        read = subprocess.run(
+            plant_cmd(cfg, "plc", "read", "leach.ph_setpoint"),
+            capture_output=True,
+            text=True,
+            env=plant_env(),
+            timeout=30,
+        )
+        return read.returncode == 0 and "1.8" in read.stdout
+
+    until("leach.ph_setpoint = 1.8 on the PLC", on_plc, proc, 30)
+    shown = {s["name"]: s for s in api.call("GET", "/setpoints")[1]["setpoints"]}
+    assert shown["leach.ph"]["applied_value"] == pytest.approx(1.8)
+
+    limit = {"tag": "leach.temp_c", "kind": "low", "limit": 500.0, "priority": "low"}
+    assert api.call("PUT", "/alarm-limits", limit)[0] == 200
+    alarm = until(
+        "an alarm on leach.temp_c",
+        lambda: [a for a in _alarms(api, source="process") if a["code"] == "leach.temp_c.low"],
+        proc,
+        30,
+    )[0]
+    status, out = api.call("POST", f"/alarms/{alarm['id']}/ack", {"note": "seen"})
+    assert status == 200 and out["state"] == "active_acked", out
+    assert api.call("DELETE", "/alarm-limits/leach.temp_c/low")[0] == 200

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mqttrig import Broker, need_mosquitto
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -110,3 +111,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                     ran += 1
     where = make_url(_PG).render_as_string(hide_password=True) if _PG else "no server"
     terminalreporter.write_line(f"PostgreSQL store tests: {ran} ran, {skipped} skipped ({where})")
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """A mosquitto of its own on a free loopback port, for one test (tests/mqttrig.py)."""
+    need_mosquitto()
+    b = Broker()
+    b.start()
+    yield b
+    b.stop()

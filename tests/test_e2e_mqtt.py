@@ -9,13 +9,12 @@ import subprocess
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from linerig import config_copy, plant_cmd, plant_env
-from mqttrig import Broker, Listener, need_mosquitto, retained_state
+from mqttrig import Broker, Listener, retained_state
 
 from plant.bench import toml_text
 from plant.children import running_children
@@ -26,15 +25,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STATE = "plant/demo/L1/state"
 CELL_FIELDS = {"id", "seq", "route", "chemistry", "confidence", "reason"}
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    need_mosquitto()
-    b = Broker()
-    b.start()
-    yield b
-    b.stop()
 
 
 def mqtt_line(tmp_path: Path, port: int, **mqtt: Any) -> tuple[Path, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from plant.config import ConfigError, MqttSection, PlantConfig, validate
 from plant.events import Event, EventBus
 from plant.metrics import REGISTRY
 from plant.mqtt import MqttBridge, topic_for
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    need_mosquitto()
-    b = Broker()
-    b.start()
-    yield b
-    b.stop()
 
 
 async def connected(bridge: MqttBridge, timeout: float = 15.0) -> bool:

@@ -106,6 +106,7 @@ FORMAT_MASS_G: dict[str, tuple[float, float]] = {
     "4680": (250.0, 450.0),
 }
 ANY_MASS_G = (0.5, 3_000_000.0)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}", re.IGNORECASE)
 _FORMAT = re.compile(r"(?<!\d)(" + "|".join(FORMAT_MASS_G) + r")(?!\d)")
 # Catena-X metadata.status values a passport may route on; draft, expired, invalid may not.
 ROUTABLE_STATUS = frozenset({"approved", "released", "active"})
@@ -575,9 +576,10 @@ def _finish(
     **values: Any,
 ) -> Passport:
     chemistry, reason = _resolve(texts, extra or [])
+    # A UUID's hex digits may spell "4680" by chance: only other ids can name a cell format.
+    named_id = None if passport_id is None or _UUID.search(passport_id) else passport_id
     values.setdefault(
-        "implausible",
-        mass_implausible(values.get("mass_g"), values.get("product"), passport_id),
+        "implausible", mass_implausible(values.get("mass_g"), values.get("product"), named_id)
     )
     return Passport(
         source=r.source,

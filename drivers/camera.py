@@ -1,4 +1,4 @@
-"""Label camera: capture label images and decode their QR code to a passport id, never misread."""
+"""Label camera: capture label images, decode their QR or DataMatrix code to a passport id."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import biip
 import cv2
 import numpy as np
 import numpy.typing as npt
 import zxingcpp
+from biip.gs1_messages import GS1Message
 
 # zxing-cpp (the default) decodes the simulated 300x300 labels in well under 1 ms and reads
 # every readable one; OpenCV's detectors take 5-25 ms and miss a few blurred, rotated symbols.
@@ -28,6 +30,9 @@ DETECTORS = ("zxing", "aruco+classic", "aruco", "classic")
 _BARE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{2,199}")
 _URN_UUID = "urn:uuid:"
 _MAX_PAYLOAD = 2000
+_GS = "\x1d"  # GS1 FNC1 separator between variable-length element strings (DataMatrix)
+# `CX:<manufacturerPartId>:<partInstanceId>`: the Tractus-X product passport QR payload.
+_CX = re.compile(r"CX:([^:]+):(.+)", re.IGNORECASE)
 
 
 class CameraError(RuntimeError):
@@ -92,13 +97,16 @@ _Detector = Callable[[npt.NDArray[np.uint8]], tuple[bytes | str, bool]]
 
 
 def _zxing(grey: npt.NDArray[np.uint8]) -> tuple[bytes | str, bool]:
-    """zxing-cpp: every QR symbol on the label; more than one distinct payload is refused."""
+    """zxing-cpp: every QR and DataMatrix symbol on the label (cells often carry a DataMatrix,
+    Catena-X 3.x `batteryIDDMCCode`); more than one distinct payload is refused."""
     # No module-level BarcodeFormats object: nanobind reports one alive at exit as a leak.
-    qr_only = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-    found = zxingcpp.read_barcodes(grey, formats=qr_only, return_errors=True)
+    formats = zxingcpp.BarcodeFormats(
+        [zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.DataMatrix]
+    )
+    found = zxingcpp.read_barcodes(grey, formats=formats, return_errors=True)
     payloads = {bytes(b.bytes) for b in found if b.valid}
     if len(payloads) > 1:
-        return f"{len(payloads)} different QR codes on the label: none is taken", True
+        return f"{len(payloads)} different codes on the label: none is taken", True
     return (payloads.pop() if payloads else b""), bool(found)
 
 
@@ -138,7 +146,7 @@ def _check_payload(raw: bytes) -> LabelRead:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return LabelRead(None, "QR payload is not UTF-8 text (suspect decode)")
-    if not text.isprintable() or text != text.strip():
+    if not text.replace(_GS, "").isprintable() or text != text.strip():
         return LabelRead(None, f"QR payload contains control or blank characters: {text[:60]!r}")
     return LabelRead(text)
 
@@ -155,13 +163,40 @@ def decode_label(image: npt.NDArray[np.generic]) -> LabelRead:
 
 
 def passport_id_from_payload(payload: str) -> str:
-    """Passport id from a QR payload: a bare id, or a passport URL (.../passport/<id> or ?id=)."""
+    """Passport id from a label payload (docs/passport.md, "Labels"): a bare id, a passport URL
+    (.../passport/<id> or ?id=), a GS1 Digital Link or element string, `CX:`, a product URI."""
     text = payload.strip()
     if not text:
         raise ValueError("QR payload is empty: expected a passport id or passport URL")
     if "://" in text:
         return _id_from_url(text)
+    if text.startswith("(") or _GS in text or re.fullmatch(r"01\d{14}\S*", text):
+        return _gs1_element_strings(text, payload)
+    if m := _CX.fullmatch(text):
+        part_id = m.group(2)
+        # `CX:urn:uuid:...` names a passport id; otherwise the serial part instance id.
+        return _check_bare_id(text[3:] if m.group(1).lower() == "urn" else part_id, payload)
     return _check_bare_id(text, payload)
+
+
+def _gs1_element_strings(text: str, payload: str) -> str:
+    """GS1 element strings, `(01)...(21)...` or raw with FNC1 -> canonical Digital Link URI."""
+    parse = GS1Message.parse_hri if text.startswith("(") else GS1Message.parse  # FNC1 as GS
+    try:
+        message = parse(text)
+    except biip.ParseError as exc:
+        raise ValueError(f"label {payload[:80]!r}: not GS1 element strings: {exc}") from None
+    return _gs1_uri(message.as_gs1_digital_link_uri().as_canonical_uri(), payload)
+
+
+def _gs1_uri(uri: str, payload: str) -> str:
+    """A GS1 Digital Link names a passport by its serial (AI 21): without one, no passport."""
+    if "/21/" not in uri:
+        raise ValueError(
+            f"label payload {payload[:80]!r} names a GS1 product (GTIN) but no serial number "
+            "(AI 21): a passport is per battery"
+        )
+    return uri
 
 
 def _id_from_url(url: str) -> str:
@@ -181,9 +216,13 @@ def _id_from_url(url: str) -> str:
     for i, seg in enumerate(segments[:-1]):
         if seg.lower() == "passport" and i == len(segments) - 2:
             return _check_bare_id(segments[-1], url)
-    raise ValueError(
-        f"passport URL {url[:80]!r} has neither /passport/<id> at the end of its path nor ?id=<id>"
-    )
+    if re.search(r"/01/\d{8,14}(?:/|$)", parts.path):  # GS1 Digital Link, any domain
+        link = biip.parse(url).gs1_digital_link_uri
+        if link is None:
+            raise ValueError(f"passport URL {url[:80]!r}: not a valid GS1 Digital Link")
+        return _gs1_uri(link.as_canonical_uri(), url)
+    # A product URI (IDTA 02035-1 `URIOfTheProduct`, an AAS globalAssetId) is the id itself.
+    return url
 
 
 def _check_bare_id(candidate: str, payload: str) -> str:

@@ -1,9 +1,10 @@
 """Battery passports: read the public data models and our own, validate, normalise chemistry.
 
-Accepted models (examples in tests/data/reference-passports/, quirks in its README.md):
-Catena-X BatteryPass 6.x and 3.0.x, BatteryPass consortium 1.2 aspects (camelCase keys),
-IDTA batterypass aspects (the same aspects with PascalCase keys) and `plant-passport/1`, a small
-format of our own for suppliers who send less (docs/passport.md). Every value the plant uses
+Accepted models (examples in tests/data/, sources and quirks in the READMEs there):
+Catena-X BatteryPass 6.x, 4.0.0 and 3.0.x, BatteryPass consortium 1.0 and 1.2 aspects (camelCase
+keys), IDTA batterypass aspects and IDTA 02035 submodels (PascalCase keys) as value-only JSON or as
+a full AAS JSON environment, and `plant-passport/1`, a small format of our own for suppliers who
+send less (docs/passport.md). Every value the plant uses
 is recorded in `Passport.fields_used` under the JSON path it came from, so an operator can see
 why a cell was sorted the way it was.
 """
@@ -16,6 +17,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from datetime import date
 from enum import StrEnum
 from fractions import Fraction
 from typing import Any, Literal
@@ -41,6 +43,7 @@ ChemistryClass = Literal[
 ]
 
 PLANT_FORMAT = "plant-passport/1"
+AAS_ID_KEY = "globalAssetId"  # where `aas_values` puts an AAS shell's asset id
 
 # Ni:Mn:Co mole fractions of the NMC grades (docs/reference/xrf-and-process.md §2.1);
 # a stated ratio further than NMC_RATIO_TOLERANCE from all of them is reported as family `NMC`.
@@ -92,6 +95,22 @@ UNIT_HINTS: dict[str, str] = {
     "capacity": "expected Ah, mAh, Wh, kWh or MWh",
 }
 
+# Plausible mass (g) per cylindrical cell format named in a passport's id or product name, and
+# for anything else (a 0.5 g button cell up to a 3 t truck pack): outside -> `implausible`.
+FORMAT_MASS_G: dict[str, tuple[float, float]] = {
+    "14500": (15.0, 35.0),
+    "18650": (30.0, 70.0),
+    "21700": (55.0, 90.0),
+    "26650": (70.0, 120.0),
+    "32700": (120.0, 230.0),
+    "4680": (250.0, 450.0),
+}
+ANY_MASS_G = (0.5, 3_000_000.0)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}", re.IGNORECASE)
+_FORMAT = re.compile(r"(?<!\d)(" + "|".join(FORMAT_MASS_G) + r")(?!\d)")
+# Catena-X metadata.status values a passport may route on; draft, expired, invalid may not.
+ROUTABLE_STATUS = frozenset({"approved", "released", "active"})
+
 _DAMAGE = re.compile(
     r"damag|defect|swoll|swell|bulg|leak|deform|dent|punctur|crush|crash|accident|"
     r"thermal (?:event|runaway)|fire|burn|short[- ]circuit|overheat",
@@ -103,9 +122,12 @@ class PassportModel(StrEnum):
     """Which data model a passport file follows."""
 
     catenax_6 = "catenax-batterypass-6"
+    catenax_4 = "catenax-batterypass-4"
     catenax_3 = "catenax-batterypass-3"
     batterypass_1_2 = "batterypass-1.2"
+    batterypass_1_0 = "batterypass-1.0"
     idta = "idta-batterypass"
+    idta_aas = "idta-02035-aas"
     plant = "plant-passport-1"
 
 
@@ -131,6 +153,9 @@ class Passport(BaseModel):
     capacity_ah: float | None = None
     energy_kwh: float | None = None
     damaged: bool = False
+    status: str | None = None  # Catena-X metadata.status: draft, approved, ...
+    expires_on: date | None = None
+    implausible: str | None = None  # why a stated value cannot be right (then no evidence)
     fields_used: dict[str, str] = Field(default_factory=dict)
 
 
@@ -362,6 +387,9 @@ def load_document(raw: bytes, *, source: str) -> dict[str, Any]:
     return doc
 
 
+_EITHER = ("left", "right")
+
+
 class _Reader:
     """Walks one document by JSON path, tolerant of key case, strict about values."""
 
@@ -382,7 +410,11 @@ class _Reader:
         return next((k for k in obj if k.lower() == lower), None)
 
     def node(self, path: str) -> tuple[Any, str]:
-        """Value at a dotted path (None when absent) and the path as spelled in the file."""
+        """Value at a dotted path (None when absent) and the path as spelled in the file.
+
+        A SAMM Either (`{"left": value}` or `{"right": value}`, Catena-X 4.0.0) stands for its
+        value: the path `metadata.passportIdentifier` reads `metadata.passportIdentifier.left`.
+        """
         obj: Any = self.doc
         spelled: list[str] = []
         for part in path.split("."):
@@ -393,6 +425,10 @@ class _Reader:
                 return None, ".".join([*spelled, part])
             spelled.append(k)
             obj = obj[k]
+            while isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in _EITHER:
+                side = next(iter(obj))
+                spelled.append(side)
+                obj = obj[side]
         return obj, ".".join(spelled)
 
     def items(self, path: str, leaf: str) -> Iterator[tuple[Any, str]]:
@@ -540,6 +576,11 @@ def _finish(
     **values: Any,
 ) -> Passport:
     chemistry, reason = _resolve(texts, extra or [])
+    # A UUID's hex digits may spell "4680" by chance: only other ids can name a cell format.
+    named_id = None if passport_id is None or _UUID.search(passport_id) else passport_id
+    values.setdefault(
+        "implausible", mass_implausible(values.get("mass_g"), values.get("product"), named_id)
+    )
     return Passport(
         source=r.source,
         passport_id=passport_id,
@@ -552,6 +593,29 @@ def _finish(
     )
 
 
+def mass_implausible(mass_g: float | None, *names: str | None) -> str | None:
+    """Why a stated mass cannot be the battery's (range per cell format named), or None."""
+    if mass_g is None:
+        return None
+    fmt = next((m.group(1) for n in names if n and (m := _FORMAT.search(n))), None)
+    low, high = FORMAT_MASS_G[fmt] if fmt else ANY_MASS_G
+    if low <= mass_g <= high:
+        return None
+    what = f"an {fmt} cell" if fmt and fmt[0] == "1" else f"a {fmt} cell" if fmt else "a battery"
+    return f"mass {mass_g:,.10g} g is implausible for {what} ({low:g}..{high:,.10g} g): wrong unit?"
+
+
+def routing_problem(passport: Passport, today: date) -> str | None:
+    """Why this passport may not be routing evidence (the spectrum must decide), or None."""
+    if passport.status is not None and passport.status not in ROUTABLE_STATUS:
+        return f"passport {passport.passport_id} has status {passport.status}, not approved"
+    if passport.expires_on is not None and passport.expires_on < today:
+        return f"passport {passport.passport_id} expired on {passport.expires_on.isoformat()}"
+    if passport.implausible:
+        return f"passport {passport.passport_id}: {passport.implausible}"
+    return None
+
+
 def _required_id(r: _Reader, path: str) -> str:
     pid, spelled = r.text(path)
     if not pid:
@@ -559,12 +623,33 @@ def _required_id(r: _Reader, path: str) -> str:
     return pid
 
 
-def _catenax_6(r: _Reader) -> Passport:
+def _lifecycle(r: _Reader, status_path: str, expiry_path: str) -> dict[str, Any]:
+    """`status` and `expires_on` of a passport (Catena-X `metadata.status`/`expirationDate`)."""
+    status, _ = r.text(status_path)
+    expiry, epath = r.text(expiry_path)
+    expires_on = None
+    if expiry is not None:
+        try:
+            expires_on = date.fromisoformat(expiry[:10])
+        except ValueError:
+            raise r.fail(epath, f"'{expiry}' is not a date (expected YYYY-MM-DD)") from None
+    return {"status": status.lower() if status else None, "expires_on": expires_on}
+
+
+def _catenax_6(r: _Reader, model: PassportModel = PassportModel.catenax_6) -> Passport:
+    """Catena-X battery_pass 6.x, and 4.0.0 (the same paths with Either wrappers, except two)."""
+    v4 = model is PassportModel.catenax_4
     pid = _required_id(r, "metadata.passportIdentifier")
     manufacturer, _ = r.text("operation.manufacturer.manufacturer")
-    product, _ = r.text("identification.identification.type.nameAtManufacturer")
+    product, _ = r.text(
+        "identification.typeId" if v4 else "identification.identification.type.nameAtManufacturer"
+    )
     texts = _chemistry_fields(r, ["identification.chemistry"], []) + _catenax_6_material_names(r)
-    mass, mpath = r.unit_number("characteristics.physicalDimension.weight", MASS_UNITS_G, "mass")
+    mass, mpath = r.unit_number(
+        "physicalDimension.weight" if v4 else "characteristics.physicalDimension.weight",
+        MASS_UNITS_G,
+        "mass",
+    )
     # State of health as remaining capacity share: 100 % minus the capacity fade (Catena-X 6.x
     # has no state-of-health property; capacity fade is "% in reference to the initial value").
     fade, fpath = r.number("performance.dynamic.capacity.fade.value")
@@ -575,11 +660,12 @@ def _catenax_6(r: _Reader) -> Passport:
     events = [(v, p) for v, p in r.items("performance.dynamic.negativeEvents", "header")]
     return _finish(
         r,
-        PassportModel.catenax_6,
+        model,
         passport_id=pid,
         texts=texts,
         manufacturer=manufacturer,
         product=product,
+        **_lifecycle(r, "metadata.status", "metadata.expirationDate"),
         mass_g=_check_mass(r, mass, mpath),
         soh_pct=_check_soh(r, soh, fpath),
         capacity_ah=_check_positive(r, capacity, cpath, "capacity (Ah)"),
@@ -636,21 +722,55 @@ def _catenax_3(r: _Reader) -> Passport:
     )
 
 
-_GPI_KEYS = ("productIdentifier", "batteryCategory", "manufacturerInformation", "batteryMass")
+_GPI_KEYS = (
+    "productIdentifier",
+    "batteryCategory",
+    "manufacturerInformation",
+    "batteryMass",
+    "batteryWeight",
+)
+# Where each model keeps the passport id, in the order tried: BatteryPass 1.2 (and IDTA),
+# BatteryPass 1.0, the joined IDTA 02035 environment (`globalAssetId`, see `aas_values`).
+_ID_PATHS = (
+    "batteryPassportIdentifier",
+    "productPassportIdentifier",
+    AAS_ID_KEY,
+    "URIOfTheProduct",  # IDTA 02035-1 battery nameplate, value-only
+)
+# Battery mass in kg: 1.2 `batteryMass`, 1.0 `batteryWeight`, IDTA 02035-4 TechnicalData.
+_MASS_KG_PATHS = ("batteryMass", "batteryWeight", "generalInformation.batteryMass")
+
+
+def _first(r: _Reader, paths: Iterable[str], read: str) -> tuple[Any, str]:
+    """The first of `paths` the document has, read as text or number; (None, first path)."""
+    first = ""
+    for path in paths:
+        value, spelled = r.text(path) if read == "text" else r.number(path)
+        first = first or spelled
+        if value is not None:
+            return value, spelled
+    return None, first
 
 
 def _batterypass(r: _Reader, model: PassportModel) -> Passport:
-    """BatteryPass 1.2 aspects and their IDTA PascalCase twins (keys are matched ignoring case)."""
-    pid, ipath = r.text("batteryPassportIdentifier")
+    """BatteryPass 1.0/1.2 aspects and their IDTA PascalCase twins (keys matched ignoring case)."""
+    pid, ipath = _first(r, _ID_PATHS, "text")
     if pid is None and any(r.key(r.doc, k) for k in _GPI_KEYS):
         raise r.fail(ipath, "missing: the passport id is required")
-    manufacturer, _ = r.text("manufacturerInformation.identifier")
+    manufacturer, _ = _first(
+        r, ("manufacturerInformation.identifier", "manufacturerIdentification"), "text"
+    )
     texts = _chemistry_fields(
         r,
-        ["batteryChemistry.shortName", "batteryChemistry.clearName"],
+        [
+            f"{group}.{name}"
+            for group in ("batteryChemistry", "productChemistry")
+            for name in ("shortName", "clearName")
+        ],
         [("batteryMaterials", "batteryMaterialName")],
     )
-    mass_kg, mpath = r.number("batteryMass")  # kg: "Mass of the entire battery in kilograms"
+    # kg: "Mass of the entire battery in kilograms" (1.2), `batteryWeight` in kg (1.0)
+    mass_kg, mpath = _first(r, _MASS_KG_PATHS, "number")
     status = r.text("batteryStatus")
     events = list(r.items("batteryCondition.negativeEvents", "negativeEvent"))
     return _finish(
@@ -746,6 +866,63 @@ def _plant(r: _Reader) -> Passport:
     )
 
 
+# -- IDTA 02035 as an AAS JSON environment -----------------------------------------------------
+
+_AAS_BATTERY = re.compile(r"batterypass|digitalbatterypassport", re.IGNORECASE)
+
+
+def _aas_value(element: dict[str, Any]) -> Any:
+    """Value-only form (IDTA-01001 Part 2) of one submodel element."""
+    kind, value = element.get("modelType"), element.get("value")
+    if kind == "SubmodelElementCollection":
+        return _aas_elements(value)
+    if kind == "SubmodelElementList":
+        return [_aas_value(e) for e in value or [] if isinstance(e, dict)]
+    if kind == "MultiLanguageProperty":
+        texts = {t.get("language"): t.get("text") for t in value or [] if isinstance(t, dict)}
+        return texts.get("en", next(iter(texts.values()), None))
+    if kind == "Range":
+        return {"min": element.get("min"), "max": element.get("max")}
+    return value if isinstance(value, str | int | float) else None
+
+
+def _aas_elements(elements: Any) -> dict[str, Any]:
+    return {
+        e["idShort"]: _aas_value(e)
+        for e in elements or []
+        if isinstance(e, dict) and isinstance(e.get("idShort"), str)
+    }
+
+
+def aas_values(env: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """An AAS JSON environment's battery-passport submodels as one value-only document.
+
+    The submodels' elements are joined by idShort; the shell's `assetInformation.globalAssetId`
+    (the asset the passport describes) becomes the passport id under `AAS_ID_KEY`.
+    """
+    submodels = [s for s in env.get("submodels") or [] if isinstance(s, dict)]
+    battery = [
+        s
+        for s in submodels
+        if _AAS_BATTERY.search(json.dumps(s.get("semanticId")) + str(s.get("id")))
+    ]
+    if not battery:
+        names = ", ".join(str(s.get("idShort")) for s in submodels) or "none"
+        raise PassportError(
+            f"{source}: not a battery passport: an AAS environment without an IDTA 02035 "
+            f"battery passport submodel (submodels: {names})"
+        )
+    doc: dict[str, Any] = {}
+    for sm in battery:
+        doc.update(_aas_elements(sm.get("submodelElements")))
+    for shell in env.get("assetAdministrationShells") or []:
+        asset = shell.get("assetInformation") if isinstance(shell, dict) else None
+        if isinstance(asset, dict) and isinstance(asset.get("globalAssetId"), str):
+            doc[AAS_ID_KEY] = asset["globalAssetId"]
+            break
+    return doc
+
+
 _CATENAX_3_KEYS = (
     "batteryIdentification",
     "cellChemistry",
@@ -761,8 +938,12 @@ _BATTERYPASS_KEYS = (
     "batteryCondition",
     "batteryTechicalProperties",  # sic: the 1.2.1 performance model spells it so
     "batteryTechnicalProperties",
+    "productChemistry",  # 1.0
+    "productPassportIdentifier",  # 1.0
+    "uniqueFacilityIdentifier",  # IDTA 02035-1 battery nameplate
     *_GPI_KEYS,
 )
+_CATENAX_SPEC = re.compile(r"urn:(?:samm:)?io\.catenax\.([\w.]+):(\d[\w.\-]*)")
 
 
 def detect_model(doc: dict[str, Any], *, source: str) -> PassportModel:
@@ -770,24 +951,44 @@ def detect_model(doc: dict[str, Any], *, source: str) -> PassportModel:
     fmt = doc.get("format")
     if isinstance(fmt, str) and fmt.startswith("plant-passport"):
         return PassportModel.plant
-    spec = doc.get("specVersion")
-    if isinstance(spec, str) and "battery_pass:" in spec:
-        version = spec.rsplit(":", 1)[-1]
-        if version.startswith("6."):
-            return PassportModel.catenax_6
-        if version.startswith("3.0."):
-            return PassportModel.catenax_3
+    if isinstance(doc.get("submodels"), list):
+        return PassportModel.idta_aas
+    metadata = doc.get("metadata")
+    spec = doc.get("specVersion") or (metadata or {}).get("specVersion")
+    m = _CATENAX_SPEC.match(spec) if isinstance(spec, str) else None
+    if m and m.group(1) != "battery.battery_pass":
+        raise PassportError(
+            f"{source}: not a battery passport: specVersion {spec} is a Catena-X "
+            f"{m.group(1)} document, not io.catenax.battery.battery_pass"
+        )
+    if m:
+        version = m.group(2)
+        for prefix, model in (("6.", PassportModel.catenax_6), ("4.", PassportModel.catenax_4),
+                              ("3.0.", PassportModel.catenax_3)):  # fmt: skip
+            if version.startswith(prefix):
+                return model
         raise PassportError(
             f"{source}: specVersion: Catena-X battery_pass {version} is not supported "
-            "(accepted: 6.x and 3.0.x)"
+            "(accepted: 6.x, 4.0.0 and 3.0.x)"
         )
-    if isinstance(doc.get("metadata"), dict) and isinstance(doc.get("identification"), dict):
-        return PassportModel.catenax_6
+    if isinstance(metadata, dict) and isinstance(doc.get("identification"), dict):
+        ident = doc["identification"]
+        if _Reader.key(ident, "chemistry") is None:
+            raise PassportError(
+                f"{source}: not a battery passport: a Catena-X passport without "
+                "identification.chemistry or a battery_pass specVersion (a generic product "
+                "passport?)"
+            )
+        # 4.0.0 keeps physicalDimension at the top; 6.x under characteristics.
+        return PassportModel.catenax_4 if "physicalDimension" in doc else PassportModel.catenax_6
     if sum(_Reader.key(doc, k) is not None for k in _CATENAX_3_KEYS) >= 2:
         return PassportModel.catenax_3
     hits = [k for k in (_Reader.key(doc, name) for name in _BATTERYPASS_KEYS) if k]
     if hits:
-        return PassportModel.idta if hits[0][0].isupper() else PassportModel.batterypass_1_2
+        if hits[0][0].isupper():
+            return PassportModel.idta
+        v1_0 = {"productChemistry", "productPassportIdentifier", "batteryWeight"}
+        return PassportModel.batterypass_1_0 if v1_0 & set(hits) else PassportModel.batterypass_1_2
     keys = ", ".join(list(doc)[:8]) or "none"
     raise PassportError(
         f"{source}: not a battery passport: no keys of Catena-X BatteryPass 6.x/3.0.x, "
@@ -798,9 +999,11 @@ def detect_model(doc: dict[str, Any], *, source: str) -> PassportModel:
 def passport_from_document(doc: dict[str, Any], *, source: str) -> Passport:
     """Validate an already-parsed passport document of any accepted model."""
     model = detect_model(doc, source=source)
+    if model is PassportModel.idta_aas:
+        doc = aas_values(doc, source=source)
     r = _Reader(doc, source)
-    if model is PassportModel.catenax_6:
-        return _catenax_6(r)
+    if model in (PassportModel.catenax_6, PassportModel.catenax_4):
+        return _catenax_6(r, model)
     if model is PassportModel.catenax_3:
         return _catenax_3(r)
     if model is PassportModel.plant:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Protocol
 
 from drivers.spectra import Spectrum
 from models.fusion import fuse
+from models.passport import routing_problem
 from plant.domain import Decision
 from plant.routing import RoutingRules, decide
 
@@ -31,6 +33,8 @@ class Evidence:
     passport_error: str | None = None
     buffers_full: frozenset[str] = frozenset()
     duplicate_of: str | None = None  # the cell that carried this passport before
+    cell_mass_g: float | None = None  # the load cell's reading (infeed.cell_mass_g)
+    seen_on: date = field(default_factory=date.today)  # passport expiry is checked against it
 
 
 def decide_batch(
@@ -44,13 +48,18 @@ def decide_batch(
         results = dict(zip(with_spectrum, preds, strict=True))
     out = []
     for i, ev in enumerate(items):
+        passport, passport_error = ev.passport, ev.passport_error
+        # A draft, expired or implausible passport is no evidence: the spectrum decides alone.
+        problem = routing_problem(passport, ev.seen_on) if passport is not None else None
+        if problem:
+            passport = None
+            passport_error = f"{problem}: not routing evidence, the spectrum decides"
         fused = fuse(
-            ev.passport,
+            passport,
             results.get(i),
-            passport_error=ev.passport_error,
+            passport_error=passport_error,
             spectrum_error=ev.spectrum_error,
         )
-        passport = ev.passport
         out.append(
             decide(
                 fused,
@@ -60,6 +69,8 @@ def decide_batch(
                 buffers_full=ev.buffers_full,
                 duplicate_of=ev.duplicate_of,
                 model_version=model_version if i in results else None,
+                passport_mass_g=getattr(passport, "mass_g", None),
+                cell_mass_g=ev.cell_mass_g,
             )
         )
     return out

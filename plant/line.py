@@ -742,6 +742,7 @@ class LineEngine:
             passport_error=passport_error,
             buffers_full=buffers,
             duplicate_of=duplicate_of,
+            cell_mass_g=f.mass_g,
         )
 
     async def _duplicate_of(self, passport_id: str, f: Flight) -> str | None:
@@ -783,7 +784,7 @@ class LineEngine:
             return pid, None, f"passport lookup failed: {exc}"
         if passport is None:
             return pid, None, f"passport {pid} not in the local passport store"
-        return pid, passport, None
+        return passport.passport_id or pid, passport, None  # the id as stored
 
     def _record_decision(self, s: Session, f: Flight, d: Decision, ev: Evidence) -> None:
         s.connection().execute(

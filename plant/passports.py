@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from drivers.sim.cells import CellStream
@@ -20,8 +21,10 @@ from drivers.sim.passports import passport_document
 from models.passport import (
     Passport,
     PassportError,
+    PassportModel,
     load_document,
     passport_from_document,
+    routing_problem,
 )
 from plant.store import PassportRow, Store, table_of, utcnow
 
@@ -38,11 +41,13 @@ class ImportFailure:
 
 @dataclass
 class ImportReport:
-    """What an import did: new passports, replaced passports, files that failed."""
+    """What an import did: new passports, replaced passports, files that failed, and passports
+    stored that may not route a cell on their own (draft, expired, implausible: `notes`)."""
 
     imported: int = 0
     updated: int = 0
     failed: list[ImportFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,6 +58,7 @@ class ImportReport:
             "imported": self.imported,
             "updated": self.updated,
             "failed": [{"file": str(f.path), "error": f.error} for f in self.failed],
+            "not_routing_evidence": self.notes,
         }
 
 
@@ -67,6 +73,9 @@ def _row(passport: Passport, payload: dict[str, Any], source_file: str | None) -
         "mass_g": passport.mass_g,
         "soh_pct": passport.soh_pct,
         "damaged": passport.damaged,
+        "status": passport.status,
+        "expires_on": passport.expires_on,
+        "implausible": passport.implausible,
         "fields_used": dict(passport.fields_used),
         "source_file": source_file,
         "payload": payload,
@@ -104,38 +113,94 @@ def upsert_passports(
     return new, replaced
 
 
-def _read(path: Path) -> tuple[Passport, dict[str, Any], str]:
-    """Parse one file for import; PassportError when it cannot become a stored passport."""
+# Models whose files are aspects (parts) of one passport: joined per folder (`_join_aspects`).
+_ASPECT_MODELS = frozenset(
+    {PassportModel.batterypass_1_0, PassportModel.batterypass_1_2, PassportModel.idta}
+)
+
+_Parsed = tuple[Passport, dict[str, Any], str]
+
+
+def _read(path: Path) -> _Parsed:
+    """Parse one file for import; PassportError when it cannot be read as a passport."""
     source = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise PassportError(f"{source}: cannot read the file: {exc.strerror}") from None
     doc = load_document(raw, source=source)
-    passport = passport_from_document(doc, source=source)
-    if passport.passport_id is None:
-        raise PassportError(
-            f"{source}: passport id: missing; this {passport.model.value} aspect file carries no "
-            "passport id, so it cannot be looked up (import the passport that names the id)"
+    return passport_from_document(doc, source=source), doc, source
+
+
+def _join_aspects(
+    folder: Path, aspects: list[tuple[Path, Passport, dict[str, Any]]]
+) -> Iterator[_Parsed | ImportFailure]:
+    """The aspect files of one folder as passports: the files naming one id are joined, and the
+    files naming none join them when the folder holds exactly one id (one battery)."""
+    ids = list(dict.fromkeys(p.passport_id for _, p, _ in aspects if p.passport_id))
+    loose = [path for path, p, _ in aspects if p.passport_id is None]
+    for pid in ids:
+        paths = [path for path, p, _ in aspects if p.passport_id == pid]
+        joined = paths + (loose if len(ids) == 1 else [])
+        doc: dict[str, Any] = {}
+        for path, _, d in sorted(aspects, key=lambda a: a[1].passport_id is not None):
+            if path in joined:
+                doc.update(d)
+        others = ", ".join(p.name for p in joined[1:])
+        source = (f"{paths[0]} + {others}" if others else str(paths[0]))[:500]
+        try:
+            yield passport_from_document(doc, source=source), doc, source
+        except PassportError as exc:
+            yield ImportFailure(paths[0], str(exc))
+    if loose and len(ids) != 1:
+        why = (
+            f"the folder holds {len(ids)} passport ids ({', '.join(ids)}): which battery is it?"
+            if ids
+            else "no file in the folder names one (add the aspect with the passport id, e.g. "
+            "GeneralProductInformation or the battery nameplate)"
         )
-    return passport, doc, source
+        for path in loose:
+            yield ImportFailure(
+                path, f"{path}: passport id: missing; this aspect file carries none and {why}"
+            )
 
 
 def import_passports(
     store: Store, paths: Iterable[Path], progress: Callable[[Path], None] | None = None
 ) -> ImportReport:
-    """Import passport files; good files are stored even when others fail, each failure kept."""
-    report = ImportReport()
+    """Import passport files; good files are stored even when others fail, each failure kept.
 
-    def parsed() -> Iterator[tuple[Passport, dict[str, Any], str]]:
+    Aspect files of one battery (BatteryPass, IDTA value-only submodels) are joined per folder.
+    """
+    report = ImportReport()
+    aspects: dict[Path, list[tuple[Path, Passport, dict[str, Any]]]] = {}
+    today = date.today()
+
+    def noted(item: _Parsed) -> _Parsed:
+        problem = routing_problem(item[0], today)
+        if problem:
+            report.notes.append(f"{item[2]}: not routing evidence: {problem}")
+        return item
+
+    def parsed() -> Iterator[_Parsed]:
         for path in paths:
             try:
-                yield _read(path)
+                passport, doc, source = _read(path)
+                if passport.model in _ASPECT_MODELS:
+                    aspects.setdefault(path.parent, []).append((path, passport, doc))
+                else:
+                    yield noted((passport, doc, source))
             except PassportError as exc:
                 report.failed.append(ImportFailure(path, str(exc)))
             finally:
                 if progress is not None:
                     progress(path)
+        for folder, found in aspects.items():
+            for item in _join_aspects(folder, found):
+                if isinstance(item, ImportFailure):
+                    report.failed.append(item)
+                else:
+                    yield noted(item)
 
     report.imported, report.updated = upsert_passports(store, parsed())
     return report
@@ -155,10 +220,19 @@ def import_simulated_passports(store: Store, stream: CellStream, seqs: Iterable[
     return new + replaced
 
 
+def _is_uuid_urn(passport_id: str) -> bool:
+    return passport_id[:9].lower() == "urn:uuid:"
+
+
 def lookup_passport(store: Store, passport_id: str) -> PassportRow | None:
-    """The stored passport with this id (primary-key lookup), or None."""
+    """The stored passport with this id (primary key), or None; a urn:uuid in any case."""
     with store.session() as s:
-        return s.get(PassportRow, passport_id)
+        row = s.get(PassportRow, passport_id)
+        if row is None and _is_uuid_urn(passport_id):
+            row = s.scalars(
+                select(PassportRow).where(func.lower(PassportRow.id) == passport_id.lower())
+            ).first()
+        return row
 
 
 _PASSPORTS = table_of(PassportRow)
@@ -177,16 +251,25 @@ _FIND_PASSPORT = select(
             "mass_g",
             "soh_pct",
             "damaged",
+            "status",
+            "expires_on",
+            "implausible",
             "fields_used",
         )
     )
-).where(_PASSPORTS.c.id == bindparam("b_id"))
+)
+_FIND_EXACT = _FIND_PASSPORT.where(_PASSPORTS.c.id == bindparam("b_id"))
+# UUIDs compare case-insensitively (RFC 9562): `urn:uuid:ABC...` on a label finds the passport
+# stored as imported (`urn:uuid:abc...` or mixed case), whose id stays as it was written.
+_FIND_UUID = _FIND_PASSPORT.where(func.lower(_PASSPORTS.c.id) == bindparam("b_id"))
 
 
 def find_passport(store: Store, passport_id: str) -> Passport | None:
     """The stored passport with this id, parsed for fusion: the line's lookup per cell."""
     with store.engine.connect() as conn:
-        row = conn.execute(_FIND_PASSPORT, {"b_id": passport_id}).first()
+        row = conn.execute(_FIND_EXACT, {"b_id": passport_id}).first()
+        if row is None and _is_uuid_urn(passport_id):
+            row = conn.execute(_FIND_UUID, {"b_id": passport_id.lower()}).first()
     return passport_of(row) if row is not None else None
 
 
@@ -203,5 +286,8 @@ def passport_of(row: Any) -> Passport:
         mass_g=row.mass_g,
         soh_pct=row.soh_pct,
         damaged=row.damaged,
+        status=row.status,
+        expires_on=row.expires_on,
+        implausible=row.implausible,
         fields_used={str(k): str(v) for k, v in (row.fields_used or {}).items()},
     )

@@ -1,11 +1,13 @@
 """Routing rules: fused chemistry + cell flags -> route, with a reason an operator can read.
 
 Rules come from config/routing.toml (loaded strictly, see `load_rules`). `decide` is pure.
-Order: damaged/swollen -> quarantine; no chemistry -> quarantine (with why); confidence below
-the route's threshold -> quarantine; passport state of health at or above the reuse threshold
--> quarantine for second-life inspection; the route's downstream buffer full -> quarantine
-(`buffer_full`); otherwise the route the chemistry maps to. Quarantine reasons start with a
-reason code (`passport_spectrum_mismatch: ...`) so they can be counted and filtered.
+Order: a passport on another cell -> quarantine; the passport's mass far from the load cell's
+(`passport_mass_mismatch`) -> quarantine; damaged/swollen -> quarantine; no chemistry ->
+quarantine (with why); confidence below the route's threshold -> quarantine; passport state
+of health at or above the reuse threshold -> quarantine for second-life inspection; the
+route's downstream buffer full -> quarantine (`buffer_full`); otherwise the route the
+chemistry maps to. Quarantine reasons start with a reason code (`passport_spectrum_mismatch:
+...`) so they can be counted and filtered.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Thresholds(Strict):
     black_mass_min_confidence: float = Field(0.90, ge=0.0, le=1.0)
     reject_min_confidence: float = Field(0.80, ge=0.0, le=1.0)
     reuse_soh_pct: float = Field(80.0, ge=0.0, le=100.0)
+    passport_mass_tolerance_pct: float = Field(15.0, gt=0.0, le=100.0)
 
     def for_route(self, route: Route) -> float:
         """Confidence a cell needs to go to `route` (quarantine needs none)."""
@@ -97,8 +100,14 @@ def decide(
     buffers_full: frozenset[str] = frozenset(),
     duplicate_of: str | None = None,
     model_version: str | None = None,
+    passport_mass_g: float | None = None,
+    cell_mass_g: float | None = None,
 ) -> Decision:
-    """Route one cell from its fused chemistry and the flags the line knows."""
+    """Route one cell from its fused chemistry and the flags the line knows.
+
+    `passport_mass_g`: the mass of the passport the decision rests on (None when none does);
+    `cell_mass_g`: what the load cell weighed (None or 0: no reading).
+    """
     chem = Chemistry(fused.chemistry)
     conf = float(fused.confidence)
     source = DecisionSource(fused.source)
@@ -112,6 +121,17 @@ def decide(
 
     if duplicate_of is not None:  # a copied label or passport: neither can be trusted
         return quarantine("duplicate_passport", duplicate_of)
+    tolerance = rules.thresholds.passport_mass_tolerance_pct
+    if (
+        passport_mass_g is not None
+        and cell_mass_g
+        and abs(cell_mass_g - passport_mass_g) > passport_mass_g * tolerance / 100.0
+    ):
+        return quarantine(
+            "passport_mass_mismatch",
+            f"passport says {passport_mass_g:,.10g} g, the load cell weighed {cell_mass_g:,.10g} g "
+            f"(tolerance {tolerance:g} %): wrong passport on this cell? ({words})",
+        )
     if damaged and rules.overrides.damaged_to_quarantine:
         return quarantine("damaged", f"damaged or swollen cell, handle by hand ({words})")
     route = rules.routes[chem]

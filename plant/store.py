@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -120,6 +120,11 @@ class PassportRow(Base):
     soh_pct: Mapped[float | None] = mapped_column(Float)
     chemistry_text: Mapped[str | None] = mapped_column(Text)
     damaged: Mapped[bool] = mapped_column(default=False)
+    # Lifecycle and plausibility (models.passport.routing_problem): not routing evidence when
+    # draft, expired or implausible.
+    status: Mapped[str | None] = mapped_column(String(32))
+    expires_on: Mapped[date | None] = mapped_column()
+    implausible: Mapped[str | None] = mapped_column(Text)
     fields_used: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source_file: Mapped[str | None] = mapped_column(String(500))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from plant.commands import ctx_of, err, out
@@ -55,6 +56,8 @@ def import_cmd(
     else:
         for failure in report.failed:
             err.print(f"[red]failed:[/] {failure.error}", highlight=False, soft_wrap=True)
+        for note in report.notes:
+            err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         err.print(
             f"{report.imported} imported, {report.updated} updated, {len(report.failed)} failed "
             f"({len(files)} files)",
@@ -89,6 +92,9 @@ def show_cmd(
         "mass_g": row.mass_g,
         "soh_pct": row.soh_pct,
         "damaged": row.damaged,
+        "status": row.status,
+        "expires_on": row.expires_on.isoformat() if row.expires_on else None,
+        "implausible": row.implausible,
         "source_file": row.source_file,
         "imported_at": row.imported_at.isoformat(),
         "fields_used": row.fields_used,

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 from rich.text import Text
 
-from drivers.spectra import Spectrum, SpectrumError, read_spectrum
+from drivers.spectra import VENDOR_SUFFIXES, Spectrum, SpectrumError, read_spectrum
 from models.classifier import (
     CAN_OCCLUDED,
     CLASSES,
@@ -48,7 +48,7 @@ from plant.commands import Ctx, ctx_of, err, out
 from plant.domain import Chemistry, Decision, Route
 from plant.routing import RoutingRules, decide, load_rules
 
-SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt"})
+SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt", *VENDOR_SUFFIXES})
 models_app = typer.Typer(help="Chemistry models: list, activate, roll back.", no_args_is_help=True)
 
 

@@ -178,7 +178,7 @@ def _format_count(value: float) -> str:
 
 # --------------------------------------------------------------------------- EMSA / MSA
 
-# '#KEY : v', '#KEY -unit: v', '#KEY-unit: v' (ISO 22029) and '#KEY unit: v' (Oxford: '#XPOSITION mm:').
+# '#KEY : v', '#KEY -unit: v', '#KEY-unit: v' (ISO 22029); '#KEY unit: v' (Oxford '#XPOSITION mm:')
 _MSA_LINE = re.compile(
     r"^#\s*(#?[A-Za-z][A-Za-z0-9_]*)\s*(?:-?\s*([A-Za-z\u00b5][^:\s]*))?\s*:\s?(.*)$"
 )
@@ -192,12 +192,61 @@ _MSA_SINGLE = frozenset(
 # ISO 22029 keywords (and the abbreviations common software writes); others are ignored and
 # named in one warning.
 _MSA_KNOWN = frozenset(
-    "FORMAT VERSION TITLE DATE TIME OWNER NPOINTS NCOLUMNS XUNITS YUNITS DATATYPE XPERCHAN "
-    "OFFSET SIGNALTYPE XLABEL YLABEL CHOFFSET COMMENT BEAMKV EMISSION PROBECUR BEAMDIAM MAGCAM "
-    "OPERMODE CONVANGLE COLLANGLE THICKNESS XTILTSTGE YTILTSTGE XPOSITION YPOSITION ZPOSITION "
-    "DWELLTIME INTEGTIME ELSDET EDSDET ELEVANGLE AZIMANGLE SOLIDANGLE SOLIDANGL LIVETIME "
-    "REALTIME FWHMMNKA TBEWIND TAUWIND TDEADLYR TACTLYR TALWIND TPYWIND TBNWIND TDIWIND THCWIND "
-    "CHECKSUM".split()
+    (
+        "FORMAT",
+        "VERSION",
+        "TITLE",
+        "DATE",
+        "TIME",
+        "OWNER",
+        "NPOINTS",
+        "NCOLUMNS",
+        "XUNITS",
+        "YUNITS",
+        "DATATYPE",
+        "XPERCHAN",
+        "OFFSET",
+        "SIGNALTYPE",
+        "XLABEL",
+        "YLABEL",
+        "CHOFFSET",
+        "COMMENT",
+        "BEAMKV",
+        "EMISSION",
+        "PROBECUR",
+        "BEAMDIAM",
+        "MAGCAM",
+        "OPERMODE",
+        "CONVANGLE",
+        "COLLANGLE",
+        "THICKNESS",
+        "XTILTSTGE",
+        "YTILTSTGE",
+        "XPOSITION",
+        "YPOSITION",
+        "ZPOSITION",
+        "DWELLTIME",
+        "INTEGTIME",
+        "ELSDET",
+        "EDSDET",
+        "ELEVANGLE",
+        "AZIMANGLE",
+        "SOLIDANGLE",
+        "SOLIDANGL",
+        "LIVETIME",
+        "REALTIME",
+        "FWHMMNKA",
+        "TBEWIND",
+        "TAUWIND",
+        "TDEADLYR",
+        "TACTLYR",
+        "TALWIND",
+        "TPYWIND",
+        "TBNWIND",
+        "TDIWIND",
+        "THCWIND",
+        "CHECKSUM",
+    )
 )
 _MSA_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
@@ -479,8 +528,7 @@ def _parse_mca(text: str, path: Path, calibration: tuple[float, float] | None) -
         expected = int(_float(dpp["MCAC"], path, f"MCAC in <<{config}>>"))
         if expected != len(values):
             raise SpectrumError(
-                f"{path}: <<{config}>> says MCAC={expected} channels but <<DATA>> has "
-                f"{len(values)}"
+                f"{path}: <<{config}>> says MCAC={expected} channels but <<DATA>> has {len(values)}"
             )
     for key, value in dpp.items():
         metadata[f"dpp_{key}"] = value
@@ -752,7 +800,7 @@ def read_vendor(path: str | Path) -> Spectrum:
     try:
         reader = importlib.import_module(f"rsciio.{plugin}").file_reader
         signals = reader(str(p))
-    except Exception as exc:  # noqa: BLE001 - any reader failure is one line about this file
+    except Exception as exc:  # any reader failure is one line about this file
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise SpectrumError(f"{p}: not a readable {plugin} spectrum file ({detail})") from None
     if len(signals) != 1 or np.asarray(signals[0]["data"]).ndim != 1:

@@ -447,6 +447,10 @@ class Classifier:
             )
         best = max(probs, key=lambda c: probs[c])
         p = probs[best]
+        if not named and (best == CAN or can_like):
+            # Only a can shows, and Cd or La/Ce K lines pass it: at `heavy_min_snr` they name
+            # NiCd / NiMH (no Li-ion cell in a can carries them; reference §2.2).
+            named = [k for k, v in heavy.items() if v]
         if named:
             # Cd or La/Ce K lines are there: only NiCd / NiMH carry them. Where the model saw
             # that chemistry or only a can (or hesitated), the lines decide and the can's

@@ -126,9 +126,13 @@ def classify_paths(
         kind = input_kind(path)
         if kind == "spectrum":
             try:
-                spectra.append((i, read_spectrum(path)))
+                spectrum = read_spectrum(path)
             except SpectrumError as exc:
                 rows[i] = _error_row(path, kind, str(exc))
+                continue
+            if "warning" in spectrum.metadata:
+                err.print(f"warning: {spectrum.metadata['warning']}", markup=False, highlight=False)
+            spectra.append((i, spectrum))
             continue
         try:
             passport = parse_passport(path.read_bytes(), source=str(path))

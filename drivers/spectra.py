@@ -3,7 +3,8 @@
 Formats (details and quirks in docs/spectra.md):
 - EMSA/MSA (ISO 22029), the standard spectral text format (`read_msa`, `write_msa`);
 - Amptek `.mca` (PMCA spectrum), what many XRF detectors export (`read_mca`, `write_mca`);
-- plain CSV `energy_keV,counts` (`read_csv`, `write_csv`).
+- plain CSV `energy_keV,counts` (`read_csv`, `write_csv`);
+- vendor formats (Bruker .spx, EDAX .spc) through rosettasciio (`read_vendor`).
 `read_spectrum` / `write_spectrum` pick the format from the content or the file suffix.
 """
 
@@ -86,8 +87,27 @@ _UNITS_TO_KEV = {"ev": 1e-3, "kev": 1.0}
 _UNITS_TO_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
 
 
+# No single spectrum file comes near this (a 4096-channel EMSA file is ~50 KB); a bigger file
+# is a map, a data cube or a wrong file, and reading it would cost gigabytes of memory.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+def _check_size(path: Path) -> None:
+    """Refuse a file over MAX_FILE_BYTES before reading a byte of it."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SpectrumError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if size > MAX_FILE_BYTES:
+        raise SpectrumError(
+            f"{path}: file is {size / 2**20:.1f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit "
+            "for one spectrum (a map or data cube?)"
+        )
+
+
 def _load_text(path: Path) -> str:
-    """File content as text; binary garbage, empty and unreadable files are refused."""
+    """File content as text; binary garbage, empty, oversize and unreadable files are refused."""
+    _check_size(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -158,8 +178,76 @@ def _format_count(value: float) -> str:
 
 # --------------------------------------------------------------------------- EMSA / MSA
 
-_MSA_LINE = re.compile(r"^#\s*(#?[A-Za-z][A-Za-z0-9_]*)\s*(?:-\s*([^:\s]+))?\s*:\s?(.*)$")
+# '#KEY : v', '#KEY -unit: v', '#KEY-unit: v' (ISO 22029); '#KEY unit: v' (Oxford '#XPOSITION mm:')
+_MSA_LINE = re.compile(
+    r"^#\s*(#?[A-Za-z][A-Za-z0-9_]*)\s*(?:-?\s*([A-Za-z\u00b5][^:\s]*))?\s*:\s?(.*)$"
+)
 _MSA_REQUIRED = ("NPOINTS", "DATATYPE", "XPERCHAN", "OFFSET")
+# Keywords that decide how the data are read may not be given twice; others (TITLE, XLABEL ...,
+# which EDS software repeats) keep their first value.
+_MSA_SINGLE = frozenset(
+    {"FORMAT", "NPOINTS", "NCOLUMNS", "DATATYPE", "XPERCHAN", "OFFSET", "XUNITS", "LIVETIME"}
+    | {"REALTIME", "BEAMKV"}
+)
+# ISO 22029 keywords (and the abbreviations common software writes); others are ignored and
+# named in one warning.
+_MSA_KNOWN = frozenset(
+    (
+        "FORMAT",
+        "VERSION",
+        "TITLE",
+        "DATE",
+        "TIME",
+        "OWNER",
+        "NPOINTS",
+        "NCOLUMNS",
+        "XUNITS",
+        "YUNITS",
+        "DATATYPE",
+        "XPERCHAN",
+        "OFFSET",
+        "SIGNALTYPE",
+        "XLABEL",
+        "YLABEL",
+        "CHOFFSET",
+        "COMMENT",
+        "BEAMKV",
+        "EMISSION",
+        "PROBECUR",
+        "BEAMDIAM",
+        "MAGCAM",
+        "OPERMODE",
+        "CONVANGLE",
+        "COLLANGLE",
+        "THICKNESS",
+        "XTILTSTGE",
+        "YTILTSTGE",
+        "XPOSITION",
+        "YPOSITION",
+        "ZPOSITION",
+        "DWELLTIME",
+        "INTEGTIME",
+        "ELSDET",
+        "EDSDET",
+        "ELEVANGLE",
+        "AZIMANGLE",
+        "SOLIDANGLE",
+        "SOLIDANGL",
+        "LIVETIME",
+        "REALTIME",
+        "FWHMMNKA",
+        "TBEWIND",
+        "TAUWIND",
+        "TDEADLYR",
+        "TACTLYR",
+        "TALWIND",
+        "TPYWIND",
+        "TBNWIND",
+        "TDIWIND",
+        "THCWIND",
+        "CHECKSUM",
+    )
+)
 _MSA_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
@@ -184,6 +272,7 @@ def read_msa(path: str | Path) -> Spectrum:
 
 def _parse_msa(text: str, path: Path) -> Spectrum:
     header = _MsaHeader()
+    unknown: list[str] = []
     data: list[tuple[int, str]] = []
     in_data = ended = False
     for number, line in _msa_lines(text):
@@ -206,8 +295,12 @@ def _parse_msa(text: str, path: Path) -> Spectrum:
             if key.startswith("#"):
                 header.user[key[1:]] = value
                 continue
-            if upper in header.values and upper != "COMMENT":
-                raise SpectrumError(f"{path}: line {number}: keyword #{upper} given twice")
+            if upper in header.values:
+                if upper in _MSA_SINGLE:
+                    raise SpectrumError(f"{path}: line {number}: keyword #{upper} given twice")
+                continue
+            if upper not in _MSA_KNOWN:
+                unknown.append(f"#{key}")
             header.values[upper] = value
             header.lines[upper] = number
             if unit:
@@ -291,6 +384,8 @@ def _parse_msa(text: str, path: Path) -> Spectrum:
         if header.values.get(key):
             metadata[key.lower()] = header.values[key]
     metadata.update(header.user)
+    if unknown:
+        metadata["warning"] = f"{path}: unknown EMSA keywords ignored: {', '.join(unknown)}"
     return Spectrum(
         counts=np.asarray(values, dtype=np.float64),
         offset_kev=offset_kev,
@@ -339,7 +434,7 @@ def write_msa(spectrum: Spectrum, path: str | Path, *, datatype: str = "Y") -> P
         rows.append(("REALTIME  -s", repr(float(spectrum.real_time_s))))
     if spectrum.tube_kv is not None:
         rows.append(("BEAMKV   -kV", repr(float(spectrum.tube_kv))))
-    skip = {"title", "owner", "format", "date", "time", "signaltype"}
+    skip = {"title", "owner", "format", "date", "time", "signaltype", "warning"}
     for key, value in spectrum.metadata.items():
         if key not in skip and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
             rows.append((f"#{key}", str(value).replace("\n", " ")))
@@ -426,13 +521,14 @@ def _parse_mca(text: str, path: Path, calibration: tuple[float, float] | None) -
         origin.append(number)
     _check_counts(values, path, lambda i: f"line {origin[i]}")
     metadata: dict[str, str] = {"format": "mca"}
-    dpp = _mca_dpp(sections.get("DPP CONFIGURATION", []))
+    # DppMCA writes <<DP5 CONFIGURATION>> (DP5, PX5, DP5X, DP5G); older firmware <<DPP ...>>.
+    config = next((n for n in ("DP5 CONFIGURATION", "DPP CONFIGURATION") if n in sections), None)
+    dpp = _mca_dpp(sections[config]) if config else {}
     if "MCAC" in dpp:
-        expected = int(_float(dpp["MCAC"], path, "MCAC in <<DPP CONFIGURATION>>"))
+        expected = int(_float(dpp["MCAC"], path, f"MCAC in <<{config}>>"))
         if expected != len(values):
             raise SpectrumError(
-                f"{path}: <<DPP CONFIGURATION>> says MCAC={expected} channels but <<DATA>> has "
-                f"{len(values)}"
+                f"{path}: <<{config}>> says MCAC={expected} channels but <<DATA>> has {len(values)}"
             )
     for key, value in dpp.items():
         metadata[f"dpp_{key}"] = value
@@ -445,7 +541,9 @@ def _parse_mca(text: str, path: Path, calibration: tuple[float, float] | None) -
         else:
             raise SpectrumError(f"{path}: line {number}: <<DPP STATUS>> line has no ':'")
     extra = _mca_keyvalues(sections.get("PLANT METADATA", []))
-    offset, gain = _mca_calibration(sections, path, calibration)
+    offset, gain, inferred = _mca_calibration(sections, path, calibration)
+    if inferred:
+        metadata["calibration_unit_inferred"] = inferred
     live = _seconds(head["LIVE_TIME"], None, path, "LIVE_TIME") if "LIVE_TIME" in head else None
     real = _seconds(head["REAL_TIME"], None, path, "REAL_TIME") if "REAL_TIME" in head else None
     if live is None or live <= 0:
@@ -478,24 +576,31 @@ def _mca_dpp(lines: list[tuple[int, str]]) -> dict[str, str]:
     return out
 
 
+# Amptek's default calibration LABEL names the axis ("Channel"), not the unit of the energies.
+_MCA_UNNAMED_UNITS = frozenset({"", "CHANNEL", "CHANNELS", "ENERGY"})
+# Plausible channel widths (EDS/XRF MCAs: 2-200 eV) to tell keV from eV when no unit is named.
+_MCA_KEV_PER_CHANNEL = (0.002, 0.2)
+
+
 def _mca_calibration(
     sections: dict[str, list[tuple[int, str]]], path: Path, given: tuple[float, float] | None
-) -> tuple[float, float]:
-    """Fit E = offset + gain * channel through the <<CALIBRATION>> points (keV)."""
+) -> tuple[float, float, str | None]:
+    """Fit E = offset + gain * channel through the <<CALIBRATION>> points: (offset keV,
+    keV/channel, the unit when it was inferred from the channel width rather than named)."""
     if "CALIBRATION" not in sections:
         if given is None:
             raise SpectrumError(
                 f"{path}: no <<CALIBRATION>> section: channel-to-energy calibration missing "
                 "(need LABEL - keV and at least two 'channel energy' points, or pass a calibration)"
             )
-        return given
+        return given[0], given[1], None
     lines = sections["CALIBRATION"]
-    unit = "keV"
+    unit = ""
     channels: list[float] = []
     energies: list[float] = []
     for number, line in lines:
         if line.upper().startswith("LABEL"):
-            unit = line.partition("-")[2].strip() or "keV"
+            unit = line.partition("-")[2].strip()
             continue
         parts = line.split()
         if len(parts) != 2:
@@ -504,7 +609,8 @@ def _mca_calibration(
             )
         channels.append(_float(parts[0], path, f"calibration channel on line {number}"))
         energies.append(_float(parts[1], path, f"calibration energy on line {number}"))
-    factor = _kev_factor(unit, path, "<<CALIBRATION>> LABEL")
+    named = unit.upper() not in _MCA_UNNAMED_UNITS
+    factor = _kev_factor(unit, path, "<<CALIBRATION>> LABEL") if named else 1.0
     if len(set(channels)) < 2:
         raise SpectrumError(
             f"{path}: <<CALIBRATION>> has {len(set(channels))} distinct point(s); "
@@ -513,7 +619,16 @@ def _mca_calibration(
     gain, offset = np.polyfit(np.asarray(channels), np.asarray(energies) * factor, 1)
     if gain <= 0:
         raise SpectrumError(f"{path}: <<CALIBRATION>> points give a non-positive keV/channel")
-    return float(offset), float(gain)
+    if named:
+        return float(offset), float(gain), None
+    lo, hi = _MCA_KEV_PER_CHANNEL
+    for inferred, scale in (("keV", 1.0), ("eV", 1e-3)):
+        if lo <= gain * scale <= hi:
+            return float(offset * scale), float(gain * scale), inferred
+    raise SpectrumError(
+        f"{path}: <<CALIBRATION>> LABEL - {unit or '(none)'} names no energy unit and the points "
+        f"give {gain:.4g} per channel, neither 2-200 eV nor 0.002-0.2 keV: no energy calibration"
+    )
 
 
 def write_mca(spectrum: Spectrum, path: str | Path) -> Path:
@@ -657,6 +772,68 @@ def write_csv(spectrum: Spectrum, path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- dispatch
 
+# --------------------------------------------------------------------------- vendor formats
+
+# Read through rosettasciio (the kept reader), never by our own parsers: suffix -> its plugin.
+VENDOR_SUFFIXES = {".spx": "bruker", ".spc": "edax"}
+
+
+def _nested(tree: dict[str, object], key: str) -> object | None:
+    """First value of `key` anywhere in a nested metadata dict (depth first)."""
+    for k, v in tree.items():
+        if k == key:
+            return v
+        if isinstance(v, dict):
+            found = _nested(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def read_vendor(path: str | Path) -> Spectrum:
+    """Read a single-spectrum vendor file (Bruker .spx, EDAX .spc) through rosettasciio."""
+    p = Path(path)
+    _check_size(p)
+    plugin = VENDOR_SUFFIXES.get(p.suffix.lower(), "bruker")
+    import importlib
+
+    try:
+        reader = importlib.import_module(f"rsciio.{plugin}").file_reader
+        signals = reader(str(p))
+    except Exception as exc:  # any reader failure is one line about this file
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise SpectrumError(f"{p}: not a readable {plugin} spectrum file ({detail})") from None
+    if len(signals) != 1 or np.asarray(signals[0]["data"]).ndim != 1:
+        shapes = [np.asarray(sig["data"]).shape for sig in signals]
+        raise SpectrumError(f"{p}: holds {shapes}, not one spectrum (a map or a series?)")
+    signal = signals[0]
+    axis = signal["axes"][-1]
+    to_kev = _kev_factor(str(axis.get("units") or "keV"), p, "the energy axis")
+    meta = signal.get("metadata", {})
+    live = _nested(meta, "live_time")
+    real = _nested(meta, "real_time")
+    beam = _nested(meta, "beam_energy")
+    metadata = {"format": plugin}
+    if not isinstance(live, int | float) or live <= 0:
+        metadata["live_time"] = "missing: real time used" if real else "missing: 1 s assumed"
+        live = real if isinstance(real, int | float) and real > 0 else 1.0
+    title = _nested(meta, "title")
+    if title:
+        metadata["title"] = str(title)
+    return Spectrum(
+        counts=np.asarray(signal["data"], dtype=np.float64),
+        offset_kev=float(axis["offset"]) * to_kev,
+        kev_per_channel=float(axis["scale"]) * to_kev,
+        live_time_s=float(live),
+        real_time_s=float(real) if isinstance(real, int | float) else None,
+        tube_kv=float(beam) if isinstance(beam, int | float) else None,
+        source=str(p),
+        metadata=metadata,
+    )
+
+
+# --------------------------------------------------------------------------- dispatch
+
 FORMATS = ("msa", "mca", "csv")
 _SUFFIXES = {".msa": "msa", ".emsa": "msa", ".ems": "msa", ".mca": "mca", ".csv": "csv"}
 
@@ -682,7 +859,11 @@ def detect_format(path: str | Path, text: str | None = None) -> str:
 def read_spectrum(path: str | Path, *, calibration: tuple[float, float] | None = None) -> Spectrum:
     """Read any supported spectrum file; the format comes from its content or suffix."""
     p = Path(path)
+    if p.suffix.lower() in VENDOR_SUFFIXES:
+        return read_vendor(p)
     text = _load_text(p)
+    if "<TRTSPECTRUM" in text[:2000].upper():  # a Bruker .spx under another name
+        return read_vendor(p)
     fmt = detect_format(p, text)
     if fmt == "msa":
         return _parse_msa(text, p)

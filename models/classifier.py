@@ -16,6 +16,10 @@ Order of decisions for one spectrum (docs/architecture.md, "What the XRF can and
    allows it).
 5. Reject option: a best class below `reject_below` -> `UNKNOWN`, reason `ambiguous` (a 70/30
    mixture of two chemistries, a cell half under the casing ...).
+Before 2-5, a spectrum no battery cell gives is `UNKNOWN`, reason `out_of_domain`, naming why:
+strong lines no chemistry explains (Ca, Ti, Cr, Sr, Zr, W, Pt, Au, Pb ... as a major signal), a
+fit far worse than any cell's, no tube scatter (electron-excited EDS), or a tube below
+`min_tube_kv`. A model trained on cells has never seen such spectra: its answer means nothing.
 Per-route confidence thresholds are applied later, by plant/routing.py.
 """
 
@@ -33,7 +37,15 @@ import sklearn
 from threadpoolctl import ThreadpoolController
 
 from drivers.spectra import Spectrum
-from models.features import FEATURE_VERSION, INDEX, LIGHT, TM, extract_batch
+from models.features import (
+    FEATURE_VERSION,
+    INDEX,
+    LIGHT,
+    TM,
+    LineFit,
+    extract_with_fit,
+    foreign_shares,
+)
 from models.passport import ChemistryClass
 
 # The eleven specific classes of docs/architecture.md (the family `NMC` and `UNKNOWN` are answers,
@@ -52,6 +64,7 @@ CAN_OCCLUDED = "can_occluded"
 LOW_COUNTS = "low_counts"
 AMBIGUOUS = "ambiguous"
 NO_LINES = "no_lines"
+OUT_OF_DOMAIN = "out_of_domain"
 # A whole spectrum beyond 1e15 counts (years at 1 Mcps) is not a measurement.
 MAX_PLAUSIBLE_COUNTS = 1e15
 
@@ -82,6 +95,16 @@ class Rules:
     # lone spike, a calibration outside the XRF range) is no cell measurement, whatever the
     # model would make of it.
     min_line_snr: float = 3.0
+    # Out of domain: a foreign line (models.features.FOREIGN_LINES) at `ood_min_snr` carrying
+    # `ood_min_share` of the metal line signal (simulated cells, traces included: < 0.02); a fit
+    # residual (per Poisson expectation; cells: median 1, max ~80) above `ood_max_residual`;
+    # a metal-to-scatter ratio (log) above `ood_max_tm_to_scatter` (cells: < 5.3; no tube
+    # scatter at all: electron excitation); a stated tube voltage below `min_tube_kv`.
+    ood_min_share: float = 0.1
+    ood_min_snr: float = 5.0
+    ood_max_residual: float = 500.0
+    ood_max_tm_to_scatter: float = 7.0
+    min_tube_kv: float = 30.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rules:
@@ -132,6 +155,47 @@ def can_signature(features: npt.NDArray[np.float64], rules: Rules) -> npt.NDArra
         & p_absent
         & plated
     )
+
+
+def _line_name(name: str) -> str:
+    return name.replace("_L", " L") if name.endswith("_L") else f"{name} K"
+
+
+def out_of_domain(
+    features: npt.NDArray[np.float64],
+    fit: LineFit,
+    tube_kv: Sequence[float | None],
+    rules: Rules,
+) -> list[str]:
+    """Per spectrum: why no battery cell gives it (words naming the lines), or ''."""
+    share, snr = foreign_shares(fit)
+    strong = {
+        el: (share[el] >= rules.ood_min_share) & (snr[el] >= rules.ood_min_snr) for el in share
+    }
+    residual = fit.residual
+    flat = features[:, INDEX["tm_to_scatter"]] > rules.ood_max_tm_to_scatter
+    out = [""] * features.shape[0]
+    flagged = np.flatnonzero(
+        np.logical_or.reduce([*strong.values(), residual > rules.ood_max_residual, flat])
+        | np.asarray([kv is not None and kv < rules.min_tube_kv for kv in tube_kv], dtype=bool)
+    )
+    for i in flagged.tolist():
+        words = [
+            f"{_line_name(el)} {100 * share[el][i]:.0f} % of the line signal"
+            for el in sorted(strong, key=lambda e: -share[e][i])
+            if strong[el][i]
+        ]
+        if words:
+            words[0] = "lines no battery chemistry explains: " + words[0]
+        if residual[i] > rules.ood_max_residual:
+            words.append(f"poor fit (residual {residual[i]:.0f}x the noise)")
+        if flat[i]:
+            words.append("no tube scatter (not an XRF tube spectrum?)")
+        kv = tube_kv[i]
+        if kv is not None and kv < rules.min_tube_kv:
+            words.append(f"excited at {kv:g} kV (models know tubes of 40-50 kV)")
+        out[i] = "; ".join(words)
+    return out
 
 
 def _top(probs: dict[str, float], n: int = 2) -> str:
@@ -316,14 +380,19 @@ class Classifier:
         """Classify a batch of spectra (one feature fit and one model call for all)."""
         if not spectra:
             return []
-        features = extract_batch(spectra)
+        features, fit = extract_with_fit(spectra)
         totals = np.asarray([s.total_counts() for s in spectra])
-        return self.predict_features(features, totals)
+        ood = out_of_domain(features, fit, [s.tube_kv for s in spectra], self.rules)
+        return self.predict_features(features, totals, ood)
 
     def predict_features(
-        self, features: npt.NDArray[np.float64], totals: npt.NDArray[np.float64]
+        self,
+        features: npt.NDArray[np.float64],
+        totals: npt.NDArray[np.float64],
+        ood: Sequence[str] | None = None,
     ) -> list[SpectrumResult]:
-        """Decide from precomputed features (and total counts) of a batch."""
+        """Decide from precomputed features (and total counts) of a batch; `ood` gives, per
+        spectrum, why it is out of domain ('' when it is not; see out_of_domain)."""
         r = self.rules
         proba = self.predict_proba(features)
         can_like = can_signature(features, r)
@@ -339,6 +408,9 @@ class Classifier:
             probs = {c: float(p) for c, p in zip(self.classes, proba[i], strict=True)}
             seen = {k: bool(v[i] >= seen_at) for k, v in snr.items()}
             named = [k for k, v in snr.items() if v[i] >= named_at]
+            if ood and ood[i] and totals[i] >= r.min_total_counts and not no_lines[i]:
+                out.append(SpectrumResult(UNKNOWN, 0.0, OUT_OF_DOMAIN, probs, ood[i]))
+                continue
             out.append(
                 self._decide(
                     probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
@@ -375,6 +447,10 @@ class Classifier:
             )
         best = max(probs, key=lambda c: probs[c])
         p = probs[best]
+        if not named and (best == CAN or can_like):
+            # Only a can shows, and Cd or La/Ce K lines pass it: at `heavy_min_snr` they name
+            # NiCd / NiMH (no Li-ion cell in a can carries them; reference §2.2).
+            named = [k for k, v in heavy.items() if v]
         if named:
             # Cd or La/Ce K lines are there: only NiCd / NiMH carry them. Where the model saw
             # that chemistry or only a can (or hesitated), the lines decide and the can's

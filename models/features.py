@@ -45,6 +45,7 @@ _Z = {
     "Al": 13, "P": 15, "Ar": 18, "K": 19, "Ca": 20, "Ti": 22, "Cr": 24, "Mn": 25,
     "Fe": 26, "Co": 27, "Ni": 28, "Cu": 29, "Zn": 30, "Rh": 45, "Ag": 47, "Cd": 48,
     "Sn": 50, "La": 57, "Ce": 58, "Pr": 59, "Nd": 60,
+    "Br": 35, "Rb": 37, "Sr": 38, "Zr": 40, "Mo": 42, "W": 74, "Pt": 78, "Au": 79, "Pb": 82,
 }  # fmt: skip
 
 # Transition metals read as cathode / casing / alkaline signal (K lines, 4.5-9.6 keV).
@@ -94,7 +95,20 @@ REE = _Region(
     (),
     (31.0, 33.0, 35.0, 37.0, 39.0, 41.0),
 )
-REGIONS = (LOW, CD, REE)
+# Lines no battery chemistry explains (reference §2.1), where a cell spectrum shows only the
+# metals' sum peaks and the tube's continuum: K lines of Br..Mo, L lines of W..Pb. Fitted only to
+# refuse such spectra (models/classifier.py: out_of_domain); no feature reads them.
+FOREIGN = _Region(
+    "foreign",
+    10.2,
+    18.5,
+    ("Br", "Rb", "Sr", "Zr", "Mo"),
+    ("W", "Pt", "Au", "Pb"),
+    (10.2, 11.5, 13.0, 14.5, 16.0, 17.5, 18.5),
+)
+# Pile-up sum peaks (2 x Kα) of the cathode and can metals fall in that window.
+SUM_PEAKS = ("Fe", "Co", "Ni", "Cu")
+REGIONS = (LOW, CD, REE, FOREIGN)
 
 
 @cache
@@ -193,6 +207,7 @@ def _region_design(region: _Region, energies: FloatArray, width_kev: float) -> _
         list(region.k_lines)
         + [f"{el}_L" for el in region.l_lines]
         + ([f"{el}_scatter" for el in CD_SCATTER] if region is CD else [])
+        + ([f"{el}_sum" for el in SUM_PEAKS] if region is FOREIGN else [])
     )
     lo = int(np.searchsorted(energies, region.lo_kev))
     hi = int(np.searchsorted(energies, region.hi_kev, side="right"))
@@ -211,6 +226,10 @@ def _region_design(region: _Region, energies: FloatArray, width_kev: float) -> _
             cols += [_group_shape(x, _l_group(el), fwhm) for el in region.l_lines]
             if region is CD:
                 cols += [_group_shape(x, _k_group(el)[2:], fwhm) for el in CD_SCATTER]
+            if region is FOREIGN:
+                cols += [
+                    _group_shape(x, ((2 * _k_group(el)[0][0], 1.0),), fwhm) for el in SUM_PEAKS
+                ]
             return np.stack(cols, axis=1) * width_kev  # counts per channel for unit area
 
         peak_cols = peak_columns(e)
@@ -550,6 +569,28 @@ def fit_lines(spectra: Sequence[Spectrum]) -> LineFit:
     return _fit_batch(spectra).fit
 
 
+# Lines fitted that no battery chemistry explains as a major signal (reference §2.1): Ca, Ti, Cr
+# (a cell shows them as traces, from the can steel or contamination) and the FOREIGN region.
+FOREIGN_LINES: tuple[str, ...] = (
+    "Ca",
+    "Ti",
+    "Cr",
+    *FOREIGN.k_lines,
+    *(f"{el}_L" for el in FOREIGN.l_lines),
+)
+
+
+def foreign_shares(fit: LineFit) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
+    """Per foreign line: its share of the metal + foreign line signal, and its significance."""
+    area = {el: np.maximum(fit.area[el], 0.0) for el in (*TM, *FOREIGN_LINES) if el in fit.area}
+    if not area:
+        return {}, {}
+    denom = np.maximum(sum(area.values()), 1.0)
+    share = {el: area[el] / denom for el in FOREIGN_LINES if el in area}
+    snr = {el: fit.area[el] / fit.sigma[el] for el in share}
+    return share, snr
+
+
 def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) -> FloatArray:
     """Ratios, fractions and significances from fitted line areas."""
     lines = (*TM, *LIGHT)
@@ -604,10 +645,15 @@ def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) ->
 
 def extract_batch(spectra: Sequence[Spectrum]) -> FloatArray:
     """Feature matrix (n_spectra, N_FEATURES) for a batch of spectra of any calibrations."""
+    return extract_with_fit(spectra)[0]
+
+
+def extract_with_fit(spectra: Sequence[Spectrum]) -> tuple[FloatArray, LineFit]:
+    """Feature matrix and the line fit it came from (the classifier reads foreign lines there)."""
     if not spectra:
-        return np.zeros((0, N_FEATURES))
+        return np.zeros((0, N_FEATURES)), fit_lines(spectra)
     batch = _fit_batch(spectra)
-    return _features_from_fit(batch.fit, batch.totals, batch.scatter)
+    return _features_from_fit(batch.fit, batch.totals, batch.scatter), batch.fit
 
 
 def extract(spectrum: Spectrum) -> FloatArray:

@@ -17,7 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from models.classifier import CAN_OCCLUDED, LOW_COUNTS, NMC_GRADES, UNKNOWN, SpectrumResult
+from models.classifier import (
+    CAN_OCCLUDED,
+    LOW_COUNTS,
+    NMC_GRADES,
+    OUT_OF_DOMAIN,
+    UNKNOWN,
+    SpectrumResult,
+)
 
 # How far a passport's stated chemistry is trusted on its own: mislabelled or counterfeit
 # passports are a real risk (docs/architecture.md), so less than certain, but above the route
@@ -69,6 +76,8 @@ def _spectrum_words(s: SpectrumResult) -> str:
         return "spectrum sees only the steel can"
     if s.reason == LOW_COUNTS:
         return "spectrum has too few counts"
+    if s.reason == OUT_OF_DOMAIN:
+        return f"spectrum is no battery cell's: {s.detail}"
     return f"spectrum unsure ({s.detail})" if s.detail else "spectrum unsure"
 
 

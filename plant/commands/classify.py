@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 from rich.text import Text
 
-from drivers.spectra import Spectrum, SpectrumError, read_spectrum
+from drivers.spectra import VENDOR_SUFFIXES, Spectrum, SpectrumError, read_spectrum
 from models.classifier import (
     CAN_OCCLUDED,
     CLASSES,
@@ -48,7 +48,7 @@ from plant.commands import Ctx, ctx_of, err, out
 from plant.domain import Chemistry, Decision, Route
 from plant.routing import RoutingRules, decide, load_rules
 
-SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt"})
+SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt", *VENDOR_SUFFIXES})
 models_app = typer.Typer(help="Chemistry models: list, activate, roll back.", no_args_is_help=True)
 
 
@@ -126,9 +126,13 @@ def classify_paths(
         kind = input_kind(path)
         if kind == "spectrum":
             try:
-                spectra.append((i, read_spectrum(path)))
+                spectrum = read_spectrum(path)
             except SpectrumError as exc:
                 rows[i] = _error_row(path, kind, str(exc))
+                continue
+            if "warning" in spectrum.metadata:
+                err.print(f"warning: {spectrum.metadata['warning']}", markup=False, highlight=False)
+            spectra.append((i, spectrum))
             continue
         try:
             passport = parse_passport(path.read_bytes(), source=str(path))

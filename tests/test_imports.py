@@ -16,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+
 def forbidden(path: str, module: str) -> bool:
     """Whether the file at `path` (relative to the repository) may not import `module`."""
     top, mod_top = path.split("/")[0], module.split(".")[0]

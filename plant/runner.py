@@ -74,19 +74,22 @@ class RunOptions:
     warm_sim: bool = False  # simulated XRF precomputes mixtures too (benchmarks)
 
 
+# Figures of the run's (seq, stored route) cells the controller cannot know, e.g. misrouted
+# against the simulator's truth; they join the summary after `plc_counters`.
+Score = Callable[[Sequence[tuple[int, str | None]], RoutingRules], dict[str, int]]
+
+
 @dataclass
 class RunParts:
     """What the command line builds for a run; the runner imports none of it (no simulator, no
     HMI: docs/architecture.md, "Import rule")."""
 
     rig: Callable[[], Rig]  # the line's hardware clients, opened once the simulators listen
-    # stores the passports of cells `seqs` before they arrive (simulated cells); None: none to
+    # stores the passports of cells `seqs` before they arrive (simulated cells)
     passports: Callable[[Store, range], int] | None = None
     hydromet: Callable[[EventBus], HydrometProcess] | None = None  # the simulated hydromet line
     hmi: Callable[[EventBus, Store], Any] | None = None  # the HMI's ASGI app; None: no HMI
-    # figures of the run's (seq, stored route) cells the controller cannot know, e.g. misrouted
-    # against the simulator's truth; they join the summary after `plc_counters`
-    score: Callable[[Sequence[tuple[int, str | None]], RoutingRules], dict[str, int]] | None = None
+    score: Score | None = None
 
 
 def _set_pdeathsig() -> None:
@@ -158,7 +161,7 @@ def summary(
     started: datetime,
     plc_counters: dict[str, int],
     latencies_ms: list[float],
-    score: Callable[[Sequence[tuple[int, str | None]], RoutingRules], dict[str, int]] | None,
+    score: Score | None,
 ) -> dict[str, Any]:
     """The run's figures (its PLC epochs): store counts vs PLC counters, and `score`'s figures
     (RunParts). `routes` counts the PLC's current epoch, as its counters do."""

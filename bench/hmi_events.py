@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from plant.bench import HMI_BUDGET_P95_MS as BUDGET_P95_MS
-from plant.bench import hmi_event_latency as measure
+from plant.commands.bench_harness import HMI_BUDGET_P95_MS as BUDGET_P95_MS
+from plant.commands.bench_harness import hmi_event_latency as measure
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from drivers.plc import PlcClient, load_tag_map
 from drivers.sim.plc import SimPlc
-from plant.bench import LINE_BLOCK, bare_modbus_rtt, time_pairs
+from plant.commands.bench_harness import LINE_BLOCK, bare_modbus_rtt, time_pairs
 
 PLC_TOML = Path(__file__).resolve().parent.parent / "config" / "plc.toml"
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from drivers.camera import DETECTORS
-from plant.bench import qr_decode_figures
+from plant.commands.bench_harness import qr_decode_figures
 
 
 def main() -> None:

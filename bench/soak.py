@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from plant import eventloop
-from plant.bench import (
+from plant.commands.bench_harness import (
     children_rss_mb,
     git_commit,
     line_run,

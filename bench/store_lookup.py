@@ -10,7 +10,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from plant.bench import fill_cells, passport_lookups
+from plant.commands.bench_harness import fill_cells, passport_lookups
 from plant.store import Store, upgrade
 
 

@@ -1,28 +1,27 @@
 """The hydrometallurgy runner: closed lots in, assayed product batches and SPC alarms out.
 
 In simulate mode the line engine calls `HydrometRunner.step(now)` about once a second. Each step
-samples the process (its own simulated pH loop, or the pH the caller passes) into the historian,
-turns waiting hydromet lots into a campaign with one batch per product and inline assays
-(drivers/sim/hydromet.py), charts every product with SPC, raises alarms on a trend before a
-batch goes off spec, and assays and values closed black-mass lots by XRF on a pressed pellet.
+samples the process (the plant's pH loop, or the pH the caller passes) into the historian,
+turns waiting hydromet lots into a campaign with one batch per product and inline assays,
+charts every product with SPC, raises alarms on a trend before a batch goes off spec, and
+assays and values closed black-mass lots by XRF on a pressed pellet. The process itself is a
+`HydrometPlant` the command line hands in (the simulated one: drivers/sim/hydromet.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 from pydantic import Field, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from drivers.sim.hydromet import HydrometModel, ProcessSim, pellet_assay, run_campaign
 from plant.alarms import Alarms
 from plant.config import Strict, config_dir, load_file
 from plant.domain import AlarmPriority
@@ -114,6 +113,75 @@ class HydrometConfig(Strict):
 def load_hydromet(directory: Path | None = None) -> HydrometConfig:
     """Load config/hydromet.toml."""
     return load_file(config_dir(directory) / "hydromet.toml", HydrometConfig)
+
+
+# ------------------------------------------------------------------- the process driven ----
+class ProductMade(Protocol):
+    """One product batch of a campaign as the inline analyser reports it."""
+
+    @property
+    def product(self) -> str: ...
+    @property
+    def mass_kg(self) -> float: ...
+    @property
+    def purity_pct(self) -> float: ...
+    @property
+    def main_element(self) -> str: ...
+    @property
+    def main_pct(self) -> float: ...
+    @property
+    def impurities_ppm(self) -> dict[str, float]: ...
+
+
+class CampaignMade(Protocol):
+    """What one campaign made: assayed products and where the rest of each metal went."""
+
+    @property
+    def products(self) -> Sequence[ProductMade]: ...
+    @property
+    def residues_g(self) -> dict[str, dict[str, float]]: ...
+
+
+class PelletMade(Protocol):
+    """XRF assay of a pressed black-mass pellet: wt% with 1-sigma uncertainty."""
+
+    @property
+    def wt_pct(self) -> dict[str, float]: ...
+    @property
+    def unc_pct(self) -> dict[str, float]: ...
+    @property
+    def black_mass_kg(self) -> float: ...
+
+
+class HydrometPlant(Protocol):
+    """The hydromet process the runner drives: its pH loop, campaigns and pellet assays."""
+
+    ph_setpoint: float  # the impurity-removal pH setpoint
+
+    def sample(self, dt_s: float) -> dict[str, float]:
+        """Advance dt_s seconds; the process values (tag -> value) now."""
+        ...
+
+    def campaign(
+        self,
+        number: int,
+        feed_g: Mapping[str, float],
+        feed_mass_g: float,
+        ph_mean: float,
+        ph_sd: float,
+    ) -> CampaignMade:
+        """Campaign `number` of the line: its feed (grams per metal) into assayed products."""
+        ...
+
+    def pellet_assay(
+        self,
+        lot_id: str,
+        metals_g: Mapping[str, float],
+        cell_mass_g: float,
+        rel_unc: Mapping[str, float],
+    ) -> PelletMade:
+        """XRF pellet assay of the black mass made from lot `lot_id`."""
+        ...
 
 
 # ------------------------------------------------------------------------------- assays ----
@@ -303,51 +371,21 @@ class HydrometRunner:
         alarms: Alarms | None = None,
         bus: EventBus | None = None,
         *,
+        plant: HydrometPlant,
         line: str = "L1",
-        seed: int = 1,
-        model: HydrometModel | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.products = products
         self.alarms = alarms
         self.bus = bus
+        self.plant = plant
         self.line = line
-        self.seed = seed
-        self.model = model or HydrometModel()
         self.historian = Historian(store)
-        p = config.process
-        self.process = ProcessSim(
-            p.ph_setpoint, p.ph_noise, np.random.default_rng([seed, 7]), p.ph_drift_per_h
-        )
         self._ph = _Welford()
-        self._last_ph = p.ph_setpoint
+        self._last_ph = config.process.ph_setpoint
         self._last_sample: datetime | None = None
         self._by_metal = {spec.metal: name for name, spec in products.products.items()}
-
-    @classmethod
-    def from_config_dir(
-        cls,
-        store: Store,
-        directory: Path | None,
-        alarms: Alarms | None = None,
-        bus: EventBus | None = None,
-        *,
-        line: str = "L1",
-        seed: int = 1,
-    ) -> HydrometRunner:
-        """Load config/hydromet.toml and config/products.toml and build the runner."""
-        from plant.purity import load_products
-
-        return cls(
-            store,
-            load_hydromet(directory),
-            load_products(directory),
-            alarms,
-            bus,
-            line=line,
-            seed=seed,
-        )
 
     # -- the periodic step ------------------------------------------------------------------
     def step(self, now: datetime, ph: float | None = None) -> StepReport:
@@ -376,7 +414,7 @@ class HydrometRunner:
                 if self._last_sample is None
                 else (now - self._last_sample).total_seconds()
             )
-            values = self.process.step(dt)
+            values = self.plant.sample(dt)
             self.historian.record((tag, now, v) for tag, v in values.items())
             self._last_sample = now
             ph = values[self.config.process.ph_tag]
@@ -442,9 +480,7 @@ class HydrometRunner:
             )
             if claimed.rowcount != len(lots):  # type: ignore[attr-defined]
                 raise _LotsTaken(cid)  # another runner claimed them first: roll back
-            result = run_campaign(
-                feed, mass, ph_mean, ph_sd, np.random.default_rng([self.seed, n]), self.model
-            )
+            result = self.plant.campaign(n, feed, mass, ph_mean, ph_sd)
             s.add(
                 CampaignRow(
                     id=cid,
@@ -561,9 +597,8 @@ class HydrometRunner:
                 )
             )
         for lot in lots:
-            rng = np.random.default_rng([self.seed, 11, *lot.id.encode()])
-            pa = pellet_assay(
-                lot.metals_g or {}, lot.mass_g, rng, self.model, self.config.black_mass.xrf_rel_unc
+            pa = self.plant.pellet_assay(
+                lot.id, lot.metals_g or {}, lot.mass_g, self.config.black_mass.xrf_rel_unc
             )
             li_est = float((lot.metals_g or {}).get("Li", 0.0)) / max(
                 1e-9, pa.black_mass_kg * 1000.0

@@ -1,4 +1,4 @@
-"""The simulated hydromet line's runner in a process of its own, stepped by the line controller.
+"""The hydromet line's runner in a process of its own, stepped by the line controller.
 
 `HydrometRunner.step` (plant/hydromet.py) is tens of ms of database work and SPC once a second,
 up to ~50 ms when a campaign of lots becomes product batches. In a thread of the controller it
@@ -7,7 +7,9 @@ held the interpreter lock the line's event loop needs: cells in flight meanwhile
 the store itself and raises the off-spec and SPC alarms there; its events (batch assayed, lot
 valued, alarm) come back to the controller's event bus, so the HMI and MQTT see them.
 
-Messages are JSON lines over a private socket pair. Parent to child: `init` (store URL, config
+The child is `python -m <child> FD`: a module of the command line (plant/commands/hydromet_child.py
+for the simulated plant) whose main calls `serve` with the runner it builds. Messages are JSON
+lines over a private socket pair. Parent to child: `init` (store URL, config
 directory, line, seed), `step` (a timestamp), `ph` (the impurity-removal setpoint). Child to
 parent: `ready`, `event`, `done` (with `error` when the step failed). A child that dies is
 started again at the next step; meanwhile the line runs on (the hydromet side only lags).
@@ -23,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,10 +53,19 @@ class HydrometProcess:
     """Parent side: start the child, step it, forward its events to the bus."""
 
     def __init__(
-        self, url: str, config_dir: Path, bus: EventBus | None, *, line: str, seed: int
+        self,
+        url: str,
+        config_dir: Path,
+        bus: EventBus | None,
+        *,
+        line: str,
+        seed: int,
+        child: str,
     ) -> None:
+        """`child`: the module the child runs (`python -m child FD`), whose main calls `serve`."""
         self.init = {"url": url, "config_dir": str(config_dir), "line": line, "seed": seed}
         self.bus = bus
+        self.child = child
         self.steps_failed = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -72,7 +84,7 @@ class HydrometProcess:
         with child:
             self._proc = await asyncio.to_thread(
                 subprocess.Popen,
-                [sys.executable, "-m", "plant.hydromet_process", str(child.fileno())],
+                [sys.executable, "-m", self.child, str(child.fileno())],
                 pass_fds=[child.fileno()],
             )
         normal_priority(self._proc.pid)  # off the sort path: no real-time scheduling
@@ -117,7 +129,7 @@ class HydrometProcess:
             await asyncio.shield(self._step)
 
     def set_ph(self, value: float) -> None:
-        """The impurity-removal pH setpoint of the simulated process (kept across restarts)."""
+        """The impurity-removal pH setpoint of the process (kept across restarts)."""
         self._ph = value
         if self.running:
             self._send({"ph": value})
@@ -217,9 +229,13 @@ class _LineBus(EventBus):
 
 
 # -- child side --------------------------------------------------------------------------------
-def main(argv: list[str]) -> None:
-    """The child (`python -m plant.hydromet_process FD`): step when told, until the parent
-    closes the socket (Ctrl-C at a terminal stops the parent, which closes it)."""
+# The child's runner from the store, its config directory, alarms, event bus, line and seed.
+BuildRunner = Callable[[Store, Path, Alarms, EventBus, str, int], HydrometRunner]
+
+
+def serve(argv: list[str], build: BuildRunner) -> None:
+    """The child (`python -m <child> FD`): step the runner `build` makes when told, until the
+    parent closes the socket (Ctrl-C at a terminal stops the parent, which closes it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -234,16 +250,14 @@ def main(argv: list[str]) -> None:
     bus = _LineBus(out)
     # Off-spec and SPC alarms go into the store and, as events, to the controller's bus.
     alarms = Alarms(store, cfg["line"], bus)
-    runner = HydrometRunner.from_config_dir(
-        store, Path(cfg["config_dir"]), alarms, bus, line=cfg["line"], seed=cfg["seed"]
-    )
+    runner = build(store, Path(cfg["config_dir"]), alarms, bus, cfg["line"], cfg["seed"])
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     try:
         for line in inbox:
             msg = json.loads(line)
             if "ph" in msg:
-                runner.process.ph_setpoint = float(msg["ph"])
+                runner.plant.ph_setpoint = float(msg["ph"])
             elif "step" in msg:
                 error = None
                 try:
@@ -254,7 +268,3 @@ def main(argv: list[str]) -> None:
                 out.flush()
     finally:
         store.close()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

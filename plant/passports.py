@@ -16,8 +16,6 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from drivers.sim.cells import CellStream
-from drivers.sim.passports import passport_document
 from models.passport import (
     Passport,
     PassportError,
@@ -204,20 +202,6 @@ def import_passports(
 
     report.imported, report.updated = upsert_passports(store, parsed())
     return report
-
-
-def import_simulated_passports(store: Store, stream: CellStream, seqs: Iterable[int]) -> int:
-    """Store the passports of simulated cells without writing files (fast path for big runs)."""
-
-    def items() -> Iterator[tuple[Passport, dict[str, Any], None]]:
-        for seq in seqs:
-            truth = stream.truth(seq)
-            if truth.passport_id is not None:
-                doc = passport_document(truth)
-                yield passport_from_document(doc, source=f"simulated cell {seq}"), doc, None
-
-    new, replaced = upsert_passports(store, items())
-    return new + replaced
 
 
 def _is_uuid_urn(passport_id: str) -> bool:

@@ -2,7 +2,8 @@
 
 With `--simulate` the simulators run in a child `plant sim` process (a second core for them,
 and the same servers a CI rig or `mbpoll` talks to). With `--cells N` the run stops the infeed
-once N cells of this line are final, and prints a JSON summary as its last line.
+once N cells of this line are final, and prints a JSON summary as its last line. The parts that
+are simulators or the HMI come built from the command line (`RunParts`, plant/commands/wiring.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,14 +32,13 @@ from sqlalchemy.exc import DBAPIError
 from threadpoolctl import threadpool_limits
 
 from drivers.plc import PlcError
-from drivers.sim.cells import CellStream
 from models.registry import Registry
 from plant import eventloop
 from plant.alarms import Alarms
 from plant.classifier_process import ClassifierProcess
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
-from plant.domain import CellState, Chemistry, Route
+from plant.domain import CellState, Route
 from plant.events import Event, EventBus
 from plant.historian import PROCESS_TAGS, Historian
 from plant.hydromet_process import HydrometProcess
@@ -45,8 +46,8 @@ from plant.limits import LiveLimits
 from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.mqtt import publishing as mqtt_publishing
-from plant.passports import find_passport, import_simulated_passports
-from plant.rig import open_rig
+from plant.passports import find_passport
+from plant.rig import Rig
 from plant.routing import RoutingRules, load_rules
 from plant.routing_live import LiveRouting
 from plant.scheduling import Realtime, normal_priority, policy_of
@@ -71,6 +72,24 @@ class RunOptions:
     port: int | None = None
     start_line: bool = True
     warm_sim: bool = False  # simulated XRF precomputes mixtures too (benchmarks)
+
+
+# Figures of the run's (seq, stored route) cells the controller cannot know, e.g. misrouted
+# against the simulator's truth; they join the summary after `plc_counters`.
+Score = Callable[[Sequence[tuple[int, str | None]], RoutingRules], dict[str, int]]
+
+
+@dataclass
+class RunParts:
+    """What the command line builds for a run; the runner imports none of it (no simulator, no
+    HMI: docs/architecture.md, "Import rule")."""
+
+    rig: Callable[[], Rig]  # the line's hardware clients, opened once the simulators listen
+    # stores the passports of cells `seqs` before they arrive (simulated cells)
+    passports: Callable[[Store, range], int] | None = None
+    hydromet: Callable[[EventBus], HydrometProcess] | None = None  # the simulated hydromet line
+    hmi: Callable[[EventBus, Store], Any] | None = None  # the HMI's ASGI app; None: no HMI
+    score: Score | None = None
 
 
 def _set_pdeathsig() -> None:
@@ -137,16 +156,15 @@ def summary(
     store: Store,
     line: str,
     rules: RoutingRules,
-    seed: int,
     *,
     epochs: tuple[int, ...],
     started: datetime,
     plc_counters: dict[str, int],
     latencies_ms: list[float],
+    score: Score | None,
 ) -> dict[str, Any]:
-    """The run's figures (its PLC epochs): store counts vs PLC counters, misrouted against the
-    simulated truth. `routes` counts the PLC's current epoch, as its counters do."""
-    stream = CellStream(seed)
+    """The run's figures (its PLC epochs): store counts vs PLC counters, and `score`'s figures
+    (RunParts). `routes` counts the PLC's current epoch, as its counters do."""
     with store.session() as s:
         rows = s.execute(
             select(CellRow.seq, CellRow.route, CellRow.state).where(
@@ -161,12 +179,7 @@ def summary(
             )
             or 0
         )
-    misrouted = 0
-    for seq, route, _state in rows:
-        if route in (None, Route.quarantine):
-            continue
-        if route != rules.routes[Chemistry(stream.truth(int(seq)).chemistry)]:
-            misrouted += 1
+    scores = score([(int(seq), route) for seq, route, _ in rows], rules) if score else {}
     routes = count_routes(store, line, epochs=epochs[-1:])
     return {
         "line": line,
@@ -175,14 +188,16 @@ def summary(
         "final": sum(1 for *_, st in rows if st in (CellState.confirmed, CellState.quarantined)),
         "routes": routes,
         "plc_counters": plc_counters,
-        "misrouted": misrouted,
+        **scores,
         "quarantined": sum(1 for _, route, _ in rows if route == Route.quarantine),
         "alarms": alarms,
         "decision_latency_ms": percentiles(latencies_ms),
     }
 
 
-async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
+async def run_line(
+    cfg: PlantConfig, config_dir: Path, opts: RunOptions, parts: RunParts
+) -> dict[str, Any] | None:
     """Run until Ctrl-C, or until `opts.cells` cells are final; returns the summary then.
 
     With `line.realtime_priority`, the controller's threads and its classifier process run at
@@ -199,11 +214,15 @@ async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict
         realtime.start()
         cleanup.callback(realtime.close)
         cleanup.callback(sys.setswitchinterval, sys.getswitchinterval())
-        return await _run_line(cfg, config_dir, opts, cleanup)
+        return await _run_line(cfg, config_dir, opts, parts, cleanup)
 
 
 async def _run_line(
-    cfg: PlantConfig, config_dir: Path, opts: RunOptions, cleanup: contextlib.AsyncExitStack
+    cfg: PlantConfig,
+    config_dir: Path,
+    opts: RunOptions,
+    parts: RunParts,
+    cleanup: contextlib.AsyncExitStack,
 ) -> dict[str, Any] | None:
     """The run itself; each part it starts is stopped by `cleanup`, newest first, however the
     run ends (a classifier that fails to start leaves no hydromet child or simulator behind)."""
@@ -228,11 +247,7 @@ async def _run_line(
         await cleanup.enter_async_context(
             mqtt_publishing(bus, cfg.mqtt, site=cfg.plant.site, line=line)
         )
-    hydromet = (
-        HydrometProcess(cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed)
-        if opts.simulate
-        else None
-    )
+    hydromet = parts.hydromet(bus) if parts.hydromet is not None else None
     # The hydromet child imports and opens the store while the classifier loads its model and
     # the simulators start; a config it cannot load stops the run below, as before.
     hydromet_started = None
@@ -250,11 +265,8 @@ async def _run_line(
         cleanup.push_async_callback(_stop_sim, proc)
         ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
-    # A simulated run labels its cells with passports of their own (another delivery), so a
-    # second run on the same database meets no passport twice.
-    stream = CellStream(cfg.sim.seed, batch=f"{time.time_ns():x}" if opts.simulate else "")
     started = utcnow()
-    rig = open_rig(cfg, config_dir, stream)
+    rig = parts.rig()
     cleanup.push_async_callback(rig.close)
     passports_ready = 0
     local_db = store.engine.dialect.name == "sqlite"
@@ -274,11 +286,9 @@ async def _run_line(
         nonlocal passports_ready
         if opts.cells is not None:
             upto = min(upto, opts.cells)
-        if opts.simulate and upto > passports_ready:
+        if parts.passports is not None and upto > passports_ready:
             start = passports_ready + 1
-            await asyncio.to_thread(
-                import_simulated_passports, store, stream, range(start, upto + 1)
-            )
+            await asyncio.to_thread(parts.passports, store, range(start, upto + 1))
             passports_ready = upto
 
     async def tick(engine: LineEngine) -> None:
@@ -370,12 +380,10 @@ async def _run_line(
     gc.freeze()
     server = None
     tasks: list[asyncio.Task[Any]] = []
-    if opts.hmi:
+    if parts.hmi is not None:
         import uvicorn
 
-        from hmi.app import create_app
-
-        app = create_app(config_dir, bus=bus, store=store)
+        app = parts.hmi(bus, store)
         host, port = opts.host or cfg.hmi.host, opts.port or cfg.hmi.port
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         tasks.append(asyncio.create_task(server.serve()))
@@ -406,11 +414,11 @@ async def _run_line(
                 store,
                 line,
                 routing.rules,
-                cfg.sim.seed,
                 epochs=run_epochs(engine),
                 started=started,
                 plc_counters={r: int(counters[f"counters.{r}"]) for r in ROUTES},
                 latencies_ms=list(engine.stats.latencies_ms),
+                score=parts.score,
             )
             result["classifier_cpu_s"] = round(classifier.cpu_seconds(), 2)
             if hydromet is not None:
@@ -450,14 +458,14 @@ async def _stop_sim(proc: subprocess.Popen[bytes]) -> None:
     await asyncio.to_thread(proc.wait)
 
 
-def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> None:
+def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions, parts: RunParts) -> None:
     """Blocking entry for the CLI; prints the summary JSON last when --cells is given."""
     logging.basicConfig(
         level=os.environ.get("PLANT_LOG", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        result = eventloop.run(run_line(cfg, config_dir, opts))
+        result = eventloop.run(run_line(cfg, config_dir, opts, parts))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("plant run stopped", file=sys.stderr, flush=True)
         return

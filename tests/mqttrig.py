@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from plant.bench import free_port_block
+from plant.commands.bench_harness import free_port_block
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from hydromet_feed import add_lot, nmc_mix
 from sqlalchemy import select
 
+from plant.commands.hydromet_child import simulated_plant
 from plant.hydromet import HydrometRunner, load_hydromet
 from plant.purity import load_products
 from plant.store import AssayRow, Store
@@ -51,7 +52,9 @@ def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_import_keeps_good_rows_and_reports_bad_ones_by_line(store: Store, tmp_path: Path) -> None:
-    runner = HydrometRunner(store, load_hydromet(REPO / "config"), load_products(REPO / "config"))
+    hydromet = load_hydromet(REPO / "config")
+    plant = simulated_plant(hydromet, 1)
+    runner = HydrometRunner(store, hydromet, load_products(REPO / "config"), plant=plant)
     add_lot(store, "L1-HM-000", nmc_mix(100), closed_at=T0, seq0=0)
     add_lot(store, "L1-BM-000", [("LFP", 200.0)] * 50, route="black_mass", closed_at=T0, seq0=500)
     runner.step(T0, ph=4.0)

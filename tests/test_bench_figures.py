@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from plant.bench import cpu_ticks, latency_run_size, steal_pct
+from plant.commands.bench_harness import cpu_ticks, latency_run_size, steal_pct
 
 
 def test_steal_is_the_share_of_all_cpu_time_between_two_readings() -> None:

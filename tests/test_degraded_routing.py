@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from drivers.sim.cells import CellFormat, CellStream, CellTruth, StreamMix
 from plant.alarms import Alarms
+from plant.commands.hydromet_child import simulated_plant
 from plant.genealogy import trace_batch
 from plant.hydromet import HydrometRunner, load_hydromet
 from plant.purity import load_products
@@ -84,11 +85,13 @@ def test_lfp_to_hydromet_raises_spc_alarm_before_off_spec_and_traces_to_lfp_cell
     store = Store(sqlite_url)
     config = _degraded_config(tmp_path)
     rules = load_rules(config)
+    hydromet = load_hydromet(config)
     runner = HydrometRunner(
         store,
-        load_hydromet(config),
+        hydromet,
         load_products(config),
         Alarms(store, "L1"),
+        plant=simulated_plant(hydromet, 1),
         line="L1",
     )
     stream = CreepingLfp(seed=5)

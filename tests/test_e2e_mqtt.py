@@ -16,8 +16,8 @@ import pytest
 from linerig import config_copy, plant_cmd, plant_env
 from mqttrig import Broker, Listener, retained_state
 
-from plant.bench import toml_text
 from plant.children import running_children
+from plant.commands.bench_harness import toml_text
 from plant.runner import final_count
 from plant.store import Store, upgrade
 

@@ -18,7 +18,7 @@ import pytest
 from linerig import config_copy, plant_cmd, plant_env
 
 from drivers.spectra import read_msa
-from plant.bench import toml_text
+from plant.commands.bench_harness import toml_text
 from plant.store import upgrade
 
 pytestmark = pytest.mark.e2e

@@ -10,6 +10,7 @@ from hydromet_feed import add_lot, nmc_mix
 from sqlalchemy import select
 
 from plant.alarms import Alarms
+from plant.commands.hydromet_child import simulated_plant
 from plant.genealogy import trace_batch, trace_cell, trace_passport
 from plant.hydromet import HydrometRunner, load_hydromet
 from plant.purity import load_products
@@ -25,7 +26,12 @@ def _runner(store: Store, **process: float) -> HydrometRunner:
     if process:
         cfg = cfg.model_copy(update={"process": cfg.process.model_copy(update=process)})
     return HydrometRunner(
-        store, cfg, load_products(REPO / "config"), Alarms(store, "L1"), line="L1"
+        store,
+        cfg,
+        load_products(REPO / "config"),
+        Alarms(store, "L1"),
+        plant=simulated_plant(cfg, 1),
+        line="L1",
     )
 
 

@@ -12,6 +12,7 @@ from hydromet_feed import add_lot, nmc_mix
 from linerig import CONFIG
 from sqlalchemy import func, select
 
+from plant.commands.wiring import HYDROMET_CHILD
 from plant.events import Event, EventBus
 from plant.hydromet_process import HydrometProcess
 from plant.store import BatchRow, LotRow, Store, upgrade
@@ -37,7 +38,7 @@ def test_steps_closed_lots_into_batches_and_forwards_its_events(store: Store) ->
     async def scenario() -> list[Event]:
         bus = EventBus()
         events = bus.subscribe()
-        hydromet = HydrometProcess(url, CONFIG, bus, line="L1", seed=3)
+        hydromet = HydrometProcess(url, CONFIG, bus, line="L1", seed=3, child=HYDROMET_CHILD)
         await hydromet.start()
         try:
             await hydromet.step(T0 + timedelta(seconds=1), wait=True)
@@ -62,7 +63,7 @@ def test_a_child_that_died_is_started_again_at_the_next_step(sqlite_url: str) ->
     url = sqlite_url
 
     async def scenario() -> tuple[int, int]:
-        hydromet = HydrometProcess(url, CONFIG, None, line="L1", seed=3)
+        hydromet = HydrometProcess(url, CONFIG, None, line="L1", seed=3, child=HYDROMET_CHILD)
         await hydromet.start()
         try:
             assert hydromet.pid is not None

@@ -16,31 +16,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Imports that still break the rule while the layering is being fixed (issue 21). Each must
-# still exist: when one is fixed, delete its line here, so the list only ever shrinks.
-KNOWN_EXCEPTIONS = {
-    # the bench harness builds its own simulated line and HMI; it belongs with the commands
-    ("plant/bench.py", "drivers.sim.camera"),
-    ("plant/bench.py", "drivers.sim.cells"),
-    ("plant/bench.py", "drivers.sim.profiles"),
-    ("plant/bench.py", "drivers.sim.xrf"),
-    ("plant/bench.py", "drivers.sim.xrfphysics"),
-    ("plant/bench.py", "hmi.app"),
-    # the hydromet runner steps the process simulator itself instead of a driver
-    ("plant/hydromet.py", "drivers.sim.hydromet"),
-    # the passport store imports the simulated cells' passports for --simulate
-    ("plant/passports.py", "drivers.sim.cells"),
-    ("plant/passports.py", "drivers.sim.passports"),
-    # the hardware assembly starts simulators beside the real drivers
-    ("plant/rig.py", "drivers.sim.camera"),
-    ("plant/rig.py", "drivers.sim.cells"),
-    ("plant/rig.py", "drivers.sim.plc"),
-    ("plant/rig.py", "drivers.sim.xrf"),
-    # `plant run` reads the simulator's truth and starts the HMI from plant/ (not the commands)
-    ("plant/runner.py", "drivers.sim.cells"),
-    ("plant/runner.py", "hmi.app"),
-}
-
 
 def forbidden(path: str, module: str) -> bool:
     """Whether the file at `path` (relative to the repository) may not import `module`."""
@@ -97,20 +72,10 @@ def tracked_python_files(root: Path) -> list[str]:
     return listed.stdout.split()
 
 
-def test_no_import_against_the_rule_beyond_the_known_exceptions() -> None:
+def test_no_import_against_the_rule() -> None:
     found = violations(REPO, tracked_python_files(REPO))
-    new = sorted(
-        f"{path}:{line} imports {mod}"
-        for (path, mod), line in found.items()
-        if (path, mod) not in KNOWN_EXCEPTIONS
-    )
-    assert not new, "imports against docs/architecture.md's rule:\n" + "\n".join(new)
-
-
-def test_every_known_exception_still_exists() -> None:
-    found = violations(REPO, tracked_python_files(REPO))
-    fixed = sorted(f"{path} -> {mod}" for path, mod in KNOWN_EXCEPTIONS - found.keys())
-    assert not fixed, "fixed: delete from KNOWN_EXCEPTIONS:\n" + "\n".join(fixed)
+    bad = sorted(f"{path}:{line} imports {mod}" for (path, mod), line in found.items())
+    assert not bad, "imports against docs/architecture.md's rule:\n" + "\n".join(bad)
 
 
 def test_checker_sees_lazy_relative_and_module_imports(tmp_path: Path) -> None:

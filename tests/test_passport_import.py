@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from drivers.sim.cells import CellStream
 from plant.cli import app
-from plant.passports import import_passports, import_simulated_passports, lookup_passport
+from plant.commands.wiring import import_simulated_passports
+from plant.passports import import_passports, lookup_passport
 from plant.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

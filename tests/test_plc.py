@@ -33,8 +33,8 @@ from drivers.plc import (
     parse_tag_map,
 )
 from drivers.sim.plc import SimPlc
-from plant.bench import free_port_block
 from plant.cli import app
+from plant.commands.bench_harness import free_port_block
 
 REPO = Path(__file__).resolve().parent.parent
 PLC_TOML = REPO / "config" / "plc.toml"

@@ -15,8 +15,9 @@ from linerig import config_copy
 from models.registry import ACTIVE_FILE, DEFAULT_DIR, DEFAULT_NAME, META_FILE, MODEL_FILE
 from plant.children import running_children
 from plant.classifier_process import ClassifierProcessError
+from plant.commands.wiring import HYDROMET_CHILD, run_line
 from plant.config import load_plant
-from plant.runner import RunOptions, run_line
+from plant.runner import RunOptions
 from plant.store import upgrade
 
 
@@ -44,7 +45,7 @@ def test_a_classifier_that_does_not_start_stops_the_run_and_leaves_no_child(
         with pytest.raises(ClassifierProcessError, match="sha256 differs"):
             await run_line(cfg, cfg_dir, RunOptions(simulate=True, cells=10, hmi=False))
         # The hydromet child was started beside the classifier: it is stopped and reaped.
-        for module in ("plant.hydromet_process", "plant.classifier_process", "plant.cli"):
+        for module in (HYDROMET_CHILD, "plant.classifier_process", "plant.cli"):
             assert running_children(os.getpid(), module) == [], module
 
     asyncio.run(scenario())

@@ -289,3 +289,55 @@ class ProcessSim:
             "leach.temp_c": round(70.0 + float(self.rng.normal(0.0, 0.4)), 2),
             "leach.orp_mv": round(450.0 + float(self.rng.normal(0.0, 8.0)), 1),
         }
+
+
+class SimHydrometPlant:
+    """The simulated hydromet plant as plant/hydromet.py's runner drives it: the pH loop,
+    campaigns and pellet assays, each seeded from `seed` (and the campaign or lot) so a run
+    repeats exactly."""
+
+    def __init__(
+        self,
+        seed: int,
+        ph_setpoint: float,
+        ph_noise: float,
+        ph_drift_per_h: float = 0.0,
+        model: HydrometModel | None = None,
+    ) -> None:
+        self.seed = seed
+        self.model = model or HydrometModel()
+        self.process = ProcessSim(
+            ph_setpoint, ph_noise, np.random.default_rng([seed, 7]), ph_drift_per_h
+        )
+
+    @property
+    def ph_setpoint(self) -> float:
+        return self.process.ph_setpoint
+
+    @ph_setpoint.setter
+    def ph_setpoint(self, value: float) -> None:
+        self.process.ph_setpoint = value
+
+    def sample(self, dt_s: float) -> dict[str, float]:
+        return self.process.step(dt_s)
+
+    def campaign(
+        self,
+        number: int,
+        feed_g: Mapping[str, float],
+        feed_mass_g: float,
+        ph_mean: float,
+        ph_sd: float,
+    ) -> CampaignResult:
+        rng = np.random.default_rng([self.seed, number])
+        return run_campaign(feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model)
+
+    def pellet_assay(
+        self,
+        lot_id: str,
+        metals_g: Mapping[str, float],
+        cell_mass_g: float,
+        rel_unc: Mapping[str, float],
+    ) -> PelletAssay:
+        rng = np.random.default_rng([self.seed, 11, *lot_id.encode()])
+        return pellet_assay(metals_g, cell_mass_g, rng, self.model, rel_unc)

@@ -38,7 +38,7 @@ def _steal(result: dict[str, Any]) -> str:
 
 
 def _table(result: dict[str, Any]) -> Table:
-    from plant.bench import BUDGETS, figure
+    from plant.commands.bench_harness import BUDGETS, figure
 
     budgets = {b.key: b for b in BUDGETS}
     machine = result["machine"]
@@ -89,7 +89,7 @@ def bench(
 ) -> None:
     """Measure the line's speed on this machine (simulated hardware) against the budgets."""
     from models.registry import RegistryError
-    from plant.bench import BenchError, run_bench
+    from plant.commands.bench_harness import BenchError, run_bench
 
     def say(message: str) -> None:
         err.print(message, markup=False, highlight=False)

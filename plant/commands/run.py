@@ -34,7 +34,8 @@ def run(
     cfg = c.plant()
     c.store().close()  # refuse an outdated schema before anything starts
 
-    from plant.runner import RunOptions, run_command  # heavy: drivers, models, HMI
+    from plant.commands.wiring import run_parts  # heavy: drivers, models, simulators
+    from plant.runner import RunOptions, run_command
 
     opts = RunOptions(
         simulate=simulate,
@@ -46,7 +47,7 @@ def run(
         host=host,
         port=port,
     )
-    run_command(cfg, c.config_dir, opts)
+    run_command(cfg, c.config_dir, opts, run_parts(cfg, c.config_dir, opts))
 
 
 def register(root: typer.Typer) -> None:

@@ -37,7 +37,7 @@ def sim(
     """Start the simulated PLC (Modbus TCP) and XRF heads (SCPI) on the ports in plant.toml."""
     from threadpoolctl import threadpool_limits
 
-    from plant.rig import SimHardware  # heavy: simulators, xraylib
+    from plant.commands.sim_hardware import SimHardware  # heavy: simulators, xraylib
 
     threadpool_limits(1)  # small arrays: idle BLAS threads would only spin (plant/runner.py)
 

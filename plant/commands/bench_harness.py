@@ -43,14 +43,15 @@ from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
 from plant import eventloop
 from plant.children import running_children
+from plant.commands.wiring import HYDROMET_CHILD, run_line
 from plant.config import PlantConfig, SimSection, load_plant
 from plant.domain import CellState
 from plant.line import PollView, percentiles
 from plant.rig import tag_map
-from plant.runner import RunOptions, final_count, run_line, spawn_sim, wait_ports
+from plant.runner import RunOptions, final_count, spawn_sim, wait_ports
 from plant.store import CellRow, Store, upgrade
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FULL_SPEED_RATE = 1000.0  # feeder cells/s for the throughput run: the controller is the bottleneck
 LATENCY_RATE = 200.0  # feeder cells/s for the latency run: the budget rate ...
 LATENCY_LOAD = 0.5  # ... or this share of the measured throughput if lower: no queueing
@@ -180,10 +181,10 @@ def rss_mb(pid: int | str = "self") -> float:
 
 def children_rss_mb() -> float:
     """Resident memory (MB) of this process' classifier and hydromet processes
-    (plant/classifier_process.py, plant/hydromet_process.py), 0.0 when none runs: the
+    (plant/classifier_process.py, plant/commands/hydromet_child.py), 0.0 when none runs: the
     controller's memory is its own plus theirs."""
     total = 0.0
-    for module in ("plant.classifier_process", "plant.hydromet_process"):
+    for module in ("plant.classifier_process", HYDROMET_CHILD):
         for pid in running_children(os.getpid(), module):
             with contextlib.suppress(OSError, BenchError):  # gone meanwhile
                 total += rss_mb(pid)

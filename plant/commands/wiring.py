@@ -1,0 +1,109 @@
+"""What `plant run` is built from: the simulators, the simulated cells' truth and the HMI, which
+only the command line knows (docs/architecture.md, "Import rule"); plant/runner.py gets the
+built parts (`RunParts`) and imports none of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.sim.camera import SimCamera, SimCodeReader
+from drivers.sim.cells import CellStream
+from drivers.sim.passports import passport_document
+from models.passport import Passport, passport_from_document
+from plant.config import PlantConfig
+from plant.domain import Chemistry, Route
+from plant.events import EventBus
+from plant.hydromet_process import HydrometProcess
+from plant.line import LabelReader
+from plant.passports import upsert_passports
+from plant.rig import CameraLabels, Rig, open_rig
+from plant.routing import RoutingRules
+from plant.runner import RunOptions, RunParts
+from plant.runner import run_line as run_with
+from plant.store import Store
+
+HYDROMET_CHILD = "plant.commands.hydromet_child"  # `python -m` module of the hydromet child
+
+
+def run_parts(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> RunParts:
+    """The parts of one `plant run`: with `opts.simulate` the simulated cells' passports and
+    hydromet plant; simulated label readers when `[camera] kind` asks for them; the HMI."""
+    # A simulated run labels its cells with passports of their own (another delivery), so a
+    # second run on the same database meets no passport twice.
+    stream = CellStream(cfg.sim.seed, batch=f"{time.time_ns():x}" if opts.simulate else "")
+    line = opts.line or cfg.plant.line
+
+    def rig() -> Rig:
+        return open_rig(cfg, config_dir, simulated_labels(cfg, stream))
+
+    def passports(store: Store, seqs: range) -> int:
+        return import_simulated_passports(store, stream, seqs)
+
+    def hydromet(bus: EventBus) -> HydrometProcess:
+        return HydrometProcess(
+            cfg.database.url, config_dir, bus, line=line, seed=cfg.sim.seed, child=HYDROMET_CHILD
+        )
+
+    def hmi(bus: EventBus, store: Store) -> Any:
+        from hmi.app import create_app  # heavy: FastAPI and the pages
+
+        return create_app(config_dir, bus=bus, store=store)
+
+    def score(cells: Sequence[tuple[int, str | None]], rules: RoutingRules) -> dict[str, int]:
+        return {"misrouted": misrouted(CellStream(cfg.sim.seed), cells, rules)}
+
+    return RunParts(
+        rig=rig,
+        passports=passports if opts.simulate else None,
+        hydromet=hydromet if opts.simulate else None,
+        hmi=hmi if opts.hmi else None,
+        score=score,
+    )
+
+
+def simulated_labels(cfg: PlantConfig, stream: CellStream) -> LabelReader | None:
+    """The simulated label reader `[camera] kind` names (`sim_reader`, `sim`), else None.
+
+    `stream` is shared with the passport import, which draws each cell's truth before the cell
+    arrives: the simulated reader then finds it drawn."""
+    if cfg.camera.kind == "sim_reader":
+        return SimCodeReader(cfg.sim.seed, stream)
+    if cfg.camera.kind == "sim":
+        return CameraLabels(SimCamera(cfg.sim.seed))
+    return None
+
+
+def misrouted(
+    truth: CellStream, cells: Sequence[tuple[int, str | None]], rules: RoutingRules
+) -> int:
+    """Cells (seq, stored route) sent elsewhere than the rules route their true chemistry;
+    quarantined and undecided cells are not counted."""
+    wrong = 0
+    for seq, route in cells:
+        if route in (None, Route.quarantine):
+            continue
+        if route != rules.routes[Chemistry(truth.truth(int(seq)).chemistry)]:
+            wrong += 1
+    return wrong
+
+
+def import_simulated_passports(store: Store, stream: CellStream, seqs: Iterable[int]) -> int:
+    """Store the passports of simulated cells without writing files (fast path for big runs)."""
+
+    def items() -> Iterator[tuple[Passport, dict[str, Any], None]]:
+        for seq in seqs:
+            truth = stream.truth(seq)
+            if truth.passport_id is not None:
+                doc = passport_document(truth)
+                yield passport_from_document(doc, source=f"simulated cell {seq}"), doc, None
+
+    new, replaced = upsert_passports(store, items())
+    return new + replaced
+
+
+async def run_line(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> dict[str, Any] | None:
+    """`plant.runner.run_line` with this command line's parts (the bench and tests run it so)."""
+    return await run_with(cfg, config_dir, opts, run_parts(cfg, config_dir, opts))

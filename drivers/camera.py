@@ -221,6 +221,8 @@ def _id_from_url(url: str) -> str:
         if link is None:
             raise ValueError(f"passport URL {url[:80]!r}: not a valid GS1 Digital Link")
         return _gs1_uri(link.as_canonical_uri(), url)
+    if not segments and not parts.query:
+        raise ValueError(f"passport URL {url[:80]!r} has no path: it names no passport or product")
     # A product URI (IDTA 02035-1 `URIOfTheProduct`, an AAS globalAssetId) is the id itself.
     return url
 

@@ -528,6 +528,7 @@ def test_every_payload_form_gives_back_exactly_the_id(pid: str) -> None:
 
 
 BARE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{2,199}")
+URI_ID = re.compile(r"https?://[^\s/?]+[/?]\S+", re.IGNORECASE)  # a product URI names itself
 
 
 @FAST
@@ -549,7 +550,7 @@ def test_any_payload_gives_a_clean_id_or_a_clear_value_error(payload: str) -> No
     except ValueError as exc:
         assert str(exc), "empty error message"
         return
-    assert BARE_ID.fullmatch(pid), pid
+    assert BARE_ID.fullmatch(pid) or URI_ID.fullmatch(pid), pid
     assert pid.lower() in unquote(payload).lower() or pid.lower() in payload.lower(), (pid, payload)
 
 

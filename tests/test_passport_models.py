@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from linerig import config_copy, plant_cmd, plant_env
+from publicdata import public_file
 
 from models.passport import Passport, PassportError, parse_passport
 from plant.decide import Evidence, decide_batch
@@ -19,8 +20,16 @@ from plant.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 REF = REPO / "tests" / "data" / "reference-passports"  # sources and licences in its README.md
+OWN = REPO / "tests" / "data" / "own"  # written by us (its README.md)
 CX4_ID = "urn:uuid:fDa53Be7-52Aa-42DF-bc4A-b93af2ABa30B"  # mixed case, as the example has it
 CX6_ID = "urn:uuid:550e8400-e29b-41d4-a716-446655440000"
+OWN_CX4_ID = "urn:uuid:3fA85f64-5717-4562-B3fC-2c963F66aFa6"  # ours, mixed case as well
+
+
+def ref(name: str) -> Path:
+    """A reference payload: in the repository, else public (tests/data/PUBLIC_DATA.md)."""
+    here = REF / name
+    return here if here.exists() else public_file(f"reference-passports/{name}")
 
 
 @pytest.mark.parametrize(
@@ -74,32 +83,69 @@ CX6_ID = "urn:uuid:550e8400-e29b-41d4-a716-446655440000"
 def test_every_public_example_is_read(
     file: str, passport_id: str | None, model: str, chemistry: str
 ) -> None:
-    p = parse_passport((REF / file).read_bytes(), source=file)
+    p = parse_passport(ref(file).read_bytes(), source=file)
+    assert (p.passport_id, p.model.value, p.chemistry) == (passport_id, model, chemistry)
+
+
+@pytest.mark.parametrize(
+    ("file", "passport_id", "model", "chemistry"),
+    [
+        ("catenax-battery_pass-4.0.0/BatteryPass.json", OWN_CX4_ID, "catenax-batterypass-4", "NMC"),
+        (
+            "idta-02035-aas/MaterialComposition-aas.json",
+            "urn:own:asset:battery-0002",
+            "idta-02035-aas",
+            "LFP",  # the unrelated submodel's "NCA" is not read
+        ),
+        (
+            "batterypass-v1.0/GeneralProductInformation.json",
+            "urn:own:battery-0001",
+            "batterypass-1.0",
+            "UNKNOWN",
+        ),
+        ("batterypass-v1.0/MaterialComposition.json", None, "batterypass-1.0", "NMC"),
+    ],
+)
+def test_every_model_is_read_in_our_own_examples(
+    file: str, passport_id: str | None, model: str, chemistry: str
+) -> None:
+    p = parse_passport((OWN / file).read_bytes(), source=file)
     assert (p.passport_id, p.model.value, p.chemistry) == (passport_id, model, chemistry)
 
 
 def test_catenax_4_either_wrappers_status_and_expiry_are_read() -> None:
-    p = parse_passport(
-        (REF / "catenax-battery_pass-4.0.0/BatteryPass.json").read_bytes(), source="x"
-    )
+    p = parse_passport(ref("catenax-battery_pass-4.0.0/BatteryPass.json").read_bytes(), source="x")
     assert p.fields_used["metadata.passportIdentifier.left"] == CX4_ID
     assert p.fields_used["identification.chemistry"] == "NCM"
     assert (p.mass_g, p.status, p.expires_on) == (20.5, "draft", date(2000, 1, 1))
 
 
-def test_a_generic_product_passport_is_refused() -> None:
-    file = REF / "tractusx-generic-dpp-6.1.0/DigitalProductPassport.json"
+def test_catenax_4_either_wrappers_status_and_expiry_are_read_in_our_own_example() -> None:
+    p = parse_passport(
+        (OWN / "catenax-battery_pass-4.0.0/BatteryPass.json").read_bytes(), source="x"
+    )
+    assert p.fields_used["metadata.passportIdentifier.left"] == OWN_CX4_ID
+    assert p.fields_used["identification.chemistry"] == "NCM"
+    assert (p.mass_g, p.status, p.expires_on) == (46.5, "draft", date(2000, 1, 1))
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["public", "own"])
+def test_a_generic_product_passport_is_refused(own: bool) -> None:
+    name = "tractusx-generic-dpp-6.1.0/DigitalProductPassport.json"
+    file = OWN / name if own else ref(name)
     with pytest.raises(PassportError, match="not a battery passport") as err:
         parse_passport(file.read_bytes(), source=file.name)
     assert "\n" not in str(err.value)
     assert "generic.digital_product_passport" in str(err.value)
 
 
+@pytest.mark.parametrize("own", [False, True], ids=["public", "own"])
 def test_a_generic_product_passport_never_overwrites_the_battery_with_its_id(
-    store: Store,
+    store: Store, own: bool
 ) -> None:
-    battery = REF / "catenax-battery_pass-6.1.0/BatteryPass.json"
-    generic = REF / "tractusx-generic-dpp-6.1.0/DigitalProductPassport.json"
+    battery = ref("catenax-battery_pass-6.1.0/BatteryPass.json")
+    name = "tractusx-generic-dpp-6.1.0/DigitalProductPassport.json"
+    generic = OWN / name if own else ref(name)
     report = import_passports(store, [battery, generic])
     assert (report.imported, report.updated) == (1, 0)
     assert [f.path for f in report.failed] == [generic]
@@ -117,12 +163,15 @@ def aspect_files(folder: Path) -> list[Path]:
         ("batterypass-v1.2", "urn:bmwk:123456687678", 699_000.0),
         ("batterypass-v1.0", "urn:bmwk:123456687678", 699_000.0),
         ("idta-02035-value-only", "https://dc-qr.com/?m=R123456789", None),
+        ("own/batterypass-v1.0", "urn:own:battery-0001", 12_500.0),
     ],
 )
 def test_aspects_of_one_battery_are_joined_by_the_folder_id(
     store: Store, folder: str, passport_id: str, mass_g: float | None
 ) -> None:
-    report = import_passports(store, aspect_files(REF / folder))
+    own = folder.startswith("own/")
+    where = OWN / folder.removeprefix("own/") if own else ref(folder)
+    report = import_passports(store, aspect_files(where))
     assert (report.imported, report.failed) == (1, [])
     p = find_passport(store, passport_id)
     assert p is not None
@@ -130,18 +179,21 @@ def test_aspects_of_one_battery_are_joined_by_the_folder_id(
 
 
 def test_aspects_without_an_id_in_their_folder_are_refused(store: Store, tmp_path: Path) -> None:
-    shutil.copy(REF / "batterypass-v1.2/MaterialComposition-payload.json", tmp_path)
+    shutil.copy(ref("batterypass-v1.2/MaterialComposition-payload.json"), tmp_path)
     report = import_passports(store, [tmp_path / "MaterialComposition-payload.json"])
     assert report.imported == 0
     (failure,) = report.failed
     assert "passport id: missing" in failure.error and "no file in the folder" in failure.error
 
 
-def test_upper_case_uuid_finds_the_passport_stored_as_imported(store: Store) -> None:
-    import_passports(store, [REF / "catenax-battery_pass-4.0.0/BatteryPass.json"])
-    for asked in (CX4_ID.upper().replace("URN:UUID:", "urn:uuid:"), CX4_ID.lower(), CX4_ID):
+@pytest.mark.parametrize("own", [False, True], ids=["public", "own"])
+def test_upper_case_uuid_finds_the_passport_stored_as_imported(store: Store, own: bool) -> None:
+    name = "catenax-battery_pass-4.0.0/BatteryPass.json"
+    pid = OWN_CX4_ID if own else CX4_ID
+    import_passports(store, [OWN / name if own else ref(name)])
+    for asked in (pid.upper().replace("URN:UUID:", "urn:uuid:"), pid.lower(), pid):
         found = find_passport(store, asked)
-        assert found is not None and found.passport_id == CX4_ID
+        assert found is not None and found.passport_id == pid
 
 
 # -- plausibility, through the pure decision -------------------------------------------------
@@ -232,7 +284,7 @@ def test_plant_passports_import_reads_every_model_and_refuses_the_generic_one(
         "tractusx-generic-dpp-6.1.0",
     ):
         (incoming / folder).mkdir(parents=True)
-        for f in aspect_files(REF / folder):
+        for f in aspect_files(ref(folder)):
             shutil.copy(f, incoming / folder)
     db_url = f"sqlite:///{tmp_path / 'plant.db'}"
     cfg = config_copy(tmp_path, db_url=db_url)

@@ -1,5 +1,6 @@
-"""Spectra from real instruments (tests/data/real_spectra, none of a battery) and the files real
-instrument software writes: read with the right energy scale, and never read as a chemistry."""
+"""Spectra from real instruments (public files, none of a battery: tests/data/PUBLIC_DATA.md) and
+the files real instrument software writes: read with the right energy scale, and never read as a
+chemistry."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from publicdata import public_file
 
 from drivers.sim import xrfphysics as X
 from drivers.sim.cells import CellFormat, CellTruth
@@ -18,8 +20,20 @@ from drivers.spectra import MAX_FILE_BYTES, SpectrumError, read_spectrum
 from models.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT / "tests" / "data" / "real_spectra"
-REAL_FILES = sorted(p for p in REAL.iterdir() if p.suffix in (".mca", ".spx", ".msa"))
+# Public, not in the repository: read from $PLANT_PUBLIC_DATA/real_spectra (PUBLIC_DATA.md).
+REAL_NAMES = sorted(
+    [
+        "amptek_px5_minix_25kV.mca",
+        "amptek_px5_minix_au_20kV.mca",
+        "bruker_m6_jetstream_file_example.spx",
+        "bruker_nano.spx",
+        "extracted_from_bcf.spx",
+    ]
+)
+
+
+def real(name: str) -> Path:
+    return public_file(f"real_spectra/{name}")
 
 
 @pytest.fixture
@@ -33,10 +47,11 @@ def config(tmp_path: Path) -> Path:
 
 def test_every_public_real_spectrum_is_read_and_refused_as_out_of_domain(config: Path) -> None:
     """Ca/P/Sr micro-XRF, stainless steel SEM-EDS, Au-anode tube spectra ...: all UNKNOWN."""
-    assert len(REAL_FILES) >= 5
+    files = [real(name) for name in REAL_NAMES]
+    assert len(files) >= 5
     proc = subprocess.run(
         [sys.executable, "-m", "plant.cli", "--config", str(config), "classify", "--json"]
-        + [str(p) for p in REAL_FILES],
+        + [str(p) for p in files],
         capture_output=True,
         text=True,
         timeout=300,
@@ -44,7 +59,7 @@ def test_every_public_real_spectrum_is_read_and_refused_as_out_of_domain(config:
     )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["input"] for r in rows] == [str(p) for p in REAL_FILES]
+    assert [r["input"] for r in rows] == [str(p) for p in files]
     for row in rows:
         assert set(row) == {"input", "kind", "chemistry", "confidence", "route", "reason"}
         assert (row["chemistry"], row["route"], row["confidence"]) == ("UNKNOWN", "quarantine", 0)
@@ -55,7 +70,7 @@ def test_every_public_real_spectrum_is_read_and_refused_as_out_of_domain(config:
 
 
 def test_amptek_dppmca_file_calibrated_from_its_channel_energy_points() -> None:
-    s = read_spectrum(REAL / "amptek_px5_minix_au_20kV.mca")
+    s = read_spectrum(real("amptek_px5_minix_au_20kV.mca"))
     assert s.n_channels == 2048
     for channel, kev in ((552.31, 5.9), (607.2, 6.49), (1299.82, 13.95), (1651.47, 17.75)):
         assert abs(s.offset_kev + s.kev_per_channel * channel - kev) < 0.05
@@ -63,6 +78,36 @@ def test_amptek_dppmca_file_calibrated_from_its_channel_energy_points() -> None:
     assert s.metadata["dpp_MCAC"] == "2048"
     assert s.metadata["status_device_type"] == "PX5"
     assert s.live_time_s == pytest.approx(8994.994673)
+
+
+# Our own DppMCA file, laid out as the PX5 one above (`LABEL - Channel` points in keV,
+# <<ROI>>, <<DP5 CONFIGURATION>>, <<DPP STATUS>>, CRLF line ends); the counts are made up.
+DPPMCA = (
+    "<<PMCA SPECTRUM>>\r\nTAG - live_data\r\nDESCRIPTION - \r\nGAIN - 3\r\nTHRESHOLD - 0\r\n"
+    "LIVE_MODE - 0\r\nPRESET_TIME - 0\r\nLIVE_TIME - 120.5\r\nREAL_TIME - 123.25\r\n"
+    "START_TIME - 01/02/2025 10:00:00\r\nSERIAL_NUMBER - 0\r\n"
+    "<<CALIBRATION>>\r\nLABEL - Channel\r\n552.31 5.9\r\n607.2 6.49\r\n1299.82 13.95\r\n"
+    "1651.47 17.75\r\n<<ROI>>\r\n150 250\r\n<<DATA>>\r\n{data}<<END>>\r\n"
+    "<<DP5 CONFIGURATION>>\r\nRESC=Y;    Reset Configuration\r\n"
+    "MCAC=2048;    MCA/MCS Channels\r\n<<DP5 CONFIGURATION END>>\r\n"
+    "<<DPP STATUS>>\r\nDevice Type: PX5\r\nSerial Number: 1\r\nFirmware: 6.08  Build:  6\r\n"
+    "Dead Time: 2.78%\r\n<<DPP STATUS END>>\r\n"
+)
+
+
+def test_amptek_dppmca_file_calibrated_from_its_channel_energy_points_in_our_own_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "own_px5.mca"
+    path.write_bytes(DPPMCA.format(data="".join(f"{i % 97}\r\n" for i in range(2048))).encode())
+    s = read_spectrum(path)
+    assert s.n_channels == 2048
+    for channel, kev in ((552.31, 5.9), (607.2, 6.49), (1299.82, 13.95), (1651.47, 17.75)):
+        assert abs(s.offset_kev + s.kev_per_channel * channel - kev) < 0.05
+    assert s.metadata["calibration_unit_inferred"] == "keV"
+    assert s.metadata["dpp_MCAC"] == "2048"
+    assert s.metadata["status_device_type"] == "PX5"
+    assert s.live_time_s == pytest.approx(120.5)
 
 
 AMPTEK = (
@@ -133,7 +178,7 @@ def test_emsa_as_oxford_bruker_and_jeol_software_write_it(tmp_path: Path) -> Non
 
 
 def test_bruker_spx_through_rosettasciio() -> None:
-    s = read_spectrum(REAL / "bruker_m6_jetstream_file_example.spx")
+    s = read_spectrum(real("bruker_m6_jetstream_file_example.spx"))
     assert s.n_channels == 4096
     assert (s.offset_kev, s.kev_per_channel) == pytest.approx((-0.95550444, 0.009999))
     assert (s.live_time_s, s.tube_kv) == pytest.approx((28.046, 50.0))

@@ -46,7 +46,7 @@ DEFAULT_ROUTES: dict[Chemistry, Route] = {
 
 
 class Thresholds(Strict):
-    """Minimum confidence per route (0..1) and the second-life state-of-health threshold."""
+    """Minimum confidence per route (0..1; 1 closes the route) and the second-life threshold."""
 
     hydromet_min_confidence: float = Field(0.90, ge=0.0, le=1.0)
     black_mass_min_confidence: float = Field(0.90, ge=0.0, le=1.0)
@@ -138,6 +138,11 @@ def decide(
     if chem is Chemistry.UNKNOWN or route is Route.quarantine:
         return quarantine(code, words)
     need = rules.thresholds.for_route(route)
+    if need >= 1.0:  # no evidence is certain: a threshold of 1 closes the route
+        return quarantine(
+            "low_confidence",
+            f"{chem.value}: the {route.value} threshold {need:.2f} admits no cell ({words})",
+        )
     if conf < need:
         return quarantine(
             "low_confidence",

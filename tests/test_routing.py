@@ -114,3 +114,14 @@ def test_config_errors_name_the_file_and_key(
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_rules(tmp_path)
+
+
+def test_a_threshold_of_one_closes_its_route_even_to_a_certain_cell(rules: RoutingRules) -> None:
+    """An engineer who sets 1.0 means "nothing goes there": a confidence of exactly 1.0 from a
+    calibrated model does not pass it."""
+    closed = rules.model_copy(
+        update={"thresholds": rules.thresholds.model_copy(update={"hydromet_min_confidence": 1.0})}
+    )
+    d = decide(fused("NMC811", 1.0), closed)
+    assert d.route == Route.quarantine and "admits no cell" in d.reason
+    assert decide(fused("NMC811", 1.0), rules).route == Route.hydromet

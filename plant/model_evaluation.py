@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from drivers.spectra import Spectrum, SpectrumError, read_spectrum
-from models.classifier import CAN, CAN_OCCLUDED, CLASSES, SpectrumResult
+from models.classifier import CAN, CAN_OCCLUDED, CLASSES, SpectrumResult, training_label
 from models.fusion import fuse
 from models.registry import fingerprint
 from plant.domain import Chemistry, Route
@@ -51,8 +51,15 @@ class Labelled:
     files: list[Path]
 
 
-def load_labelled(directory: Path, advance: Callable[[int], None] | None = None) -> Labelled:
-    """Read DIR/labels.csv and every spectrum it names; `advance(total)` after each file."""
+def load_labelled(
+    directory: Path,
+    advance: Callable[[int], None] | None = None,
+    *,
+    min_per_class: int = 0,
+) -> Labelled:
+    """Read DIR/labels.csv and every spectrum it names; `advance(total)` after each file.
+    With `min_per_class`, a class (training label) with fewer spectra is refused before any
+    spectrum is read."""
     labels = directory / LABELS_FILE
     if not labels.exists():
         raise LabelsError(f"{labels}: not found (expected file,chemistry,... rows)")
@@ -64,23 +71,29 @@ def load_labelled(directory: Path, advance: Callable[[int], None] | None = None)
     missing = {"file", "chemistry"} - set(rows[0] if rows else {})
     if not rows or missing:
         raise LabelsError(f"{labels}: needs columns file and chemistry, and rows")
-    spectra, chems, formats, flags, prints, files = [], [], [], [], [], []
-    for n, row in enumerate(rows, start=2):
-        chem = (row["chemistry"] or "").strip()
+    chems = [(row["chemistry"] or "").strip() for row in rows]
+    formats = [(row.get("cell_format") or "").strip() for row in rows]
+    for n, chem in enumerate(chems, start=2):
         if chem not in CLASSES:
             raise LabelsError(f"{labels}: line {n}: unknown chemistry {chem!r}")
+    if min_per_class:
+        problem = too_few(
+            [training_label(c, f) for c, f in zip(chems, formats, strict=True)], min_per_class
+        )
+        if problem:
+            raise LabelsError(f"{labels}: {problem}")
+    spectra, prints, files = [], [], []
+    for n, (row, chem) in enumerate(zip(rows, chems, strict=True), start=2):
         path = directory / (row["file"] or "")
         try:
             spectra.append(read_spectrum(path))
         except SpectrumError as exc:
             raise LabelsError(f"{labels}: line {n}: {exc}") from None
-        chems.append(chem)
-        formats.append((row.get("cell_format") or "").strip())
-        flags.append((row.get("flags") or "").strip())
         prints.append((hashlib.sha256(path.read_bytes()).hexdigest(), chem))
         files.append(path)
         if advance is not None:
             advance(len(rows))
+    flags = [(row.get("flags") or "").strip() for row in rows]
     return Labelled(spectra, chems, formats, flags, fingerprint(prints), files)
 
 

@@ -23,11 +23,10 @@ from plant.commands.classify import (
     models_app,
     progress_bar,
     read_labelled,
-    refuse_too_few,
     registry_of,
 )
 from plant.commands.spectra import simulate_cells
-from plant.model_evaluation import evaluate_results, summary
+from plant.model_evaluation import MIN_PER_CLASS, evaluate_results, summary
 from plant.promotion import REFERENCE_CV, record_reference
 from plant.routing import load_rules
 
@@ -77,9 +76,8 @@ def calibrate(
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     rules = load_rules(c.config_dir)
-    site = read_labelled(data)
+    site = read_labelled(data, MIN_PER_CLASS)
     site_y = [training_label(ch, f) for ch, f in zip(site.chemistry, site.cell_format, strict=True)]
-    refuse_too_few(data, site_y, "plant models calibrate")
     site_x = features_of(site.spectra, "site spectra: features")
     site_totals = np.asarray([s.total_counts() for s in site.spectra])
 

@@ -41,13 +41,12 @@ from plant.commands import Ctx, ctx_of, err, out
 from plant.domain import Chemistry, Decision, Route
 from plant.model_catalog import GateRefused, ModelCatalog
 from plant.model_evaluation import (
-    LABELS_FILE,
+    MIN_PER_CLASS,
     Labelled,
     LabelsError,
     evaluate_results,
     load_labelled,
     summary,
-    too_few,
 )
 from plant.promotion import REFERENCE_CV, reference_set
 from plant.routing import RoutingRules, decide, load_rules
@@ -204,19 +203,25 @@ def classify(
 # ----------------------------------------------------------------------------- labelled data
 
 
-def read_labelled(directory: Path) -> Labelled:
-    """Read DIR/labels.csv and every spectrum it names, with a progress bar; one error line
-    and exit status 2 when the directory cannot be used."""
-    with progress_bar() as progress:
-        task = progress.add_task(f"reading {directory}", total=None)
-        try:
-            return load_labelled(
-                directory, lambda total: progress.update(task, total=total, advance=1)
-            )
-        except LabelsError as exc:
-            progress.stop()
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+def read_labelled(directory: Path, min_per_class: int = 0) -> Labelled:
+    """Read DIR/labels.csv and every spectrum it names, with a progress bar once spectra are
+    read; one error line and exit status 2 when the directory cannot be used (or a class has
+    too few spectra)."""
+    progress = progress_bar()
+    task = progress.add_task(f"reading {directory}", total=None)
+
+    def advance(total: int) -> None:
+        progress.start()  # only once spectra are read: a refusal before is one line alone
+        progress.update(task, total=total, advance=1)
+
+    try:
+        return load_labelled(directory, advance, min_per_class=min_per_class)
+    except LabelsError as exc:
+        progress.stop()
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        progress.stop()
 
 
 def features_of(spectra: Sequence[Spectrum], what: str) -> np.ndarray:
@@ -374,13 +379,12 @@ def train(
     except RegistryError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    data_set = read_labelled(data)
+    data_set = read_labelled(data, MIN_PER_CLASS)
     features = features_of(data_set.spectra, "extracting features")
     labels = [
         training_label(ch, f)
         for ch, f in zip(data_set.chemistry, data_set.cell_format, strict=True)
     ]
-    refuse_too_few(data, labels, "plant train")
     counts = Counter(labels)
     err.print(f"training on {len(labels)} spectra: {dict(counts.most_common())}")
     # One seventh of every class aside for validation, the rest for training.
@@ -421,21 +425,14 @@ def train(
         activate_gated(c, model_name)
 
 
-def refuse_too_few(data: Path, labels: list[str], command: str) -> None:
-    """Exit 2 with one line naming the class when a class has too few spectra to train on."""
-    problem = too_few(labels)
-    if problem:
-        err.print(
-            f"[bold red]error:[/] {escape(str(data / LABELS_FILE))}: {problem} for {command}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(2)
-
-
 def activate_gated(c: Ctx, name: str, *, force: bool = False, reason: str = "") -> None:
     """Activate through the promotion gate, printing its line; refused -> exit 2. A forced
     activation is audited in the plant database with its reason."""
+    if force and not reason.strip():
+        err.print(
+            "[bold red]error:[/] --force needs --reason TEXT (a forced activation is audited)"
+        )
+        raise typer.Exit(2)
     catalog = ModelCatalog(c.plant().plant.data_dir, c.config_dir)
     store = c.store() if force else None
     try:

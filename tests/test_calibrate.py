@@ -15,7 +15,7 @@ from sitespectra import write_reference_set
 
 from models.classifier import CLASSES
 
-# Fewer simulated spectra than the default 3,000 keep the test short; the site set is full size.
+# Fewer simulated spectra than the default 6,000 keep the test short; the site set is full size.
 SIMULATED = "600"
 
 

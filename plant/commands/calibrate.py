@@ -54,7 +54,7 @@ def calibrate(
     ] = False,
     simulated: Annotated[
         int, typer.Option("--simulated", min=0, help="Simulated spectra beside the site's.")
-    ] = 3000,
+    ] = 6000,
     site_share: Annotated[
         float,
         typer.Option(

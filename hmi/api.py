@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
 from hmi.auth import (
@@ -40,6 +40,7 @@ from plant.cell_view import (
     search_cells,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
+from plant.model_catalog import GateRefused
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
 from plant.store import AuditRow, CellRow
@@ -393,20 +394,37 @@ def classifier(
 
 class ActivateIn(BaseModel):
     version: str = Field(min_length=1, max_length=100)
+    force: bool = Field(
+        False, description="activate even if the promotion gate refuses (needs a reason)"
+    )
+    reason: str | None = Field(None, max_length=500, description="why the gate is overridden")
+
+    @model_validator(mode="after")
+    def _reason_with_force(self) -> ActivateIn:
+        if self.force and not (self.reason or "").strip():
+            raise ValueError("reason: a forced activation needs a reason (it is audited)")
+        return self
 
 
 @router.post("/classifier/activate")
 def activate(body: ActivateIn, who: Engineer, c: Ctx) -> dict[str, Any]:
-    """Activate (or roll back to) a registered model version (engineer; audited)."""
+    """Activate (or roll back to) a registered model version through the promotion gate, or
+    forced with a reason (engineer; audited)."""
     try:
-        old = c.models.activate(body.version)
+        _, verdict = c.models.activate(
+            body.version,
+            force=body.force,
+            reason=body.reason or "",
+            store=c.store,
+            user=who.user.name,
+        )
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
+    except GateRefused as exc:
+        raise HTTPException(409, f"{exc}; send force=true with a reason to override") from None
     except RuntimeError as exc:
         raise HTTPException(503, str(exc)) from None
-    with c.store.begin() as s:
-        c.store.audit(s, who.user.name, "model.activate", "classifier", old, body.version)
-    return c.models.describe()
+    return {**c.models.describe(), "gate": verdict.line}
 
 
 # -- setpoints --------------------------------------------------------------------------------

@@ -244,7 +244,7 @@ class HmiContext:
         )
         self.alarms = Alarms(self.store, None, self.bus)
         self.purity = PurityView(self.store, self.config_dir)
-        self.models = ModelCatalog(self.config.plant.data_dir)
+        self.models = ModelCatalog(self.config.plant.data_dir, self.config_dir)
         self.routing = RoutingView(self.config_dir / "routing.toml", self.store)
 
     def flood(self) -> Flood:

@@ -509,12 +509,20 @@ def build_estimator(seed: int = 0) -> Any:
     return CalibratedClassifierCV(pipeline, method="isotonic", cv=3, ensemble=False)
 
 
-def train(features: npt.NDArray[np.float64], labels: Sequence[str], *, seed: int = 0) -> Any:
-    """Fit the calibrated pipeline on features and training labels (see training_label)."""
+def train(
+    features: npt.NDArray[np.float64],
+    labels: Sequence[str],
+    *,
+    seed: int = 0,
+    sample_weight: npt.NDArray[np.float64] | None = None,
+) -> Any:
+    """Fit the calibrated pipeline on features and training labels (see training_label);
+    `sample_weight` weighs rows in the boosted trees (site spectra in `plant models calibrate`)."""
     unknown = sorted(set(labels) - set(MODEL_CLASSES))
     if unknown:
         raise ValueError(f"training labels not among the classes: {unknown}")
     estimator = build_estimator(seed)
+    weights = {} if sample_weight is None else {"model__sample_weight": sample_weight}
     with one_thread():  # predictable on a shared machine
-        estimator.fit(features, np.asarray(labels))
+        estimator.fit(features, np.asarray(labels), **weights)
     return estimator

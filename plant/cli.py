@@ -18,6 +18,7 @@ from typer._click.exceptions import UsageError
 from plant.commands import (
     Ctx,
     bench,
+    calibrate,
     classify,
     db,
     err,
@@ -53,7 +54,7 @@ def _root(
 
 
 # Command groups, one module each under plant/commands/.
-for _module in (db, run, sim, passports, plc, spectra, purity, users, classify, bench):
+for _module in (db, run, sim, passports, plc, spectra, purity, users, classify, calibrate, bench):
     _module.register(app)
 
 

@@ -146,11 +146,13 @@ class CellStream:
             pid = passport_uuid(self.seed, seq, self.batch)
             passport_chem = chem
             if rng.random() < mix.mislabel_share:
-                others = [c for c in LI_ION if c != chem]
+                others = [
+                    c for c in sorted(LI_ION) if c != chem
+                ]  # sorted: a set's order varies by process
                 passport_chem = others[int(rng.integers(len(others)))]
         second = None
         if li_ion and fmt is not CellFormat.steel_can and rng.random() < mix.mixture_share:
-            others = [c for c in LI_ION if c != chem]
+            others = [c for c in sorted(LI_ION) if c != chem]
             second = others[int(rng.integers(len(others)))]
         return CellTruth(
             seq=seq,

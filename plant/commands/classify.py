@@ -3,12 +3,9 @@ for process engineers (docs/classifier.md)."""
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,11 +20,8 @@ from rich.text import Text
 
 from drivers.spectra import VENDOR_SUFFIXES, Spectrum, SpectrumError, read_spectrum
 from models.classifier import (
-    CAN_OCCLUDED,
-    CLASSES,
     Classifier,
     Rules,
-    SpectrumResult,
     training_label,
 )
 from models.classifier import train as train_estimator
@@ -41,11 +35,20 @@ from models.registry import (
     Registry,
     RegistryError,
     check_name,
-    fingerprint,
     save_model,
 )
 from plant.commands import Ctx, ctx_of, err, out
 from plant.domain import Chemistry, Decision, Route
+from plant.model_catalog import GateRefused, ModelCatalog
+from plant.model_evaluation import (
+    MIN_PER_CLASS,
+    Labelled,
+    LabelsError,
+    evaluate_results,
+    load_labelled,
+    summary,
+)
+from plant.promotion import REFERENCE_CV, reference_set
 from plant.routing import RoutingRules, decide, load_rules
 
 SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt", *VENDOR_SUFFIXES})
@@ -66,7 +69,7 @@ def _load_model(c: Ctx, name: str | None) -> LoadedModel:
         raise typer.Exit(2) from None
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -204,57 +207,31 @@ def classify(
 # ----------------------------------------------------------------------------- labelled data
 
 
-@dataclass(frozen=True)
-class Labelled:
-    """A labelled spectrum directory: labels.csv (file, chemistry, cell_format, ...) + files."""
+def read_labelled(directory: Path, min_per_class: int = 0) -> Labelled:
+    """Read DIR/labels.csv and every spectrum it names, with a progress bar once spectra are
+    read; one error line and exit status 2 when the directory cannot be used (or a class has
+    too few spectra)."""
+    progress = progress_bar()
+    task = progress.add_task(f"reading {directory}", total=None)
 
-    spectra: list[Spectrum]
-    chemistry: list[str]
-    cell_format: list[str]
-    flags: list[str]
-    fingerprint: str
+    def advance(total: int) -> None:
+        progress.start()  # only once spectra are read: a refusal before is one line alone
+        progress.update(task, total=total, advance=1)
 
-
-def read_labelled(directory: Path) -> Labelled:
-    """Read DIR/labels.csv and every spectrum it names, with a progress bar."""
-    labels = directory / "labels.csv"
-    if not labels.exists():
-        err.print(f"[bold red]error:[/] {labels}: not found (expected file,chemistry,... rows)")
-        raise typer.Exit(2)
-    with labels.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    missing = {"file", "chemistry"} - set(rows[0] if rows else {})
-    if not rows or missing:
-        err.print(f"[bold red]error:[/] {labels}: needs columns file and chemistry, and rows")
-        raise typer.Exit(2)
-    spectra, chems, formats, flags, prints = [], [], [], [], []
-    with _progress() as progress:
-        task = progress.add_task(f"reading {directory}", total=len(rows))
-        for n, row in enumerate(rows, start=2):
-            chem = row["chemistry"].strip()
-            if chem not in CLASSES:
-                err.print(f"[bold red]error:[/] {labels}: line {n}: unknown chemistry {chem!r}")
-                raise typer.Exit(2)
-            path = directory / row["file"]
-            try:
-                spectra.append(read_spectrum(path))
-            except SpectrumError as exc:
-                err.print(
-                    f"[bold red]error:[/] {labels}: line {n}: {escape(str(exc))}", highlight=False
-                )
-                raise typer.Exit(2) from None
-            chems.append(chem)
-            formats.append((row.get("cell_format") or "").strip())
-            flags.append((row.get("flags") or "").strip())
-            prints.append((hashlib.sha256(path.read_bytes()).hexdigest(), chem))
-            progress.advance(task)
-    return Labelled(spectra, chems, formats, flags, fingerprint(prints))
+    try:
+        return load_labelled(directory, advance, min_per_class=min_per_class)
+    except LabelsError as exc:
+        progress.stop()
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        progress.stop()
 
 
-def _features(spectra: Sequence[Spectrum], what: str) -> np.ndarray:
+def features_of(spectra: Sequence[Spectrum], what: str) -> np.ndarray:
     chunk = 2000
     parts = []
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task(what, total=len(spectra))
         for i in range(0, len(spectra), chunk):
             parts.append(extract_batch(spectra[i : i + chunk]))
@@ -263,89 +240,6 @@ def _features(spectra: Sequence[Spectrum], what: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- evaluation
-
-
-def xrf_visible(chemistry: str, cell_format: str) -> bool:
-    """Whether an XRF can read this cell's chemistry at all (docs/architecture.md: no can)."""
-    return not (cell_format == "steel_can" and chemistry not in ("NiCd", "NiMH"))
-
-
-def _correct(predicted: str, truth: str) -> bool:
-    return predicted == truth or (predicted == "NMC" and truth.startswith("NMC"))
-
-
-def evaluate_results(
-    results: Sequence[SpectrumResult],
-    truth: Sequence[str],
-    formats: Sequence[str],
-    rules: RoutingRules,
-    names: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Accuracy on accepted cells, coverage, misroute rate, per-class precision/recall,
-    confusion matrix; routes as the line would take them (spectrum only, no passport).
-    `names` (file names) identify the misrouted cells in the report."""
-    n = len(results)
-    routes = [decide(fuse(None, r), rules) for r in results]
-    accepted = [i for i, d in enumerate(routes) if d.route is not Route.quarantine]
-    correct = [i for i in accepted if _correct(routes[i].chemistry.value, truth[i])]
-    misrouted = [
-        i
-        for i, d in enumerate(routes)
-        if d.route is not Route.quarantine and d.route is not rules.routes[Chemistry(truth[i])]
-    ]
-    visible = [i for i in range(n) if xrf_visible(truth[i], formats[i])]
-    covered_visible = [i for i in visible if routes[i].route is not Route.quarantine]
-    cans = [i for i in range(n) if not xrf_visible(truth[i], formats[i])]
-    can_ok = [i for i in cans if results[i].reason == CAN_OCCLUDED]
-    predicted_labels = [*CLASSES, "NMC", "UNKNOWN"]
-    matrix = np.zeros((len(CLASSES), len(predicted_labels)), dtype=int)
-    for i, d in enumerate(routes):
-        shown = d.chemistry.value if d.route is not Route.quarantine else "UNKNOWN"
-        matrix[CLASSES.index(truth[i]), predicted_labels.index(shown)] += 1
-    per_class = {}
-    for k, cls in enumerate(CLASSES):
-        tp = int(
-            matrix[k, k]
-            + (matrix[k, predicted_labels.index("NMC")] if cls.startswith("NMC") else 0)
-        )
-        predicted_as = int(matrix[:, k].sum())
-        support = int(matrix[k].sum())
-        accepted_k = support - int(matrix[k, -1])
-        per_class[cls] = {
-            "support": support,
-            "precision": round(matrix[k, k] / predicted_as, 4) if predicted_as else None,
-            "recall_on_accepted": round(tp / accepted_k, 4) if accepted_k else None,
-            "coverage": round(accepted_k / support, 4) if support else None,
-        }
-    reasons = Counter(d.reason.split(":", 1)[0] for d in routes if d.route is Route.quarantine)
-    return {
-        "n": n,
-        "accepted": len(accepted),
-        "accuracy_on_accepted": round(len(correct) / len(accepted), 5) if accepted else None,
-        "coverage": round(len(accepted) / n, 5) if n else None,
-        "coverage_xrf_visible": round(len(covered_visible) / len(visible), 5) if visible else None,
-        "misroute_rate": round(len(misrouted) / n, 5) if n else None,
-        "misrouted": len(misrouted),
-        "misrouted_cells": [
-            {
-                "input": names[i] if names else str(i),
-                "truth": truth[i],
-                "cell_format": formats[i],
-                "route": routes[i].route.value,
-                "reason": routes[i].reason,
-            }
-            for i in misrouted[:50]
-        ],
-        "steel_can_cells": len(cans),
-        "can_occluded_recall": round(len(can_ok) / len(cans), 5) if cans else None,
-        "quarantine_reasons": dict(reasons.most_common()),
-        "per_class": per_class,
-        "confusion": {
-            "rows_truth": list(CLASSES),
-            "columns_predicted": predicted_labels,
-            "matrix": matrix.tolist(),
-        },
-    }
 
 
 def plot_confusion(report: dict[str, Any], path: Path, title: str) -> Path:
@@ -438,7 +332,7 @@ def evaluate(
     rules = load_rules(c.config_dir)
     model = _load_model(c, model_name)
     data_set = read_labelled(data)
-    features = _features(data_set.spectra, "extracting features")
+    features = features_of(data_set.spectra, "extracting features")
     totals = np.asarray([s.total_counts() for s in data_set.spectra])
     results = model.classifier.predict_features(features, totals)
     names = [Path(s.source).name for s in data_set.spectra]
@@ -489,18 +383,23 @@ def train(
     except RegistryError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    data_set = read_labelled(data)
-    features = _features(data_set.spectra, "extracting features")
+    data_set = read_labelled(data, MIN_PER_CLASS)
+    features = features_of(data_set.spectra, "extracting features")
     labels = [
         training_label(ch, f)
         for ch, f in zip(data_set.chemistry, data_set.cell_format, strict=True)
     ]
     counts = Counter(labels)
     err.print(f"training on {len(labels)} spectra: {dict(counts.most_common())}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    n_val = len(labels) // 7
-    val, fit = order[:n_val], order[n_val:]
+    # One seventh of every class aside for validation, the rest for training.
+    order = np.random.default_rng(seed).permutation(len(labels))
+    held: Counter[str] = Counter()
+    aside = np.zeros(len(labels), dtype=bool)
+    for i in order:
+        if held[labels[i]] < counts[labels[i]] // 7:
+            aside[i] = True
+            held[labels[i]] += 1
+    val, fit = order[aside[order]], order[~aside[order]]
     with err.status("fitting the calibrated model (about a minute per 10,000 spectra)"):
         estimator = train_estimator(features[fit], [labels[i] for i in fit], seed=seed)
     rules = Rules()
@@ -512,10 +411,7 @@ def train(
         [data_set.cell_format[i] for i in val],
         load_rules(c.config_dir),
     )
-    summary = {
-        k: metrics[k]
-        for k in ("n", "accuracy_on_accepted", "coverage", "coverage_xrf_visible", "misroute_rate")
-    }
+    figures = summary(metrics)
     skops_path = target / (f"{DEFAULT_NAME}.skops" if builtin else "model.skops")
     meta_path = target / (f"{DEFAULT_NAME}.json" if builtin else "model.json")
     meta = save_model(
@@ -525,13 +421,42 @@ def train(
         name=model_name,
         rules=rules,
         data_fingerprint=data_set.fingerprint,
-        metrics={"validation_split": summary},
+        metrics={"validation_split": figures},
         extra={"training_data": str(data), "n_train": len(fit), "label_counts": dict(counts)},
     )
-    err.print(f"saved {meta['version']} to {skops_path} (validation: {summary})")
+    err.print(f"saved {meta['version']} to {skops_path} (validation: {figures})")
     if activate and not builtin:
-        reg.activate(model_name)
-        err.print(f"{model_name} is now the active model")
+        activate_gated(c, model_name)
+
+
+def activate_gated(c: Ctx, name: str, *, force: bool = False, reason: str = "") -> None:
+    """Activate through the promotion gate, printing its line; refused -> exit 2. A forced
+    activation is audited in the plant database with its reason."""
+    if force and not reason.strip():
+        err.print(
+            "[bold red]error:[/] --force needs --reason TEXT (a forced activation is audited)"
+        )
+        raise typer.Exit(2)
+    catalog = ModelCatalog(c.plant().plant.data_dir, c.config_dir)
+    store = c.store() if force else None
+    try:
+        _, verdict = catalog.activate(name, force=force, reason=reason, store=store)
+    except GateRefused as exc:
+        err.print(
+            f"[bold red]{escape(str(exc))}[/]; use --force --reason TEXT to activate anyway",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    except (LookupError, ValueError, RuntimeError) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        if store is not None:
+            store.close()
+    err.print(escape(verdict.line), highlight=False, soft_wrap=True)
+    info = catalog.registry.get(name)
+    out.print(f"active model: {info.name} ({info.version})", highlight=False)
 
 
 # ----------------------------------------------------------------------------- plant models
@@ -540,9 +465,11 @@ def train(
 def _describe(info_iter: Iterator[Any], active: str) -> Table:
     table = Table("", "name", "version", "created", "features", "validation")
     for m in info_iter:
-        val = m.meta.get("metrics", {}).get("validation_split", {})
+        metrics = m.meta.get("metrics", {})
+        val = metrics.get(REFERENCE_CV) or metrics.get("validation_split", {})
         shown = (
             f"acc {val.get('accuracy_on_accepted')}, cov {val.get('coverage_xrf_visible')}"
+            + (", site CV" if REFERENCE_CV in metrics else "")
             if val
             else ""
         )
@@ -563,23 +490,35 @@ def models_list(ctx: typer.Context) -> None:
     reg = registry_of(ctx_of(ctx))
     try:
         out.print(_describe(iter(reg.list_models()), reg.active_name()))
+        ref = reference_set(reg.root)
     except RegistryError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    out.print(
+        f"site reference set: {ref.meta.get('n')} spectra from {ref.meta.get('source')}, "
+        f"recorded {ref.meta.get('recorded')}"
+        if ref
+        else "site reference set: none (plant models calibrate records one)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @models_app.command("activate")
 def models_activate(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model name.")]
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Activate even if the promotion gate refuses (audited)."),
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the gate is overridden (needed with --force).")
+    ] = "",
 ) -> None:
-    """Make a model the one the line uses (it must load and be trusted)."""
-    reg = registry_of(ctx_of(ctx))
-    try:
-        info = reg.activate(name)
-    except RegistryError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    out.print(f"active model: {info.name} ({info.version})")
+    """Make a model the one the line uses: it must load, be trusted and pass the promotion gate
+    (not worse than the active model on the site reference set)."""
+    activate_gated(ctx_of(ctx), name, force=force, reason=reason)
 
 
 @models_app.command("rollback")

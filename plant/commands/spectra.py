@@ -4,7 +4,8 @@ plant's measured spectra with its decisions), both for training and tests."""
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from drivers.sim.cells import CellFormat, CellStream, CellTruth, StreamMix
 from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES, InstrumentProfile
 from drivers.sim.xrfphysics import Presentation, draw_presentation, render_cell
-from drivers.spectra import FORMATS, write_msa, write_spectrum
+from drivers.spectra import FORMATS, Spectrum, write_msa, write_spectrum
 from plant.commands import ctx_of, err, time_option
 from plant.spectrum_archive import decided_with_spectra
 
@@ -89,6 +90,41 @@ def _flags(truth: CellTruth, pres: Presentation, live_time_s: float) -> list[str
     return flags
 
 
+@dataclass(frozen=True)
+class SimulatedCell:
+    """One simulated measurement: the cell's truth, how it lay under the head, its spectrum."""
+
+    seq: int
+    truth: CellTruth
+    presentation: Presentation
+    profile: InstrumentProfile
+    live_time_s: float
+    hard: bool
+    spectrum: Spectrum
+
+
+def simulate_cells(
+    n: int, seed: int, profiles: Sequence[InstrumentProfile], hard_share: float
+) -> Iterator[SimulatedCell]:
+    """The labelled simulated stream of `plant spectra generate` (and of `plant models
+    calibrate`'s simulated part): deterministic in (seed, seq)."""
+    normal, hard = CellStream(seed), CellStream(seed, HARD_MIX)
+    for seq in range(n):
+        rng = np.random.default_rng([seed, seq, 0x5BEC])
+        is_hard = bool(rng.random() < hard_share)
+        truth = (hard if is_hard else normal).truth(seq)
+        profile = profiles[int(rng.integers(len(profiles)))]
+        pres = draw_presentation(truth, profile, rng)
+        live = float(10 ** rng.uniform(np.log10(0.5), np.log10(5.0)))
+        if is_hard:
+            if truth.format is CellFormat.opened and rng.random() < 0.5:
+                pres = replace(pres, casing_fraction=float(rng.uniform(0.25, 0.4)))
+            if rng.random() < 0.35:
+                live = float(rng.uniform(0.05, 0.2))
+        spectrum = render_cell(truth, pres, profile, live, rng)
+        yield SimulatedCell(seq, truth, pres, profile, live, is_hard, spectrum)
+
+
 def generate(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of spectra to write.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the files and labels.csv.")],
@@ -116,7 +152,6 @@ def generate(
         err.print(f"[bold red]error:[/] {labels_path} exists; use --force to overwrite")
         raise typer.Exit(2)
     out.mkdir(parents=True, exist_ok=True)
-    normal, hard = CellStream(seed), CellStream(seed, HARD_MIX)
     with (
         labels_path.open("w", newline="", encoding="utf-8") as fh,
         Progress(
@@ -130,22 +165,11 @@ def generate(
         writer = csv.writer(fh)
         writer.writerow(LABEL_COLUMNS)
         task = progress.add_task("simulating spectra", total=n)
-        for seq in range(n):
-            rng = np.random.default_rng([seed, seq, 0x5BEC])
-            is_hard = bool(rng.random() < hard_share)
-            truth = (hard if is_hard else normal).truth(seq)
-            profile = chosen[int(rng.integers(len(chosen)))]
-            pres = draw_presentation(truth, profile, rng)
-            live = float(10 ** rng.uniform(np.log10(0.5), np.log10(5.0)))
-            if is_hard:
-                if truth.format is CellFormat.opened and rng.random() < 0.5:
-                    pres = replace(pres, casing_fraction=float(rng.uniform(0.25, 0.4)))
-                if rng.random() < 0.35:
-                    live = float(rng.uniform(0.05, 0.2))
-            spectrum = render_cell(truth, pres, profile, live, rng)
-            name = f"cell_{seq:06d}.{fmt}"
-            write_spectrum(spectrum, out / name, fmt)
-            flags = _flags(truth, pres, live)
+        for cell in simulate_cells(n, seed, chosen, hard_share):
+            truth, pres = cell.truth, cell.presentation
+            name = f"cell_{cell.seq:06d}.{fmt}"
+            write_spectrum(cell.spectrum, out / name, fmt)
+            flags = _flags(truth, pres, cell.live_time_s)
             writer.writerow(
                 (
                     name,
@@ -153,12 +177,12 @@ def generate(
                     truth.second_chemistry or "",
                     truth.format.value,
                     fmt,
-                    profile.name,
+                    cell.profile.name,
                     seed,
-                    seq,
-                    f"{live:.4g}",
+                    cell.seq,
+                    f"{cell.live_time_s:.4g}",
                     f"{pres.casing_fraction:.3f}",
-                    int(is_hard),
+                    int(cell.hard),
                     ";".join(flags),
                 )
             )

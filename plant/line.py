@@ -57,6 +57,7 @@ from plant.plc_epochs import (
     restart_in_run,
     restart_on_reconnect,
 )
+from plant.routing import as_duplicate
 from plant.spectrum_archive import keep_spectrum
 from plant.store import AlarmRow, CellRow, Store, table_of, update_by_id, utcnow
 
@@ -79,7 +80,7 @@ POLL_TAGS = (
 # Slow-changing status bits, read every STATUS_PERIOD_S.
 STATUS_TAGS = ("line.running", *BUFFER_TAGS)
 STATUS_PERIOD_S = 0.05
-WATCHDOG_PERIOD_S = 0.2  # the controller's watchdog counter moves this often (docs/plc.md)
+WATCHDOG_PERIOD_S = 1.0  # the controller's watchdog counter moves this often (docs/plc.md)
 # Alarms the engine raises itself and re-evaluates at start-up: those about the PLC link and the
 # database clear at once when the engine reached both; the others clear at their next good state.
 LINK_ALARMS = frozenset({"plc/unreachable", "plc/exception", "database/unreachable"})
@@ -93,7 +94,7 @@ _FIND_CELL = select(_CELLS.c.id, _CELLS.c.state).where(
 )
 _FIND_PASSPORT = (
     select(_CELLS.c.id, _CELLS.c.line, _CELLS.c.epoch, _CELLS.c.seq)
-    .where(_CELLS.c.passport_id == bindparam("b_pid"))
+    .where(_CELLS.c.passport_id == bindparam("b_pid"), _CELLS.c.id != bindparam("b_id"))
     .limit(1)
 )
 _INSERT_CELL = insert(_CELLS)
@@ -294,7 +295,6 @@ class LineEngine:
         self._not_executing = False  # the PLC answers but its heartbeat stands still
         self._buffer_hold = False  # the quarantine buffer is full: no cell is taken
         self._passports_in_flight: dict[str, Flight] = {}
-        self._local_db = store.engine.dialect.name == "sqlite"
         decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -684,7 +684,7 @@ class LineEngine:
         else:
             self._set_alarm("line", "decide_failed", None)
         try:
-            await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
+            decision = await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the row stays `detected`; quarantine needs no decision
@@ -697,6 +697,8 @@ class LineEngine:
         f.decision = decision
         f.decided.set()
         self._divert_ready.set()
+        if evidence.spectrum is not None:
+            self._spawn(self._keep_spectrum(f, evidence.spectrum))
 
     async def _measure(self, f: Flight) -> Evidence:
         """Label + passport and XRF spectrum, concurrently."""
@@ -730,7 +732,7 @@ class LineEngine:
         passport_id, passport, passport_error = await label_task
         duplicate_of = None
         if passport is not None and passport_id is not None:
-            duplicate_of = await self._duplicate_of(passport_id, f)
+            duplicate_of = self._in_flight_duplicate(passport_id, f)
         buffers = frozenset(
             r for r in ROUTES if self.status_bits.get(f"buffer.{r}_full") and r != Route.quarantine
         )
@@ -745,27 +747,13 @@ class LineEngine:
             cell_mass_g=f.mass_g,
         )
 
-    async def _duplicate_of(self, passport_id: str, f: Flight) -> str | None:
-        """The other cell, on any line, that carried this passport before, or None."""
-        other = self._passports_in_flight.get(passport_id)
-        if other is not None and other is not f:
-            return (
-                f"passport {passport_id} is on cell seq {other.seq} in flight on line {self.line}"
-            )
-        self._passports_in_flight[passport_id] = f
-
-        def find() -> Any:
-            with self.store.engine.connect() as conn:
-                return conn.execute(_FIND_PASSPORT, {"b_pid": passport_id}).first()
-
-        # A local SQLite read is an index lookup (~0.1 ms): on the loop, like the passport's.
-        row = find() if self._local_db else await asyncio.to_thread(find)
-        if row is None or int(row[0]) == f.row_id:
+    def _in_flight_duplicate(self, passport_id: str, f: Flight) -> str | None:
+        """Another cell in flight with this passport, or None; cells recorded earlier, on any
+        line, are looked for when the decision is recorded (`_record_decision`)."""
+        other = self._passports_in_flight.setdefault(passport_id, f)
+        if other is f:
             return None
-        cell_id, line, epoch, seq = row
-        return (
-            f"passport {passport_id} was on cell #{cell_id} (line {line}, epoch {epoch}, seq {seq})"
-        )
+        return f"passport {passport_id} is on cell seq {other.seq} in flight on line {self.line}"
 
     async def _label(self, seq: int) -> tuple[str | None, Any, str | None]:
         if self.labels is None:
@@ -786,8 +774,20 @@ class LineEngine:
             return pid, None, f"passport {pid} not in the local passport store"
         return passport.passport_id or pid, passport, None  # the id as stored
 
-    def _record_decision(self, s: Session, f: Flight, d: Decision, ev: Evidence) -> None:
-        s.connection().execute(
+    def _record_decision(self, s: Session, f: Flight, d: Decision, ev: Evidence) -> Decision:
+        """Commit the decision; a passport already on another cell (any line) makes it a
+        duplicate first, in the same transaction, so no command goes out before it is known."""
+        conn = s.connection()
+        if ev.passport_id and d.route != Route.quarantine:
+            row = conn.execute(_FIND_PASSPORT, {"b_pid": ev.passport_id, "b_id": f.row_id}).first()
+            if row is not None:
+                cell_id, line, epoch, seq = row
+                d = as_duplicate(
+                    d,
+                    f"passport {ev.passport_id} was on cell #{cell_id} "
+                    f"(line {line}, epoch {epoch}, seq {seq})",
+                )
+        conn.execute(
             _RECORD_DECISION,
             {
                 "b_id": f.row_id,
@@ -803,8 +803,15 @@ class LineEngine:
                 "b_updated_at": utcnow(),
             },
         )
-        if ev.spectrum is not None:  # kept with the decision, compressed on this DB thread
-            keep_spectrum(s, f.row_id, ev.spectrum)
+        return d
+
+    async def _keep_spectrum(self, f: Flight, spectrum: Spectrum) -> None:
+        """Store the cell's spectrum after its decision, off the diverter's path: compressing
+        it on the database thread would hold up the decisions behind it."""
+        try:
+            await self.db.run(lambda s: keep_spectrum(s, f.row_id, spectrum))
+        except Exception as exc:
+            log.error("cell %s: spectrum not kept: %s", f.seq, exc)
 
     async def _check_xrf(self) -> None:
         """Start-up check: every XRF head measures its check standard before the first cell.

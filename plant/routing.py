@@ -12,6 +12,7 @@ chemistry maps to. Quarantine reasons start with a reason code (`passport_spectr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -159,3 +160,9 @@ def decide(
     if route.value in buffers_full:
         return quarantine("buffer_full", f"{route.value} buffer is full ({words})")
     return made(route, words)
+
+
+def as_duplicate(decision: Decision, why: str) -> Decision:
+    """The decision once the cell's passport turns out to be on another cell already: a copied
+    label or passport, so neither can be trusted; quarantine, saying where it was seen."""
+    return replace(decision, route=Route.quarantine, reason=f"duplicate_passport: {why}")

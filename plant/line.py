@@ -904,8 +904,12 @@ class LineEngine:
         beat = 0
         while not self._stop.is_set():
             beat = beat % 65535 + 1
-            with contextlib.suppress(PlcError):
-                await self.plc.write(WATCHDOG_TAG, beat)
+            try:
+                await asyncio.wait_for(self.plc.write(WATCHDOG_TAG, beat), WATCHDOG_PERIOD_S)
+            except (PlcError, TimeoutError):
+                pass  # an outage is the infeed loop's to alarm; the PLC's watchdog sees it too
+            except Exception:
+                log.exception("controller watchdog not written (retrying)")
             await asyncio.sleep(WATCHDOG_PERIOD_S)
 
     # -- diverter ----------------------------------------------------------------------------

@@ -200,7 +200,7 @@ def test_routing_threshold_applies_to_cells_decided_after_it(plant: Any) -> None
 
     after = until("40 cells decided after the change", forty_after, proc, 60)
     assert [c for c in after if c["route"] == "hydromet"] == []
-    assert any("below the hydromet threshold 1.00" in (c["reason"] or "") for c in after)
+    assert any("hydromet threshold 1.00 admits no cell" in (c["reason"] or "") for c in after)
 
 
 def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +58,7 @@ from plant.store import AlarmRow, CellRow, Store, utcnow
 
 log = logging.getLogger(__name__)
 PASSPORT_CHUNK = 5000
+STOP_TIMEOUT_S = 30.0  # after Ctrl-C or SIGTERM, the cleanup may take this long
 
 
 @dataclass
@@ -202,14 +203,22 @@ async def run_line(
 
     With `line.realtime_priority`, the controller's threads and its classifier process run at
     that SCHED_RR priority for the run (docs/line.md, "Scheduling")."""
-    # SIGTERM (a service manager, `kill`) ends the run as Ctrl-C does: through every cleanup,
-    # so the infeed is stopped and the children are stopped.
+    # Ctrl-C and SIGTERM (a service manager, `kill`) end the run through every cleanup, so the
+    # infeed and the children are stopped; a cleanup that hangs is cut short after
+    # STOP_TIMEOUT_S (the PLC's watchdog then stops the infeed).
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+
+    def stop(sig: signal.Signals) -> None:
+        log.warning("%s: stopping the line", sig.name)
+        main.cancel()
+        loop.call_later(STOP_TIMEOUT_S, _stop_overdue, sig)
+
     async with contextlib.AsyncExitStack() as cleanup:
-        cleanup.callback(loop.remove_signal_handler, signal.SIGTERM)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+            cleanup.callback(loop.remove_signal_handler, sig)
         realtime = Realtime(cfg.line.realtime_priority)
         realtime.start()
         cleanup.callback(realtime.close)
@@ -385,7 +394,9 @@ async def _run_line(
 
         app = parts.hmi(bus, store)
         host, port = opts.host or cfg.hmi.host, opts.port or cfg.hmi.port
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        server = _quiet_server_class()(
+            uvicorn.Config(app, host=host, port=port, log_level="warning")
+        )
         tasks.append(asyncio.create_task(server.serve()))
         print(f"HMI on http://{host}:{port}", file=sys.stderr, flush=True)
     retention = asyncio.create_task(keep_within_retention(store, line, cfg.spectra.retention_days))
@@ -437,6 +448,28 @@ async def _run_line(
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
     return result
+
+
+def _quiet_server_class() -> type[Any]:
+    """uvicorn's Server without its own Ctrl-C handling: `run_line` stops the HMI with the line."""
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
+def _stop_overdue(sig: signal.Signals) -> None:
+    """The cleanup after a stop signal did not end: leave at once rather than hang."""
+    print(
+        f"error: plant run did not stop within {STOP_TIMEOUT_S:g} s of {sig.name}; exiting",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(1)
 
 
 async def _final_or_zero(store: Store, line: str, epochs: tuple[int, ...]) -> int:

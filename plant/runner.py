@@ -463,12 +463,16 @@ def _quiet_server_class() -> type[Any]:
 
 
 def _stop_overdue(sig: signal.Signals) -> None:
-    """The cleanup after a stop signal did not end: leave at once rather than hang."""
+    """The cleanup after a stop signal did not end: say what it still waits on, and leave at
+    once rather than hang."""
     print(
-        f"error: plant run did not stop within {STOP_TIMEOUT_S:g} s of {sig.name}; exiting",
+        f"error: plant run did not stop within {STOP_TIMEOUT_S:g} s of {sig.name}; exiting. "
+        "Still waiting:",
         file=sys.stderr,
-        flush=True,
     )
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
     os._exit(1)
 
 

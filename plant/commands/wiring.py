@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.sim.camera import SimCamera, SimCodeReader
-from drivers.sim.cells import CellStream
+from drivers.sim.cells import CellStream, StreamMix
 from drivers.sim.passports import passport_document
 from models.passport import Passport, passport_from_document
 from plant.config import PlantConfig
@@ -33,7 +33,11 @@ def run_parts(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> RunParts:
     hydromet plant; simulated label readers when `[camera] kind` asks for them; the HMI."""
     # A simulated run labels its cells with passports of their own (another delivery), so a
     # second run on the same database meets no passport twice.
-    stream = CellStream(cfg.sim.seed, batch=f"{time.time_ns():x}" if opts.simulate else "")
+    stream = CellStream(
+        cfg.sim.seed,
+        StreamMix(copied_label_share=cfg.sim.copied_label_share),
+        batch=f"{time.time_ns():x}" if opts.simulate else "",
+    )
     line = opts.line or cfg.plant.line
 
     def rig() -> Rig:

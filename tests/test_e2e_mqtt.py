@@ -39,14 +39,15 @@ def mqtt_line(tmp_path: Path, port: int, **mqtt: Any) -> tuple[Path, str]:
 
 
 def start_run(cfg: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`plant run --simulate` at 50 cells/s until stopped."""
-    return subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "50", *args),
-        env=plant_env(),
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """`plant run --simulate` at 50 cells/s until stopped; its log goes to `cwd/run.log`."""
+    with (cwd / "run.log").open("wb") as log:
+        return subprocess.Popen(
+            plant_cmd(cfg, "run", "--simulate", "--rate", "50", *args),
+            env=plant_env(),
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def metrics(cfg: Path) -> dict[str, float]:
@@ -121,11 +122,6 @@ def test_run_publishes_state_cells_status_alarms_and_last_will(
     assert will["client_id"] == "plant-demo-L1"
 
 
-@pytest.mark.xfail(
-    reason="known defect (session note 2026-12-07): after a broker outage, Ctrl-C can leave "
-    "`plant run` waiting on its PLC client's lock; the controller watchdog then stands still",
-    strict=False,
-)
 def test_broker_outage_never_stops_the_line(tmp_path: Path, broker: Broker) -> None:
     """The broker goes away mid-run: the line keeps sorting, events beyond the queue are
     dropped and counted in /metrics; the broker comes back on its port and events resume."""
@@ -161,6 +157,12 @@ def test_broker_outage_never_stops_the_line(tmp_path: Path, broker: Broker) -> N
 
         ctl.send_signal(signal.SIGINT)  # a clean stop says offline itself
         ctl.wait(120)
+        log = (tmp_path / "run.log").read_text(errors="replace")
+        if "did not stop within" in log:
+            # Known, intermittent (session notes): the stop once hung after an outage; the run
+            # now leaves after STOP_TIMEOUT_S and prints what it waited on. Kept visible here.
+            pytest.xfail("stop overran after a broker outage: " + log[-4000:])
+        assert ctl.returncode == 0, log[-3000:]
     finally:
         if ctl.poll() is None:
             ctl.kill()

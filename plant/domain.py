@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -106,17 +105,3 @@ class Decision:
     route: Route
     reason: str
     model_version: str | None = None
-
-
-@dataclass(slots=True)
-class Cell:
-    """One cell as the line engine sees it."""
-
-    line: str
-    seq: int
-    mass_g: float
-    detected_at: datetime
-    passport_id: str | None = None
-    state: CellState = CellState.detected
-    decision: Decision | None = None
-    flags: set[str] = field(default_factory=set)

@@ -385,7 +385,6 @@ class HydrometRunner:
         self._ph = _Welford()
         self._last_ph = config.process.ph_setpoint
         self._last_sample: datetime | None = None
-        self._by_metal = {spec.metal: name for name, spec in products.products.items()}
 
     # -- the periodic step ------------------------------------------------------------------
     def step(self, now: datetime, ph: float | None = None) -> StepReport:

@@ -59,7 +59,15 @@ from plant.plc_epochs import (
 )
 from plant.routing import as_duplicate
 from plant.spectrum_archive import keep_spectra
-from plant.store import AlarmRow, CellRow, Store, table_of, update_by_id, utcnow
+from plant.store import (
+    DECISION_COLUMNS,
+    AlarmRow,
+    CellRow,
+    Store,
+    table_of,
+    update_by_id,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,21 +109,7 @@ _FIND_PASSPORT = (
 _INSERT_CELL = insert(_CELLS)
 _RECORD_DECISION = update_by_id(
     _CELLS,
-    **{
-        c: bindparam(f"b_{c}")
-        for c in (
-            "passport_id",
-            "spectrum_ref",
-            "chemistry",
-            "confidence",
-            "decision_source",
-            "route",
-            "reason",
-            "model_version",
-            "state",
-            "updated_at",
-        )
-    },
+    **{c: bindparam(f"b_{c}") for c in (*DECISION_COLUMNS, "spectrum_ref", "state", "updated_at")},
 )
 _MARK_FINAL = update_by_id(
     _CELLS,

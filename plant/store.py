@@ -60,6 +60,18 @@ def update_by_id(table: Table, **values: Any) -> Update:
     return update(table).where(table.c.id == bindparam("b_id")).values(**values)
 
 
+# The columns a cell's decision fills (the line records them; exports list them).
+DECISION_COLUMNS = (
+    "passport_id",
+    "chemistry",
+    "confidence",
+    "decision_source",
+    "route",
+    "reason",
+    "model_version",
+)
+
+
 class CellRow(Base):
     """One physical cell; committed before its diverter command is written."""
 

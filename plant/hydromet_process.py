@@ -32,8 +32,9 @@ from typing import Any, TextIO
 
 from threadpoolctl import threadpool_limits
 
+from drivers.backoff import Backoff
 from plant.alarms import Alarms
-from plant.children import Backoff, cpu_of, reap
+from plant.children import cpu_of, reap
 from plant.events import Event, EventBus
 from plant.hydromet import HydrometRunner
 from plant.scheduling import normal_priority

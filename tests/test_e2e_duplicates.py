@@ -4,13 +4,11 @@ out of order: several XRF heads measure at once); every cell is still diverted a
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from linerig import cells_of, config_copy, plant_cmd, plant_env
+from linerig import cells_of, config_copy, run_cells
 
 from plant.domain import Route
 from plant.store import Store, upgrade
@@ -26,16 +24,7 @@ def test_a_copied_label_sends_a_cell_to_quarantine_naming_the_other(
     cfg = config_copy(tmp_path, db_url=db_url, heads=2)
     toml = cfg / "plant.toml"
     toml.write_text(toml.read_text().replace("[sim]\n", "[sim]\ncopied_label_share = 0.1\n", 1))
-    run = subprocess.run(
-        plant_cmd(cfg, "run", "--simulate", "--cells", str(CELLS), "--rate", "100", "--no-hmi"),
-        env=plant_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    summary = run_cells(cfg, tmp_path, CELLS, 100, "--no-hmi", timeout=300)
     assert summary["routes"] == summary["plc_counters"]  # every cell diverted once
     store = Store(db_url)
     try:

@@ -71,6 +71,9 @@ class SimSection(Strict):
     xrf_port: int = Field(5030, ge=1, le=65535, description="port of XRF head 1; head k on +k-1")
     xrf_heads: int = Field(8, ge=1, le=32)
     seed: int = 1
+    forged_passport_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="simulated signed passports altered after signing"
+    )
 
 
 class LineSection(Strict):

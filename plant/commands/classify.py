@@ -85,18 +85,22 @@ def progress_bar() -> Progress:
 
 
 def input_kind(path: Path) -> str:
-    """'spectrum' or 'passport', by suffix, else by content (JSON starts with '{', a signed
-    passport's compact JWS with 'eyJ')."""
+    """'spectrum' or 'passport': a signed passport (compact JWS, 'eyJ...') by content whatever
+    its suffix, else by suffix, else by content (JSON starts with '{')."""
     suffix = path.suffix.lower()
+    try:
+        head: bytes | None = path.read_bytes()[:64].lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n")
+    except OSError:
+        head = None
+    if head is not None and head.startswith(b"eyJ"):
+        return "passport"
     if suffix in SPECTRUM_SUFFIXES:
         return "spectrum"
     if suffix in (".json", ".jwt", ".jws"):
         return "passport"
-    try:
-        head = path.read_bytes()[:64].lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n")
-    except OSError:
-        return "passport" if suffix in (".json", ".schema") else "spectrum"
-    return "passport" if head.startswith((b"{", b"eyJ")) else "spectrum"
+    if head is None:
+        return "passport" if suffix == ".schema" else "spectrum"
+    return "passport" if head.startswith(b"{") else "spectrum"
 
 
 def _row(

@@ -182,11 +182,13 @@ def status_import_cmd(
         try:
             held = keep_status_list(c.config_dir, path.read_text("ascii", "replace"), trust)
         except OSError as exc:
-            err.print(f"[red]failed:[/] {path}: {exc.strerror}", highlight=False)
+            err.print(f"[red]failed:[/] {path}: {exc.strerror}", highlight=False, soft_wrap=True)
             failed += 1
             continue
         except CredentialError as exc:
-            err.print(f"[red]failed:[/] {escape(f'{path}: {exc}')}", highlight=False)
+            err.print(
+                f"[red]failed:[/] {escape(f'{path}: {exc}')}", highlight=False, soft_wrap=True
+            )
             failed += 1
             continue
         err.print(

@@ -73,7 +73,7 @@ def status_list(revoked: set[int], size: int = 1024) -> dict[str, Any]:
             "type": "BitstringStatusList",
             "statusPurpose": "revocation",
             "encodedList": encode_bitstring(bytes(bits)),
-        },  # fmt: skip
+        },
         id=STATUS_URL,
         type=["VerifiableCredential", "BitstringStatusListCredential"],
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from joserfc import jws
-from joserfc.jwk import OKPKey
+from joserfc.jwk import ECKey, OKPKey
 
 from drivers.sim.cells import CellStream, CellTruth
 
@@ -181,15 +181,25 @@ def write_passports(stream: CellStream, seqs: Iterable[int], out_dir: Path) -> i
 
 
 class SimIssuer:
-    """A passport issuer of the simulation: an Ed25519 key made at start-up that signs each
-    simulated passport as a W3C Verifiable Credential (`vc+jwt`, docs/passport.md). A share
-    of passports is forged: the payload altered after signing, so the signature fails."""
+    """A passport issuer of the simulation: a key made at start-up (Ed25519, or ES256) that
+    signs each simulated passport as a W3C Verifiable Credential (`vc+jwt`, docs/passport.md).
+    A share of passports is forged: the payload altered after signing, so the signature fails."""
 
-    def __init__(self, issuer: str = "did:web:passports.sim.invalid", forged_share: float = 0.0):
+    def __init__(
+        self,
+        issuer: str = "did:web:passports.sim.invalid",
+        forged_share: float = 0.0,
+        alg: str = "Ed25519",
+    ):
         self.id = issuer
-        self.kid = "sim-1"
+        self.kid = f"sim-{alg.lower()}"
+        self.alg = alg
         self.forged_share = forged_share
-        self.key = OKPKey.generate_key("Ed25519", parameters={"kid": self.kid})
+        self.key: ECKey | OKPKey = (
+            ECKey.generate_key("P-256", parameters={"kid": self.kid})
+            if alg == "ES256"
+            else OKPKey.generate_key("Ed25519", parameters={"kid": self.kid})
+        )
 
     def public_jwk(self) -> dict[str, Any]:
         return dict(self.key.as_dict(private=False))
@@ -206,9 +216,9 @@ class SimIssuer:
 
     def sign(self, doc: dict[str, Any], passport_id: str) -> str:
         """The compact JWS of the passport's credential; forged for `forged_share` of ids."""
-        header = {"alg": "Ed25519", "typ": "vc+jwt", "kid": self.kid}
+        header = {"alg": self.alg, "typ": "vc+jwt", "kid": self.kid}
         vc = self.credential(doc)
-        token = jws.serialize_compact(header, json.dumps(vc), self.key, algorithms=["Ed25519"])
+        token = jws.serialize_compact(header, json.dumps(vc), self.key, algorithms=[self.alg])
         if random.Random(f"forged {passport_id}").random() >= self.forged_share:
             return token
         forged = json.loads(json.dumps(vc))

@@ -90,6 +90,7 @@ def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path:
         assert "signature does not verify" in cell["reason"]
         shown = client.get(f"/api/cells/{cell['id']}").json()
         assert shown["reason"] == cell["reason"]
+        assert shown["passport"]["authenticity"] == "invalid_signature"  # the HMI cell page
 
         # Steel cans with genuine (verified) passports still route on the passport alone.
         def genuine_can() -> dict[str, Any] | None:

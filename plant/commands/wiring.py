@@ -12,8 +12,8 @@ from typing import Any
 from drivers.sim.camera import SimCamera, SimCodeReader
 from drivers.sim.cells import CellStream
 from drivers.sim.passports import SimIssuer, passport_document
-from models.credentials import Issuer, TrustList, public_key, verify_credential
-from models.passport import Passport, passport_from_document
+from models.credentials import Issuer, TrustList, public_key
+from models.passport import Passport
 from plant.config import PlantConfig
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
@@ -25,6 +25,7 @@ from plant.routing import RoutingRules
 from plant.runner import RunOptions, RunParts
 from plant.runner import run_line as run_with
 from plant.store import Store, utcnow
+from plant.trust import read_passport
 
 HYDROMET_CHILD = "plant.commands.hydromet_child"  # `python -m` module of the hydromet child
 
@@ -113,13 +114,10 @@ def import_simulated_passports(
             truth = stream.truth(seq)
             if truth.passport_id is not None:
                 token = issuer.sign(passport_document(truth), truth.passport_id)
-                auth, vc = verify_credential(token, trust, now)
-                doc = vc["credentialSubject"]
-                passport = passport_from_document(doc, source=f"simulated cell {seq}")
-                passport = passport.model_copy(
-                    update={"authenticity": auth.verdict.value, "authenticity_reason": auth.reason}
+                read = read_passport(
+                    token.encode(), source=f"simulated cell {seq}", trust=trust, now=now
                 )
-                yield passport, doc, None, Signature(token, auth)
+                yield read.passport, read.document, None, Signature(token, read.authenticity)
 
     new, replaced = upsert_passports(store, items())
     return new + replaced

@@ -16,10 +16,12 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import ECKey, OKPKey
 
-from models.credentials import TrustList, Verdict, encode_bitstring, verify_credential
+from models.credentials import Issuer, TrustList, Verdict, encode_bitstring, verify_credential
 from models.passport import parse_passport
 from plant.decide import Evidence, decide_batch
+from plant.passports import authenticity_now, find_passport, import_passports, lookup_passport
 from plant.routing import RoutingRules
+from plant.store import Store
 from plant.trust import load_trust
 
 REPO = Path(__file__).resolve().parent.parent
@@ -281,3 +283,25 @@ def test_authenticity_policy_for_a_cell_the_passport_decides_alone(keys: dict[st
     assert route("verified", RoutingRules())[0] == "hydromet"
     allow = RoutingRules.model_validate({"authenticity": {"unsigned_decides_alone": True}})
     assert route("unsigned", allow)[0] == "hydromet"
+
+
+def test_a_stored_verified_passport_is_expired_once_its_credential_is(
+    store: Store, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    """The line reads the stored verdict; it turns `expired` when the credential's end passes."""
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    token = sign(
+        credential(passport_doc("P-SOON"), validUntil=soon.isoformat()),
+        keys["ed"],
+        "Ed25519",
+        "ed-2026",
+    )
+    trust = TrustList({ISSUER: Issuer(ISSUER, {"ed-2026": keys["ed"]})})
+    report = import_passports(store, [write(tmp_path, "soon.jwt", token)], trust=trust)
+    assert report.ok and report.authenticity == {str(tmp_path / "soon.jwt"): "verified"}
+    found = find_passport(store, "P-SOON")
+    assert found is not None and found.authenticity == "verified"
+    row = lookup_passport(store, "P-SOON")
+    assert row is not None and row.credential == token
+    later = authenticity_now(row, soon + timedelta(seconds=1))
+    assert later[0] == "expired" and "credential expired on" in later[1]

@@ -202,7 +202,7 @@ def open_credential(token: str, trust: TrustList, now: datetime) -> tuple[Authen
         return Authenticity(verdict, reason, issuer, kid, **more), vc
 
     issuer = _issuer_id(vc)
-    if typ != CREDENTIAL_TYPE:
+    if typ not in (CREDENTIAL_TYPE, f"application/{CREDENTIAL_TYPE}"):  # RFC 7515 4.1.9
         return result(Verdict.invalid_signature, f"JWS typ {typ!r} is not {CREDENTIAL_TYPE!r}")
     if alg not in ALGORITHMS:
         return result(

@@ -243,6 +243,13 @@ def test_import_stores_verdict_and_credential_and_a_status_list_revokes_later(
     assert "passport P-1: status_unknown -> revoked" in proc.stdout
     shown = json.loads(plant(config, "passports", "show", "--json", "P-1").stdout)
     assert shown["authenticity"] == "revoked"
+    explained = plant(config, "passports", "verify", str(files / "p1.jwt"), str(files / "p2.jwt"))
+    assert explained.returncode == 1  # not every file verified
+    assert f"p1.jwt: revoked: revoked by {ISSUER} (status list {STATUS_URL} index 3)" in (
+        explained.stdout
+    )
+    assert f"issuer {ISSUER}, kid es-2026, status_entry {STATUS_URL}#3" in explained.stdout
+    assert "p2.jwt: invalid_signature: signature does not verify" in explained.stdout
 
     # A status list signed by a key not in the trust list is refused, and nothing is kept.
     forged = write(tmp_path, "f.jwt", sign(status_list(set()), keys["stranger"], "Ed25519"))

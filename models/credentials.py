@@ -323,11 +323,6 @@ def decode_bitstring(encoded: Any) -> bytes:
         raise ValueError(f"encodedList is not GZIP'd base64url: {exc}") from None
 
 
-def encode_bitstring(bits: bytes) -> str:
-    """`encodedList` of a bitstring (the issuers' side; tests and the simulator use it)."""
-    return "u" + base64.urlsafe_b64encode(gzip.compress(bits)).decode().rstrip("=")
-
-
 def status_list_of(token: str, trust: TrustList, now: datetime) -> StatusList:
     """A Bitstring Status List credential, verified against the trust list: the list, or
     CredentialError saying why it cannot be used."""

@@ -5,6 +5,7 @@ unsigned, each through `plant classify --json`, `plant passports import` and the
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import ECKey, OKPKey
 
-from models.credentials import Issuer, TrustList, Verdict, encode_bitstring, verify_credential
+from models.credentials import Issuer, TrustList, Verdict, verify_credential
 from models.passport import parse_passport
 from plant.decide import Evidence, decide_batch
 from plant.passports import authenticity_now, find_passport, import_passports, lookup_passport
@@ -63,6 +64,11 @@ def revocable(index: int) -> dict[str, Any]:
             "statusListCredential": STATUS_URL,
         }
     }
+
+
+def encode_bitstring(bits: bytes) -> str:
+    """A status list's `encodedList`, as an issuer writes it: GZIP, base64url, multibase 'u'."""
+    return "u" + base64.urlsafe_b64encode(gzip.compress(bits)).decode().rstrip("=")
 
 
 def status_list(revoked: set[int], size: int = 1024) -> dict[str, Any]:

@@ -156,6 +156,9 @@ class Passport(BaseModel):
     status: str | None = None  # Catena-X metadata.status: draft, approved, ...
     expires_on: date | None = None
     implausible: str | None = None  # why a stated value cannot be right (then no evidence)
+    # models.credentials.Verdict of the signed credential carrying it, and why (plant/trust.py)
+    authenticity: str = "unsigned"
+    authenticity_reason: str = ""
     fields_used: dict[str, str] = Field(default_factory=dict)
 
 

@@ -35,7 +35,16 @@ ELEMENT_LINES_KEV: dict[str, tuple[float, float]] = {
     "Ce": (34.720, 39.258),
 }
 MAX_PLOT_POINTS = 2048
-PASSPORT_FIELDS = ("id", "model", "chemistry", "chemistry_reason", "manufacturer", "mass_g")
+PASSPORT_FIELDS = (
+    "id",
+    "model",
+    "chemistry",
+    "chemistry_reason",
+    "manufacturer",
+    "mass_g",
+    "authenticity",  # models.credentials.Verdict at import (None: stored before it existed)
+    "authenticity_reason",
+)
 
 
 class CellError(ValueError):

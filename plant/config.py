@@ -74,6 +74,9 @@ class SimSection(Strict):
     copied_label_share: float = Field(
         0.0, ge=0, le=1, description="cells whose label copies an earlier cell's passport"
     )
+    forged_passport_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="simulated signed passports altered after signing"
+    )
 
 
 class LineSection(Strict):

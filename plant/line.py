@@ -93,6 +93,11 @@ SPECTRA_FLUSH_S = 0.25  # decided cells' spectra are stored together, this often
 # Alarms the engine raises itself and re-evaluates at start-up: those about the PLC link and the
 # database clear at once when the engine reached both; the others clear at their next good state.
 LINK_ALARMS = frozenset({"plc/unreachable", "plc/exception", "database/unreachable"})
+# Quarantine reasons that mean a forged or withdrawn passport reached the line: someone must
+# look at the cell and the supplier (plant/routing.py, docs/passport.md "Authenticity").
+PASSPORT_ALARMS = frozenset(
+    {"passport_invalid_signature", "passport_revoked", "passport_unknown_issuer"}
+)
 
 # Per-cell statements, built once, in Core (plant/store.py `update_by_id` says why).
 _CELLS = table_of(CellRow)
@@ -695,6 +700,9 @@ class LineEngine:
         f.decision = decision
         f.decided.set()
         self._divert_ready.set()
+        code = decision.reason.partition(":")[0]
+        if code in PASSPORT_ALARMS:
+            self._set_alarm("passport", code, f"cell {f.seq}: {decision.reason}", event=True)
         if evidence.spectrum is not None:
             self._spectra.append((f.row_id, evidence.spectrum))
 

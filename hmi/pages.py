@@ -242,7 +242,9 @@ def cell_page(cell_id: int, request: Request) -> Response:
 LOGIN_CSRF_COOKIE = "plant_login_csrf"
 
 
-def _login_page(error: str = "", next_: str = "/", status: int = 200) -> HTMLResponse:
+def _login_page(
+    request: Request, error: str = "", next_: str = "/", status: int = 200
+) -> HTMLResponse:
     """The login form with a fresh CSRF token, also set as a cookie the form post must match
     (double submit), so another site cannot log a browser in under its own account."""
     token = secrets.token_urlsafe(24)
@@ -260,7 +262,14 @@ def _login_page(error: str = "", next_: str = "/", status: int = 200) -> HTMLRes
         + "<button type=submit>Log in</button></form></main></body></html>",
         status_code=status,
     )
-    resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    resp.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/login",
+    )
     return resp
 
 
@@ -270,8 +279,8 @@ def _safe_next(next_: str) -> str:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(next: str = "/") -> HTMLResponse:
-    return _login_page(next_=_safe_next(next))
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return _login_page(request, next_=_safe_next(next))
 
 
 @router.post("/login")
@@ -288,6 +297,7 @@ def login_form(
     sent = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not (csrf and sent and secrets.compare_digest(csrf, sent)):
         return _login_page(
+            request,
             "The login form expired or came from another site; log in again.",
             _safe_next(next),
             403,
@@ -295,7 +305,7 @@ def login_form(
     try:
         user = login_or_raise(c, request, name, password)
     except HTTPException as exc:
-        page = _login_page(str(exc.detail), _safe_next(next), exc.status_code)
+        page = _login_page(request, str(exc.detail), _safe_next(next), exc.status_code)
         page.headers.update(exc.headers or {})
         return page
     token, _csrf, _exp = open_session(c.store, user, c.users.auth.session_hours)

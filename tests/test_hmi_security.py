@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 from test_hmi_api import CHEAP_HASH, PASSWORD, Hmi, make_hmi
 
 from hmi.app import create_app
+from hmi.auth import THROTTLE_KEYS_SWEEP, LoginThrottle
 from plant.store import upgrade
 
 SNAPSHOTS_BEFORE_CLOSE = 5  # the socket is checked twice a second and a snapshot sent once
@@ -294,3 +296,14 @@ def test_first_admin_password_goes_to_an_owner_only_file(
         assert r.json()["role"] == "admin"
     with TestClient(create_app(tmp_path)):  # users exist: nothing created, nothing printed
         assert "admin" not in capfd.readouterr().err
+
+
+def test_throttle_forgets_expired_names_when_many_were_tried() -> None:
+    """Guessing with ever new user names does not grow the throttle's table without bound."""
+    throttle = LoginThrottle(max_failures=1, window_s=0.05)
+    for i in range(THROTTLE_KEYS_SWEEP + 1):
+        throttle.failed(f"user:n{i}")
+    assert throttle.retry_after("user:n7") is not None
+    time.sleep(0.1)
+    throttle.failed("user:last")
+    assert throttle.tracked() == 1

@@ -7,7 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -63,6 +71,8 @@ class DatabaseSection(Strict):
 class HmiSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Reverse proxies whose X-Forwarded-For names the client (login throttling); none by default.
+    trusted_proxies: list[IPvAnyNetwork] = []
 
 
 class SimSection(Strict):

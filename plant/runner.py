@@ -395,7 +395,8 @@ async def _run_line(
         app = parts.hmi(bus, store)
         host, port = opts.host or cfg.hmi.host, opts.port or cfg.hmi.port
         server = _quiet_server_class()(
-            uvicorn.Config(app, host=host, port=port, log_level="warning")
+            # X-Forwarded-For is read only from `[hmi] trusted_proxies` (hmi/auth.py:client_of)
+            uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
         )
         tasks.append(asyncio.create_task(server.serve()))
         print(f"HMI on http://{host}:{port}", file=sys.stderr, flush=True)

@@ -1,0 +1,101 @@
+"""A black-mass lot of a running simulated plant assayed on the simulated SciAps analyser:
+`plant run --simulate` and `plant assays measure LOT` as processes, the result in the report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+from linerig import config_copy, plant_cmd, plant_env
+from sqlalchemy import select
+
+from drivers.sim.cells import CellStream
+from drivers.sim.sciaps import black_mass_pellet
+from plant.commands.bench_harness import toml_text
+from plant.store import AuditRow, CellRow, LotRow, Store, upgrade
+
+pytestmark = pytest.mark.e2e
+
+
+def _closed_black_mass_lot(store: Store, run: subprocess.Popen[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "plant run ended early"
+        with store.session() as s:
+            lot = s.scalars(
+                select(LotRow.id).where(LotRow.route == "black_mass", LotRow.state == "closed")
+            ).first()
+        if lot is not None:
+            return lot
+        time.sleep(0.5)
+    raise AssertionError(f"no black-mass lot closed within {timeout} s")
+
+
+def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plant.db'}"
+    upgrade(url)
+    cfg = config_copy(tmp_path, db_url=url, heads=2, lot_close_kg=1.0)
+    data = tomllib.loads((cfg / "plant.toml").read_text())
+    data["assay_analyser"]["beam_times_s"] = [1.0, 1.0]
+    (cfg / "plant.toml").write_text(toml_text(data))
+    port = data["assay_analyser"]["port"]
+    run = subprocess.Popen(
+        plant_cmd(cfg, "run", "--simulate", "--rate", "40", "--no-hmi"),
+        env=plant_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = Store(url)
+    try:
+        lot = _closed_black_mass_lot(store, run, 180.0)
+        # Nothing in the cup: the analyser refuses, the command says so in one line.
+        empty = subprocess.run(
+            plant_cmd(cfg, "assays", "measure", lot),
+            capture_output=True, text=True, timeout=120, env=plant_env(), cwd=tmp_path,
+        )  # fmt: skip
+        assert empty.returncode == 1
+        assert "count rate too low" in empty.stderr and len(empty.stderr.splitlines()) == 1
+        # The technician presses the lot's pellet and puts it in the analyser.
+        placed = httpx.put(f"http://127.0.0.1:{port}/sim/sample", json={"lot_id": lot})
+        assert placed.status_code == 200, placed.text
+        measured = subprocess.run(
+            plant_cmd(cfg, "assays", "measure", lot, "--json"),
+            capture_output=True, text=True, timeout=120, env=plant_env(), cwd=tmp_path,
+        )  # fmt: skip
+        assert measured.returncode == 0, measured.stderr[-2000:]
+        assay = json.loads(measured.stdout)
+        report = subprocess.run(
+            plant_cmd(cfg, "purity", "report", "--json"),
+            capture_output=True, text=True, timeout=120, env=plant_env(), cwd=tmp_path,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr[-2000:]
+        with store.session() as s:
+            seqs = list(s.scalars(select(CellRow.seq).where(CellRow.lot_id == lot)))
+            audit = s.scalars(select(AuditRow).where(AuditRow.action == "lot.assay")).one()
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=120)
+        store.close()
+    row = next(x for x in json.loads(report.stdout)["lots"] if x["id"] == lot)
+    assert row["assay"]["source"] == "analyser"
+    assert row["assay"]["wt_pct"] == assay["wt_pct"] and "SciAps" in row["assay"]["method"]
+    assert (audit.user, audit.target) == ("cli", f"lot:{lot}")
+    # The analyser measured the lot's true black mass (the simulated cells), within its
+    # uncertainty and calibration bias: mostly LFP cells, so Fe-rich.
+    truth = black_mass_pellet(lot, (CellStream(1).truth(q) for q in seqs))
+    assert truth is not None
+    for el in ("Fe", "Mn", "P"):
+        true = truth.wt_pct.get(el, 0.0)
+        if el in assay["wt_pct"]:
+            assert abs(assay["wt_pct"][el] - true) <= 4 * assay["unc_pct"][el] + 0.06 * true, el
+        else:
+            assert true < 3 * assay["below_lod_pct"][el], el
+    assert assay["wt_pct"]["Fe"] > 5

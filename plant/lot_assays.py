@@ -30,12 +30,20 @@ class LotAssayError(Exception):
     """The lot cannot be assayed (unknown, open, wrong route) or the analyser failed."""
 
 
+class UnknownLot(LotAssayError):
+    """No lot of that id."""
+
+
+class AnalyserFailed(LotAssayError):
+    """The analyser is not configured, not reachable or its test failed."""
+
+
 def _lot_to_assay(store: Store, lot_id: str) -> tuple[LotRow, float | None]:
     """The lot, and the black-mass mass of its latest earlier assay (None: none known)."""
     with store.session() as s:
         lot = s.get(LotRow, lot_id)
         if lot is None:
-            raise LotAssayError(f"no lot {lot_id!r}")
+            raise UnknownLot(f"no lot {lot_id!r}")
         if lot.state == "open":
             raise LotAssayError(f"lot {lot_id} is still open: it is assayed once closed")
         if lot.route not in ASSAYED_ROUTES:
@@ -52,20 +60,20 @@ def _lot_to_assay(store: Store, lot_id: str) -> tuple[LotRow, float | None]:
 async def measure(cfg: AssayAnalyserSection) -> tuple[str, TestResult]:
     """One test of the sample in the analyser: (instrument description, result)."""
     if cfg.kind == "none":
-        raise LotAssayError('no lot analyser: [assay_analyser] kind = "none"')
+        raise AnalyserFailed('no lot analyser: [assay_analyser] kind = "none"')
     async with SciapsClient(
         cfg.host, cfg.port, timeout_s=cfg.timeout_s, retries=cfg.retries
     ) as client:
         try:
             ident = await client.identify()
             if cfg.mode not in ident.apps:
-                raise LotAssayError(
+                raise AnalyserFailed(
                     f"{client.name} ({ident.id}) has no application {cfg.mode!r} "
                     f"([assay_analyser] mode); it has: {', '.join(ident.apps)}"
                 )
             result = await client.test(cfg.mode, list(cfg.beam_times_s), cfg.model_name)
         except SciapsError as exc:
-            raise LotAssayError(str(exc)) from None
+            raise AnalyserFailed(str(exc)) from None
     return f"SciAps {ident.model} {ident.id}", result
 
 
@@ -119,7 +127,14 @@ async def assay_lot(
         summary = ", ".join(f"{el} {v:.2f}" for el, v in sorted(comp["wt_pct"].items()))
         store.audit(s, user, "lot.assay", f"lot:{lot_id}", None, f"assay {row.id}: {summary} wt%")
         assay_id = row.id
-    return {"id": assay_id, "lot_id": lot_id, "source": SOURCE, "taken_at": taken, **comp}
+    return {
+        "id": assay_id,
+        "lot_id": lot_id,
+        "line": lot.line,
+        "source": SOURCE,
+        "taken_at": taken,
+        **comp,
+    }
 
 
 def measured_feed_g(

@@ -21,6 +21,7 @@ from plant.commands.bench_harness import toml_text
 from plant.store import AuditRow, CellRow, LotRow, Store, upgrade
 
 pytestmark = pytest.mark.e2e
+PASSWORD = "assay-pass-1234"
 
 
 def _closed_black_mass_lot(store: Store, run: subprocess.Popen[str], timeout: float) -> str:
@@ -44,9 +45,15 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
     data = tomllib.loads((cfg / "plant.toml").read_text())
     data["assay_analyser"]["beam_times_s"] = [1.0, 1.0]
     (cfg / "plant.toml").write_text(toml_text(data))
-    port = data["assay_analyser"]["port"]
+    port, hmi = data["assay_analyser"]["port"], f"http://127.0.0.1:{data['hmi']['port']}/api"
+    for user, role in (("erin", "engineer"), ("vic", "viewer")):
+        subprocess.run(
+            plant_cmd(cfg, "users", "add", user, "--role", role),
+            input=f"{PASSWORD}\n{PASSWORD}\n",
+            text=True, check=True, capture_output=True, env=plant_env(), cwd=tmp_path,
+        )  # fmt: skip
     run = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "40", "--no-hmi"),
+        plant_cmd(cfg, "run", "--simulate", "--rate", "40"),
         env=plant_env(),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -77,9 +84,32 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
             capture_output=True, text=True, timeout=120, env=plant_env(), cwd=tmp_path,
         )  # fmt: skip
         assert report.returncode == 0, report.stderr[-2000:]
+        # An engineer assays it again through the API; a viewer may not.
+        tokens = {
+            user: httpx.post(f"{hmi}/login", json={"name": user, "password": PASSWORD}).json()[
+                "token"
+            ]
+            for user in ("erin", "vic")
+        }
+        path = f"{hmi}/lots/{lot}/assay"
+
+        def post(user: str, body: dict[str, float]) -> httpx.Response:
+            auth = {"Authorization": f"Bearer {tokens[user]}"}
+            return httpx.post(path, json=body, headers=auth, timeout=60)
+
+        assert post("vic", {}).status_code == 403
+        bad = post("erin", {"black_mass_kg": -1})
+        assert bad.status_code == 422 and "black_mass_kg" in bad.text
+        by_api = post("erin", {"black_mass_kg": 0.5})
+        assert by_api.status_code == 200, by_api.text
+        assert by_api.json()["black_mass_kg"] == 0.5 and by_api.json()["value"]["total"] > 0
         with store.session() as s:
             seqs = list(s.scalars(select(CellRow.seq).where(CellRow.lot_id == lot)))
-            audit = s.scalars(select(AuditRow).where(AuditRow.action == "lot.assay")).one()
+            audits = list(
+                s.scalars(
+                    select(AuditRow).where(AuditRow.action == "lot.assay").order_by(AuditRow.id)
+                )
+            )
     finally:
         run.send_signal(signal.SIGTERM)
         run.wait(timeout=120)
@@ -87,7 +117,7 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
     row = next(x for x in json.loads(report.stdout)["lots"] if x["id"] == lot)
     assert row["assay"]["source"] == "analyser"
     assert row["assay"]["wt_pct"] == assay["wt_pct"] and "SciAps" in row["assay"]["method"]
-    assert (audit.user, audit.target) == ("cli", f"lot:{lot}")
+    assert [(a.user, a.target) for a in audits] == [("cli", f"lot:{lot}"), ("erin", f"lot:{lot}")]
     # The analyser measured the lot's true black mass (the simulated cells), within its
     # uncertainty and calibration bias: mostly LFP cells, so Fe-rich.
     truth = black_mass_pellet(lot, (CellStream(1).truth(q) for q in seqs))

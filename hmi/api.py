@@ -242,7 +242,7 @@ def measure_lot(
             assay_lot(
                 c.store,
                 c.config.assay_analyser,
-                load_hydromet(c.config_dir),
+                lambda: load_hydromet(c.config_dir),
                 lot_id,
                 who.user.name,
                 black_mass_kg=body.black_mass_kg,

@@ -4,7 +4,7 @@ and the mass balance use what was measured instead of the estimate from the cell
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -106,19 +106,21 @@ def composition(
 async def assay_lot(
     store: Store,
     analyser: AssayAnalyserSection,
-    hydromet: HydrometConfig,
+    hydromet: Callable[[], HydrometConfig],
     lot_id: str,
     user: str,
     *,
     black_mass_kg: float | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Measure the lot's pellet (already in the analyser), store the assay and audit it."""
+    """Measure the lot's pellet (already in the analyser), store the assay and audit it.
+    `hydromet` loads the valuation's configuration (after the lot is found, before the test)."""
     if black_mass_kg is not None and not black_mass_kg > 0:
         raise LotAssayError(f"black-mass mass {black_mass_kg} kg must be > 0")
     lot, known_kg = _lot_to_assay(store, lot_id)
+    config = hydromet()
     instrument, result = await measure(analyser)
-    comp = composition(lot, instrument, result, black_mass_kg or known_kg, hydromet)
+    comp = composition(lot, instrument, result, black_mass_kg or known_kg, config)
     taken = now or utcnow()
     with store.begin() as s:
         row = AssayRow(lot_id=lot_id, source=SOURCE, composition=comp, taken_at=taken)

@@ -20,7 +20,7 @@ from drivers.sim.cells import CellFormat, CellTruth
 from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
 from plant.commands.bench_harness import free_port_block
 from plant.config import AssayAnalyserSection, ConfigError, load_plant
-from plant.hydromet import load_hydromet
+from plant.hydromet import HydrometConfig, load_hydromet
 from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import build_report
@@ -227,16 +227,20 @@ def test_a_measured_lot_is_stored_audited_reported_and_balanced(store: Store) ->
         await sim.start()
         analyser = AssayAnalyserSection(port=sim.port, beam_times_s=BEAMS)
         products, hydromet = load_products(REPO / "config"), load_hydromet(REPO / "config")
+
+        def valuation() -> HydrometConfig:
+            return hydromet
+
         try:
             before = build_report(store, products, hydromet)["mass_balance"]["Ni"]["in_g"]
             with pytest.raises(LotAssayError, match="code 105"):  # nothing in the cup yet
-                await assay_lot(store, analyser, hydromet, "L1-HM-1", "eng", black_mass_kg=5.5)
+                await assay_lot(store, analyser, valuation, "L1-HM-1", "eng", black_mass_kg=5.5)
             async with httpx.AsyncClient() as http:  # the technician presses the pellet
                 r = await http.put(
                     f"http://127.0.0.1:{sim.port}/sim/sample", json={"lot_id": "L1-HM-1"}
                 )
             assert r.status_code == 200
-            got = await assay_lot(store, analyser, hydromet, "L1-HM-1", "eng", black_mass_kg=5.5)
+            got = await assay_lot(store, analyser, valuation, "L1-HM-1", "eng", black_mass_kg=5.5)
         finally:
             await sim.stop()
         assert got["wt_pct"]["Fe"] > 10 and "Ni" in got["below_lod_pct"]
@@ -260,7 +264,10 @@ def test_a_measured_lot_is_stored_audited_reported_and_balanced(store: Store) ->
 def test_lots_that_cannot_be_assayed_are_refused(store: Store) -> None:
     async def main() -> None:
         add_lot(store, "L1-RJ-1", [("NiMH", 100.0)], route="reject", closed_at=T0, seq0=1)
-        hydromet = load_hydromet(REPO / "config")
+
+        def hydromet() -> HydrometConfig:
+            return load_hydromet(REPO / "config")
+
         analyser = AssayAnalyserSection(port=1, beam_times_s=BEAMS)
         with pytest.raises(LotAssayError, match="no lot 'NOPE'"):
             await assay_lot(store, analyser, hydromet, "NOPE", "eng")

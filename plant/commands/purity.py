@@ -205,7 +205,7 @@ def measure_cmd(
             assay_lot(
                 store,
                 cfg.assay_analyser,
-                load_hydromet(c.config_dir),
+                lambda: load_hydromet(c.config_dir),
                 lot,
                 "cli",
                 black_mass_kg=black_mass_kg,

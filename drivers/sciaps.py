@@ -30,6 +30,9 @@ UNCERTAINTY_SIGMA = 1.0
 # is a failed test, named by the codes of `XResultCodes`.
 # `XAcquisitionSettings.testType` is 0 for Empirical-like modes; the lot assay sends 0.
 TEST_TYPE = 0
+# The example status shows the silicon-drift detector at -25 C; above this it is not cooled
+# and a test would measure with a degraded resolution.
+DETECTOR_COOLED_MAX_C = -10.0
 # A test takes its beam times plus overhead (tube ramp, filter wheel): the request deadline is
 # the sum of the beam times plus `timeout_s`.
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +89,15 @@ class InstrumentStatus:
     tube_temp_c: float
     energy_calibration_needed: bool
     battery_pct: float
+
+    def not_ready(self) -> str | None:
+        """Why no test should run now (detector not cooled), or None."""
+        if self.detector_temp_c > DETECTOR_COOLED_MAX_C:
+            return (
+                f"detector at {self.detector_temp_c:.1f} °C, not cooled "
+                f"(needs <= {DETECTOR_COOLED_MAX_C:g} °C)"
+            )
+        return None
 
 
 @dataclass(frozen=True)

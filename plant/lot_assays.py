@@ -5,6 +5,7 @@ and the mass balance use what was measured instead of the estimate from the cell
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -57,8 +58,19 @@ def _lot_to_assay(store: Store, lot_id: str) -> tuple[LotRow, float | None]:
     return lot, None if known is None else float(known)
 
 
-async def measure(cfg: AssayAnalyserSection) -> tuple[str, TestResult]:
-    """One test of the sample in the analyser: (instrument description, result)."""
+@dataclass(frozen=True)
+class Measurement:
+    """One test on the analyser: which instrument, its result, whether it was energy-calibrated
+    first (it asked for a calibration)."""
+
+    instrument: str
+    result: TestResult
+    calibrated_first: bool
+
+
+async def measure(cfg: AssayAnalyserSection) -> Measurement:
+    """One test of the sample in the analyser, after an energy calibration if it asks for one;
+    refused while its detector is not cooled."""
     if cfg.kind == "none":
         raise AnalyserFailed('no lot analyser: [assay_analyser] kind = "none"')
     async with SciapsClient(
@@ -71,25 +83,29 @@ async def measure(cfg: AssayAnalyserSection) -> tuple[str, TestResult]:
                     f"{client.name} ({ident.id}) has no application {cfg.mode!r} "
                     f"([assay_analyser] mode); it has: {', '.join(ident.apps)}"
                 )
+            status = await client.status()
+            problem = status.not_ready()
+            if problem is not None:
+                raise AnalyserFailed(f"{client.name} ({ident.id}): {problem}")
+            if status.energy_calibration_needed:
+                await client.calibrate_energy()
             result = await client.test(cfg.mode, list(cfg.beam_times_s), cfg.model_name)
         except SciapsError as exc:
             raise AnalyserFailed(str(exc)) from None
-    return f"SciAps {ident.model} {ident.id}", result
+    return Measurement(f"SciAps {ident.model} {ident.id}", result, status.energy_calibration_needed)
 
 
 def composition(
-    lot: LotRow,
-    instrument: str,
-    result: TestResult,
-    black_mass_kg: float | None,
-    hydromet: HydrometConfig,
+    lot: LotRow, m: Measurement, black_mass_kg: float | None, hydromet: HydrometConfig
 ) -> dict[str, Any]:
     """AssayRow.composition of a measured lot: wt% with 1-sigma, Li estimated, value if the
     black-mass mass is known."""
+    result = m.result
     wt, unc = result.wt_pct(), result.unc_pct()
     comp: dict[str, Any] = {
-        "method": f"XRF pressed pellet, {instrument}, mode {result.mode}",
-        "instrument": instrument,
+        "method": f"XRF pressed pellet, {m.instrument}, mode {result.mode}",
+        "instrument": m.instrument,
+        "energy_calibrated_first": m.calibrated_first,
         "test_s": round(result.duration_s, 1),
         "black_mass_kg": black_mass_kg,
         "below_lod_pct": result.below_lod(),
@@ -119,8 +135,7 @@ async def assay_lot(
         raise LotAssayError(f"black-mass mass {black_mass_kg} kg must be > 0")
     lot, known_kg = _lot_to_assay(store, lot_id)
     config = hydromet()
-    instrument, result = await measure(analyser)
-    comp = composition(lot, instrument, result, black_mass_kg or known_kg, config)
+    comp = composition(lot, await measure(analyser), black_mass_kg or known_kg, config)
     taken = now or utcnow()
     with store.begin() as s:
         row = AssayRow(lot_id=lot_id, source=SOURCE, composition=comp, taken_at=taken)

@@ -24,7 +24,7 @@ from plant.hydromet import HydrometConfig, load_hydromet
 from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import build_report
-from plant.store import AssayRow, AuditRow, CampaignLotRow, CampaignRow, Store
+from plant.store import AssayRow, AuditRow, CampaignLotRow, CampaignRow, Store, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
@@ -66,8 +66,10 @@ def test_identify_status_and_energy_calibration() -> None:
                 status = await c.status()
                 ecal = await c.energy_calibration()
                 await c.calibrate_energy()
+                after = await c.status()
             assert ident.family == "XRF" and "Mining" in ident.apps and ident.id == sim.serial
-            assert status.detector_temp_c < 0 and not status.energy_calibration_needed
+            assert status.not_ready() is None and status.energy_calibration_needed
+            assert not after.energy_calibration_needed and sim.ecal_runs == 1
             assert 15 < ecal.slope_ev < 25
 
     asyncio.run(main())
@@ -279,3 +281,32 @@ def test_lots_that_cannot_be_assayed_are_refused(store: Store) -> None:
             await assay_lot(store, none, hydromet, "L1-BM-2", "eng")
 
     asyncio.run(main())
+
+
+def test_an_analyser_asking_for_energy_calibration_gets_one_and_a_warm_one_is_refused(
+    sqlite_url: str,
+) -> None:
+    upgrade(sqlite_url)
+    store = Store(sqlite_url)
+    add_lot(store, "L1-BM-1", [("LFP", 100.0)] * 20, route="black_mass", closed_at=T0, seq0=1)
+
+    def hydromet() -> HydrometConfig:
+        return load_hydromet(REPO / "config")
+
+    async def main() -> None:
+        async with analyser() as sim:
+            cfg = AssayAnalyserSection(port=sim.port, beam_times_s=BEAMS)
+            sim.place(pellet("LFP"))
+            first = await assay_lot(store, cfg, hydromet, "L1-BM-1", "eng")
+            second = await assay_lot(store, cfg, hydromet, "L1-BM-1", "eng")
+            assert sim.ecal_runs == 1  # once, when the analyser asked for it
+            assert first["energy_calibrated_first"] and not second["energy_calibrated_first"]
+            sim.detector_temp_c = 4.0
+            with pytest.raises(LotAssayError, match=r"detector at 4.0 °C, not cooled"):
+                await assay_lot(store, cfg, hydromet, "L1-BM-1", "eng")
+            assert sim.tests == 2
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()

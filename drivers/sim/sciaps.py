@@ -111,6 +111,9 @@ class SimSciaps:
         self.lot_pellet = lot_pellet
         self.sample: Pellet | None = None
         self.ecal = {"offset": -17.46, "slope": 20.04}
+        self.ecal_needed = True  # after power-on, as the analyser asks for one
+        self.ecal_runs = 0
+        self.detector_temp_c = -25.0
         self.tests = 0
         self._busy = threading.Lock()
         self._abort = threading.Event()
@@ -134,10 +137,14 @@ class SimSciaps:
     async def stop(self) -> None:
         if self._server is None:
             return
-        self._abort.set()
+        self.abort()
         await asyncio.to_thread(self._server.shutdown)
         self._server.server_close()
         self._server = None
+
+    def abort(self) -> None:
+        """End the running test (`POST /api/v2/abort`)."""
+        self._abort.set()
 
     def place(self, pellet: Pellet | None) -> None:
         """Put a pellet in the cup (None: empty it)."""
@@ -219,8 +226,8 @@ class SimSciaps:
             "wifiLevel": 0,
             "latitude": 0.0,
             "longitude": 0.0,
-            "isECalNeeded": False,
-            "detectorTemp": -25.0,
+            "isECalNeeded": self.ecal_needed,
+            "detectorTemp": self.detector_temp_c,
             "tubeTemp": 38.0,
         }
 
@@ -275,10 +282,11 @@ def _handler(sim: SimSciaps) -> type[BaseHTTPRequestHandler]:
                 beams = body.get("beamTimes") or [int(REFERENCE_TIME_S * 1000)]
                 self._send(*sim.test(query.get("mode", ""), beams, query.get("modelName", "")))
             elif url.path == "/api/v2/abort":
-                sim._abort.set()
+                sim.abort()
                 self._send(200)
             elif url.path == "/api/v2/energyCal":
                 time.sleep(1.0)
+                sim.ecal_needed, sim.ecal_runs = False, sim.ecal_runs + 1
                 self._send(
                     200, {"status": "CODE_SUCCESS", "abortedByUser": "false", "errorCode": 0}
                 )

@@ -24,7 +24,15 @@ from plant.hydromet import HydrometConfig, load_hydromet
 from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import build_report
-from plant.store import AssayRow, AuditRow, CampaignLotRow, CampaignRow, Store, upgrade
+from plant.store import (
+    AssayRow,
+    AuditRow,
+    CampaignLotRow,
+    CampaignRow,
+    LotRow,
+    Store,
+    upgrade,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
@@ -275,6 +283,10 @@ def test_lots_that_cannot_be_assayed_are_refused(store: Store) -> None:
             await assay_lot(store, analyser, hydromet, "NOPE", "eng")
         with pytest.raises(LotAssayError, match="reject lot, not black mass"):
             await assay_lot(store, analyser, hydromet, "L1-RJ-1", "eng")
+        with store.begin() as s:
+            s.add(LotRow(id="L1-BM-0", line="L1", route="black_mass", state="open", opened_at=T0))
+        with pytest.raises(LotAssayError, match="L1-BM-0 is still open"):
+            await assay_lot(store, analyser, hydromet, "L1-BM-0", "eng")
         none = AssayAnalyserSection(kind="none")
         add_lot(store, "L1-BM-2", [("LFP", 100.0)], route="black_mass", closed_at=T0, seq0=9)
         with pytest.raises(LotAssayError, match='kind = "none"'):

@@ -42,7 +42,7 @@ from plant.cell_view import (
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
 from plant.hydromet import load_hydromet
-from plant.lot_assays import AnalyserFailed, LotAssayError, UnknownLot, assay_lot
+from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
@@ -248,7 +248,7 @@ def measure_lot(
                 black_mass_kg=body.black_mass_kg,
             )
         )
-    except UnknownLot as exc:
+    except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except AnalyserFailed as exc:
         raise HTTPException(502, str(exc)) from None

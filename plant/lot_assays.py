@@ -31,8 +31,8 @@ class LotAssayError(Exception):
     """The lot cannot be assayed (unknown, open, wrong route) or the analyser failed."""
 
 
-class UnknownLot(LotAssayError):
-    """No lot of that id."""
+class NotFound(LotAssayError):
+    """No lot (or cell) of that id."""
 
 
 class AnalyserFailed(LotAssayError):
@@ -44,7 +44,7 @@ def _lot_to_assay(store: Store, lot_id: str) -> tuple[LotRow, float | None]:
     with store.session() as s:
         lot = s.get(LotRow, lot_id)
         if lot is None:
-            raise UnknownLot(f"no lot {lot_id!r}")
+            raise NotFound(f"no lot {lot_id!r}")
         if lot.state == "open":
             raise LotAssayError(f"lot {lot_id} is still open: it is assayed once closed")
         if lot.route not in ASSAYED_ROUTES:

@@ -1,5 +1,6 @@
 """A black-mass lot of a running simulated plant assayed on the simulated SciAps analyser:
-`plant run --simulate` and `plant assays measure LOT` as processes, the result in the report."""
+`plant run --simulate` and `plant assays measure LOT` as processes, the result in the report;
+a quarantined cell spot-checked on it (`plant assays spot-check CELL`)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def _closed_black_mass_lot(store: Store, run: subprocess.Popen[str], timeout: fl
             return lot
         time.sleep(0.5)
     raise AssertionError(f"no black-mass lot closed within {timeout} s")
+
+
+def _quarantined_cell(store: Store, run: subprocess.Popen[str], timeout: float) -> tuple[int, int]:
+    """(id, seq) of a quarantined cell of one chemistry (not a 70/30 mixture)."""
+    stream = CellStream(1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "plant run ended early"
+        with store.session() as s:
+            rows = s.execute(select(CellRow.id, CellRow.seq).where(CellRow.route == "quarantine"))
+            found = [(i, q) for i, q in rows if stream.truth(q).second_chemistry is None]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no cell quarantined within {timeout} s")
 
 
 def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_path: Path) -> None:
@@ -103,6 +119,15 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
         by_api = post("erin", {"black_mass_kg": 0.5})
         assert by_api.status_code == 200, by_api.text
         assert by_api.json()["black_mass_kg"] == 0.5 and by_api.json()["value"]["total"] > 0
+        # A quarantined cell: its sample in the cup, the spot check names its chemistry.
+        cell, cell_seq = _quarantined_cell(store, run, 120.0)
+        placed = httpx.put(f"http://127.0.0.1:{port}/sim/sample", json={"cell_id": cell})
+        assert placed.status_code == 200, placed.text
+        spot = subprocess.run(
+            plant_cmd(cfg, "assays", "spot-check", str(cell), "--json"),
+            capture_output=True, text=True, timeout=120, env=plant_env(), cwd=tmp_path,
+        )  # fmt: skip
+        assert spot.returncode == 0, spot.stderr[-2000:]
         with store.session() as s:
             seqs = list(s.scalars(select(CellRow.seq).where(CellRow.lot_id == lot)))
             audits = list(
@@ -118,6 +143,7 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
     assert row["assay"]["source"] == "analyser"
     assert row["assay"]["wt_pct"] == assay["wt_pct"] and "SciAps" in row["assay"]["method"]
     assert [(a.user, a.target) for a in audits] == [("cli", f"lot:{lot}"), ("erin", f"lot:{lot}")]
+    assert json.loads(spot.stdout)["chemistry"] == CellStream(1).truth(cell_seq).chemistry
     # The analyser measured the lot's true black mass (the simulated cells), within its
     # uncertainty and calibration bias: mostly LFP cells, so Fe-rich.
     truth = black_mass_pellet(lot, (CellStream(1).truth(q) for q in seqs))

@@ -20,10 +20,12 @@ from drivers.sim.cells import CellFormat, CellTruth
 from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
 from plant.commands.bench_harness import free_port_block
 from plant.config import AssayAnalyserSection, ConfigError, load_plant
+from plant.domain import Chemistry
 from plant.hydromet import HydrometConfig, load_hydromet
 from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import build_report
+from plant.spot_checks import chemistry_of
 from plant.store import (
     AssayRow,
     AuditRow,
@@ -37,6 +39,7 @@ from plant.store import (
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 BEAMS = [0.3, 0.3]
+NOT_MATERIALS = (Chemistry.NMC, Chemistry.UNKNOWN)
 
 
 def cells(chemistry: str, n: int, fmt: CellFormat = CellFormat.pouch) -> list[CellTruth]:
@@ -51,10 +54,10 @@ def pellet(chemistry: str, n: int = 10) -> Pellet:
 
 @contextlib.asynccontextmanager
 async def analyser(
-    lot_pellet: Callable[[str], Pellet | None] | None = None,
+    press: Callable[[str, str], Pellet | None] | None = None,
 ) -> AsyncIterator[SimSciaps]:
     """The simulated analyser on a free loopback port."""
-    sim = SimSciaps(port=0, lot_pellet=lot_pellet)
+    sim = SimSciaps(port=0, press=press)
     await sim.start()
     try:
         yield sim
@@ -233,7 +236,7 @@ def test_a_measured_lot_is_stored_audited_reported_and_balanced(store: Store) ->
             s.flush()
             s.add(CampaignLotRow(campaign_id="L1-HC00001", lot_id="L1-HM-1"))
         truth = {"L1-HM-1": cells("LFP", 50)}
-        sim = SimSciaps(port=0, lot_pellet=lambda lot: black_mass_pellet(lot, truth[lot]))
+        sim = SimSciaps(port=0, press=lambda _, lot: black_mass_pellet(lot, truth[lot]))
         await sim.start()
         analyser = AssayAnalyserSection(port=sim.port, beam_times_s=BEAMS)
         products, hydromet = load_products(REPO / "config"), load_hydromet(REPO / "config")
@@ -322,3 +325,19 @@ def test_an_analyser_asking_for_energy_calibration_gets_one_and_a_warm_one_is_re
         asyncio.run(main())
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("chemistry", [c.value for c in Chemistry if c not in NOT_MATERIALS])
+def test_a_spot_check_names_the_chemistry_of_a_cells_sample(chemistry: str) -> None:
+    async def main() -> None:
+        async with analyser() as sim, client(sim) as c:
+            sim.place(pellet(chemistry, 1))
+            got = await c.test("Mining", [2.0])
+        assert chemistry_of(got.wt_pct())[0] == chemistry, got.wt_pct()
+
+    asyncio.run(main())
+
+
+def test_a_sample_without_cathode_metals_is_unknown() -> None:
+    chem, why = chemistry_of({"Al": 3.0, "Cu": 2.0, "Fe": 0.2})
+    assert chem == Chemistry.UNKNOWN and "no cathode" in why

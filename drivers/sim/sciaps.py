@@ -1,10 +1,11 @@
 """A simulated SciAps X-series analyser: the public remote API over real HTTP on loopback.
 
-It measures the pellet in its sample cup. What is in the cup is the simulator's state: a pellet
-is pressed from a lot's black mass by `place_lot` (the lab technician's hands, door `PUT
-/sim/sample`), whose composition comes from the simulated cells' truth, never from the plant's
-estimate and never through the API. A test takes its beam times and has counting noise that
-shrinks with the square root of the test time, plus a fixed calibration bias per element.
+It measures the sample in its cup. What is in the cup is the simulator's state: the lab
+technician's hands (door `PUT /sim/sample`) press a pellet of a lot's black mass or take a
+sample of one cell's electrodes, whose composition comes from the simulated cells' truth, never
+from the plant's estimate and never through the API. A test takes its beam times and has
+counting noise that shrinks with the square root of the test time, plus a fixed calibration
+bias per element.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ REL_SD = 0.02  # counting precision, relative, at the reference time
 FLOOR_SD_PCT = 0.004  # absolute floor, wt%, at the reference time; LOD = 3 x floor
 BIAS_SD = 0.015  # the calibration's bias per element on this matrix, relative
 OVERHEAD_S = 0.3  # tube ramp and filter wheel per test
+SAMPLES = ("lot_id", "cell_id")  # what the technician can put in the cup (`PUT /sim/sample`)
 
 # Shredded cell -> black mass ([U], docs/reference/xrf-and-process.md §2.2 mid-range shares).
 CATHODE_COATING = 0.35  # of a Li-ion cell's mass: active material, binder, carbon black
@@ -96,7 +98,8 @@ def black_mass_pellet(name: str, cells: Iterable[CellTruth]) -> Pellet | None:
 
 class SimSciaps:
     """The analyser: SciAps API on `host:port` (0: a free port), a sample cup, one test at a
-    time. `lot_pellet(lot_id)` presses the pellet of a lot (None: no such lot)."""
+    time. `press(kind, id)` makes the sample of a lot (`lot_id`) or a cell (`cell_id`); None:
+    there is no such lot or cell."""
 
     def __init__(
         self,
@@ -104,11 +107,11 @@ class SimSciaps:
         port: int = 0,
         *,
         seed: int = 1,
-        lot_pellet: Callable[[str], Pellet | None] | None = None,
+        press: Callable[[str, str], Pellet | None] | None = None,
         serial: str = "X550-SIM01",
     ) -> None:
         self.host, self._port, self.seed, self.serial = host, port, seed, serial
-        self.lot_pellet = lot_pellet
+        self.press = press
         self.sample: Pellet | None = None
         self.ecal = {"offset": -17.46, "slope": 20.04}
         self.ecal_needed = True  # after power-on, as the analyser asks for one
@@ -294,7 +297,7 @@ def _handler(sim: SimSciaps) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"message": f"no endpoint {url.path}"})
 
         def do_PUT(self) -> None:
-            """The simulator's own door: press the pellet of a lot and put it in the cup."""
+            """The simulator's own door: a lot's pellet or a cell's sample into the cup."""
             if urlsplit(self.path).path != "/sim/sample":
                 self._send(404, {"message": "no such endpoint"})
                 return
@@ -303,14 +306,15 @@ def _handler(sim: SimSciaps) -> type[BaseHTTPRequestHandler]:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 self._send(400, {"message": "body is not JSON"})
                 return
-            lot = body.get("lot_id") if isinstance(body, dict) else None
-            if lot is None:
+            given = [k for k in SAMPLES if isinstance(body, dict) and body.get(k) is not None]
+            if not given:
                 sim.place(None)
                 self._send(200, {"sample": None})
                 return
-            pellet = sim.lot_pellet(str(lot)) if sim.lot_pellet is not None else None
+            kind, ident = given[0], str(body[given[0]])
+            pellet = sim.press(kind, ident) if sim.press is not None else None
             if pellet is None:
-                self._send(404, {"message": f"no black mass of lot {lot!r} in the simulation"})
+                self._send(404, {"message": f"no {kind} {ident!r} in the simulation"})
                 return
             sim.place(pellet)
             self._send(200, {"sample": pellet.name})

@@ -19,6 +19,7 @@ from plant.hydromet import load_hydromet
 from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import build_report
+from plant.spot_checks import spot_check
 
 purity_app = typer.Typer(
     help="Product purity, SPC, mass balance and recovery.", no_args_is_help=True
@@ -229,6 +230,30 @@ def measure_cmd(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@assays_app.command("spot-check")
+def spot_check_cmd(
+    ctx: typer.Context,
+    cell: Annotated[int, typer.Argument(help="Id of a quarantined cell (its page, /api/cells).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Measure a quarantined cell's sample, placed in the analyser; name its chemistry (audited)."""
+    c = ctx_of(ctx)
+    cfg = c.plant()
+    store = c.store()
+    try:
+        got = asyncio.run(spot_check(store, cfg.assay_analyser, cell, "cli"))
+    except LotAssayError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(got, ensure_ascii=False))
+    else:
+        shown = f"cell {cell}: {got['chemistry']} ({got['why']})"
+        err.print(shown, highlight=False, soft_wrap=True)
 
 
 def register(root: typer.Typer) -> None:

@@ -25,7 +25,7 @@ class SimHardware:
     plc: SimPlc
     xrf: SimXrfStation | None
     analyser: SimSciaps | None = None
-    pellets: LotPellets | None = None
+    pellets: TrueSamples | None = None
 
     @classmethod
     def from_config(
@@ -66,12 +66,12 @@ class SimHardware:
         )
         if not cfg.sim.assay_analyser_port:
             return cls(plc, xrf)
-        pellets = LotPellets(cfg.database.url, stream)
+        pellets = TrueSamples(cfg.database.url, stream)
         analyser = SimSciaps(
             cfg.sim.host,
             cfg.sim.assay_analyser_port + port_offset,
             seed=cfg.sim.seed,
-            lot_pellet=pellets,
+            press=pellets,
         )
         return cls(plc, xrf, analyser, pellets)
 
@@ -92,21 +92,27 @@ class SimHardware:
             self.pellets.close()
 
 
-class LotPellets:
-    """The black mass of a lot as the simulated plant made it: the true cells (the simulated
-    line's truth) that the line put into the lot, pressed into a pellet."""
+class TrueSamples:
+    """Samples as the simulated plant made them, from the true cells (the simulated line's
+    truth): a lot's black mass pressed into a pellet, or one cell's electrodes."""
 
     def __init__(self, database_url: str, stream: CellStream) -> None:
         self.database_url = database_url
         self.stream = stream
         self._store: Store | None = None
 
-    def __call__(self, lot_id: str) -> Pellet | None:
+    def __call__(self, kind: str, ident: str) -> Pellet | None:
         if self._store is None:
             self._store = Store(self.database_url)
+        if kind == "lot_id":
+            where = CellRow.lot_id == ident
+        elif ident.isdigit():
+            where = CellRow.id == int(ident)
+        else:
+            return None
         with self._store.session() as s:
-            seqs = list(s.scalars(select(CellRow.seq).where(CellRow.lot_id == lot_id)))
-        return black_mass_pellet(lot_id, (self.stream.truth(q) for q in seqs))
+            seqs = list(s.scalars(select(CellRow.seq).where(where)))
+        return black_mass_pellet(f"{kind} {ident}", (self.stream.truth(q) for q in seqs))
 
     def close(self) -> None:
         if self._store is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -40,6 +41,8 @@ from plant.cell_view import (
     search_cells,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
+from plant.hydromet import load_hydromet
+from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
@@ -257,6 +260,44 @@ def release(cell_id: RowId, body: ReleaseIn, who: Operator, c: Ctx) -> dict[str,
     data = cell_json(row)
     c.publish("cell", row.line, data)
     return data
+
+
+class LotAssayIn(BaseModel):
+    black_mass_kg: float | None = Field(
+        None, gt=0, le=100_000, description="weighed black mass; default: from an earlier assay"
+    )
+
+
+@router.post("/lots/{lot_id}/assay")
+def measure_lot(
+    lot_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: LotAssayIn,
+    who: Engineer,
+    c: Ctx,
+) -> dict[str, Any]:
+    """Assay a closed lot's pellet, placed in the lot analyser (engineer; stored and audited).
+    Runs in a worker thread for the test time, off the controller's event loop."""
+    try:
+        assay = asyncio.run(
+            assay_lot(
+                c.store,
+                c.config.assay_analyser,
+                lambda: load_hydromet(c.config_dir),
+                lot_id,
+                who.user.name,
+                black_mass_kg=body.black_mass_kg,
+            )
+        )
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except AnalyserFailed as exc:
+        raise HTTPException(502, str(exc)) from None
+    except LotAssayError as exc:
+        raise HTTPException(409, str(exc)) from None
+    c.publish(
+        "lot", assay["line"], {"id": lot_id, "wt_pct": assay["wt_pct"], "value": assay.get("value")}
+    )
+    return {**assay, "taken_at": assay["taken_at"].isoformat()}
 
 
 # -- alarms -----------------------------------------------------------------------------------

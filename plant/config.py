@@ -80,6 +80,9 @@ class SimSection(Strict):
     plc_port: int = Field(5020, ge=1, le=65535)
     xrf_port: int = Field(5030, ge=1, le=65535, description="port of XRF head 1; head k on +k-1")
     xrf_heads: int = Field(8, ge=1, le=32)
+    assay_analyser_port: int = Field(
+        5040, ge=0, le=65535, description="simulated SciAps analyser (HTTP); 0: none"
+    )
     seed: int = 1
     copied_label_share: float = Field(
         0.0, ge=0, le=1, description="cells whose label copies an earlier cell's passport"
@@ -142,6 +145,33 @@ class XrfSection(Strict):
     timeout_s: float = Field(5.0, gt=0, le=120)
 
 
+class AssayAnalyserSection(Strict):
+    """The XRF analyser that assays lots (`plant assays measure LOT`, docs/xrf.md): `sciaps` is a
+    SciAps X-series analyser on its remote API (`http://host:port/api/v2/...`); `none`: no
+    analyser."""
+
+    kind: Literal["sciaps", "none"] = "sciaps"
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(5040, ge=1, le=65535, description="8080 on a real SciAps analyser")
+    mode: str = Field("Mining", min_length=1, description="the analyser's application (its apps)")
+    model_name: str | None = Field(None, min_length=1, description="optional analytical model")
+    beam_times_s: list[float] = Field(
+        default_factory=lambda: [30.0, 30.0],
+        min_length=1,
+        max_length=4,
+        description="test time of each beam",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="per request, on top of the test")
+    retries: int = Field(2, ge=0, le=10, description="reads retried after a connection error")
+
+    @field_validator("beam_times_s")
+    @classmethod
+    def _positive_times(cls, v: list[float]) -> list[float]:
+        if any(not 0 < t <= 600 for t in v):
+            raise ValueError("each beam time must be > 0 and <= 600 s")
+        return v
+
+
 class CameraSection(Strict):
     """Label reading: `sim` renders simulated label images and decodes them here (OpenCV);
     `sim_reader` is a simulated smart code reader that decodes on the device and sends the text;
@@ -190,6 +220,7 @@ class PlantConfig(Strict):
     sim: SimSection = SimSection()
     plc: PlcSection = PlcSection()
     xrf: XrfSection = XrfSection()
+    assay_analyser: AssayAnalyserSection = AssayAnalyserSection()
     camera: CameraSection = CameraSection()
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()

@@ -18,6 +18,8 @@ from plant.hydromet import (
     product_history,
     verdict_of,
 )
+from plant.lot_assays import MEASURED_FEED, measured_feed_g
+from plant.lot_assays import SOURCE as MEASURED
 from plant.purity import (
     MetalBalance,
     ProductsConfig,
@@ -86,8 +88,8 @@ def balance_of(
     batches: list[dict[str, Any]] | None = None,
     campaign_id: str | None = None,
 ) -> dict[str, MetalBalance]:
-    """Mass balance over the campaigns since `since` (or one campaign): lot estimates in,
-    assayed products out."""
+    """Mass balance over the campaigns since `since` (or one campaign): lot estimates in, or
+    the lot's measured assay where there is one (plant/lot_assays.py); assayed products out."""
     with store.session() as s:
         q = select(CampaignRow)
         if since is not None:
@@ -95,7 +97,19 @@ def balance_of(
         if campaign_id is not None:
             q = q.where(CampaignRow.id == campaign_id)
         campaigns = list(s.scalars(q))
-    ids = {c.id for c in campaigns}
+        ids = {c.id for c in campaigns}
+        links = s.execute(
+            select(CampaignLotRow.campaign_id, CampaignLotRow.lot_id).where(
+                CampaignLotRow.campaign_id.in_(ids)
+            )
+        ).all()
+        measured = measured_feed_g(s, [lot for _, lot in links])
+    feeds = {c.id: {k: float(v) for k, v in c.feed_g.items()} for c in campaigns}
+    for cid, lot in links:
+        if lot in measured:
+            est, got = measured[lot]
+            for el in MEASURED_FEED:
+                feeds[cid][el] = feeds[cid].get(el, 0.0) - est[el] + got[el]
     rows = batches if batches is not None else batch_rows(store, products, since)
     made = [
         (products.products[b["product"]].metal, float(b["metal_g"]))
@@ -103,7 +117,7 @@ def balance_of(
         if b["campaign_id"] in ids and b["metal_g"] is not None
     ]
     return mass_balance(
-        (c.feed_g for c in campaigns),
+        feeds.values(),
         made,
         (c.residues_g for c in campaigns),
         config.mass_balance.saleable_byproducts,
@@ -140,7 +154,8 @@ def spc_summary(store: Store, products: ProductsConfig, config: HydrometConfig) 
 
 
 def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Closed and consumed lots with their estimate, XRF assay and value where there is one."""
+    """Closed and consumed lots with their estimate, their latest assay (XRF pellet, lab or
+    measured on the analyser) and value where there is one."""
     with store.session() as s:
         q = select(LotRow).where(LotRow.state != "open").order_by(LotRow.closed_at, LotRow.id)
         if since is not None:
@@ -151,7 +166,7 @@ def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]
             a.lot_id: a
             for a in s.scalars(
                 select(AssayRow)
-                .where(AssayRow.lot_id.in_(ids), AssayRow.source.in_(["xrf", "lab"]))
+                .where(AssayRow.lot_id.in_(ids), AssayRow.source.in_(["xrf", "lab", MEASURED]))
                 .order_by(AssayRow.taken_at, AssayRow.id)
             )
         }
@@ -181,6 +196,7 @@ def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]
                 if a is None
                 else {
                     "source": a.source,
+                    "method": comp.get("method"),
                     "taken_at": iso_utc(a.taken_at),
                     "black_mass_kg": comp.get("black_mass_kg"),
                     "wt_pct": comp.get("wt_pct", {}),

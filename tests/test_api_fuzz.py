@@ -46,6 +46,7 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/cells/{cell_id}"): Role.viewer,
     ("GET", "/api/cells/{cell_id}/spectrum"): Role.viewer,
     ("POST", "/api/cells/{cell_id}/release"): Role.operator,
+    ("POST", "/api/lots/{lot_id}/assay"): Role.engineer,
     ("GET", "/api/alarms"): Role.viewer,
     ("POST", "/api/alarms/{alarm_id}/ack"): Role.operator,
     ("POST", "/api/alarms/{alarm_id}/shelve"): Role.operator,

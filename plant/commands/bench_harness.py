@@ -254,9 +254,13 @@ def line_config(
     heads = (
         heads if heads is not None else int(data["sim"].get("xrf_heads", SimSection().xrf_heads))
     )
-    base = free_port_block(heads + 2)
+    base = free_port_block(heads + 3)
     data["database"]["url"] = db_url
-    data["sim"].update(plc_port=base, xrf_port=base + 2, xrf_heads=heads)
+    analyser = base + heads + 2
+    data["sim"].update(
+        plc_port=base, xrf_port=base + 2, xrf_heads=heads, assay_analyser_port=analyser
+    )
+    data.setdefault("assay_analyser", {})["port"] = analyser
     if seed is not None:
         data["sim"]["seed"] = seed
     data["plc"].update(port=base)

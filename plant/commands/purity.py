@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,13 +16,17 @@ from plant.certificates import certificate, render_html
 from plant.commands import Ctx, ctx_of, err, out, time_option
 from plant.genealogy import TraceError
 from plant.hydromet import load_hydromet
+from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import build_report
+from plant.spot_checks import spot_check
 
 purity_app = typer.Typer(
     help="Product purity, SPC, mass balance and recovery.", no_args_is_help=True
 )
-assays_app = typer.Typer(help="Lab assays from a LIMS.", no_args_is_help=True)
+assays_app = typer.Typer(
+    help="Lab assays from a LIMS; lot assays on the XRF analyser.", no_args_is_help=True
+)
 
 
 def _bar(pct: float | None, target: float, width: int = 30) -> str:
@@ -180,6 +185,75 @@ def import_cmd(
     )
     if result.bad:
         raise typer.Exit(1)
+
+
+@assays_app.command("measure")
+def measure_cmd(
+    ctx: typer.Context,
+    lot: Annotated[str, typer.Argument(help="Closed black-mass or hydromet lot id.")],
+    black_mass_kg: Annotated[
+        float | None,
+        typer.Option(help="Weighed black mass of the lot (default: from its earlier assay)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the assay as JSON.")] = False,
+) -> None:
+    """Assay a lot's pellet, placed in the analyser, on [assay_analyser]; stored and audited."""
+    c = ctx_of(ctx)
+    cfg = c.plant()
+    store = c.store()
+    try:
+        assay = asyncio.run(
+            assay_lot(
+                store,
+                cfg.assay_analyser,
+                lambda: load_hydromet(c.config_dir),
+                lot,
+                "cli",
+                black_mass_kg=black_mass_kg,
+                now=datetime.now(UTC),
+            )
+        )
+    except LotAssayError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({**assay, "taken_at": assay["taken_at"].isoformat()}, ensure_ascii=False))
+        return
+    shown = ", ".join(
+        f"{el} {v:.2f} ± {assay['unc_pct'].get(el, 0.0):.2f}"
+        for el, v in sorted(assay["wt_pct"].items())
+    )
+    err.print(
+        f"lot {lot}: {shown} wt% ({assay['instrument']}, {assay['test_s']} s); assay {assay['id']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@assays_app.command("spot-check")
+def spot_check_cmd(
+    ctx: typer.Context,
+    cell: Annotated[int, typer.Argument(help="Id of a quarantined cell (its page, /api/cells).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Measure a quarantined cell's sample, placed in the analyser; name its chemistry (audited)."""
+    c = ctx_of(ctx)
+    cfg = c.plant()
+    store = c.store()
+    try:
+        got = asyncio.run(spot_check(store, cfg.assay_analyser, cell, "cli"))
+    except LotAssayError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(got, ensure_ascii=False))
+    else:
+        shown = f"cell {cell}: {got['chemistry']} ({got['why']})"
+        err.print(shown, highlight=False, soft_wrap=True)
 
 
 def register(root: typer.Typer) -> None:

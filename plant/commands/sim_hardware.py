@@ -1,4 +1,5 @@
-"""The simulated hardware `plant sim` serves: one line's PLC and XRF heads on loopback ports."""
+"""The simulated hardware `plant sim` serves: one line's PLC and XRF heads and the lab's SciAps
+analyser on loopback ports."""
 
 from __future__ import annotations
 
@@ -6,19 +7,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from drivers.sim.cells import CellStream
 from drivers.sim.plc import SimPlc
+from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
 from drivers.sim.xrf import SimXrfStation
 from plant.config import PlantConfig
 from plant.rig import tag_map
+from plant.store import CellRow, Store
 
 
 @dataclass
 class SimHardware:
-    """The simulated PLC and XRF heads of one line, on the configured loopback ports."""
+    """The simulated PLC, XRF heads and lot analyser of one line, on the configured ports."""
 
     plc: SimPlc
     xrf: SimXrfStation | None
+    analyser: SimSciaps | None = None
+    pellets: TrueSamples | None = None
 
     @classmethod
     def from_config(
@@ -57,9 +64,20 @@ class SimHardware:
             if cfg.sim.xrf_heads
             else None
         )
-        return cls(plc, xrf)
+        if not cfg.sim.assay_analyser_port:
+            return cls(plc, xrf)
+        pellets = TrueSamples(cfg.database.url, stream)
+        analyser = SimSciaps(
+            cfg.sim.host,
+            cfg.sim.assay_analyser_port + port_offset,
+            seed=cfg.sim.seed,
+            press=pellets,
+        )
+        return cls(plc, xrf, analyser, pellets)
 
     async def start(self) -> None:
+        if self.analyser is not None:  # before the PLC, whose port `plant run` waits for
+            await self.analyser.start()
         await self.plc.start()
         if self.xrf is not None:
             await self.xrf.start()
@@ -68,3 +86,34 @@ class SimHardware:
         if self.xrf is not None:
             await self.xrf.stop()
         await self.plc.stop()
+        if self.analyser is not None:
+            await self.analyser.stop()
+        if self.pellets is not None:
+            self.pellets.close()
+
+
+class TrueSamples:
+    """Samples as the simulated plant made them, from the true cells (the simulated line's
+    truth): a lot's black mass pressed into a pellet, or one cell's electrodes."""
+
+    def __init__(self, database_url: str, stream: CellStream) -> None:
+        self.database_url = database_url
+        self.stream = stream
+        self._store: Store | None = None
+
+    def __call__(self, kind: str, ident: str) -> Pellet | None:
+        if self._store is None:
+            self._store = Store(self.database_url)
+        if kind == "lot_id":
+            where = CellRow.lot_id == ident
+        elif ident.isdigit():
+            where = CellRow.id == int(ident)
+        else:
+            return None
+        with self._store.session() as s:
+            seqs = list(s.scalars(select(CellRow.seq).where(where)))
+        return black_mass_pellet(f"{kind} {ident}", (self.stream.truth(q) for q in seqs))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()

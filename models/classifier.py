@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ import sklearn
 from threadpoolctl import ThreadpoolController
 
 from drivers.spectra import Spectrum
+from models.chemistry import CLASSES, LI_ION, NMC_GRADES
 from models.features import (
     FEATURE_VERSION,
     INDEX,
@@ -46,15 +47,11 @@ from models.features import (
     extract_with_fit,
     foreign_shares,
 )
-from models.passport import ChemistryClass
 
 # The eleven specific classes of docs/architecture.md (the family `NMC` and `UNKNOWN` are answers,
 # not labels).
-CLASSES: tuple[str, ...] = tuple(c for c in get_args(ChemistryClass) if c not in ("NMC", "UNKNOWN"))
 CAN = "CAN"  # training label: a spectrum that shows only an intact steel can
 MODEL_CLASSES: tuple[str, ...] = (*CLASSES, CAN)
-NMC_GRADES = frozenset({"NMC111", "NMC532", "NMC622", "NMC811"})
-LI_ION = frozenset({*NMC_GRADES, "NCA", "LCO", "LMO", "LFP"})
 UNKNOWN = "UNKNOWN"
 
 # Reason codes of a SpectrumResult.

@@ -19,6 +19,8 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from plant.domain import Route
+
 DEFAULT_CONFIG_DIR = Path("config")
 CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
 DATABASE_URL_ENV = "PLANT_DATABASE_URL"
@@ -75,6 +77,13 @@ class HmiSection(Strict):
     trusted_proxies: list[IPvAnyNetwork] = []
 
 
+class SimBuffer(Strict):
+    """The simulated conveyor downstream of one route (`[sim.buffers.<route>]`)."""
+
+    capacity: int = Field(ge=1, description="cells it holds")
+    drain_cells_s: float = Field(ge=0, description="cells a second carried away")
+
+
 class SimSection(Strict):
     host: str = "127.0.0.1"
     plc_port: int = Field(5020, ge=1, le=65535)
@@ -89,6 +98,9 @@ class SimSection(Strict):
     )
     forged_passport_share: float = Field(
         0.0, ge=0.0, le=1.0, description="simulated signed passports altered after signing"
+    )
+    buffers: dict[Route, SimBuffer] = Field(
+        default_factory=dict, description="downstream buffers by route (default: unlimited)"
     )
 
 

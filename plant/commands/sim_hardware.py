@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from drivers.sim.cells import CellStream
-from drivers.sim.plc import SimPlc
+from drivers.sim.plc import Buffer, SimPlc
 from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
 from drivers.sim.xrf import SimXrfStation
 from plant.config import PlantConfig
@@ -49,6 +49,9 @@ class SimHardware:
             rate_cells_s=rate,
             max_cells=max_cells,
             cells=stream,
+            buffers={
+                r.value: Buffer(b.capacity, b.drain_cells_s) for r, b in cfg.sim.buffers.items()
+            },
             **plc_options,
         )
         xrf = (

@@ -21,14 +21,20 @@ from plant.config import Strict, config_dir, load_file
 
 
 class ProductSpec(Strict):
-    """Battery-grade specification of one product (config/products.toml)."""
+    """Battery-grade specification of one product as its standard defines it
+    (config/products.toml; figures and sources in docs/reference/product-standards.md)."""
 
+    standard: str = Field(description="the standard (and class) the limits come from")
     metal: str = Field(description="the metal this product recovers, e.g. Ni")
     metal_theory_pct: float = Field(gt=0, le=100, description="wt% of the metal in the pure salt")
-    min_purity_pct: float = Field(99.5, gt=0, le=100)
+    min_purity_pct: float | None = Field(
+        None, gt=0, le=100, description="compound content minimum, where the standard sets one"
+    )
     main_min_pct: float | None = Field(None, gt=0, le=100)
     main_max_pct: float | None = Field(None, gt=0, le=100)
     impurity_limits_ppm: dict[str, float] = Field(default_factory=dict)
+    magnetic_max_ppb: float | None = Field(None, gt=0, description="magnetic foreign matter")
+    insolubles_max_pct: float | None = Field(None, gt=0, description="water-insoluble matter")
     spc: list[str] = Field(
         default_factory=lambda: ["purity_pct", "Fe", "Cu", "Al", "P"],
         description="what the SPC charts watch: purity_pct or an impurity symbol",
@@ -36,11 +42,14 @@ class ProductSpec(Strict):
 
 
 class ProductsConfig(Strict):
-    """config/products.toml: product specs and the EU recovery targets."""
+    """config/products.toml: product specs and the EU targets."""
 
     products: dict[str, ProductSpec]
     recovery_targets: dict[str, dict[str, float]] = Field(
         description="label (e.g. end-2027) -> metal -> minimum recovery %"
+    )
+    recycling_efficiency_targets: dict[str, float] = Field(
+        default_factory=dict, description="label (e.g. end-2025) -> minimum recycling efficiency %"
     )
 
 
@@ -66,13 +75,18 @@ def assess(
     purity_pct: float | None,
     main_pct: float | None,
     impurities_ppm: Mapping[str, float],
+    physical: Mapping[str, float] | None = None,
 ) -> Verdict:
-    """Judge one assay against a spec; an analyte the spec limits but nobody measured fails."""
+    """Judge one assay against a spec; an analyte the spec limits but nobody measured fails.
+
+    `physical`: magnetic_ppb and insolubles_pct where measured."""
     reasons: list[str] = []
-    if purity_pct is None:
-        reasons.append("purity not assayed")
-    elif purity_pct < spec.min_purity_pct:
-        reasons.append(f"purity {_fmt(purity_pct)} % < {_fmt(spec.min_purity_pct)} %")
+    phys = physical or {}
+    if spec.min_purity_pct is not None:
+        if purity_pct is None:
+            reasons.append("purity not assayed")
+        elif purity_pct < spec.min_purity_pct:
+            reasons.append(f"purity {_fmt(purity_pct)} % < {_fmt(spec.min_purity_pct)} %")
     if spec.main_min_pct is not None or spec.main_max_pct is not None:
         if main_pct is None:
             reasons.append(f"{spec.metal} not assayed")
@@ -86,12 +100,18 @@ def assess(
             reasons.append(f"{el} not assayed (limit {_fmt(limit)} ppm)")
         elif value > limit:
             reasons.append(f"{el} {_fmt(value)} ppm > {_fmt(limit)} ppm")
+    for key, cap, unit, name in (
+        ("magnetic_ppb", spec.magnetic_max_ppb, "ppb", "magnetic impurities"),
+        ("insolubles_pct", spec.insolubles_max_pct, "%", "insolubles"),
+    ):
+        if cap is None:
+            continue
+        got = phys.get(key)
+        if got is None:
+            reasons.append(f"{name} not assayed (limit {_fmt(cap)} {unit})")
+        elif got > cap:
+            reasons.append(f"{name} {_fmt(got)} {unit} > {_fmt(cap)} {unit}")
     return Verdict(in_spec=not reasons, reasons=reasons)
-
-
-def purity_by_difference(impurities_ppm: Mapping[str, float]) -> float:
-    """Purity when the lab reports only impurities: 100 % minus their sum."""
-    return 100.0 - sum(impurities_ppm.values()) / 1e4
 
 
 def metal_in_product(
@@ -218,6 +238,36 @@ def moving_range_violations(values: Sequence[float], lim: ChartLimits) -> list[R
     return out
 
 
+def ewma_violations(
+    values: Sequence[float], lim: ChartLimits, lam: float, width: float, start: int
+) -> list[RuleViolation]:
+    """EWMA chart from point `start` on: z_i = lam x_i + (1 - lam) z_(i-1), z = centre before
+    `start`; limits centre +- width sigma sqrt(lam / (2 - lam) (1 - (1 - lam)^(2 n))) after n
+    points (Montgomery, Introduction to Statistical Quality Control, 6th ed., section 9.2). It
+    sees a slow drift of about one sigma that the Shewhart rules miss for many batches."""
+    out = []
+    z = lim.center
+    for n, i in enumerate(range(start, len(values)), start=1):
+        z = lam * values[i] + (1.0 - lam) * z
+        half = width * lim.sigma * math.sqrt(lam / (2.0 - lam) * (1.0 - (1.0 - lam) ** (2 * n)))
+        if abs(z - lim.center) > half:
+            side = 1 if z > lim.center else -1
+            where = "above" if side > 0 else "below"
+            out.append(RuleViolation("EWMA", i, side, f"EWMA {z:.4g} {where} its limit"))
+    return out
+
+
+def capability(
+    lim: ChartLimits, lower: float | None, upper: float | None
+) -> dict[str, float | None]:
+    """Cpk per spec limit from the baseline: (USL - mean) / 3 sigma, (mean - LSL) / 3 sigma;
+    sigma is the within (moving-range) sigma, so this is Cpk, not Ppk."""
+    return {
+        "cpk_upper": None if upper is None else (upper - lim.center) / (3.0 * lim.sigma),
+        "cpk_lower": None if lower is None else (lim.center - lower) / (3.0 * lim.sigma),
+    }
+
+
 @dataclass(frozen=True)
 class SpcChart:
     """One variable's chart: limits from the first `baseline_n` points, rules on the rest."""
@@ -244,6 +294,8 @@ def spc_chart(
     trend_run: int = 6,
     floor_ppm: float = 0.0,
     floor_rel: float = 0.0,
+    ewma_lambda: float = 0.2,
+    ewma_l: float = 2.7,
 ) -> SpcChart:
     """Chart a series; rules fire only on points after the baseline window."""
     vals = [float(v) for v in values]
@@ -256,6 +308,7 @@ def spc_chart(
         western_electric(vals, lim)
         + nelson_trend(vals, trend_run)
         + moving_range_violations(vals, lim)
+        + ewma_violations(vals, lim, ewma_lambda, ewma_l, baseline_n)
     )
     return SpcChart(variable, vals, lim, [v for v in found if v.index >= baseline_n])
 

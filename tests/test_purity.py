@@ -28,6 +28,8 @@ from plant.purity import (
 
 REPO = Path(__file__).resolve().parent.parent
 COSO4 = ProductSpec(
+    standard="test: Co sulfate with a content minimum",
+    min_purity_pct=99.5,
     metal="Co",
     metal_theory_pct=20.96,
     main_min_pct=20.5,
@@ -50,8 +52,12 @@ def test_shipped_specs_carry_the_reference_limits() -> None:
     assert specs["NiSO4·6H2O"].main_min_pct == 22.0 and specs["NiSO4·6H2O"].main_max_pct == 22.3
     assert specs["NiSO4·6H2O"].impurity_limits_ppm == {"Co": 50}
     assert specs["Li2CO3"].impurity_limits_ppm == {"Na": 250, "Ca": 50, "Mg": 80}
-    assert all(s.min_purity_pct == 99.5 for s in specs.values())
+    # Only the Li2CO3 standard sets a compound content; the sulfates' set the metal content.
+    assert {n: s.min_purity_pct for n, s in specs.items() if s.min_purity_pct} == {"Li2CO3": 99.5}
     assert specs["MnSO4·H2O"].main_min_pct == 32.0
+    assert specs["CoSO4·7H2O"].standard.startswith("HG/T 4822")
+    assert specs["Li2CO3"].magnetic_max_ppb == 300
+    assert specs["MnSO4·H2O"].insolubles_max_pct == 0.01
 
 
 def test_config_typo_is_an_error_naming_file_and_key(tmp_path: Path) -> None:

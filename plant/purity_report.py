@@ -6,6 +6,7 @@ One builder for `plant purity report --json`, the HMI and the certificates, so t
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 from sqlalchemy import select
@@ -310,3 +311,61 @@ def build_report(
         "recycling_efficiency": eu["recycling_efficiency"],
         "material_recovery": eu["material_recovery"],
     }
+
+
+def annual_documentation(
+    store: Store, products: ProductsConfig, config: HydrometConfig, year: int, *, site: str
+) -> dict[str, Any]:
+    """The year's recycling efficiency and material recovery with every fraction behind them
+    (the documentation a recycler keeps under Delegated Regulation (EU) 2025/606)."""
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    return {
+        "regulation": "Regulation (EU) 2023/1542 Annex XII; Delegated Regulation (EU) 2025/606",
+        "battery_category": "lithium-based",
+        "site": site,
+        "year": year,
+        "period": {"from": start.isoformat(), "to": end.isoformat()},
+        **eu_figures(store, products, config, start, end),
+    }
+
+
+def render_documentation(doc: dict[str, Any]) -> str:
+    """The annual documentation as one self-contained page (no scripts, no external links)."""
+    re_ = doc["recycling_efficiency"]
+
+    def rows(cells: list[list[Any]]) -> str:
+        return "".join(
+            "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in cells
+        )
+
+    rm = [
+        [m, r["input_g"], r["output_g"], r["rate_pct"], r["targets"], r["meets"]]
+        for m, r in doc["material_recovery"].items()
+    ]
+    fr = [
+        [kind, f["name"], f["calculation_point"], f["counted_kg"], f["metals_g"]]
+        for kind in ("input", "output")
+        for f in doc["fractions"][kind]
+    ]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Recycling efficiency {doc["year"]} — {escape(str(doc["site"]))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem}}
+table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.2rem .4rem;
+text-align:left;font-size:.9rem}}</style></head><body>
+<h1>Recycling efficiency and recovery of materials, {doc["year"]}</h1>
+<p>{escape(doc["regulation"])} · {escape(doc["battery_category"])} batteries · site
+{escape(str(doc["site"]))}</p>
+<h2>Recycling efficiency</h2>
+<p>{re_["output_kg"]} kg counted output / {re_["input_kg"]} kg input =
+<strong>{re_["rate_pct"]} %</strong>; targets {escape(str(re_["targets"]))}, met
+{escape(str(re_["meets"]))}</p>
+<h2>Recovery of materials</h2>
+<table><tr><th>Metal</th><th>In, g</th><th>Out, g</th><th>Rate, %</th><th>Targets</th>
+<th>Met</th></tr>{rows(rm)}</table>
+<h2>Fractions at their calculation points</h2>
+<table><tr><th>Kind</th><th>Fraction</th><th>Calculation point</th><th>Counted kg</th>
+<th>Metals, g</th></tr>{rows(fr)}</table>
+</body></html>
+"""

@@ -135,9 +135,9 @@ def certificate(
     with store.session() as s:
         ids = [c.passport_id for c in trace.cells if c.passport_id]
         payloads: dict[str, Any] = dict(
-            s.execute(select(PassportRow.id, PassportRow.payload).where(PassportRow.id.in_(ids)))
-            .tuples()
-            .all()
+            s.execute(
+                select(PassportRow.id, PassportRow.payload).where(PassportRow.id.in_(ids))
+            ).all()
         )
     shares = origin_shares(
         [

@@ -28,6 +28,7 @@ from plant.domain import AlarmPriority
 from plant.events import Event, EventBus
 from plant.historian import Historian
 from plant.purity import (
+    PHYSICAL_UNITS,
     ProductsConfig,
     ProductSpec,
     SpcChart,
@@ -36,6 +37,8 @@ from plant.purity import (
     assess,
     bad_side,
     spc_chart,
+    spec_limit,
+    unit_of,
     value_black_mass,
 )
 from plant.store import AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
@@ -214,8 +217,12 @@ class AssayValues:
     physical: dict[str, float] = field(default_factory=dict)  # magnetic_ppb, insolubles_pct
 
     def value(self, variable: str) -> float | None:
-        """purity_pct or an impurity in ppm (absent impurity: None)."""
-        return self.purity_pct if variable == "purity_pct" else self.impurities_ppm.get(variable)
+        """purity_pct, magnetic_ppb, insolubles_pct or an impurity in ppm (absent: None)."""
+        if variable == "purity_pct":
+            return self.purity_pct
+        if variable in PHYSICAL_UNITS:
+            return self.physical.get(variable)
+        return self.impurities_ppm.get(variable)
 
 
 def assay_values(row: AssayRow) -> AssayValues:
@@ -599,9 +606,9 @@ class HydrometRunner:
                         self.alarms.clear("spc", code)
                     continue
                 value = chart.values[last]
-                unit = "%" if var == "purity_pct" else "ppm"
-                limit = spec.impurity_limits_ppm.get(var)
-                lim_txt = f", spec limit {limit:g} ppm" if limit is not None else ""
+                unit = unit_of(var)
+                limit = spec_limit(spec, var)
+                lim_txt = f", spec limit {limit:g} {unit}" if limit is not None else ""
                 rules = [r.rule for r in fired]
                 msg = (
                     f"{product} {var} {value:.4g} {unit} at batch {newest.id}: "

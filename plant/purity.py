@@ -37,7 +37,8 @@ class ProductSpec(Strict):
     insolubles_max_pct: float | None = Field(None, gt=0, description="water-insoluble matter")
     spc: list[str] = Field(
         default_factory=lambda: ["purity_pct", "Fe", "Cu", "Al", "P"],
-        description="what the SPC charts watch: purity_pct or an impurity symbol",
+        description="what the SPC charts watch: purity_pct, an impurity symbol, "
+        "magnetic_ppb or insolubles_pct",
     )
 
 
@@ -64,6 +65,15 @@ class Verdict:
 
     in_spec: bool
     reasons: list[str]
+
+
+# Physical properties a standard limits besides the analytes, with their units.
+PHYSICAL_UNITS = {"magnetic_ppb": "ppb", "insolubles_pct": "%"}
+
+
+def unit_of(variable: str) -> str:
+    """The unit of a charted variable: purity and insolubles in %, magnetic in ppb, else ppm."""
+    return "%" if variable == "purity_pct" else PHYSICAL_UNITS.get(variable, "ppm")
 
 
 def _fmt(x: float) -> str:
@@ -100,12 +110,13 @@ def assess(
             reasons.append(f"{el} not assayed (limit {_fmt(limit)} ppm)")
         elif value > limit:
             reasons.append(f"{el} {_fmt(value)} ppm > {_fmt(limit)} ppm")
-    for key, cap, unit, name in (
-        ("magnetic_ppb", spec.magnetic_max_ppb, "ppb", "magnetic impurities"),
-        ("insolubles_pct", spec.insolubles_max_pct, "%", "insolubles"),
+    for key, cap, name in (
+        ("magnetic_ppb", spec.magnetic_max_ppb, "magnetic impurities"),
+        ("insolubles_pct", spec.insolubles_max_pct, "insolubles"),
     ):
         if cap is None:
             continue
+        unit = PHYSICAL_UNITS[key]
         got = phys.get(key)
         if got is None:
             reasons.append(f"{name} not assayed (limit {_fmt(cap)} {unit})")
@@ -283,6 +294,8 @@ def sigma_floor(variable: str, center: float, floor_ppm: float, floor_rel: float
     larger; for purity the share applies to what is not product (100 % - purity)."""
     if variable == "purity_pct":
         return max(floor_ppm / 1e4, floor_rel * max(0.0, 100.0 - center))
+    if variable in PHYSICAL_UNITS:  # not in ppm: only the relative floor applies
+        return floor_rel * abs(center)
     return max(floor_ppm, floor_rel * abs(center))
 
 
@@ -311,6 +324,17 @@ def spc_chart(
         + ewma_violations(vals, lim, ewma_lambda, ewma_l, baseline_n)
     )
     return SpcChart(variable, vals, lim, [v for v in found if v.index >= baseline_n])
+
+
+def spec_limit(spec: ProductSpec, variable: str) -> float | None:
+    """The spec limit a charted variable is judged against (lower for purity, else upper)."""
+    if variable == "purity_pct":
+        return spec.min_purity_pct
+    if variable == "magnetic_ppb":
+        return spec.magnetic_max_ppb
+    if variable == "insolubles_pct":
+        return spec.insolubles_max_pct
+    return spec.impurity_limits_ppm.get(variable)
 
 
 def bad_side(variable: str) -> int:

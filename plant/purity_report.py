@@ -27,6 +27,7 @@ from plant.purity import (
     mass_balance,
     metal_in_product,
     recovery,
+    spec_limit,
 )
 from plant.recycling import Fraction, material_recovery, recycling_efficiency
 from plant.store import AlarmRow, AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
@@ -127,8 +128,8 @@ def spc_summary(store: Store, products: ProductsConfig, config: HydrometConfig) 
                     continue
                 chart = chart_of(var, [float(v) for v in vals if v is not None], config.spc)
                 lim = chart.limits
-                upper = spec.impurity_limits_ppm.get(var)
-                lower = spec.min_purity_pct if var == "purity_pct" else None
+                limit = spec_limit(spec, var)
+                lower, upper = (limit, None) if bad_side(var) < 0 else (None, limit)
                 cap = {} if lim is None else capability(lim, lower, upper)
                 charts[var] = {
                     "points": len(chart.values),

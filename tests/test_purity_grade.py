@@ -4,12 +4,18 @@ the feed (LFP) or the process (a starved leach, a low impurity-removal pH) goes 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydromet_feed import add_lot, nmc_mix
+from sqlalchemy import select
 
 from drivers.sim.hydromet import HydrometModel, LeachConditions, leach_extraction, run_campaign
+from plant.alarms import Alarms
+from plant.commands.hydromet_child import simulated_plant
+from plant.hydromet import HydrometRunner, load_hydromet
 from plant.lots import estimate_metals
 from plant.purity import (
     assess,
@@ -19,10 +25,13 @@ from plant.purity import (
     spc_chart,
     western_electric,
 )
+from plant.purity_report import build_report
+from plant.store import AlarmRow, Store
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = load_products(REPO / "config").products
 MODEL = HydrometModel()
+T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 
 
 def _feed(lfp_share: float, n: int = 400) -> tuple[dict[str, float], float]:
@@ -120,3 +129,46 @@ def test_capability_per_spec_limit() -> None:
     assert cap["cpk_lower"] is None
     assert cap["cpk_upper"] == pytest.approx((10.0 - lim.center) / (3 * lim.sigma))
     assert cap["cpk_upper"] > 1.33
+
+
+def _runner(store: Store) -> HydrometRunner:
+    cfg = load_hydromet(REPO / "config")
+    return HydrometRunner(
+        store, cfg, load_products(REPO / "config"), Alarms(store, "L1"),
+        plant=simulated_plant(cfg, 1), line="L1",
+    )  # fmt: skip
+
+
+def test_acid_starving_drift_raises_spc_alarm_before_the_first_off_spec_batch(
+    store: Store,
+) -> None:
+    runner = _runner(store)
+    # 8 campaigns at the reference leach pH 1.5, then the acid dosing falls behind: +0.03 pH
+    # per campaign.
+    leach_ph = [1.5] * 8 + [1.5 + 0.03 * k for k in range(1, 20)]
+    first_spc = first_off = None
+    for i, ph in enumerate(leach_ph):
+        now = T0 + timedelta(minutes=10 * i)
+        add_lot(store, f"L1-HM-{i:03d}", nmc_mix(100), closed_at=now, seq0=1000 * i)
+        rep = runner.step(now, ph=4.0, process={"leach.ph": ph, "leach.temp_c": 70.0})
+        if first_spc is None and any(s.variable == "insolubles_pct" for s in rep.spc):
+            first_spc = i
+        if first_off is None and any(not b.in_spec for b in rep.batches):
+            first_off = i
+    assert first_spc is not None and first_off is not None
+    assert 8 <= first_spc < first_off, (first_spc, first_off)
+    with store.session() as s:
+        codes = {a.code for a in s.scalars(select(AlarmRow).where(AlarmRow.source == "spc"))}
+    assert any(c.endswith("/insolubles_pct") for c in codes)
+
+
+def test_spc_baseline_is_the_first_in_spec_batches_not_a_bad_start(store: Store) -> None:
+    runner = _runner(store)
+    # A bad start (30 % LFP) puts CoSO4 off spec; the limits must come from the clean batches.
+    for i, lfp in enumerate([30, 30, 30] + [0] * 7):
+        now = T0 + timedelta(minutes=10 * i)
+        add_lot(store, f"L1-HM-{i:03d}", nmc_mix(100, lfp), closed_at=now, seq0=1000 * i)
+        runner.step(now, ph=4.0)
+    spc = build_report(store, runner.products, runner.config)["spc"]["CoSO4·7H2O"]["Fe"]
+    assert spc["ucl"] < 10.0  # a baseline with the LFP batches would put it far above the cap
+    assert spc["cpk_upper"] is not None and spc["cpk_upper"] > 1.0

@@ -303,7 +303,9 @@ def run_campaign(
                 impurities_ppm=dict(sorted(measured.items())),
                 physical={
                     "magnetic_ppb": round(magnetic * float(rng.lognormal(0.0, 0.1)), 1),
-                    "insolubles_pct": round(100.0 * insol_g / mass_g, 4),
+                    "insolubles_pct": round(
+                        100.0 * insol_g / mass_g * float(rng.lognormal(0.0, 0.1)), 4
+                    ),
                 },
             )
         )

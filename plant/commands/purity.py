@@ -145,7 +145,7 @@ def certificate_cmd(
             key_dir=c.config_dir,
         )
     except (TraceError, CertificateRefused) as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         store.close()

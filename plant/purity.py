@@ -448,13 +448,26 @@ def recovery(
 LI2CO3_TO_LI = 5.323  # t Li2CO3 per t Li (reference §3: carbonate-to-metal factor)
 
 
+class Penalty(Strict):
+    """A deduction for an element over a free allowance (per % over it, per dry tonne)."""
+
+    free_pct: float = Field(ge=0, le=100)
+    per_pct_per_t: float = Field(ge=0)
+
+
 class Valuation(Strict):
-    """Metal prices and payables for black mass (reference §3: payable x price x content)."""
+    """Metal prices, payables and deductions for black mass (reference §3)."""
 
     currency: str = "USD"
     price_per_t: dict[str, float] = Field(description="metal price per tonne of contained metal")
     li2co3_price_per_t: float = Field(ge=0, description="battery-grade Li2CO3 price per tonne")
     payable_pct: dict[str, float] = Field(description="metal -> % of price paid")
+    lfp_price_per_li_pct_per_t: float = Field(
+        0.0, ge=0, description="LFP black mass: price per 1 % Li per dry tonne (lithium units)"
+    )
+    treatment_charge_per_t: float = Field(0.0, ge=0, description="per dry tonne")
+    moisture_pct: float = Field(0.0, ge=0, lt=100, description="paid on dry mass")
+    penalties: dict[str, Penalty] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -465,14 +478,23 @@ class LotValue:
     total: float
     uncertainty: float
     per_metal: dict[str, float]
+    basis: str = "payables"
+    deductions: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "currency": self.currency,
+            "basis": self.basis,
             "total": round(self.total, 2),
             "uncertainty": round(self.uncertainty, 2),
             "per_metal": {k: round(v, 2) for k, v in self.per_metal.items()},
+            "deductions": {k: round(v, 2) for k, v in self.deductions.items()},
         }
+
+
+def is_lfp_black_mass(wt_pct: Mapping[str, float]) -> bool:
+    """LFP black mass carries more Fe than Ni + Co (LiFePO4 cathode; reference §2.1, §3)."""
+    return wt_pct.get("Fe", 0.0) > wt_pct.get("Ni", 0.0) + wt_pct.get("Co", 0.0)
 
 
 def value_black_mass(
@@ -481,18 +503,34 @@ def value_black_mass(
     unc_pct: Mapping[str, float],
     valuation: Valuation,
 ) -> LotValue:
-    """Value = sum over metals of payable x price x content x mass; uncertainty in quadrature."""
+    """Value by chemistry on the dry mass: LFP on lithium units (price per % Li per tonne),
+    NMC/NCA on payable x price x content per metal; minus the treatment charge and penalties
+    for Cu, Al (F) over their free allowance. Uncertainty from the assay, in quadrature."""
+    dry_t = black_mass_kg / 1000.0 * (1.0 - valuation.moisture_pct / 100.0)
     per: dict[str, float] = {}
     var = 0.0
+    lfp = is_lfp_black_mass(wt_pct)
     for el, pct in wt_pct.items():
-        price = (
-            valuation.li2co3_price_per_t * LI2CO3_TO_LI
-            if el == "Li"
-            else valuation.price_per_t.get(el, 0.0)
-        )
-        unit = valuation.payable_pct.get(el, 0.0) / 100.0 * price * black_mass_kg / 1000.0 / 100.0
+        if lfp:
+            unit = valuation.lfp_price_per_li_pct_per_t * dry_t if el == "Li" else 0.0
+        else:
+            price = (
+                valuation.li2co3_price_per_t * LI2CO3_TO_LI
+                if el == "Li"
+                else valuation.price_per_t.get(el, 0.0)
+            )
+            unit = valuation.payable_pct.get(el, 0.0) / 100.0 * price * dry_t / 100.0
         if unit == 0.0:
             continue
         per[el] = unit * pct
         var += (unit * unc_pct.get(el, 0.0)) ** 2
-    return LotValue(valuation.currency, math.fsum(per.values()), math.sqrt(var), per)
+    deductions: dict[str, float] = {}
+    if valuation.treatment_charge_per_t:
+        deductions["treatment charge"] = -valuation.treatment_charge_per_t * dry_t
+    for el, pen in valuation.penalties.items():
+        over = wt_pct.get(el, 0.0) - pen.free_pct
+        if over > 0:
+            deductions[f"{el} penalty"] = -pen.per_pct_per_t * over * dry_t
+    total = math.fsum(per.values()) + math.fsum(deductions.values())
+    basis = "lithium units (LFP)" if lfp else "payables (NMC/NCA)"
+    return LotValue(valuation.currency, total, math.sqrt(var), per, basis, deductions)

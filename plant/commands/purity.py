@@ -78,6 +78,14 @@ def _print_report(rep: dict[str, Any]) -> None:
         out.print(
             f"  {metal:3} {_bar(pct, top)} {shown}  ({targets})", highlight=False, soft_wrap=True
         )
+    re_ = rep["recycling_efficiency"]
+    met = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in re_["meets"].items())
+    out.print(
+        f"[bold]Recycling efficiency[/] (EU 2025/606): {re_['rate_pct']} % "
+        f"({re_['output_kg']} of {re_['input_kg']} kg; {met})",
+        highlight=False,
+        soft_wrap=True,
+    )
     lots = [lot for lot in rep["lots"] if lot["value"]]
     if lots:
         v = Table(title="Valued black-mass lots")

@@ -327,6 +327,7 @@ async def _run_line(
         """Once a second: historian samples and alarm limits, pending setpoints, routing rules
         changed on the HMI, the simulated hydromet line."""
         now = utcnow()
+        samples: dict[str, float] = {}
         try:
             values = await rig.plc.read(*PROCESS_TAGS)
             samples = {tag: float(v) for tag, v in values.items() if math.isfinite(float(v))}
@@ -338,7 +339,7 @@ async def _run_line(
         for row in await asyncio.to_thread(pending_setpoints, store):
             await apply_setpoint(row.name, row.value)
         if hydromet is not None:
-            await hydromet.step(now)
+            await hydromet.step(now, samples)
         await reload_model_if_changed()
 
     async def reload_model_if_changed() -> None:

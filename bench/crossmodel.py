@@ -2,7 +2,7 @@
 and after site calibration with 10 reference spectra per class (docs/classifier.md,
 "Cross-model evaluation").
 
-Usage: `python -m bench.crossmodel [--n-test 660] [--n-train 1650] [--n-sim 3000] [--json]`
+Usage: `python -m bench.crossmodel [--n-test 440] [--n-train 660] [--n-sim 1000] [--json]`
 (needs the `dev` extra: fisx). Prints a Markdown table (or JSON with --json).
 1. sim -> fisx: the active model (trained on our simulator) on fisx spectra;
 2. fisx -> sim: a model trained on fisx spectra on our simulator's held-out instruments;
@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.fisxmodel import INSTRUMENTS, FisxModel, cells
+from bench.fisxmodel import CHEMISTRIES, FisxModel, cells
+from drivers.sim.cells import CellFormat, CellTruth
 from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES
+from drivers.sim.xrfphysics import draw_presentation, render_cell
 from drivers.spectra import Spectrum
 from models.classifier import Classifier, Rules, train, training_label
 from models.features import extract_batch
@@ -67,9 +69,27 @@ def fisx_set(model: FisxModel, n: int, seed: int, hard_share: float = 0.15) -> L
 
 
 def sim_set(n: int, seed: int, profiles: Sequence[str], hard_share: float = 0.15) -> Labelled:
+    """The stream of `plant spectra generate` (the plant's own class mix)."""
     out = Labelled()
     for c in simulate_cells(n, seed, [PROFILES[p] for p in profiles], hard_share):
         out.add(c.spectrum, c.truth.chemistry, c.truth.format.value, c.profile.name)
+    return out
+
+
+def sim_balanced(per_class: int, seed: int, profiles: Sequence[str]) -> Labelled:
+    """`per_class` simulated cells of every class (pouch / opened, every tenth in a steel can),
+    instruments in turn, 0.5-3 s."""
+    out = Labelled()
+    formats = [CellFormat.pouch, CellFormat.opened]
+    for k, chem in enumerate(CHEMISTRIES):
+        for i in range(per_class):
+            rng = np.random.default_rng([seed, k, i])
+            fmt = CellFormat.steel_can if i % 10 == 9 else formats[i % 2]
+            profile = PROFILES[profiles[i % len(profiles)]]
+            truth = CellTruth.bare(chem, fmt, seq=k * per_class + i)
+            pres = draw_presentation(truth, profile, rng)
+            live = float(10 ** rng.uniform(np.log10(0.5), np.log10(3.0)))
+            out.add(render_cell(truth, pres, profile, live, rng), chem, fmt.value, profile.name)
     return out
 
 
@@ -126,14 +146,15 @@ def run(n_test: int, n_train: int, n_sim: int, say: Any) -> dict[str, Any]:
     fisx_test = fisx_set(model, n_test, seed=202)
     say(f"simulator: {n_sim} training (train instruments) + {n_test} held-out spectra")
     sim_train = sim_set(n_sim, 11, TRAIN_PROFILES)
-    sim_test = sim_set(n_test, 99, HELDOUT_PROFILES)
+    sim_test = sim_balanced(max(n_test // len(CHEMISTRIES), 1), 99, HELDOUT_PROFILES)
     fx_x, _ = fisx_train.features()
     sim_x, _ = sim_train.features()
     active = Registry(REPO / "var" / "models").active_model()
     say("training on fisx; calibrating both ways")
     on_fisx = Classifier(train(fx_x, fisx_train.labels()), Rules())
-    fx_refs = references(fisx_set(model, 20 * len(INSTRUMENTS) * 11, seed=303, hard_share=0.0))
-    sim_refs = references(sim_set(20 * 11 * 3, 404, HELDOUT_PROFILES, hard_share=0.0))
+    # references: 10 per class, seeds disjoint from the test sets
+    fx_refs = references(fisx_set(model, 40 * len(CHEMISTRIES), seed=303, hard_share=0.0))
+    sim_refs = references(sim_balanced(REFS_PER_CLASS + 3, 404, HELDOUT_PROFILES))
     fx_ref_x, _ = fx_refs.features()
     sim_ref_x, _ = sim_refs.features()
     sim_cal = Classifier(fit_with_site(sim_x, sim_train.labels(), fx_ref_x, fx_refs.labels()))
@@ -185,9 +206,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-test", type=int, default=660)
-    parser.add_argument("--n-train", type=int, default=1650)
-    parser.add_argument("--n-sim", type=int, default=3000)
+    parser.add_argument("--n-test", type=int, default=440)
+    parser.add_argument("--n-train", type=int, default=660)
+    parser.add_argument("--n-sim", type=int, default=1000)
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args()
 

@@ -208,7 +208,7 @@ def _mass_fractions(atoms: dict[str, float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------- tube
 _ANODE_Z = {"Rh": 45, "W": 74, "Ag": 47}
 # Characteristic lines: (fisx line group, intensity relative to the continuum integral)
-_ANODE_LINES = {"Rh": ("K", 0.25), "W": ("L", 0.2), "Ag": ("K", 0.25)}
+_ANODE_LINES = {"Rh": ("K", 0.25), "W": ("L", 0.2), "Ag": ("K", 0.25)}  # shell, share
 
 
 def tube_spectrum(inst: Instrument, n: int = 16) -> tuple[FloatArray, FloatArray]:
@@ -219,15 +219,15 @@ def tube_spectrum(inst: Instrument, n: int = 16) -> tuple[FloatArray, FloatArray
     cont *= np.exp(-_mu("Be", e) * 1.848 * inst.tube_be_um * 1e-4)
     cont /= cont.sum()
     shell, share = _ANODE_LINES[inst.anode]
-    lines = _elements().getEmittedXRayLines(inst.anode)
+    el = _elements()
+    # the anode's lines of one shell, relative intensities = fisx's radiative rates
+    rates = el.getRadiativeTransitions(inst.anode, "K" if shell == "K" else "L3")
+    energies_of = el.getEmittedXRayLines(inst.anode)
     ek, wk = [], []
-    for name, energy in lines.items():
-        if shell == "K" and name in ("KL2", "KL3", "KM3"):
-            ek.append(energy)
-            wk.append({"KL2": 0.5, "KL3": 1.0, "KM3": 0.25}[name])
-        if shell == "L" and name in ("L3M5", "L2M4", "L3N5"):
-            ek.append(energy)
-            wk.append({"L3M5": 1.0, "L2M4": 0.5, "L3N5": 0.2}[name])
+    for name, rate in rates.items():
+        if name != "TOTAL" and rate > 0.005 and name in energies_of:
+            ek.append(energies_of[name])
+            wk.append(rate)
     w_lines = np.asarray(wk) / sum(wk) * share
     ek_arr = np.asarray(ek)
     keep = ek_arr < inst.kv
@@ -286,24 +286,20 @@ def electrode_mix(chemistry: str, rng: np.random.Generator) -> dict[str, float]:
 
 
 def _layers(
-    cell: Cell, rng: np.random.Generator
+    chemistry: str, fmt: str, rng: np.random.Generator
 ) -> tuple[list[tuple[dict[str, float], float, float]], dict[str, float]]:
     """(layers top-down as (mass fractions, density g/cm³, thickness cm), the electrode mix)."""
-    mix = electrode_mix(cell.chemistry, rng)
-    if cell.blend:
-        other = electrode_mix(cell.blend, rng)
-        keys = set(mix) | set(other)
-        mix = {k: 0.7 * mix.get(k, 0.0) + 0.3 * other.get(k, 0.0) for k in keys}
+    mix = electrode_mix(chemistry, rng)
     coating = (mix, rng.uniform(2.4, 3.2), rng.uniform(40e-4, 90e-4))
     collector = ({"Al": 1.0}, 2.7, 15e-4)
     layers: list[tuple[dict[str, float], float, float]] = []
-    if cell.cell_format == "pouch":
+    if fmt == "pouch":
         layers += [
             ({"C": 0.625, "H": 0.042, "O": 0.333}, 1.38, rng.uniform(10e-4, 15e-4)),  # PET
             ({"Al": 1.0}, 2.7, rng.uniform(30e-4, 45e-4)),
             ({"C": 0.857, "H": 0.143}, 0.9, rng.uniform(30e-4, 80e-4)),  # PP
         ]
-    elif cell.cell_format == "steel_can":
+    elif fmt == "steel_can":
         layers += [
             ({"Ni": 1.0}, 8.9, rng.uniform(1.5e-4, 4e-4)),  # plating
             ({"Fe": 0.993, "Mn": 0.004, "C": 0.003}, 7.87, rng.uniform(200e-4, 300e-4)),
@@ -317,6 +313,11 @@ def _casing_layers() -> list[tuple[dict[str, float], float, float]]:
 
 
 _ANGLE_IN, _ANGLE_OUT = 45.0, 45.0
+
+
+def _axis(inst: Instrument) -> FloatArray:
+    """Channel energies of the instrument's nominal calibration (keV)."""
+    return inst.offset_kev + inst.kev_per_channel * np.arange(inst.n_channels, dtype=np.float64)
 
 
 def _fluorescence(
@@ -445,7 +446,7 @@ class FisxModel:
     """Renders spectra of cells on one of INSTRUMENTS; fisx results cached per composition draw."""
 
     variants: int = 2  # composition draws per (chemistry, format, blend, instrument)
-    _cache: dict[tuple[Any, ...], tuple[FloatArray, FloatArray]] = field(default_factory=dict)
+    _cache: dict[tuple[Any, ...], FloatArray] = field(default_factory=dict)
 
     _casings: dict[str, FloatArray] = field(default_factory=dict)
 
@@ -459,40 +460,42 @@ class FisxModel:
             hit = self._casings[inst.name] = _response(inst, casing, axis, inst.kev_per_channel)
         return hit
 
-    def _expected(
-        self, cell: Cell, inst: Instrument, variant: int, drift: tuple[float, float]
-    ) -> tuple[FloatArray, FloatArray]:
-        """(axis keV, expected counts per incident photon) before pile-up and counting."""
-        key = (cell.chemistry, cell.cell_format, cell.blend, inst.name, variant)
+    def _part(self, chemistry: str, fmt: str, inst: Instrument, variant: int) -> FloatArray:
+        """Expected counts per incident photon of one cell kind (cached: fisx is the cost)."""
+        key = (chemistry, fmt, inst.name, variant)
         hit = self._cache.get(key)
         if hit is None:
-            rng = np.random.default_rng(
-                [variant, CHEMISTRIES.index(cell.chemistry), len(inst.name)]
-            )
+            rng = np.random.default_rng([variant, CHEMISTRIES.index(chemistry), len(inst.name)])
             beam = tube_spectrum(inst)
-            layers, mix = _layers(cell, rng)
+            layers, mix = _layers(chemistry, fmt, rng)
             lines = [(en, r, 0.0) for en, r in _fluorescence(layers, beam)]
-            top = layers[0][0] if cell.cell_format == "steel_can" else mix
-            lines += _scatter(top, beam)
-            # true energy axis of the nominal calibration; drift is applied at render time
-            axis = inst.offset_kev + inst.kev_per_channel * np.arange(inst.n_channels)
-            hit = (_response(inst, lines, axis, inst.kev_per_channel), self._casing(inst, axis))
-            self._cache[key] = hit
-        cell_part, casing_part = hit
+            lines += _scatter(layers[0][0] if fmt == "steel_can" else mix, beam)
+            hit = self._cache[key] = _response(inst, lines, _axis(inst), inst.kev_per_channel)
+        return hit
+
+    def _expected(
+        self, cell: Cell, inst: Instrument, variant: int, drift: tuple[float, float]
+    ) -> FloatArray:
+        """Expected counts per channel (per incident photon) before pile-up and counting."""
+        cell_part = self._part(cell.chemistry, cell.cell_format, inst, variant)
+        if cell.blend:  # 70/30: two cells side by side in the beam spot
+            other = self._part(cell.blend, cell.cell_format, inst, variant)
+            cell_part = 0.7 * cell_part + 0.3 * other
+        casing_part = self._casing(inst, _axis(inst))
         expected = (1 - cell.casing_fraction) * cell_part + cell.casing_fraction * casing_part
         # gain/offset drift: the detector's true calibration differs from the stated one
         offset, gain = drift
         ch = np.arange(inst.n_channels, dtype=np.float64)
         true_e = (inst.offset_kev + offset) + inst.kev_per_channel * (1 + gain) * ch
         nominal_ch = (true_e - inst.offset_kev) / inst.kev_per_channel
-        return ch, np.interp(nominal_ch, ch, expected, left=0.0, right=0.0)
+        return np.interp(nominal_ch, ch, expected, left=0.0, right=0.0)
 
     def render(self, cell: Cell, inst: Instrument) -> Spectrum:
         """One spectrum as the plant reads it (stated calibration: the instrument's nominal)."""
         rng = np.random.default_rng([cell.seed, 0xF15])
         variant = int(rng.integers(self.variants))
         drift = (float(rng.normal(0.0, 0.008)), float(rng.normal(0.0, 0.0015)))
-        _, shape = self._expected(cell, inst, variant, drift)
+        shape = self._expected(cell, inst, variant, drift)
         shape = np.maximum(shape, 0.0)
         shape /= shape.sum()
         rate = float(rng.uniform(*inst.rate_cps))

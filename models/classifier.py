@@ -100,6 +100,12 @@ class Rules:
     # residual (per Poisson expectation; cells: median 1, max ~80) above `ood_max_residual`;
     # a metal-to-scatter ratio (log) above `ood_max_tm_to_scatter` (cells: < 5.3; no tube
     # scatter at all: electron excitation); a stated tube voltage below `min_tube_kv`.
+    # NiMH's La/Ce L lines (4.6-5.3 keV) at this share of the metal line signal and this
+    # significance in a spectrum read as another chemistry -> ambiguous: below the La K edge
+    # (38.9 keV, tubes under ~42 kV) they are all NiMH shows besides Ni/Co/Mn, which NMC also
+    # has. Simulated non-NiMH cells stay under 0.035.
+    ree_l_min_share: float = 0.05
+    ree_l_min_snr: float = 8.0
     ood_min_share: float = 0.1
     ood_min_snr: float = 5.0
     ood_max_residual: float = 500.0
@@ -196,6 +202,16 @@ def out_of_domain(
             words.append(f"excited at {kv:g} kV (models know tubes of 40-50 kV)")
         out[i] = "; ".join(words)
     return out
+
+
+def rare_earth_l_lines(fit: LineFit, rules: Rules) -> npt.NDArray[np.bool_]:
+    """Per spectrum: La + Ce L lines strong enough that only NiMH explains them."""
+    metal = sum(np.maximum(fit.area[el], 0.0) for el in TM)
+    ree = np.maximum(fit.area["La_L"], 0.0) + np.maximum(fit.area["Ce_L"], 0.0)
+    sigma = np.sqrt(fit.sigma["La_L"] ** 2 + fit.sigma["Ce_L"] ** 2)
+    snr = (fit.area["La_L"] + fit.area["Ce_L"]) / np.maximum(sigma, 1e-9)
+    share = ree / np.maximum(metal + ree, 1.0)
+    return np.asarray((share >= rules.ree_l_min_share) & (snr >= rules.ree_l_min_snr))
 
 
 def _top(probs: dict[str, float], n: int = 2) -> str:
@@ -385,16 +401,18 @@ class Classifier:
         features, fit = extract_with_fit(spectra)
         totals = np.asarray([s.total_counts() for s in spectra])
         ood = out_of_domain(features, fit, [s.tube_kv for s in spectra], self.rules)
-        return self.predict_features(features, totals, ood)
+        return self.predict_features(features, totals, ood, rare_earth_l_lines(fit, self.rules))
 
     def predict_features(
         self,
         features: npt.NDArray[np.float64],
         totals: npt.NDArray[np.float64],
         ood: Sequence[str] | None = None,
+        ree_l: npt.NDArray[np.bool_] | None = None,
     ) -> list[SpectrumResult]:
         """Decide from precomputed features (and total counts) of a batch; `ood` gives, per
-        spectrum, why it is out of domain ('' when it is not; see out_of_domain)."""
+        spectrum, why it is out of domain ('' when it is not; see out_of_domain), `ree_l`
+        where La/Ce L lines are strong (rare_earth_l_lines)."""
         r = self.rules
         proba = self.predict_proba(features)
         can_like = can_signature(features, r)
@@ -413,11 +431,18 @@ class Classifier:
             if ood and ood[i] and totals[i] >= r.min_total_counts and not no_lines[i]:
                 out.append(SpectrumResult(UNKNOWN, 0.0, OUT_OF_DOMAIN, probs, ood[i]))
                 continue
-            out.append(
-                self._decide(
-                    probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
-                )
+            res = self._decide(
+                probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
             )
+            if ree_l is not None and ree_l[i] and res.chemistry not in ("NiMH", UNKNOWN):
+                res = SpectrumResult(
+                    UNKNOWN,
+                    res.confidence,
+                    AMBIGUOUS,
+                    probs,
+                    f"La/Ce L lines (4.6-5.3 keV) in a spectrum read as {res.chemistry}",
+                )
+            out.append(res)
         return out
 
     def _decide(

@@ -71,3 +71,18 @@ def test_a_steel_can_hides_the_cathode_in_the_fisx_model() -> None:
     fe_ka = (6.3, 6.5)
     assert bare.counts_between(*co_ka) > 5 * bare.counts_between(*fe_ka)
     assert canned.counts_between(*fe_ka) > 5 * canned.counts_between(*co_ka)
+
+
+def test_nimh_under_a_40_kv_tube_is_never_routed_as_nmc() -> None:
+    """Below the La K edge only NiMH's La/Ce L lines tell it from NMC (Rules.ree_l_*)."""
+    from models.registry import Registry
+
+    clf = Registry(REPO / "var" / "no-registry").active_model().classifier  # committed default
+    model = FisxModel(variants=1)
+    inst = INSTRUMENTS["fx_ag40_sdd"]
+    results = [
+        clf.predict(model.render(Cell("NiMH", "opened", seed=s, live_time_s=1.0), inst))
+        for s in range(3)
+    ]
+    assert all(r.chemistry in ("NiMH", "UNKNOWN") for r in results), results
+    assert any("La/Ce L lines" in r.detail or r.chemistry == "NiMH" for r in results), results

@@ -178,29 +178,35 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+DIRECTIONS = (
+    ("sim_to_fisx", "sim -> fisx"),
+    ("fisx_to_sim", "fisx -> sim"),
+    ("sim_to_fisx_calibrated", "sim + 10/class fisx -> fisx"),
+    ("fisx_to_sim_calibrated", "fisx + 10/class sim -> sim"),
+)
+
+
+def _cell(v: dict[str, Any]) -> str:
+    return (
+        f"{_pct(v['accuracy_on_accepted'])} / {_pct(v['coverage_xrf_visible'])} / {v['misrouted']}"
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """One table per direction: rows all / classes / instruments."""
-    lines = []
-    for key, title in (
-        ("sim_to_fisx", "trained on our simulator (active model), evaluated on fisx"),
-        ("fisx_to_sim", "trained on fisx, evaluated on our simulator (held-out instruments)"),
-        ("sim_to_fisx_calibrated", "simulator + 10/class fisx references, on fisx"),
-        ("fisx_to_sim_calibrated", "fisx + 10/class simulator references, on our simulator"),
-    ):
-        r = result[key]
-        lines += [
-            f"\n**{title}**\n",
-            "| rows | n | accuracy on accepted % | coverage % | misroutes |",
-            "|---|---|---|---|---|",
+    """Per class: one column per direction, 'accuracy on accepted % / coverage % / misrouted
+    cells'; then the same per instrument of the evaluated model."""
+    head = "| class | " + " | ".join(t for _, t in DIRECTIONS) + " |"
+    lines = [head, "|---" * (len(DIRECTIONS) + 1) + "|"]
+    for row in ["all", *result["sim_to_fisx"]["per_class"]]:
+        cells = [
+            _cell(result[k]["all"] if row == "all" else result[k]["per_class"][row])
+            for k, _ in DIRECTIONS
         ]
-        rows = [("all", r["all"])]
-        rows += [(c, v) for c, v in r["per_class"].items()]
-        rows += [(k, v) for k, v in r["per_instrument"].items()]
-        for name, v in rows:
-            lines.append(
-                f"| {name} | {v['n']} | {_pct(v['accuracy_on_accepted'])} | "
-                f"{_pct(v['coverage_xrf_visible'])} | {v['misrouted']} |"
-            )
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "| instrument | direction | accuracy / coverage / misrouted |", "|---|---|---|"]
+    for k, title in DIRECTIONS:
+        for name, v in result[k]["per_instrument"].items():
+            lines.append(f"| {name} | {title} | {_cell(v)} |")
     return "\n".join(lines)
 
 

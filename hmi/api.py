@@ -90,6 +90,7 @@ ERRORS = {
     422: "invalid value; `detail` names the field",
     428: "change not confirmed: send confirm=true",
     429: "too many failed logins for this account or client; wait `Retry-After` seconds",
+    502: "the lot analyser failed or did not answer; `detail` says how",
     503: "a part this needs is not available (model registry, routing file)",
 }
 AUTH = (401, 403)
@@ -268,7 +269,7 @@ class LotAssayIn(BaseModel):
     )
 
 
-@router.post("/lots/{lot_id}/assay")
+@router.post("/lots/{lot_id}/assay", responses=errors(*AUTH, 400, 404, 409, 422, 502))
 def measure_lot(
     lot_id: Annotated[str, Path(min_length=1, max_length=64)],
     body: LotAssayIn,

@@ -40,6 +40,7 @@ MAX_DATA = 0xFFFF  # LEN is 16 bits
 MAX_REQUEST_DATA = 512  # a request's data field is at most 512 bytes
 UDP_CHUNK = 1472  # one Ethernet frame of UDP payload: longer packets come in several datagrams
 STATUS_SIZE = 64
+PRESET_GRACE_S = 1.0  # a head still counting this long after its preset time is faulty
 
 # Request PIDs (PID1, PID2)
 REQ_STATUS = (0x01, 0x01)
@@ -587,23 +588,24 @@ class Dp5Client(HeadLink):
     # ----------------------------------------------------------------- requests
 
     async def _spectrum(self, preset: float) -> tuple[npt.NDArray[np.float64], Dp5Status]:
-        """Spectrum + status once the preset time is reached (polls while it is not)."""
-        deadline = asyncio.get_running_loop().time() + self.timeout_s + preset
-        while True:
-            reply = await self._request(REQ_SPECTRUM_STATUS)
-            try:
-                counts, status = parse_spectrum(reply)
-            except ValueError as exc:
-                raise XrfError(str(exc)) from None
-            if status is None:
-                raise XrfError(f"spectrum reply PID2 {reply.pid2} carries no status")
-            if not status.mca_enabled:
-                return counts, status
-            if asyncio.get_running_loop().time() > deadline:
+        """Spectrum + status once the preset time is reached: the status (64 bytes) is polled
+        while the MCA still counts, the spectrum read once (its readout takes ~10 ms)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PRESET_GRACE_S + self.timeout_s
+        while (await self._status()).mca_enabled:
+            if loop.time() > deadline:
                 raise XrfTimeoutError(
-                    f"preset time {preset} s not reached after a further {self.timeout_s} s"
+                    f"preset time {preset} s not reached {PRESET_GRACE_S + self.timeout_s} s late"
                 )
-            await asyncio.sleep(min(0.005, preset / 10))
+            await asyncio.sleep(min(0.002, preset / 10))
+        reply = await self._request(REQ_SPECTRUM_STATUS)
+        try:
+            counts, status = parse_spectrum(reply)
+        except ValueError as exc:
+            raise XrfError(str(exc)) from None
+        if status is None:
+            raise XrfError(f"spectrum reply PID2 {reply.pid2} carries no status")
+        return counts, status
 
     async def _status(self) -> Dp5Status:
         reply = await self._request(REQ_STATUS)

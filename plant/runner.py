@@ -272,7 +272,9 @@ async def _run_line(
     if opts.simulate:
         proc = spawn_sim(config_dir, opts)
         cleanup.push_async_callback(_stop_sim, proc)
-        ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
+        ports = [cfg.sim.plc_port]  # `plant sim` opens it after its heads
+        if cfg.xrf.kind == "scpi":
+            ports += [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
     started = utcnow()
     rig = parts.rig()

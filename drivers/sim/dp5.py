@@ -305,7 +305,7 @@ class SimDp5Head:
         if pid == REQ_CONFIG_READ:
             return self._read_config(packet.data)
         if pid == REQ_CLEAR:
-            self._mca = _Acquisition(np.zeros(self.n_channels))
+            await self._clear()
             return ack(ACK_OK)
         if pid == REQ_ENABLE:
             self._enable()
@@ -314,6 +314,19 @@ class SimDp5Head:
             await self._disable()
             return ack(ACK_OK)
         return ack(2)
+
+    async def _clear(self) -> None:
+        """Zero the spectrum, counters and timers; an acquisition in progress starts over on
+        what is in front of the head now."""
+        running = self.enabled
+        if self._job is not None:
+            self._job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._job
+        self._enabled_at = None
+        self._mca = _Acquisition(np.zeros(self.n_channels))
+        if running:
+            self._enable()
 
     def _enable(self) -> None:
         if self.enabled:

@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from drivers.sim.cells import CellStream
+from drivers.sim.dp5 import ConveyorLanes, SimDp5Station
 from drivers.sim.plc import SimPlc
-from drivers.sim.xrf import SimXrfStation
+from drivers.sim.xrf import SimStation, SimXrfStation
 from plant.config import PlantConfig
 from plant.rig import tag_map
 
 
 @dataclass
 class SimHardware:
-    """The simulated PLC and XRF heads of one line, on the configured loopback ports."""
+    """The simulated PLC and XRF heads (of `[xrf] kind`) of one line, on the configured
+    loopback ports."""
 
     plc: SimPlc
-    xrf: SimXrfStation | None
+    xrf: SimStation[Any] | None
 
     @classmethod
     def from_config(
@@ -44,25 +46,28 @@ class SimHardware:
             cells=stream,
             **plc_options,
         )
-        xrf = (
-            SimXrfStation(
-                cfg.sim.xrf_heads,
-                host=cfg.sim.host,
-                base_port=cfg.sim.xrf_port + port_offset,
-                seed=cfg.sim.seed,
-                dwell_scale=dwell_scale,
-                warm_mixtures=warm_mixtures,
-                stream=stream,  # one truth per cell, drawn once for the PLC and the heads
-            )
-            if cfg.sim.xrf_heads
-            else None
-        )
+        heads = cfg.sim.xrf_heads
+        options: dict[str, Any] = {
+            "host": cfg.sim.host,
+            "base_port": cfg.sim.xrf_port + port_offset,
+            "seed": cfg.sim.seed,
+            "dwell_scale": dwell_scale,
+            "warm_mixtures": warm_mixtures,
+            "stream": stream,  # one truth per cell, drawn once for the PLC and the heads
+        }
+        xrf: SimStation[Any] | None = None
+        if heads and cfg.xrf.kind == "dp5":  # the conveyor decides what each head sees
+            xrf = SimDp5Station(heads, lanes=ConveyorLanes(plc, heads), **options)
+        elif heads:
+            xrf = SimXrfStation(heads, **options)
         return cls(plc, xrf)
 
     async def start(self) -> None:
-        await self.plc.start()
+        """The heads first: once the PLC's port answers, everything does (UDP heads cannot
+        be probed with a connect)."""
         if self.xrf is not None:
             await self.xrf.start()
+        await self.plc.start()
 
     async def stop(self) -> None:
         if self.xrf is not None:

@@ -16,6 +16,7 @@ from drivers.dp5 import Calibration, DetectorLimits, Dp5Client
 from drivers.plc import PlcClient, TagMap, TagMapError, load_tag_map
 from drivers.xrf import Head, XrfClient, XrfStation
 from plant.config import ConfigError, PlantConfig
+from plant.domain import AlarmPriority
 from plant.line import LabelReader
 
 
@@ -99,3 +100,34 @@ def xrf_head(cfg: PlantConfig, k: int) -> Head:
         retries=x.retries,
         name=f"xrf{k + 1}",
     )
+
+
+# Detector problems of a DP5 head (drivers/dp5.py `Dp5Status.problems`) and their priority.
+DETECTOR_ALARMS = {
+    "hv_off": AlarmPriority.high,
+    "detector_temp": AlarmPriority.high,
+    "dead_time": AlarmPriority.medium,
+}
+
+
+def head_health(heads: list[Head]) -> dict[str, dict[str, object]]:
+    """Per head, for the status API: its link and (a DP5) its detector's last status."""
+    out: dict[str, dict[str, object]] = {}
+    for head in heads:
+        h = head.health
+        entry: dict[str, object] = {"link": h.state, "last_error": h.last_error}
+        if isinstance(head, Dp5Client):
+            entry.update(head.detector.as_json())
+        out[head.name] = entry
+    return out
+
+
+def detector_problems(heads: list[Head]) -> list[tuple[str, str, str | None, AlarmPriority]]:
+    """(head, code, text or None, priority) of every detector check of every DP5 head that has
+    reported a status: the alarms to raise (text) or clear (None)."""
+    return [
+        (head.name, code, text, DETECTOR_ALARMS[code])
+        for head in heads
+        if isinstance(head, Dp5Client)
+        for code, text in head.detector.problems.items()
+    ]

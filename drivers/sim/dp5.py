@@ -359,10 +359,11 @@ class SimDp5Head:
                 return ack(7, f"{key}={value};".encode())
             if not self._valid(key, value):
                 return ack(5, f"{key}={value};".encode())
-        if self.enabled and "MCAC" in items:
+        rebin = items.get("MCAC", self.settings["MCAC"]) != self.settings["MCAC"]
+        if self.enabled and rebin:
             return ack(13)  # busy: no channel change while acquiring
         self.settings.update(items)
-        if "MCAC" in items:
+        if rebin:
             self._mca = _Acquisition(np.zeros(self.n_channels))
         return ack(ACK_OK)
 

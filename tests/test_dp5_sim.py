@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from drivers.dp5 import Calibration, Dp5AckError, Dp5Client
+from drivers.dp5 import Calibration, Dp5AckError, Dp5Client, Dp5Status
 from drivers.sim.cells import CellStream
 from drivers.sim.dp5 import ConveyorLanes, SimDp5Head, SimDp5Station
 from drivers.sim.plc import SimPlc
-from drivers.xrf import XrfStation
+from drivers.xrf import XrfStation, XrfTimeoutError
 from plant.rig import tag_map
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -197,5 +197,43 @@ def test_detector_health_follows_the_heads_status() -> None:
                 await client.configure({"XXXX": 1})
             assert client.health.connected  # a refusal is an answer: the link is up
             await client.close()
+
+    run(body)
+
+
+class LossyHead(asyncio.DatagramProtocol):
+    """Answers status requests, but only every second one arrives (a lossy link)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.seen += 1
+        if self.seen % 2 == 0 and self.transport is not None:
+            self.transport.sendto(packet(0x80, 0x01, Dp5Status(hv_v=-130.0).encode()), addr)
+
+
+def test_a_request_without_answer_is_sent_again_then_the_head_is_down() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        transport, head = await loop.create_datagram_endpoint(
+            LossyHead, local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            client = Dp5Client("127.0.0.1", port, timeout_s=0.1, retries=1, name="xrf1")
+            status = await client.status()  # connect + status: each first try lost, retried
+            assert status.hv_v == -130.0 and head.seen == 4
+            assert client.health.connected
+            once = Dp5Client("127.0.0.1", port, timeout_s=0.1, retries=0, name="xrf2")
+            with pytest.raises(XrfTimeoutError, match=r"xrf2 .* no answer to request 01,01"):
+                await once.status()
+            assert not once.health.connected and once.health.failures == 1
+        finally:
+            transport.close()
 
     run(body)

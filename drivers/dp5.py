@@ -533,7 +533,6 @@ class Dp5Client(HeadLink):
                 await self._configure({"PRET": f"{preset:g}"})
                 await self._request(REQ_CLEAR)
                 await self._request(REQ_ENABLE)
-                await asyncio.sleep(preset)
                 counts, status = await self._spectrum(preset)
             except Dp5AckError as exc:  # the head answered: the link is fine
                 raise Dp5AckError(exc.code, f"{self._where()}: {exc}") from None
@@ -588,10 +587,14 @@ class Dp5Client(HeadLink):
     # ----------------------------------------------------------------- requests
 
     async def _spectrum(self, preset: float) -> tuple[npt.NDArray[np.float64], Dp5Status]:
-        """Spectrum + status once the preset time is reached: the status (64 bytes) is polled
-        while the MCA still counts, the spectrum read once (its readout takes ~10 ms)."""
+        """Spectrum + status once the preset time is reached: the status (64 bytes) is asked
+        at once (a head already done, as the simulator at dwell 0 in `plant bench`, is read
+        without waiting), then after the preset time and every 2 ms while the MCA counts; the
+        spectrum is read once (its readout takes ~10 ms)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + PRESET_GRACE_S + self.timeout_s
+        deadline = loop.time() + preset + PRESET_GRACE_S + self.timeout_s
+        if (await self._status()).mca_enabled:
+            await asyncio.sleep(preset)
         while (await self._status()).mca_enabled:
             if loop.time() > deadline:
                 raise XrfTimeoutError(

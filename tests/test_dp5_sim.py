@@ -237,3 +237,33 @@ def test_a_request_without_answer_is_sent_again_then_the_head_is_down() -> None:
             transport.close()
 
     run(body)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        ('kind = "sciaps"', r"xrf\.kind: .*SciAps analyser assays lots.*use dp5 or scpi"),
+        ('kind = "xr100"', r"xrf\.kind: .*unknown XRF kind 'xr100'"),
+        ("channels = 3000", r"xrf\.channels: .*3000 channels"),
+        ('hosts = ["10.0.5.11"]', r"xrf: .*hosts names 1 heads, heads = 8"),
+    ],
+)
+def test_xrf_settings_are_checked_at_load(tmp_path: Path, edit: str, says: str) -> None:
+    import shutil
+
+    from plant.config import ConfigError, load_plant
+
+    shutil.copytree(CONFIG, tmp_path / "config")
+    toml = tmp_path / "config" / "plant.toml"
+    text = toml.read_text()
+    key = edit.split(" = ")[0]
+    section = text.index("[xrf]")
+    start = text.index(f"\n{key} = ", section) + 1 if f"\n{key} = " in text[section:] else None
+    if start is None:
+        text = text.replace("[xrf]\n", f"[xrf]\n{edit}\n", 1)
+    else:
+        end = text.index("\n", start)
+        text = text[:start] + edit + text[end:]
+    toml.write_text(text)
+    with pytest.raises(ConfigError, match=says):
+        load_plant(tmp_path / "config")

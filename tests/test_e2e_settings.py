@@ -56,8 +56,9 @@ def test_line_and_camera_settings_act_on_a_run(tmp_path: Path) -> None:
     assert all(c.decision_source in ("spectrum", "none") for c in cells)
     # [line] xrf_live_time_s: the heads acquire for that long (a DP5's preset accumulation
     # time; its live time is that less the dead time, docs/xrf.md).
-    assert spectrum.real_time_s == pytest.approx(0.02, rel=0.05)
-    assert 0.5 * 0.02 < spectrum.live_time_s <= spectrum.real_time_s
+    real = spectrum.real_time_s
+    assert real == pytest.approx(0.02, rel=0.05)
+    assert real is not None and 0.5 * 0.02 < spectrum.live_time_s <= real
     # [line] lot_close_kg: lots close once they reach 300 g.
     assert lots and all(lot.mass_g >= 300.0 for lot in lots)
     assert max(lot.mass_g for lot in lots) < 300.0 + 200.0  # not long after

@@ -41,6 +41,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from drivers.backoff import MIN_WAIT_S, backoff_delay
+
 log = logging.getLogger(__name__)
 
 Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
@@ -58,7 +60,6 @@ MAX_READ: dict[str, int] = {
 }
 MAX_WRITE: dict[str, int] = {"coil": 1968, "holding_register": 123}
 # A zero or negative configured reconnect delay must not turn into a busy loop.
-MIN_RECONNECT_S = 0.01
 
 # Register <-> value codecs (Modbus registers are big-endian 16-bit words; word_order says
 # which word of a 32-bit value comes first). struct is used rather than pymodbus'
@@ -496,17 +497,6 @@ class PlcHealth:
         return self.state is LinkState.connected
 
 
-def backoff_delay(failures: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Wait before reconnect attempt n: exponential from min_s, capped at max_s, jittered.
-
-    Equal jitter (half fixed, half random) spreads many clients apart; the floor
-    MIN_RECONNECT_S keeps a zero or negative setting from spinning.
-    """
-    lo = max(min_s, MIN_RECONNECT_S)
-    base = min(max(max_s, lo), lo * 2 ** min(max(failures, 1) - 1, 30))
-    return base / 2 + rng.uniform(0, base / 2)
-
-
 class _QuietPymodbus(logging.Filter):
     """Drop pymodbus' own connect/retry warnings: PlcClient reports link changes once each."""
 
@@ -546,7 +536,7 @@ class PlcClient:
         self.timeout_s = tag_map.modbus.timeout_s if timeout_s is None else timeout_s
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
-        self.reconnect_min_s = max(reconnect_min_s, MIN_RECONNECT_S)
+        self.reconnect_min_s = max(reconnect_min_s, MIN_WAIT_S)
         self.reconnect_max_s = max(reconnect_max_s, self.reconnect_min_s)
         self._unit = tag_map.modbus.unit_id
         self._on_health = on_health

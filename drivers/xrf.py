@@ -22,6 +22,7 @@ from typing import NoReturn, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from drivers.backoff import backoff_delay
 from drivers.spectra import Spectrum, SpectrumError
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class HeadLink:
         self.name = name or f"xrf@{host}:{port}"
         self.backoff_initial_s = max(MIN_BACKOFF_S, backoff_initial_s)
         self.backoff_max_s = max(self.backoff_initial_s, backoff_max_s)
+        self._rng = random.Random()
         self._health = XrfHealth()
         self._lock = asyncio.Lock()
         self._logged: tuple[bool, str | None] = (False, None)
@@ -176,8 +178,9 @@ class HeadLink:
         """Record a failure, schedule the next attempt, log once per change; always raises."""
         h = self._health
         h.failures += 1
-        delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (h.failures - 1))
-        h.retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        h.retry_at = time.monotonic() + backoff_delay(
+            h.failures, self.backoff_initial_s, self.backoff_max_s, self._rng
+        )
         if h.connected:
             h.since = time.time()
         h.connected = False

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from hmi.auth import (
@@ -40,11 +41,22 @@ from plant.cell_view import (
     search_cells,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
+from plant.hydromet import load_hydromet
+from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
 from plant.store import AuditRow, CellRow
-from plant.users import UserError, add_user, verify
+from plant.users import (
+    UserError,
+    add_user,
+    get_user,
+    list_users,
+    set_active,
+    set_password,
+    set_role,
+    verify,
+)
 
 router = APIRouter(prefix="/api")
 Viewer = Annotated[Principal, Depends(require(Role.viewer))]
@@ -55,6 +67,37 @@ Ctx = Annotated[HmiContext, Depends(ctx)]
 # Row ids are 64-bit in every database: a larger number is a 422, not a driver overflow (500).
 MAX_ID = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+class ApiIn(BaseModel):
+    """A request body: NaN and infinities are refused (422 naming the field) like any bad value."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: one line, or (422 from validation) the list of wrong fields."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERRORS = {
+    400: "the body is not JSON",
+    401: "not logged in (or the session ended: logout, password, role or login state changed)",
+    403: "role too low, or the CSRF token of a cookie session missing or wrong",
+    404: "no such item",
+    409: "not possible in the item's current state",
+    422: "invalid value; `detail` names the field",
+    428: "change not confirmed: send confirm=true",
+    429: "too many failed logins for this account or client; wait `Retry-After` seconds",
+    503: "a part this needs is not available (model registry, routing file)",
+}
+AUTH = (401, 403)
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error answers an operation gives."""
+    return {code: {"model": ErrorOut, "description": ERRORS[code]} for code in sorted(codes)}
 
 
 def utc(ts: datetime | None) -> datetime | None:
@@ -82,7 +125,7 @@ def health(c: Ctx) -> dict[str, Any]:
     }
 
 
-class LoginIn(BaseModel):
+class LoginIn(ApiIn):
     name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
 
@@ -97,23 +140,23 @@ class LoginOut(BaseModel):
 
 def login_or_raise(c: HmiContext, request: Request, name: str, password: str) -> Any:
     """Check credentials with throttling; raises 429 or 401, returns the user on success."""
-    client = client_of(request)
-    wait = c.throttle.retry_after(client)
+    client = client_of(request, c.config.hmi.trusted_proxies)
+    keys = (f"client:{client}", f"user:{name}")
+    wait = c.throttle.retry_after(*keys)
     if wait is not None:
         raise HTTPException(
             429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)}
         )
     user = verify(c.store, name, password)
     if user is None:
-        c.throttle.failed(client)
+        c.throttle.failed(*keys)
         with c.store.begin() as s:
             c.store.audit(s, name[:64], "login.failed", f"client:{client}", None, None)
         raise HTTPException(401, "wrong user name or password")
-    c.throttle.succeeded(client)
     return user
 
 
-@router.post("/login", response_model=LoginOut)
+@router.post("/login", response_model=LoginOut, responses=errors(400, 401, 422, 429))
 def login(body: LoginIn, request: Request, c: Ctx) -> LoginOut:
     """Exchange name and password for a bearer token (`Authorization: Bearer <token>`)."""
     user = login_or_raise(c, request, body.name, body.password)
@@ -121,7 +164,7 @@ def login(body: LoginIn, request: Request, c: Ctx) -> LoginOut:
     return LoginOut(token=token, expires_at=expires, user=user.name, role=user.role)
 
 
-@router.post("/logout")
+@router.post("/logout", responses=errors(*AUTH))
 def logout(request: Request, who: Viewer, c: Ctx) -> dict[str, str]:
     """End this session or token."""
     token = session_token(request)
@@ -130,21 +173,21 @@ def logout(request: Request, who: Viewer, c: Ctx) -> dict[str, str]:
     return {"status": "logged out"}
 
 
-@router.get("/me")
+@router.get("/me", responses=errors(*AUTH))
 def me(who: Viewer) -> dict[str, Any]:
     """Who is logged in, with which role, and the CSRF token for cookie sessions."""
     return {"user": who.user.name, "role": who.user.role, "csrf": who.csrf, "via": who.via}
 
 
 # -- lines ------------------------------------------------------------------------------------
-@router.get("/lines")
+@router.get("/lines", responses=errors(*AUTH))
 def lines(_: Viewer, c: Ctx) -> list[dict[str, Any]]:
     """Live status of every line (from the store; any number of lines and HMI processes)."""
     return [st.as_json() for st in read_statuses(c.store)]
 
 
 # -- cells ------------------------------------------------------------------------------------
-@router.get("/cells")
+@router.get("/cells", responses=errors(*AUTH, 422))
 def cells(
     _: Viewer,
     c: Ctx,
@@ -179,7 +222,7 @@ def cells(
     }
 
 
-@router.get("/cells/{cell_id}")
+@router.get("/cells/{cell_id}", responses=errors(*AUTH, 404, 422))
 def cell(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
     """One cell: decision, reason, model version and the passport fields it used."""
     found = cell_detail(c.store, cell_id)
@@ -188,7 +231,7 @@ def cell(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
     return found
 
 
-@router.get("/cells/{cell_id}/spectrum")
+@router.get("/cells/{cell_id}/spectrum", responses=errors(*AUTH, 404, 422))
 def cell_spectrum_plot(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
     """The cell's XRF spectrum in keV with element lines: stored with the cell, or its file."""
     try:
@@ -202,12 +245,12 @@ def cell_spectrum_plot(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
     return found
 
 
-class ReleaseIn(BaseModel):
+class ReleaseIn(ApiIn):
     route: Route
     reason: str = Field(min_length=1, max_length=1000)
 
 
-@router.post("/cells/{cell_id}/release")
+@router.post("/cells/{cell_id}/release", responses=errors(*AUTH, 400, 404, 409, 422))
 def release(cell_id: RowId, body: ReleaseIn, who: Operator, c: Ctx) -> dict[str, Any]:
     """Release a quarantined cell to a route after inspection (operator; reason required)."""
     try:
@@ -219,8 +262,46 @@ def release(cell_id: RowId, body: ReleaseIn, who: Operator, c: Ctx) -> dict[str,
     return data
 
 
+class LotAssayIn(BaseModel):
+    black_mass_kg: float | None = Field(
+        None, gt=0, le=100_000, description="weighed black mass; default: from an earlier assay"
+    )
+
+
+@router.post("/lots/{lot_id}/assay")
+def measure_lot(
+    lot_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: LotAssayIn,
+    who: Engineer,
+    c: Ctx,
+) -> dict[str, Any]:
+    """Assay a closed lot's pellet, placed in the lot analyser (engineer; stored and audited).
+    Runs in a worker thread for the test time, off the controller's event loop."""
+    try:
+        assay = asyncio.run(
+            assay_lot(
+                c.store,
+                c.config.assay_analyser,
+                lambda: load_hydromet(c.config_dir),
+                lot_id,
+                who.user.name,
+                black_mass_kg=body.black_mass_kg,
+            )
+        )
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except AnalyserFailed as exc:
+        raise HTTPException(502, str(exc)) from None
+    except LotAssayError as exc:
+        raise HTTPException(409, str(exc)) from None
+    c.publish(
+        "lot", assay["line"], {"id": lot_id, "wt_pct": assay["wt_pct"], "value": assay.get("value")}
+    )
+    return {**assay, "taken_at": assay["taken_at"].isoformat()}
+
+
 # -- alarms -----------------------------------------------------------------------------------
-@router.get("/alarms")
+@router.get("/alarms", responses=errors(*AUTH, 422))
 def alarms(
     _: Viewer,
     c: Ctx,
@@ -251,16 +332,16 @@ def alarms(
     return {"alarms": [alarm_json(r) for r in rows], "flood": c.flood().as_json()}
 
 
-class AckIn(BaseModel):
+class AckIn(ApiIn):
     note: str | None = Field(None, max_length=1000)
 
 
-class ShelveIn(BaseModel):
+class ShelveIn(ApiIn):
     reason: str = Field(min_length=1, max_length=1000)
     minutes: float = Field(gt=0, le=527_040)  # a year at most; users.toml caps it lower
 
 
-class SuppressIn(BaseModel):
+class SuppressIn(ApiIn):
     reason: str = Field(min_length=1, max_length=1000)
 
 
@@ -271,13 +352,13 @@ def _alarm_action(fn: Any, *args: Any) -> dict[str, object]:
         raise HTTPException(404 if "no alarm" in str(exc) else 409, str(exc)) from None
 
 
-@router.post("/alarms/{alarm_id}/ack")
+@router.post("/alarms/{alarm_id}/ack", responses=errors(*AUTH, 400, 404, 409, 422))
 def ack(alarm_id: RowId, who: Operator, c: Ctx, body: AckIn | None = None) -> dict[str, object]:
     """Acknowledge an alarm, with an optional note (operator)."""
     return _alarm_action(c.alarms.ack, alarm_id, who.user.name, body.note if body else None)
 
 
-@router.post("/alarms/{alarm_id}/shelve")
+@router.post("/alarms/{alarm_id}/shelve", responses=errors(*AUTH, 400, 404, 409, 422))
 def shelve(alarm_id: RowId, body: ShelveIn, who: Operator, c: Ctx) -> dict[str, object]:
     """Shelve a standing alarm for `minutes` (capped by config/users.toml), reason required."""
     return _alarm_action(
@@ -291,36 +372,36 @@ def shelve(alarm_id: RowId, body: ShelveIn, who: Operator, c: Ctx) -> dict[str, 
     )
 
 
-@router.post("/alarms/{alarm_id}/unshelve")
+@router.post("/alarms/{alarm_id}/unshelve", responses=errors(*AUTH, 404, 409, 422))
 def unshelve(alarm_id: RowId, who: Operator, c: Ctx) -> dict[str, object]:
     """Return a shelved or suppressed alarm to service (operator)."""
     return _alarm_action(c.alarms.unshelve, alarm_id, who.user.name)
 
 
-@router.post("/alarms/{alarm_id}/suppress")
+@router.post("/alarms/{alarm_id}/suppress", responses=errors(*AUTH, 400, 404, 409, 422))
 def suppress(alarm_id: RowId, body: SuppressIn, who: Engineer, c: Ctx) -> dict[str, object]:
     """Take an alarm out of service (engineer), reason required."""
     return _alarm_action(c.alarms.suppress, alarm_id, who.user.name, body.reason)
 
 
-@router.get("/alarm-limits")
+@router.get("/alarm-limits", responses=errors(*AUTH))
 def get_limits(_: Viewer, c: Ctx) -> list[dict[str, object]]:
     """Analog alarm limits with deadband and on-delay."""
     return [limit_json(r) for r in alarm_limits(c.store)]
 
 
-class LimitIn(BaseModel):
+class LimitIn(ApiIn):
     tag: str = Field(min_length=1, max_length=64)
     kind: str = Field(pattern="^(high|low)$")
-    limit: float = Field(allow_inf_nan=False)
-    deadband: float = Field(0.0, ge=0, allow_inf_nan=False)
-    on_delay_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    limit: float
+    deadband: float = Field(0.0, ge=0)
+    on_delay_s: float = Field(0.0, ge=0)
     priority: AlarmPriority = AlarmPriority.medium
     unit: str = Field("", max_length=16)
     enabled: bool = True
 
 
-@router.put("/alarm-limits")
+@router.put("/alarm-limits", responses=errors(*AUTH, 400, 422))
 def put_limit(body: LimitIn, who: Engineer, c: Ctx) -> dict[str, object]:
     """Create or change an alarm limit at runtime (engineer; audited old -> new)."""
     try:
@@ -332,7 +413,7 @@ def put_limit(body: LimitIn, who: Engineer, c: Ctx) -> dict[str, object]:
     return limit_json(row)
 
 
-@router.delete("/alarm-limits/{tag}/{kind}")
+@router.delete("/alarm-limits/{tag}/{kind}", responses=errors(*AUTH, 404, 422))
 def delete_limit(
     tag: Annotated[str, Path(max_length=64)],
     kind: Annotated[str, Path(pattern="^(high|low)$")],
@@ -348,7 +429,7 @@ def delete_limit(
 
 
 # -- purity -----------------------------------------------------------------------------------
-@router.get("/purity/batches")
+@router.get("/purity/batches", responses=errors(*AUTH, 422))
 def purity_batches(
     _: Viewer,
     c: Ctx,
@@ -359,14 +440,14 @@ def purity_batches(
     return {"batches": c.purity.batches(product, limit), "target_pct": c.purity.target_pct}
 
 
-@router.get("/purity/overview")
+@router.get("/purity/overview", responses=errors(*AUTH))
 def purity_overview(_: Viewer, c: Ctx) -> dict[str, Any]:
     """Mass balance, recovery vs EU targets, SPC alarms and black-mass lots, where available."""
     return c.purity.overview()
 
 
 # -- classifier -------------------------------------------------------------------------------
-@router.get("/classifier")
+@router.get("/classifier", responses=errors(*AUTH, 422))
 def classifier(
     _: Viewer, c: Ctx, recent: Annotated[int, Query(ge=10, le=20000)] = 2000
 ) -> dict[str, Any]:
@@ -392,7 +473,7 @@ def classifier(
     }
 
 
-class ActivateIn(BaseModel):
+class ActivateIn(ApiIn):
     version: str = Field(min_length=1, max_length=100)
     force: bool = Field(
         False, description="activate even if the promotion gate refuses (needs a reason)"
@@ -406,7 +487,7 @@ class ActivateIn(BaseModel):
         return self
 
 
-@router.post("/classifier/activate")
+@router.post("/classifier/activate", responses=errors(*AUTH, 400, 404, 409, 422, 503))
 def activate(body: ActivateIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Activate (or roll back to) a registered model version through the promotion gate, or
     forced with a reason (engineer; audited)."""
@@ -428,13 +509,13 @@ def activate(body: ActivateIn, who: Engineer, c: Ctx) -> dict[str, Any]:
 
 
 # -- setpoints --------------------------------------------------------------------------------
-@router.get("/setpoints")
+@router.get("/setpoints", responses=errors(*AUTH))
 def setpoints(_: Engineer, c: Ctx) -> dict[str, Any]:
     """Process setpoints and routing thresholds, with their allowed ranges."""
     return {"setpoints": current_setpoints(c.store), "routing": c.routing.thresholds()}
 
 
-class SetpointIn(BaseModel):
+class SetpointIn(ApiIn):
     name: str = Field(min_length=1, max_length=64)
     value: float
     confirm: bool = Field(
@@ -447,7 +528,7 @@ def _need_confirm(confirm: bool) -> None:
         raise HTTPException(428, "confirm the change: send confirm=true")
 
 
-@router.post("/setpoints")
+@router.post("/setpoints", responses=errors(*AUTH, 400, 422, 428))
 def put_setpoint(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Request a process setpoint (engineer; range-checked, confirmed, audited old -> new)."""
     _need_confirm(body.confirm)
@@ -470,7 +551,7 @@ def _routing_change(fn: Any, *args: Any) -> tuple[Any, Any]:
     return result
 
 
-@router.post("/routing/thresholds")
+@router.post("/routing/thresholds", responses=errors(*AUTH, 400, 422, 428, 503))
 def put_threshold(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Change a routing threshold in config/routing.toml (engineer; confirmed, audited); the
     running line applies it within about a second."""
@@ -479,7 +560,7 @@ def put_threshold(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     return {"name": body.name, "old": old, "new": new, "applies": APPLIES_LIVE}
 
 
-class RouteIn(BaseModel):
+class RouteIn(ApiIn):
     chemistry: Chemistry
     route: Route
     confirm: bool = Field(
@@ -487,7 +568,7 @@ class RouteIn(BaseModel):
     )
 
 
-@router.post("/routing/routes")
+@router.post("/routing/routes", responses=errors(*AUTH, 400, 422, 428, 503))
 def put_route(body: RouteIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Change where a chemistry goes in config/routing.toml (engineer; confirmed, audited);
     the running line applies it within about a second."""
@@ -499,7 +580,7 @@ def put_route(body: RouteIn, who: Engineer, c: Ctx) -> dict[str, Any]:
 
 
 # -- audit and users --------------------------------------------------------------------------
-@router.get("/audit")
+@router.get("/audit", responses=errors(*AUTH, 422))
 def audit(
     _: Engineer,
     c: Ctx,
@@ -532,13 +613,13 @@ def audit(
     ]
 
 
-class UserIn(BaseModel):
+class UserIn(ApiIn):
     name: str = Field(min_length=1, max_length=64)
     role: Role
     password: str = Field(min_length=1, max_length=1024)
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, responses=errors(*AUTH, 400, 422))
 def create_user(body: UserIn, who: Admin, c: Ctx) -> dict[str, str]:
     """Create an HMI user (admin; audited)."""
     try:
@@ -546,3 +627,38 @@ def create_user(body: UserIn, who: Admin, c: Ctx) -> dict[str, str]:
     except UserError as exc:
         raise HTTPException(422, str(exc)) from None
     return {"name": u.name, "role": u.role.value}
+
+
+@router.get("/users", responses=errors(*AUTH))
+def users(_: Admin, c: Ctx) -> list[dict[str, Any]]:
+    """Every HMI user with role and whether the login is enabled (admin)."""
+    return [{"name": u.name, "role": u.role.value, "active": u.active} for u in list_users(c.store)]
+
+
+class UserChangeIn(ApiIn):
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    role: Role | None = None
+    active: bool | None = None
+
+
+@router.patch("/users/{name}", responses=errors(*AUTH, 400, 404, 422))
+def change_user(
+    name: Annotated[str, Path(max_length=64)], body: UserChangeIn, who: Admin, c: Ctx
+) -> dict[str, Any]:
+    """Set a user's password, role or login state (admin; audited); any change ends all of the
+    user's sessions and open WebSockets, in every HMI process, within a second."""
+    if get_user(c.store, name) is None:
+        raise HTTPException(404, f"no user {name!r}")
+    try:
+        if body.password is not None:
+            set_password(c.store, name, body.password, by=who.user.name)
+        if body.role is not None:
+            set_role(c.store, name, body.role.value, by=who.user.name)
+        if body.active is not None:
+            set_active(c.store, name, body.active, by=who.user.name)
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from None
+    u = get_user(c.store, name)
+    if u is None:
+        raise HTTPException(404, f"no user {name!r}")
+    return {"name": u.name, "role": u.role.value, "active": u.active}

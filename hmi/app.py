@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from html import escape
@@ -14,9 +15,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hmi import api, pages, ws
 from hmi.context import HmiContext, SetpointWriter
@@ -25,24 +29,77 @@ from plant.config import load_plant
 from plant.events import EventBus
 from plant.metrics import exposition
 from plant.store import Store
-from plant.users import ensure_admin, load_users_config, use_hash_cost
+from plant.users import ensure_admin, load_users_config, use_hash_cost, write_secret
 
 STATIC_DIR = Path(__file__).parent / "static"
+VENDOR = "/static/vendor"
 SHELVE_CHECK_S = 5.0
+ADMIN_PASSWORD_FILE = "admin-password.txt"
+# Scripts and styles only from this server (no inline code), no framing, no plugins.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+# /docs and /redoc: their one inline script by nonce; Redoc styles itself with inline <style>.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
-def announce_admin(store: Store) -> str | None:
-    """First start on an empty user table: create `admin` and print its password once."""
+def announce_admin(store: Store, data_dir: Path) -> Path | None:
+    """First start on an empty user table: create `admin`, write its password to a file only
+    the owner can read, and print the file's path (never the password: stderr ends in logs)."""
     password = ensure_admin(store)
-    if password is not None:
-        print(
-            "HMI first start: created user 'admin' with password "
-            f"{password}\n  (shown only now; log in and create named users, or run "
-            "`plant users passwd admin`)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return password
+    if password is None:
+        return None
+    path = (data_dir / ADMIN_PASSWORD_FILE).resolve()
+    write_secret(path, password + "\n")
+    print(
+        f"HMI first start: created user 'admin'; its password is in {path} (readable only by "
+        "this user). Log in, create named users or run `plant users passwd admin`, then delete "
+        "the file.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return path
+
+
+class SecurityHeaders:
+    """ASGI middleware: CSP, no framing, nosniff and no referrer on every HTTP response (a
+    response that sets its own CSP keeps it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _with_nonce(page: HTMLResponse) -> HTMLResponse:
+    """A docs page with its inline script allowed by a fresh nonce."""
+    nonce = secrets.token_urlsafe(16)
+    html = bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">')
+    return HTMLResponse(html, headers={"Content-Security-Policy": DOCS_CSP.format(nonce=nonce)})
 
 
 def create_app(
@@ -64,7 +121,7 @@ def create_app(
     users_cfg = load_users_config(config_dir)
     use_hash_cost(users_cfg.auth.argon2_time_cost, users_cfg.auth.argon2_memory_kib)
     c = HmiContext(st, cfg, users_cfg, config_dir, bus, setpoint_writer)
-    announce_admin(st)
+    announce_admin(st, cfg.plant.data_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +141,10 @@ def create_app(
         description="Operator and engineer web view of the battery sorting and recycling plant. "
         "Log in with `POST /api/login` and send `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(SecurityHeaders)
     app.state.hmi = c
     app.state.store = st
     app.include_router(api.router)
@@ -96,6 +156,33 @@ def create_app(
     def metrics() -> Response:
         """Prometheus text format: cells per route, decision latency, quarantine rate, health."""
         return Response(exposition(st), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI from the vendored copy: the plant network has no internet."""
+        return _with_nonce(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - API",
+                swagger_js_url=f"{VENDOR}/swagger-ui-bundle.js",
+                swagger_css_url=f"{VENDOR}/swagger-ui.css",
+                swagger_favicon_url=f"{VENDOR}/swagger-ui-favicon-32x32.png",
+                swagger_ui_parameters={"validatorUrl": None},
+            )
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        """ReDoc from the vendored copy, without web fonts."""
+        return _with_nonce(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - API",
+                redoc_js_url=f"{VENDOR}/redoc.standalone.js",
+                redoc_favicon_url=f"{VENDOR}/swagger-ui-favicon-32x32.png",
+                with_google_fonts=False,
+            )
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_input(request: Request, exc: RequestValidationError) -> Response:

@@ -5,6 +5,9 @@ processes accept the same login. Browser sessions use an HttpOnly, SameSite=Stri
 per-session CSRF token that every non-GET request must echo in `X-CSRF-Token` (or a `csrf` form
 field); bearer tokens from `POST /api/login` need no CSRF token because browsers never send them
 on their own.
+
+Logins are throttled per account and per client; the client is the peer address, or the address
+a configured reverse proxy (`[hmi] trusted_proxies`) put in X-Forwarded-For.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import delete
 from starlette.requests import HTTPConnection
 
@@ -29,6 +35,13 @@ from plant.users import User, get_user
 COOKIE = "plant_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Declares the bearer scheme in the OpenAPI document; `require` does the actual check.
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="`POST /api/login` returns the token; browsers use the session cookie instead.",
+)
+Networks = Sequence[IPv4Network | IPv6Network]
+THROTTLE_KEYS_SWEEP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +110,13 @@ def session_token(request: HTTPConnection) -> str | None:
     return found[0] if found else None
 
 
-def require(role: Role) -> Callable[[Request], Principal]:
+def require(role: Role) -> Callable[..., Principal]:
     """A FastAPI dependency: 401 without a valid login, 403 below `role` or without CSRF."""
 
-    def dependency(request: Request) -> Principal:
+    def dependency(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
         who = principal_of(request)
         if who is None:
             raise HTTPException(
@@ -119,7 +135,10 @@ def require(role: Role) -> Callable[[Request], Principal]:
 
 
 class LoginThrottle:
-    """Per-client limit on failed logins in a sliding window (per HMI process)."""
+    """Failed logins in a sliding window per key (an account, a client), per HMI process.
+
+    A successful login does not clear the count, so correct logins in between buy no guesses.
+    """
 
     def __init__(self, max_failures: int, window_s: float) -> None:
         self.max_failures = max_failures
@@ -127,30 +146,64 @@ class LoginThrottle:
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, client: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(client, deque())
+    def _recent(self, key: str, now: float) -> deque[float]:
+        """The key's failures still in the window (older ones dropped, empty keys forgotten)."""
+        q = self._failures.get(key, deque())
         while q and q[0] <= now - self.window_s:
             q.popleft()
+        if not q:
+            self._failures.pop(key, None)
         return q
 
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until this client may try again, or None if it may try now."""
+    def retry_after(self, *keys: str) -> int | None:
+        """Seconds until none of `keys` is over the limit, or None if a try is allowed now."""
+        now = time.monotonic()
+        waits = []
+        with self._lock:
+            for key in keys:
+                q = self._recent(key, now)
+                if len(q) >= self.max_failures:
+                    waits.append(max(1, int(q[-self.max_failures] + self.window_s - now) + 1))
+        return max(waits) if waits else None
+
+    def tracked(self) -> int:
+        """How many accounts and clients have failures on record (expired ones may linger)."""
+        with self._lock:
+            return len(self._failures)
+
+    def failed(self, *keys: str) -> None:
         now = time.monotonic()
         with self._lock:
-            q = self._recent(client, now)
-            if len(q) < self.max_failures:
-                return None
-            return max(1, int(q[0] + self.window_s - now) + 1)
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._recent(client, time.monotonic()).append(time.monotonic())
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
+            if len(self._failures) > THROTTLE_KEYS_SWEEP:  # many names tried: forget old ones
+                for old in list(self._failures):
+                    self._recent(old, now)
+            for key in keys:
+                q = self._recent(key, now)
+                q.append(now)
+                self._failures[key] = q
 
 
-def client_of(request: HTTPConnection) -> str:
-    """The client address the throttle counts against."""
-    return request.client.host if request.client else "unknown"
+def _within(host: str, networks: Networks) -> bool:
+    try:
+        addr = ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
+def client_of(request: HTTPConnection, trusted_proxies: Networks = ()) -> str:
+    """The client address the throttle counts against: the peer, or, when the peer is a trusted
+    reverse proxy, the nearest X-Forwarded-For address that is not itself a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    if not _within(peer, trusted_proxies):
+        return peer
+    hops = [
+        h.strip()
+        for line in request.headers.getlist("x-forwarded-for")
+        for h in line.split(",")
+        if h.strip()
+    ]
+    for hop in reversed(hops):
+        if not _within(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer

@@ -239,19 +239,38 @@ def cell_page(cell_id: int, request: Request) -> Response:
     return layout("cells", f"Cell {cell_id}", who, CELL_DETAIL.format(cell_id=cell_id))
 
 
-def _login_html(error: str = "", next_: str = "/") -> str:
+LOGIN_CSRF_COOKIE = "plant_login_csrf"
+
+
+def _login_page(
+    request: Request, error: str = "", next_: str = "/", status: int = 200
+) -> HTMLResponse:
+    """The login form with a fresh CSRF token, also set as a cookie the form post must match
+    (double submit), so another site cannot log a browser in under its own account."""
+    token = secrets.token_urlsafe(24)
     msg = f"<p class=abnormal id=login-error>{escape(error)}</p>" if error else ""
-    return (
+    resp = HTMLResponse(
         _head("Log in")
         + "</head><body class=login><main><h1>Plant HMI</h1>"
         + msg
         + "<form method=post action='/login' class=login-form>"
         + f"<input type=hidden name=next value='{escape(next_)}'>"
+        + f"<input type=hidden name=csrf value='{token}'>"
         + "<label>User <input name=name autocomplete=username required autofocus></label>"
         + "<label>Password <input name=password type=password "
         + "autocomplete=current-password required></label>"
-        + "<button type=submit>Log in</button></form></main></body></html>"
+        + "<button type=submit>Log in</button></form></main></body></html>",
+        status_code=status,
     )
+    resp.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/login",
+    )
+    return resp
 
 
 def _safe_next(next_: str) -> str:
@@ -260,8 +279,8 @@ def _safe_next(next_: str) -> str:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(next: str = "/") -> HTMLResponse:
-    return HTMLResponse(_login_html(next_=_safe_next(next)))
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return _login_page(request, next_=_safe_next(next))
 
 
 @router.post("/login")
@@ -271,18 +290,27 @@ def login_form(
     name: Annotated[str, Form()],
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    """Browser login: sets the HttpOnly, SameSite=Strict session cookie."""
+    """Browser login: checks the form's CSRF token, sets the HttpOnly, SameSite=Strict session
+    cookie."""
+    sent = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not (csrf and sent and secrets.compare_digest(csrf, sent)):
+        return _login_page(
+            request,
+            "The login form expired or came from another site; log in again.",
+            _safe_next(next),
+            403,
+        )
     try:
         user = login_or_raise(c, request, name, password)
     except HTTPException as exc:
-        return HTMLResponse(
-            _login_html(str(exc.detail), _safe_next(next)),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        page = _login_page(request, str(exc.detail), _safe_next(next), exc.status_code)
+        page.headers.update(exc.headers or {})
+        return page
     token, _csrf, _exp = open_session(c.store, user, c.users.auth.session_hours)
     resp = RedirectResponse(_safe_next(next), status_code=303)
+    resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     resp.set_cookie(
         COOKIE,
         token,

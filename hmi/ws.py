@@ -22,6 +22,7 @@ from plant.domain import AlarmState
 from plant.status import read_statuses
 
 SNAPSHOT_PERIOD_S = 1.0
+SESSION_CHECK_S = 0.5  # a logout or user change ends the socket within a second
 BANNER_ALARMS = 5
 
 
@@ -61,7 +62,7 @@ async def endpoint(ws: WebSocket) -> None:
         return
     await ws.accept()
     queue = c.bus.subscribe() if c.bus is not None else None
-    tasks = [asyncio.create_task(_snapshots(ws, c))]
+    tasks = [asyncio.create_task(_snapshots(ws, c)), asyncio.create_task(_watch_session(ws))]
     if queue is not None:
         tasks.append(asyncio.create_task(_forward(ws, queue)))
     tasks.append(asyncio.create_task(_drain(ws)))
@@ -91,6 +92,16 @@ async def _snapshots(ws: WebSocket, c: HmiContext) -> None:
         data = await asyncio.to_thread(snapshot, c)
         await ws.send_json({"topic": "snapshot", "line": "", "ts": time.time(), "data": data})
         await asyncio.sleep(SNAPSHOT_PERIOD_S)
+
+
+async def _watch_session(ws: WebSocket) -> None:
+    """Close the socket once its session has ended (logout, password, role or login state
+    changed, expiry), also when another process (`plant users`) ended it in the store."""
+    while True:
+        await asyncio.sleep(SESSION_CHECK_S)
+        if await asyncio.to_thread(principal_of, ws) is None:
+            await ws.close(code=1008, reason="session ended")
+            return
 
 
 async def _drain(ws: WebSocket) -> None:

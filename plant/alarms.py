@@ -323,11 +323,6 @@ def _with(row: AlarmRow, note: str | None) -> str:
 
 
 # -- queries ----------------------------------------------------------------------------------
-def get_alarm(store: Store, alarm_id: int) -> AlarmRow | None:
-    with store.session() as s:
-        return s.get(AlarmRow, alarm_id)
-
-
 def search_alarms(
     store: Store,
     *,

@@ -35,7 +35,16 @@ ELEMENT_LINES_KEV: dict[str, tuple[float, float]] = {
     "Ce": (34.720, 39.258),
 }
 MAX_PLOT_POINTS = 2048
-PASSPORT_FIELDS = ("id", "model", "chemistry", "chemistry_reason", "manufacturer", "mass_g")
+PASSPORT_FIELDS = (
+    "id",
+    "model",
+    "chemistry",
+    "chemistry_reason",
+    "manufacturer",
+    "mass_g",
+    "authenticity",  # models.credentials.Verdict at import (None: stored before it existed)
+    "authenticity_reason",
+)
 
 
 class CellError(ValueError):
@@ -146,6 +155,11 @@ def spectrum_plot(spec: Spectrum, source: str) -> dict[str, Any]:
     }
 
 
+def _just_decided(row: CellRow, seconds: float) -> bool:
+    updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+    return row.spectrum_ref is not None and utcnow() - updated < timedelta(seconds=seconds)
+
+
 def cell_spectrum(
     store: Store, cell_id: int, data_dir: Path, retention_days: float, wait_s: float = 5.0
 ) -> dict[str, Any] | None:
@@ -153,7 +167,8 @@ def cell_spectrum(
     `spectrum_ref` names (imported cells); None if there is no such cell.
 
     Raises CellError saying why a cell has no spectrum; messages show no server paths. A cell
-    still being measured is waited for up to `wait_s`: its spectrum is kept with its decision.
+    still being measured, or decided in the last `wait_s`, is waited for up to `wait_s`: the
+    line stores spectra shortly after their decisions.
     """
     deadline = time.monotonic() + wait_s
     while True:
@@ -162,7 +177,9 @@ def cell_spectrum(
             if row is None:
                 return None
             spec = stored_spectrum(s, cell_id)
-        if spec is not None or row.state != CellState.detected or time.monotonic() > deadline:
+        if spec is not None or time.monotonic() > deadline:
+            break
+        if row.state != CellState.detected and not _just_decided(row, wait_s):
             break
         time.sleep(0.1)
     if spec is not None:

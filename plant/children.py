@@ -7,34 +7,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-
-
-@dataclass
-class Backoff:
-    """When to try a failed start again: `first` s after the first failure, doubling up to
-    `cap`; a start that succeeds resets it."""
-
-    first: float
-    cap: float
-    retry_at: float = 0.0  # time.monotonic() before which no start is tried
-    _wait: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._wait = self.first
-
-    def left(self) -> float:
-        """Seconds until the next start may be tried (<= 0: now)."""
-        return self.retry_at - time.monotonic()
-
-    def failed(self) -> None:
-        self.retry_at = time.monotonic() + self._wait
-        self._wait = min(self._wait * 2, self.cap)
-
-    def succeeded(self) -> None:
-        self._wait, self.retry_at = self.first, 0.0
 
 
 async def reap(proc: subprocess.Popen[bytes], timeout: float) -> None:

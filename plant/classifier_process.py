@@ -27,8 +27,9 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from drivers.backoff import Backoff
 from models.registry import LoadedModel, Registry
-from plant.children import Backoff, cpu_of, reap
+from plant.children import cpu_of, reap
 from plant.decide import Evidence, decide_batch
 from plant.domain import Decision
 from plant.routing import RoutingRules

@@ -7,9 +7,19 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from plant.domain import Route
 
 DEFAULT_CONFIG_DIR = Path("config")
 CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
@@ -63,6 +73,15 @@ class DatabaseSection(Strict):
 class HmiSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Reverse proxies whose X-Forwarded-For names the client (login throttling); none by default.
+    trusted_proxies: list[IPvAnyNetwork] = []
+
+
+class SimBuffer(Strict):
+    """The simulated conveyor downstream of one route (`[sim.buffers.<route>]`)."""
+
+    capacity: int = Field(ge=1, description="cells it holds")
+    drain_cells_s: float = Field(ge=0, description="cells a second carried away")
 
 
 class SimSection(Strict):
@@ -70,7 +89,19 @@ class SimSection(Strict):
     plc_port: int = Field(5020, ge=1, le=65535)
     xrf_port: int = Field(5030, ge=1, le=65535, description="port of XRF head 1; head k on +k-1")
     xrf_heads: int = Field(8, ge=1, le=32)
+    assay_analyser_port: int = Field(
+        5040, ge=0, le=65535, description="simulated SciAps analyser (HTTP); 0: none"
+    )
     seed: int = 1
+    copied_label_share: float = Field(
+        0.0, ge=0, le=1, description="cells whose label copies an earlier cell's passport"
+    )
+    forged_passport_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="simulated signed passports altered after signing"
+    )
+    buffers: dict[Route, SimBuffer] = Field(
+        default_factory=dict, description="downstream buffers by route (default: unlimited)"
+    )
 
 
 class LineSection(Strict):
@@ -173,6 +204,33 @@ class XrfSection(Strict):
         return self.host, self.port + k
 
 
+class AssayAnalyserSection(Strict):
+    """The XRF analyser that assays lots (`plant assays measure LOT`, docs/xrf.md): `sciaps` is a
+    SciAps X-series analyser on its remote API (`http://host:port/api/v2/...`); `none`: no
+    analyser."""
+
+    kind: Literal["sciaps", "none"] = "sciaps"
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(5040, ge=1, le=65535, description="8080 on a real SciAps analyser")
+    mode: str = Field("Mining", min_length=1, description="the analyser's application (its apps)")
+    model_name: str | None = Field(None, min_length=1, description="optional analytical model")
+    beam_times_s: list[float] = Field(
+        default_factory=lambda: [30.0, 30.0],
+        min_length=1,
+        max_length=4,
+        description="test time of each beam",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, description="per request, on top of the test")
+    retries: int = Field(2, ge=0, le=10, description="reads retried after a connection error")
+
+    @field_validator("beam_times_s")
+    @classmethod
+    def _positive_times(cls, v: list[float]) -> list[float]:
+        if any(not 0 < t <= 600 for t in v):
+            raise ValueError("each beam time must be > 0 and <= 600 s")
+        return v
+
+
 class CameraSection(Strict):
     """Label reading: `sim` renders simulated label images and decodes them here (OpenCV);
     `sim_reader` is a simulated smart code reader that decodes on the device and sends the text;
@@ -221,6 +279,7 @@ class PlantConfig(Strict):
     sim: SimSection = SimSection()
     plc: PlcSection = PlcSection()
     xrf: XrfSection = XrfSection()
+    assay_analyser: AssayAnalyserSection = AssayAnalyserSection()
     camera: CameraSection = CameraSection()
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()

@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from drivers.backoff import Backoff
 from plant.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[Session], Any]
 _STOP = object()
+DB_RETRY_FIRST_S = 0.05  # first wait while the database is unreachable; doubles up to max_backoff_s
 
 
 class DbWorker:
@@ -96,7 +98,7 @@ class DbWorker:
 
     def _with_retry(self, fn: Op) -> Any:
         """Run in a transaction; retry while the database is unreachable."""
-        delay = 0.05
+        backoff = Backoff(DB_RETRY_FIRST_S, self.max_backoff_s)
         while True:
             try:
                 with self.store.begin() as s:
@@ -107,8 +109,7 @@ class DbWorker:
                 if not _is_connection_error(exc):
                     raise
                 self._set_health(False, str(exc.orig or exc).splitlines()[0])
-                time.sleep(delay)
-                delay = min(self.max_backoff_s, delay * 2)
+                time.sleep(backoff.failed())
 
     def _set_health(self, ok: bool, error: str | None) -> None:
         if ok == self.healthy:

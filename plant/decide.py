@@ -71,6 +71,9 @@ def decide_batch(
                 model_version=model_version if i in results else None,
                 passport_mass_g=getattr(passport, "mass_g", None),
                 cell_mass_g=ev.cell_mass_g,
+                authenticity=(ev.passport.authenticity, ev.passport.authenticity_reason)
+                if ev.passport is not None
+                else None,
             )
         )
     return out

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from enum import StrEnum
 
-
-class Chemistry(StrEnum):
-    """Chemistry classes, spelled exactly as docs/architecture.md fixes them."""
-
-    NMC111 = "NMC111"
-    NMC532 = "NMC532"
-    NMC622 = "NMC622"
-    NMC811 = "NMC811"
-    NCA = "NCA"
-    LCO = "LCO"
-    LMO = "LMO"
-    LFP = "LFP"
-    NiMH = "NiMH"
-    NiCd = "NiCd"
-    ZnMn = "ZnMn"
-    NMC = "NMC"  # family known, ratio not
-    UNKNOWN = "UNKNOWN"
+from models.chemistry import Chemistry as Chemistry  # re-exported: the plant's one vocabulary
 
 
 class Route(StrEnum):
@@ -106,17 +89,3 @@ class Decision:
     route: Route
     reason: str
     model_version: str | None = None
-
-
-@dataclass(slots=True)
-class Cell:
-    """One cell as the line engine sees it."""
-
-    line: str
-    seq: int
-    mass_g: float
-    detected_at: datetime
-    passport_id: str | None = None
-    state: CellState = CellState.detected
-    decision: Decision | None = None
-    flags: set[str] = field(default_factory=set)

@@ -42,10 +42,6 @@ class EventBus:
     def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
         self._queues.discard(q)
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._queues)
-
     def publish(self, event: Event) -> None:
         """Deliver to every subscriber; call from the loop's thread."""
         for q in list(self._queues):

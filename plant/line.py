@@ -58,8 +58,16 @@ from plant.plc_epochs import (
     restart_on_reconnect,
 )
 from plant.routing import as_duplicate
-from plant.spectrum_archive import keep_spectrum
-from plant.store import AlarmRow, CellRow, Store, table_of, update_by_id, utcnow
+from plant.spectrum_archive import keep_spectra
+from plant.store import (
+    DECISION_COLUMNS,
+    AlarmRow,
+    CellRow,
+    Store,
+    table_of,
+    update_by_id,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,9 +89,15 @@ POLL_TAGS = (
 STATUS_TAGS = ("line.running", *BUFFER_TAGS)
 STATUS_PERIOD_S = 0.05
 WATCHDOG_PERIOD_S = 1.0  # the controller's watchdog counter moves this often (docs/plc.md)
+SPECTRA_FLUSH_S = 0.25  # decided cells' spectra are stored together, this often
 # Alarms the engine raises itself and re-evaluates at start-up: those about the PLC link and the
 # database clear at once when the engine reached both; the others clear at their next good state.
 LINK_ALARMS = frozenset({"plc/unreachable", "plc/exception", "database/unreachable"})
+# Quarantine reasons that mean a forged or withdrawn passport reached the line: someone must
+# look at the cell and the supplier (plant/routing.py, docs/passport.md "Authenticity").
+PASSPORT_ALARMS = frozenset(
+    {"passport_invalid_signature", "passport_revoked", "passport_unknown_issuer"}
+)
 
 # Per-cell statements, built once, in Core (plant/store.py `update_by_id` says why).
 _CELLS = table_of(CellRow)
@@ -100,21 +114,7 @@ _FIND_PASSPORT = (
 _INSERT_CELL = insert(_CELLS)
 _RECORD_DECISION = update_by_id(
     _CELLS,
-    **{
-        c: bindparam(f"b_{c}")
-        for c in (
-            "passport_id",
-            "spectrum_ref",
-            "chemistry",
-            "confidence",
-            "decision_source",
-            "route",
-            "reason",
-            "model_version",
-            "state",
-            "updated_at",
-        )
-    },
+    **{c: bindparam(f"b_{c}") for c in (*DECISION_COLUMNS, "spectrum_ref", "state", "updated_at")},
 )
 _MARK_FINAL = update_by_id(
     _CELLS,
@@ -295,6 +295,7 @@ class LineEngine:
         self._not_executing = False  # the PLC answers but its heartbeat stands still
         self._buffer_hold = False  # the quarantine buffer is full: no cell is taken
         self._passports_in_flight: dict[str, Flight] = {}
+        self._spectra: list[tuple[int, Spectrum]] = []  # decided cells' spectra not yet stored
         decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -320,6 +321,7 @@ class LineEngine:
                 self._diverter_loop(),
                 self._tick_loop(),
                 self._watchdog_loop(),
+                self._spectra_loop(),
             ]
             self._main = [asyncio.create_task(c) for c in loops]
             await self._stop.wait()
@@ -329,6 +331,7 @@ class LineEngine:
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*self._main, *self._tasks, return_exceptions=True)
+            await self._keep_spectra()
             await self._stop_infeed_on_exit()
             await self.db.close()
 
@@ -697,8 +700,11 @@ class LineEngine:
         f.decision = decision
         f.decided.set()
         self._divert_ready.set()
+        code = decision.reason.partition(":")[0]
+        if code in PASSPORT_ALARMS:
+            self._set_alarm("passport", code, f"cell {f.seq}: {decision.reason}", event=True)
         if evidence.spectrum is not None:
-            self._spawn(self._keep_spectrum(f, evidence.spectrum))
+            self._spectra.append((f.row_id, evidence.spectrum))
 
     async def _measure(self, f: Flight) -> Evidence:
         """Label + passport and XRF spectrum, concurrently."""
@@ -805,13 +811,21 @@ class LineEngine:
         )
         return d
 
-    async def _keep_spectrum(self, f: Flight, spectrum: Spectrum) -> None:
-        """Store the cell's spectrum after its decision, off the diverter's path: compressing
-        it on the database thread would hold up the decisions behind it."""
+    async def _spectra_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SPECTRA_FLUSH_S)
+            await self._keep_spectra()
+
+    async def _keep_spectra(self) -> None:
+        """Store the decided cells' spectra in one transaction, off the diverter's path: one
+        commit per cell would hold up the decisions queued behind it on the database thread."""
+        kept, self._spectra = self._spectra, []
+        if not kept:
+            return
         try:
-            await self.db.run(lambda s: keep_spectrum(s, f.row_id, spectrum))
+            await self.db.run(lambda s: keep_spectra(s, kept))
         except Exception as exc:
-            log.error("cell %s: spectrum not kept: %s", f.seq, exc)
+            log.error("spectra of %d cells not kept: %s", len(kept), exc)
 
     async def _check_xrf(self) -> None:
         """Start-up check: every XRF head measures its check standard before the first cell.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,16 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from models.credentials import Authenticity, TrustList, Verdict
 from models.passport import (
     Passport,
     PassportError,
     PassportModel,
-    load_document,
     passport_from_document,
     routing_problem,
 )
-from plant.store import PassportRow, Store, table_of, utcnow
+from plant.store import PassportRow, Store, table_of, update_by_id, utcnow
+from plant.trust import read_passport, reverify
 
 CHUNK = 1000  # rows per INSERT ... ON CONFLICT statement
 
@@ -46,6 +47,7 @@ class ImportReport:
     updated: int = 0
     failed: list[ImportFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    authenticity: dict[str, str] = field(default_factory=dict)  # source -> verdict
 
     @property
     def ok(self) -> bool:
@@ -57,10 +59,25 @@ class ImportReport:
             "updated": self.updated,
             "failed": [{"file": str(f.path), "error": f.error} for f in self.failed],
             "not_routing_evidence": self.notes,
+            "authenticity": self.authenticity,
         }
 
 
-def _row(passport: Passport, payload: dict[str, Any], source_file: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Signature:
+    """The signed credential a passport came in, and its verdict (None: unsigned)."""
+
+    credential: str
+    authenticity: Authenticity
+
+
+def _row(
+    passport: Passport,
+    payload: dict[str, Any],
+    source_file: str | None,
+    signature: Signature | None = None,
+) -> dict[str, Any]:
+    auth = signature.authenticity if signature is not None else None
     return {
         "id": passport.passport_id,
         "model": passport.model.value,
@@ -74,6 +91,10 @@ def _row(passport: Passport, payload: dict[str, Any], source_file: str | None) -
         "status": passport.status,
         "expires_on": passport.expires_on,
         "implausible": passport.implausible,
+        "authenticity": passport.authenticity,
+        "authenticity_reason": passport.authenticity_reason,
+        "credential": signature.credential if signature is not None else None,
+        "credential_valid_until": auth.valid_until if auth is not None else None,
         "fields_used": dict(passport.fields_used),
         "source_file": source_file,
         "payload": payload,
@@ -98,10 +119,15 @@ def _upsert_chunk(store: Store, rows: list[dict[str, Any]]) -> tuple[int, int]:
     return new, len(rows) - new
 
 
-def upsert_passports(
-    store: Store, items: Iterable[tuple[Passport, dict[str, Any], str | None]]
-) -> tuple[int, int]:
-    """Bulk insert-or-replace (passport, raw document, source file) in chunks; (new, replaced)."""
+_Item = (
+    tuple[Passport, dict[str, Any], str | None]
+    | tuple[Passport, dict[str, Any], str | None, Signature | None]
+)
+
+
+def upsert_passports(store: Store, items: Iterable[_Item]) -> tuple[int, int]:
+    """Bulk insert-or-replace (passport, raw document, source file[, signature]) in chunks;
+    (new, replaced)."""
     new = replaced = 0
     it = iter(items)
     while chunk := [_row(*item) for item in islice(it, CHUNK)]:
@@ -116,18 +142,22 @@ _ASPECT_MODELS = frozenset(
     {PassportModel.batterypass_1_0, PassportModel.batterypass_1_2, PassportModel.idta}
 )
 
-_Parsed = tuple[Passport, dict[str, Any], str]
+_Parsed = tuple[Passport, dict[str, Any], str, Signature | None]
 
 
-def _read(path: Path) -> _Parsed:
-    """Parse one file for import; PassportError when it cannot be read as a passport."""
+def _read(path: Path, trust: TrustList) -> _Parsed:
+    """Parse (and verify, when signed) one file for import; PassportError when it cannot be
+    read as a passport."""
     source = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise PassportError(f"{source}: cannot read the file: {exc.strerror}") from None
-    doc = load_document(raw, source=source)
-    return passport_from_document(doc, source=source), doc, source
+    read = read_passport(raw, source=source, trust=trust)
+    signature = (
+        Signature(read.credential, read.authenticity) if read.credential is not None else None
+    )
+    return read.passport, read.document, source, signature
 
 
 def _join_aspects(
@@ -147,7 +177,7 @@ def _join_aspects(
         others = ", ".join(p.name for p in joined[1:])
         source = (f"{paths[0]} + {others}" if others else str(paths[0]))[:500]
         try:
-            yield passport_from_document(doc, source=source), doc, source
+            yield passport_from_document(doc, source=source), doc, source, None
         except PassportError as exc:
             yield ImportFailure(paths[0], str(exc))
     if loose and len(ids) != 1:
@@ -164,12 +194,18 @@ def _join_aspects(
 
 
 def import_passports(
-    store: Store, paths: Iterable[Path], progress: Callable[[Path], None] | None = None
+    store: Store,
+    paths: Iterable[Path],
+    progress: Callable[[Path], None] | None = None,
+    trust: TrustList | None = None,
 ) -> ImportReport:
     """Import passport files; good files are stored even when others fail, each failure kept.
 
-    Aspect files of one battery (BatteryPass, IDTA value-only submodels) are joined per folder.
+    Signed passports (vc+jwt) are verified against `trust` and stored with their verdict and
+    credential. Aspect files of one battery (BatteryPass, IDTA value-only submodels) are joined
+    per folder.
     """
+    trust = trust or TrustList()
     report = ImportReport()
     aspects: dict[Path, list[tuple[Path, Passport, dict[str, Any]]]] = {}
     today = date.today()
@@ -178,16 +214,21 @@ def import_passports(
         problem = routing_problem(item[0], today)
         if problem:
             report.notes.append(f"{item[2]}: not routing evidence: {problem}")
+        signature = item[3]
+        if signature is not None and signature.authenticity.verdict is not Verdict.verified:
+            auth = signature.authenticity
+            report.notes.append(f"{item[2]}: {auth.verdict.value}: {auth.reason}")
+        report.authenticity[item[2]] = item[0].authenticity
         return item
 
     def parsed() -> Iterator[_Parsed]:
         for path in paths:
             try:
-                passport, doc, source = _read(path)
-                if passport.model in _ASPECT_MODELS:
+                passport, doc, source, signature = _read(path, trust)
+                if passport.model in _ASPECT_MODELS and signature is None:
                     aspects.setdefault(path.parent, []).append((path, passport, doc))
                 else:
-                    yield noted((passport, doc, source))
+                    yield noted((passport, doc, source, signature))
             except PassportError as exc:
                 report.failed.append(ImportFailure(path, str(exc)))
             finally:
@@ -238,6 +279,9 @@ _FIND_PASSPORT = select(
             "status",
             "expires_on",
             "implausible",
+            "authenticity",
+            "authenticity_reason",
+            "credential_valid_until",
             "fields_used",
         )
     )
@@ -257,8 +301,20 @@ def find_passport(store: Store, passport_id: str) -> Passport | None:
     return passport_of(row) if row is not None else None
 
 
+def authenticity_now(row: Any, now: datetime) -> tuple[str, str]:
+    """The stored (verdict, reason) of a passport row, `expired` once its credential is."""
+    verdict = row.authenticity or Verdict.unsigned.value
+    until = row.credential_valid_until
+    if verdict == Verdict.verified and until is not None:
+        until = until if until.tzinfo else until.replace(tzinfo=now.tzinfo)
+        if now >= until:
+            return Verdict.expired.value, f"credential expired on {until.isoformat()}"
+    return verdict, row.authenticity_reason or ""
+
+
 def passport_of(row: Any) -> Passport:
     """The stored passport (ORM or Core row) as the parsed `Passport` fusion takes."""
+    authenticity, authenticity_reason = authenticity_now(row, utcnow())
     return Passport(
         source=row.source_file or f"store:{row.id}",
         passport_id=row.id,
@@ -273,5 +329,43 @@ def passport_of(row: Any) -> Passport:
         status=row.status,
         expires_on=row.expires_on,
         implausible=row.implausible,
+        authenticity=authenticity,
+        authenticity_reason=authenticity_reason,
         fields_used={str(k): str(v) for k, v in (row.fields_used or {}).items()},
     )
+
+
+_SET_AUTHENTICITY = update_by_id(
+    _PASSPORTS,
+    authenticity=bindparam("b_authenticity"),
+    authenticity_reason=bindparam("b_authenticity_reason"),
+    credential_valid_until=bindparam("b_credential_valid_until"),
+)
+
+
+def reverify_stored(store: Store, trust: TrustList) -> dict[str, tuple[str, str]]:
+    """Verify every stored signed passport again (after a status list or trust list change)
+    and store the new verdicts; {passport id: (old verdict, new verdict)} of those changed."""
+    changed: dict[str, tuple[str, str]] = {}
+    now = utcnow()
+    with store.begin() as s:
+        conn = s.connection()
+        rows = conn.execute(
+            select(_PASSPORTS.c.id, _PASSPORTS.c.authenticity, _PASSPORTS.c.credential).where(
+                _PASSPORTS.c.credential.is_not(None)
+            )
+        ).all()
+        for pid, old, token in rows:
+            auth = reverify(token, trust, now)
+            if auth.verdict != old:
+                changed[pid] = (old or "", auth.verdict.value)
+            conn.execute(
+                _SET_AUTHENTICITY,
+                {
+                    "b_id": pid,
+                    "b_authenticity": auth.verdict.value,
+                    "b_authenticity_reason": auth.reason,
+                    "b_credential_valid_until": auth.valid_until,
+                },
+            )
+    return changed

@@ -1,7 +1,9 @@
 """Routing rules: fused chemistry + cell flags -> route, with a reason an operator can read.
 
 Rules come from config/routing.toml (loaded strictly, see `load_rules`). `decide` is pure.
-Order: a passport on another cell -> quarantine; the passport's mass far from the load cell's
+Order: a passport on another cell -> quarantine; a passport that is not `verified` or
+`unsigned` (forged, revoked, unknown issuer, expired) -> quarantine, and an unsigned one that
+would decide alone unless the policy allows it; the passport's mass far from the load cell's
 (`passport_mass_mismatch`) -> quarantine; damaged/swollen -> quarantine; no chemistry ->
 quarantine (with why); confidence below the route's threshold -> quarantine; passport state
 of health at or above the reuse threshold -> quarantine for second-life inspection; the
@@ -71,12 +73,21 @@ class Overrides(Strict):
     reuse_inspection: bool = True
 
 
+class AuthenticityPolicy(Strict):
+    """What a passport's authenticity (models.credentials.Verdict) lets it do."""
+
+    # An unsigned passport may confirm a spectrum that agrees; alone (a steel can) it decides
+    # nothing unless this is true. Anything but `verified` or `unsigned`: quarantine.
+    unsigned_decides_alone: bool = False
+
+
 class RoutingRules(Strict):
     """config/routing.toml."""
 
     routes: dict[Chemistry, Route] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
     thresholds: Thresholds = Thresholds()
     overrides: Overrides = Overrides()
+    authenticity: AuthenticityPolicy = AuthenticityPolicy()
 
     @field_validator("routes")
     @classmethod
@@ -103,11 +114,13 @@ def decide(
     model_version: str | None = None,
     passport_mass_g: float | None = None,
     cell_mass_g: float | None = None,
+    authenticity: tuple[str, str] | None = None,
 ) -> Decision:
     """Route one cell from its fused chemistry and the flags the line knows.
 
     `passport_mass_g`: the mass of the passport the decision rests on (None when none does);
-    `cell_mass_g`: what the load cell weighed (None or 0: no reading).
+    `cell_mass_g`: what the load cell weighed (None or 0: no reading); `authenticity`: the
+    passport's (verdict, reason) when the cell has a passport.
     """
     chem = Chemistry(fused.chemistry)
     conf = float(fused.confidence)
@@ -122,6 +135,21 @@ def decide(
 
     if duplicate_of is not None:  # a copied label or passport: neither can be trusted
         return quarantine("duplicate_passport", duplicate_of)
+    if authenticity is not None:
+        verdict, why = authenticity
+        if verdict not in ("verified", "unsigned"):  # forged, revoked, unknown: look at it
+            return quarantine(f"passport_{verdict}", f"{why} ({words})")
+        if (
+            verdict == "unsigned"
+            and source is DecisionSource.passport
+            and chem is not Chemistry.UNKNOWN
+            and not rules.authenticity.unsigned_decides_alone
+        ):
+            return quarantine(
+                "passport_unsigned",
+                "an unsigned passport may not decide a cell alone "
+                f"([authenticity] unsigned_decides_alone) ({words})",
+            )
     tolerance = rules.thresholds.passport_mass_tolerance_pct
     if (
         passport_mass_g is not None

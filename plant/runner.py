@@ -334,6 +334,7 @@ async def _run_line(
         """Once a second: historian samples and alarm limits, pending setpoints, routing rules
         changed on the HMI, the simulated hydromet line."""
         now = utcnow()
+        samples: dict[str, float] = {}
         try:
             values = await rig.plc.read(*PROCESS_TAGS)
             samples = {tag: float(v) for tag, v in values.items() if math.isfinite(float(v))}
@@ -345,7 +346,7 @@ async def _run_line(
         for row in await asyncio.to_thread(pending_setpoints, store):
             await apply_setpoint(row.name, row.value)
         if hydromet is not None:
-            await hydromet.step(now)
+            await hydromet.step(now, samples)
         await reload_model_if_changed()
 
     async def reload_model_if_changed() -> None:
@@ -402,7 +403,8 @@ async def _run_line(
         app = parts.hmi(bus, store)
         host, port = opts.host or cfg.hmi.host, opts.port or cfg.hmi.port
         server = _quiet_server_class()(
-            uvicorn.Config(app, host=host, port=port, log_level="warning")
+            # X-Forwarded-For is read only from `[hmi] trusted_proxies` (hmi/auth.py:client_of)
+            uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
         )
         tasks.append(asyncio.create_task(server.serve()))
         print(f"HMI on http://{host}:{port}", file=sys.stderr, flush=True)
@@ -470,12 +472,16 @@ def _quiet_server_class() -> type[Any]:
 
 
 def _stop_overdue(sig: signal.Signals) -> None:
-    """The cleanup after a stop signal did not end: leave at once rather than hang."""
+    """The cleanup after a stop signal did not end: say what it still waits on, and leave at
+    once rather than hang."""
     print(
-        f"error: plant run did not stop within {STOP_TIMEOUT_S:g} s of {sig.name}; exiting",
+        f"error: plant run did not stop within {STOP_TIMEOUT_S:g} s of {sig.name}; exiting. "
+        "Still waiting:",
         file=sys.stderr,
-        flush=True,
     )
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
     os._exit(1)
 
 

@@ -3,9 +3,10 @@
 The codec is exact and small (docs/spectra.md, "Spectra kept"): integer counts are split into
 little-endian byte planes (high bytes are mostly zero) and deflated; dense spectra are stored as
 zigzag deltas between channels first; counts that are not whole numbers are stored as float64
-byte planes, so every spectrum round-trips bit for bit. The line writes a cell's spectrum in the
-transaction of its decision (`keep_spectrum`, on the database worker thread); the running plant
-deletes spectra older than `[spectra] retention_days` (`keep_within_retention`).
+byte planes, so every spectrum round-trips bit for bit. The line writes the spectra of its decided
+cells in batches (`keep_spectra`, on the database worker thread, at most SPECTRA_FLUSH_S after each
+decision); the running plant deletes spectra older than `[spectra] retention_days`
+(`keep_within_retention`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,10 +139,18 @@ def spectrum_values(cell_id: int, spectrum: Spectrum, now: datetime) -> dict[str
     }
 
 
-def keep_spectrum(s: Session, cell_id: int, spectrum: Spectrum) -> None:
-    """Store the cell's spectrum in the caller's transaction (the line: with its decision)."""
+def keep_spectra(s: Session, kept: Sequence[tuple[int, Spectrum]]) -> None:
+    """Store (cell id, spectrum) pairs in the caller's transaction, one statement for all."""
+    if not kept:
+        return
     conn = s.connection()
-    conn.execute(_UPSERT[conn.dialect.name], spectrum_values(cell_id, spectrum, utcnow()))
+    now = utcnow()
+    conn.execute(_UPSERT[conn.dialect.name], [spectrum_values(c, sp, now) for c, sp in kept])
+
+
+def keep_spectrum(s: Session, cell_id: int, spectrum: Spectrum) -> None:
+    """Store one cell's spectrum in the caller's transaction."""
+    keep_spectra(s, [(cell_id, spectrum)])
 
 
 def row_spectrum(row: CellSpectrumRow) -> Spectrum:

@@ -60,6 +60,18 @@ def update_by_id(table: Table, **values: Any) -> Update:
     return update(table).where(table.c.id == bindparam("b_id")).values(**values)
 
 
+# The columns a cell's decision fills (the line records them; exports list them).
+DECISION_COLUMNS = (
+    "passport_id",
+    "chemistry",
+    "confidence",
+    "decision_source",
+    "route",
+    "reason",
+    "model_version",
+)
+
+
 class CellRow(Base):
     """One physical cell; committed before its diverter command is written."""
 
@@ -125,6 +137,12 @@ class PassportRow(Base):
     status: Mapped[str | None] = mapped_column(String(32))
     expires_on: Mapped[date | None] = mapped_column()
     implausible: Mapped[str | None] = mapped_column(Text)
+    # Authenticity (plant/trust.py): the verdict at import or last re-verification, why, the
+    # signed credential as received (compact JWS, None when unsigned) and when it expires.
+    authenticity: Mapped[str | None] = mapped_column(String(32))
+    authenticity_reason: Mapped[str | None] = mapped_column(Text)
+    credential: Mapped[str | None] = mapped_column(Text)
+    credential_valid_until: Mapped[datetime | None] = mapped_column()
     fields_used: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source_file: Mapped[str | None] = mapped_column(String(500))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -5,6 +5,7 @@ Passwords are never stored or logged in clear; only argon2id hashes (argon2-cffi
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -13,12 +14,13 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from plant.config import Strict, load_file
 from plant.domain import ROLE_RANK, Role
-from plant.store import Store, UserRow
+from plant.store import SessionRow, Store, UserRow
 
 USERS_FILE = "users.toml"
 MIN_PASSWORD_LEN = 10
@@ -120,6 +122,12 @@ def add_user(store: Store, name: str, role: str, password: str, *, by: str = "cl
     return User(name, r, True)
 
 
+def _end_sessions(s: Session, name: str) -> None:
+    """A changed password, role or login state ends every open session of the user, in every
+    HMI process (they check the store on each request and WebSocket tick)."""
+    s.execute(delete(SessionRow).where(SessionRow.user == name))
+
+
 def set_password(store: Store, name: str, password: str, *, by: str = "cli") -> None:
     """Replace a user's password (the old one is not needed: this is an admin action)."""
     _check_password(password)
@@ -129,6 +137,7 @@ def set_password(store: Store, name: str, password: str, *, by: str = "cli") -> 
             raise UserError(f"no user {name!r}")
         row.password_hash = _HASHER.hash(password)
         store.audit(s, by, "user.password", f"user:{name}", "***", "***")
+        _end_sessions(s, name)
 
 
 def set_role(store: Store, name: str, role: str, *, by: str) -> User:
@@ -141,6 +150,7 @@ def set_role(store: Store, name: str, role: str, *, by: str) -> User:
         old = row.role
         row.role = r.value
         store.audit(s, by, "user.role", f"user:{name}", old, r.value)
+        _end_sessions(s, name)
         return _user(row)
 
 
@@ -153,6 +163,7 @@ def set_active(store: Store, name: str, active: bool, *, by: str) -> User:
         old = row.active
         row.active = active
         store.audit(s, by, "user.active", f"user:{name}", old, active)
+        _end_sessions(s, name)
         return _user(row)
 
 
@@ -196,3 +207,12 @@ def ensure_admin(store: Store) -> str | None:
     except UserError:  # another HMI process created it first
         return None
     return password
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write `text` to `path` readable and writable only by this process's user (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # an existing file keeps its mode on open: set it
+        fh.write(text)

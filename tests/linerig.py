@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,3 +184,88 @@ def each_cell_once(store: Store, n: int, plc: dict[str, int], line: str = "L1") 
     assert [c.seq for c in cells] == list(range(1, n + 1))
     assert count_routes(store, line) == plc
     return cells
+
+
+# -- `plant` as a process, as a user runs it ---------------------------------------------------
+def add_user(cfg: Path, cwd: Path, name: str, role: str, password: str) -> None:
+    """`plant users add NAME --role ROLE`, the password typed twice."""
+    done = subprocess.run(
+        plant_cmd(cfg, "users", "add", name, "--role", role),
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        env=plant_env(),
+        cwd=cwd,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def run_cells(
+    cfg: Path, cwd: Path, cells: int, rate: float, *args: str, timeout: float = 240.0
+) -> dict[str, Any]:
+    """`plant run --simulate --cells N --rate R ARGS` to its end: its JSON summary."""
+    run = subprocess.run(
+        plant_cmd(
+            cfg,
+            "run",
+            "--simulate",
+            "--cells",
+            str(cells),
+            "--rate",
+            f"{rate:g}",
+            "--no-hmi",
+            *args,
+        ),
+        env=plant_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "NaN" not in run.stdout
+    summary: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def start_run(cfg: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`plant run --simulate ARGS` in the background; its output goes to `cwd/run.log`."""
+    with (cwd / "run.log").open("wb") as log:
+        return subprocess.Popen(
+            plant_cmd(cfg, "run", "--simulate", *args),
+            cwd=cwd,
+            env=plant_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def until(
+    what: str,
+    probe: Callable[[], Any],
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 90.0,
+) -> Any:
+    """Poll `probe` until it returns something true, and return that; fail naming `what`
+    (and at once if the watched `plant run` exits meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            assert proc.poll() is None, f"plant run exited ({proc.returncode}) waiting for {what}"
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"not within {timeout:g} s: {what}")
+
+
+def answers(url: str) -> bool:
+    """The HMI (or any HTTP server) at `url` answers 200 (not yet up: False)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status) == 200
+    except OSError:
+        return False

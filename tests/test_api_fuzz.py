@@ -1,6 +1,7 @@
 """schemathesis against the HMI's own OpenAPI schema, in process (ASGI): no request, valid or
-not, gets a 500, and every operation refuses callers below its role (401 without a login, 403
-below the role) - run anonymously, as an operator and as an admin (docs/robustness.md)."""
+not, gets a 500 or a status code or body the schema does not declare, and every operation refuses
+callers below its role (401 without a login, 403 below the role) - run anonymously, as an
+operator and as an admin (docs/robustness.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from hmi import api as hmi_api
@@ -44,6 +46,7 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/cells/{cell_id}"): Role.viewer,
     ("GET", "/api/cells/{cell_id}/spectrum"): Role.viewer,
     ("POST", "/api/cells/{cell_id}/release"): Role.operator,
+    ("POST", "/api/lots/{lot_id}/assay"): Role.engineer,
     ("GET", "/api/alarms"): Role.viewer,
     ("POST", "/api/alarms/{alarm_id}/ack"): Role.operator,
     ("POST", "/api/alarms/{alarm_id}/shelve"): Role.operator,
@@ -62,6 +65,8 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/routing/routes"): Role.engineer,
     ("GET", "/api/audit"): Role.engineer,
     ("POST", "/api/users"): Role.admin,
+    ("GET", "/api/users"): Role.admin,
+    ("PATCH", "/api/users/{name}"): Role.admin,
 }
 RANK = {Role.viewer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 3}
 ROUTES = sorted(
@@ -192,7 +197,16 @@ def test_no_500_and_roles_enforced(api: Api, route: tuple[str, str], caller: str
         )
         # 500 is a bug; 503 is the HMI saying a part is not there (e.g. no model registry).
         assert response.status_code < 500 or response.status_code == 503, shown
-        if must is not None:
+        # Every answer, error or not, is one the OpenAPI document declares, in its shape.
+        case.validate_response(
+            response, checks=[status_code_conformance, response_schema_conformance]
+        )
+        if headers and response.request.headers.get("Authorization") != headers["Authorization"]:
+            # A negative case without (or with a mangled) bearer token: refused as anonymous.
+            assert (
+                ROLES[route] is None or response.status_code == 401 or _unparsed_body(response)
+            ), shown
+        elif must is not None:
             assert response.status_code == must or _unparsed_body(response), shown
         elif role is not None and ROLES[route] is not None:
             assert response.status_code not in (401, 403), shown

@@ -33,6 +33,7 @@ KEYS = {
     "qr_decode_ms",
     "passport_lookup_ms",
     "passport_lookup_cells",
+    "passport_verify_ms",
     "hmi_event_latency_ms",
     "lost_records",
     "counters_match",

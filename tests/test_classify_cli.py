@@ -52,7 +52,12 @@ def config(tmp_path: Path) -> Path:
     d = tmp_path / "config"
     d.mkdir()
     (d / "plant.toml").write_text(f'[plant]\ndata_dir = "{tmp_path / "var"}"\n')
-    (d / "routing.toml").write_text((ROOT / "config" / "routing.toml").read_text())
+    # The reference passports are unsigned: let them route alone, as a plant that accepts
+    # unsigned passports does (tests/test_passport_authenticity.py tests the safe default).
+    rules = (ROOT / "config" / "routing.toml").read_text()
+    (d / "routing.toml").write_text(
+        rules.replace("unsigned_decides_alone = false", "unsigned_decides_alone = true")
+    )
     return d
 
 
@@ -76,7 +81,10 @@ def test_every_reference_passport(config: Path) -> None:
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["input"] for r in rows] == paths
     for row, (name, (chem, route, why)) in zip(rows, EXPECTED.items(), strict=True):
-        assert set(row) == {"input", "kind", "chemistry", "confidence", "route", "reason"}
+        assert set(row) == {
+            "input", "kind", "chemistry", "confidence", "route", "reason", "authenticity"
+        }  # fmt: skip
+        assert row["authenticity"]["result"] == "unsigned"
         assert (row["kind"], row["chemistry"], row["route"]) == ("passport", chem, route), name
         if why:
             assert why in str(row["reason"]), name

@@ -4,17 +4,14 @@ heads by default, loses no cell, and raises detector-health alarms from the head
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from linerig import config_copy, each_cell_once, plant_cmd, plant_env
+from linerig import add_user, config_copy, each_cell_once, run_cells, start_run, until
 from sqlalchemy import func, select
-from test_e2e_spectra import _wait
 
 from drivers.dp5 import Dp5Client
 from plant.store import CellRow, CellSpectrumRow, Store, upgrade
@@ -36,17 +33,7 @@ def test_2000_cells_at_100_per_s_on_dp5_heads_every_cell_final_store_equals_plc(
     cfg = config_copy(tmp_path, db_url=url, heads=8)
     assert _plant_toml(cfg)["xrf"]["kind"] == "dp5"  # the shipped config/plant.toml's choice
     n = 2000
-    run = subprocess.run(
-        plant_cmd(cfg, "run", "--simulate", "--cells", str(n), "--rate", "100", "--no-hmi"),
-        env=plant_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "DP5, UDP" in run.stderr  # `plant sim` served DP5 heads
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    summary = run_cells(cfg, tmp_path, n, 100, timeout=900)
     assert summary["cells"] == n and summary["final"] == n
     assert summary["routes"] == summary["plc_counters"]
     assert summary["misrouted"] <= n // 100  # each head measured the cell in front of it
@@ -74,24 +61,8 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
     upgrade(url)
     cfg = config_copy(tmp_path, db_url=url, heads=2)
     data = _plant_toml(cfg)
-    added = subprocess.run(
-        plant_cmd(cfg, "users", "add", "erin", "--role", "engineer"),
-        input=f"{PASSWORD}\n{PASSWORD}\n",
-        capture_output=True,
-        text=True,
-        env=plant_env(),
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert added.returncode == 0, added.stderr
-    log = (tmp_path / "plant-run.log").open("wb")
-    proc = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "10"),
-        cwd=tmp_path,
-        env=plant_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    add_user(cfg, tmp_path, "erin", "engineer", PASSWORD)
+    proc = start_run(cfg, tmp_path, "--rate", "10")
     head1 = ("127.0.0.1", data["sim"]["xrf_port"])
 
     def set_hv(value: str) -> None:
@@ -103,7 +74,7 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
 
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{data['hmi']['port']}", timeout=10)
-        _wait("HMI", lambda: client.get("/api/health").status_code == 200, proc)
+        until("HMI", lambda: client.get("/api/health").status_code == 200, proc)
         token = client.post("/api/login", json={"name": "erin", "password": PASSWORD})
         assert token.status_code == 200, token.text
         client.headers["Authorization"] = f"Bearer {token.json()['token']}"
@@ -114,12 +85,12 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
             found = heads.get(name)
             return found if found and found.get("status") else None
 
-        shown = _wait("xrf1's detector status", lambda: head("xrf1"), proc)
+        shown = until("xrf1's detector status", lambda: head("xrf1"), proc)
         assert shown["link"] == "connected" and shown["problems"] == {}
         assert shown["status"]["hv_v"] < -20 and shown["status"]["device"] == "PX5"
 
         set_hv("OFF")
-        shown = _wait("HV off on xrf1", lambda: (h := head("xrf1")) and h["problems"] and h, proc)
+        shown = until("HV off on xrf1", lambda: (h := head("xrf1")) and h["problems"] and h, proc)
         assert shown["problems"] == {"hv_off": "detector high voltage off (0 V)"}
         assert head("xrf2") is not None and head("xrf2")["problems"] == {}  # type: ignore[index]
 
@@ -127,12 +98,12 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
             rows = client.get("/api/alarms", params={"source": "xrf"}).json()["alarms"]
             return next((a for a in rows if a["code"] == code), None)
 
-        raised = _wait("xrf1_hv_off alarm", lambda: standing("xrf1_hv_off"), proc)
+        raised = until("xrf1_hv_off alarm", lambda: standing("xrf1_hv_off"), proc)
         assert raised["state"] == "active_unacked" and "high voltage off" in raised["message"]
 
         set_hv("-130")
-        _wait("HV back on xrf1", lambda: (h := head("xrf1")) and not h["problems"], proc)
-        back = _wait(
+        until("HV back on xrf1", lambda: (h := head("xrf1")) and not h["problems"], proc)
+        back = until(
             "alarm back to normal",
             lambda: (a := standing("xrf1_hv_off")) and a["state"] == "rtn_unacked" and a,
             proc,
@@ -141,4 +112,3 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        log.close()

@@ -11,13 +11,13 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, until
 
 from plant.store import upgrade
 
@@ -45,20 +45,6 @@ class Api:
             return e.code, json.loads(e.read() or b"null")
 
 
-def until(
-    what: str, probe: Callable[[], Any], proc: subprocess.Popen[bytes], timeout: float
-) -> Any:
-    """Poll `probe` until it returns something true; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"plant run exited ({proc.returncode}) while waiting: {what}"
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
-
-
 @pytest.fixture(scope="module")
 def plant(
     tmp_path_factory: pytest.TempPathFactory,
@@ -69,33 +55,11 @@ def plant(
     # Small lots: hydromet campaigns, and so product batches, every few seconds.
     cfg = config_copy(tmp, db_url=url, heads=2, lot_close_kg=1.0)
     port = tomllib.loads((cfg / "plant.toml").read_text())["hmi"]["port"]
-    subprocess.run(
-        plant_cmd(cfg, "users", "add", "erin", "--role", "engineer"),
-        input=f"{PASSWORD}\n{PASSWORD}\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env=plant_env(),
-        cwd=tmp,
-    )
-    log = (tmp / "run.log").open("wb")
-    proc = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "20"),
-        cwd=tmp,
-        env=plant_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    add_user(cfg, tmp, "erin", "engineer", PASSWORD)
+    proc = start_run(cfg, tmp, "--rate", "20")
     api = Api(f"http://127.0.0.1:{port}/api")
     try:
-
-        def healthy() -> bool:
-            try:
-                return api.call("GET", "/health")[0] == 200
-            except OSError:
-                return False
-
-        until("the HMI answers", healthy, proc, 180)
+        until("the HMI answers", lambda: answers(f"{api.base}/health"), proc, 180)
         status, out = api.call("POST", "/login", {"name": "erin", "password": PASSWORD})
         assert status == 200, out
         api.token = out["token"]
@@ -104,7 +68,6 @@ def plant(
     finally:
         proc.terminate()
         proc.wait(60)
-        log.close()
 
 
 def _alarms(api: Api, **query: str) -> list[dict[str, Any]]:

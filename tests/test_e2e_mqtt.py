@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import tomllib
 import urllib.request
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import config_copy, start_run
 from mqttrig import Broker, Listener, retained_state
 
 from plant.children import running_children
@@ -36,17 +35,6 @@ def mqtt_line(tmp_path: Path, port: int, **mqtt: Any) -> tuple[Path, str]:
     data["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": port, **mqtt}
     (cfg / "plant.toml").write_text(toml_text(data))
     return cfg, url
-
-
-def start_run(cfg: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`plant run --simulate` at 50 cells/s until stopped."""
-    return subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "50", *args),
-        env=plant_env(),
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def metrics(cfg: Path) -> dict[str, float]:
@@ -78,7 +66,7 @@ def test_run_publishes_state_cells_status_alarms_and_last_will(
 ) -> None:
     cfg, _url = mqtt_line(tmp_path, broker.port)
     listener = Listener(broker.port)
-    ctl = start_run(cfg, tmp_path, "--no-hmi")
+    ctl = start_run(cfg, tmp_path, "--rate", "50", "--no-hmi")
     try:
         assert listener.wait(lambda: len(listener.events("cells")) >= 5, timeout=180)
         online = retained_state(broker.port, STATE)
@@ -121,17 +109,12 @@ def test_run_publishes_state_cells_status_alarms_and_last_will(
     assert will["client_id"] == "plant-demo-L1"
 
 
-@pytest.mark.xfail(
-    reason="known defect (session note 2026-12-07): after a broker outage, Ctrl-C can leave "
-    "`plant run` waiting on its PLC client's lock; the controller watchdog then stands still",
-    strict=False,
-)
 def test_broker_outage_never_stops_the_line(tmp_path: Path, broker: Broker) -> None:
     """The broker goes away mid-run: the line keeps sorting, events beyond the queue are
     dropped and counted in /metrics; the broker comes back on its port and events resume."""
     cfg, url = mqtt_line(tmp_path, broker.port, queue_max=50)
     listener = Listener(broker.port)
-    ctl = start_run(cfg, tmp_path)
+    ctl = start_run(cfg, tmp_path, "--rate", "50")
     store = Store(url)
     try:
         assert listener.wait(lambda: len(listener.events("cells")) >= 5, timeout=180)
@@ -161,6 +144,12 @@ def test_broker_outage_never_stops_the_line(tmp_path: Path, broker: Broker) -> N
 
         ctl.send_signal(signal.SIGINT)  # a clean stop says offline itself
         ctl.wait(120)
+        log = (tmp_path / "run.log").read_text(errors="replace")
+        if "did not stop within" in log:
+            # Known, intermittent (session notes): the stop once hung after an outage; the run
+            # now leaves after STOP_TIMEOUT_S and prints what it waited on. Kept visible here.
+            pytest.xfail("stop overran after a broker outage: " + log[-4000:])
+        assert ctl.returncode == 0, log[-3000:]
     finally:
         if ctl.poll() is None:
             ctl.kill()

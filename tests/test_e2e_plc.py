@@ -13,12 +13,11 @@ import subprocess
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import config_copy, plant_cmd, plant_env, run_cells, until
 from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
@@ -47,16 +46,6 @@ def counters(cfg: Path) -> dict[str, int]:
     return {r: int(values[f"counters.{r}"]) for r in ROUTES}
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
 def cells_in(store: Store, epoch: int | None = None, *, final: bool = False) -> int:
     where = [CellRow.line == "L1"]
     if epoch is not None:
@@ -78,7 +67,7 @@ def alarm(store: Store, source: str, code: str) -> AlarmRow | None:
 
 def sim_child(ctl: subprocess.Popen[str]) -> int:
     """The `plant sim` process `plant run --simulate` started."""
-    return int(wait_for("plant sim started", lambda: running_children(ctl.pid, "plant.cli"))[0])
+    return int(until("plant sim started", lambda: running_children(ctl.pid, "plant.cli"))[0])
 
 
 def status(store: Store) -> dict[str, Any]:
@@ -113,17 +102,7 @@ def test_a_second_run_on_the_same_database_records_and_diverts_every_cell(
     cfg = config_copy(tmp_path, db_url=db_url, heads=2)
     summaries = []
     for _ in range(2):
-        run = subprocess.run(
-            plant_cmd(cfg, "run", "--simulate", "--cells", "50", "--rate", "50", "--no-hmi"),
-            env=plant_env(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        assert "NaN" not in run.stdout
-        summaries.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        summaries.append(run_cells(cfg, tmp_path, 50, 50, "--no-hmi", timeout=180))
     first, second = summaries
     assert first["epochs"] == [1] and second["epochs"] == [2]
     assert second["cells"] == 50 and second["final"] == 50
@@ -154,9 +133,9 @@ def test_a_plc_restart_mid_run_loses_no_cell_and_is_on_record(tmp_path: Path) ->
     store = Store(url)
     ctl = simulate(cfg, tmp_path, "--rate", "50")
     try:
-        wait_for("100 cells final", lambda: cells_in(store, 1, final=True) >= 100)
+        until("100 cells final", lambda: cells_in(store, 1, final=True) >= 100)
         os.kill(sim_child(ctl), signal.SIGUSR1)  # the PLC restarts
-        wait_for("cells of a second numbering", lambda: cells_in(store, 2, final=True) >= 100)
+        until("cells of a second numbering", lambda: cells_in(store, 2, final=True) >= 100)
         before = cells_in(store, 1)
         plc_stop = subprocess.run(  # the operator stops the infeed at the PLC
             plant_cmd(cfg, "plc", "write", "--yes", "line.stop_cmd", "true"),
@@ -166,7 +145,7 @@ def test_a_plc_restart_mid_run_loses_no_cell_and_is_on_record(tmp_path: Path) ->
             timeout=30,
         )
         assert plc_stop.returncode == 0, plc_stop.stderr
-        wait_for("every cell final", lambda: cells_in(store) == cells_in(store, final=True))
+        until("every cell final", lambda: cells_in(store) == cells_in(store, final=True))
         time.sleep(1.0)  # the last commands' acknowledgements
         assert count_routes(store, "L1", epochs=(2,)) == counters(cfg)
     finally:
@@ -187,26 +166,26 @@ def test_a_plc_whose_heartbeat_stands_still_raises_plc_not_executing(tmp_path: P
     store = Store(url)
     ctl = simulate(cfg, tmp_path, "--rate", "30")
     try:
-        wait_for("cells flowing", lambda: cells_in(store, final=True) >= 30)
+        until("cells flowing", lambda: cells_in(store, final=True) >= 30)
         sim = sim_child(ctl)
         os.kill(sim, signal.SIGUSR2)  # the PLC program stops; Modbus still answers
-        raised = wait_for(
+        raised = until(
             "PLC not executing",
             lambda: (a := alarm(store, "plc", "not_executing")) and a.cleared_at is None and a,
-            timeout_s=20,
+            timeout=20,
         )
         assert "PLC not executing" in raised.message
-        wait_for("status shows it", lambda: status(store).get("plc_health") == "down")
+        until("status shows it", lambda: status(store).get("plc_health") == "down")
         held = cells_in(store)
         time.sleep(2.0)
         assert cells_in(store) == held  # no cell is taken from a PLC that does not execute
         os.kill(sim, signal.SIGUSR2)  # it runs again
-        wait_for(
+        until(
             "alarm returned to normal",
             lambda: (a := alarm(store, "plc", "not_executing")) and a.cleared_at is not None,
-            timeout_s=20,
+            timeout=20,
         )
-        wait_for("the line sorts again", lambda: cells_in(store, final=True) > held + 20)
+        until("the line sorts again", lambda: cells_in(store, final=True) > held + 20)
     finally:
         stop(ctl)
     store.close()
@@ -236,15 +215,15 @@ def test_every_way_the_controller_ends_stops_the_infeed(tmp_path: Path, how: str
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_for("cells flowing", lambda: cells_in(store, final=True) >= 20)
+        until("cells flowing", lambda: cells_in(store, final=True) >= 20)
         assert plc_read(cfg, "line.running")["line.running"] is True
         ctl.send_signal(getattr(signal, how))
         _, err = ctl.communicate(timeout=60)
         assert "Traceback" not in err, err[-3000:]
-        wait_for(
+        until(
             "line.running false",
             lambda: plc_read(cfg, "line.running")["line.running"] is False,
-            timeout_s=15,
+            timeout=15,
         )
     finally:
         sim.terminate()
@@ -267,7 +246,7 @@ def test_a_database_outage_during_xrf_timeouts_leaves_no_cell_undecided(pg_url: 
     ctl = simulate(cfg, tmp, "--cells", str(n), "--rate", "40")
     store = Store(pg_url)
     try:
-        wait_for("cells flowing", lambda: cells_in(store, final=True) >= 40)
+        until("cells flowing", lambda: cells_in(store, final=True) >= 40)
         subprocess.run(["pg_ctlcluster", cluster[0], cluster[1], "stop"], check=True, timeout=60)
         time.sleep(4.0)
     finally:

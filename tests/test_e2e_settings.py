@@ -3,13 +3,11 @@ non-default values, checked in what the run leaves in its database (docs/setting
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import config_copy, run_cells
 from sqlalchemy import select
 
 from plant.spectrum_archive import stored_spectrum
@@ -33,16 +31,7 @@ def test_line_and_camera_settings_act_on_a_run(tmp_path: Path) -> None:
     toml = cfg / "plant.toml"
     camera = r'(\[camera\][^\[]*?)kind = "\w+"'
     toml.write_text(re.sub(camera, r'\1kind = "none"', toml.read_text()))  # no labels
-    run = subprocess.run(
-        plant_cmd(cfg, "run", "--simulate", "--cells", "150", "--rate", "50", "--no-hmi"),
-        env=plant_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    summary = run_cells(cfg, tmp_path, 150, 50, "--no-hmi", timeout=240)
     assert summary["final"] == 150
     store = Store(url)
     with store.session() as s:

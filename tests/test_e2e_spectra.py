@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import time
 import tomllib
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, until
 
 from drivers.spectra import read_msa
 from plant.commands.bench_harness import toml_text
@@ -27,21 +26,6 @@ RETENTION_S = 30.0
 PASSWORD = "spectra-engineer-pw-1"
 
 
-def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> Any:
-    """Poll `check()` until it returns something truthy; the plant must keep running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"plant run exited early while waiting for {what}"
-        try:
-            found = check()
-        except httpx.TransportError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"no {what} within {timeout} s")
-
-
 def test_live_spectra_shown_exported_and_deleted_after_retention(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'plant.db'}"
     upgrade(url)
@@ -49,28 +33,12 @@ def test_live_spectra_shown_exported_and_deleted_after_retention(tmp_path: Path)
     data = tomllib.loads((cfg / "plant.toml").read_text())
     data["spectra"] = {"retention_days": RETENTION_S / 86400}
     (cfg / "plant.toml").write_text(toml_text(data))
-    added = subprocess.run(
-        plant_cmd(cfg, "users", "add", "erin", "--role", "engineer"),
-        input=f"{PASSWORD}\n{PASSWORD}\n",
-        capture_output=True,
-        text=True,
-        env=plant_env(),
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert added.returncode == 0, added.stderr
-    log = (tmp_path / "plant-run.log").open("wb")
-    proc = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "20"),
-        cwd=tmp_path,
-        env=plant_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    add_user(cfg, tmp_path, "erin", "engineer", PASSWORD)
+    proc = start_run(cfg, tmp_path, "--rate", "20")
     try:
         base = f"http://127.0.0.1:{data['hmi']['port']}"
         client = httpx.Client(base_url=base, timeout=10)
-        _wait("HMI", lambda: client.get("/api/health").status_code == 200, proc)
+        until("HMI", lambda: answers(f"{base}/api/health"), proc, 180)
         token = client.post("/api/login", json={"name": "erin", "password": PASSWORD})
         assert token.status_code == 200, token.text
         client.headers["Authorization"] = f"Bearer {token.json()['token']}"
@@ -79,7 +47,7 @@ def test_live_spectra_shown_exported_and_deleted_after_retention(tmp_path: Path)
             cells = client.get("/api/cells", params={"limit": 20}).json()["cells"]
             return next((c for c in cells if c["chemistry"] and c["spectrum_ref"]), None)
 
-        cell = _wait("decided live cell", decided, proc)
+        cell = until("decided live cell", decided, proc, 180)
         r = client.get(f"/api/cells/{cell['id']}/spectrum")
         assert r.status_code == 200, r.text
         shown = r.json()
@@ -145,15 +113,14 @@ def test_live_spectra_shown_exported_and_deleted_after_retention(tmp_path: Path)
             r = client.get(f"/api/cells/{cell['id']}/spectrum")
             return r.json() if r.status_code == 404 else None
 
-        why = _wait("spectrum deleted by retention", gone, proc, timeout=RETENTION_S + 120)
+        why = until("spectrum deleted by retention", gone, proc, RETENTION_S + 120)
         assert why["detail"] == (
             f"cell {cell['id']} has no spectrum any more: its spectrum ({cell['spectrum_ref']}) "
             "was deleted after the retention period of 30 s ([spectra] retention_days)"
         )
-        fresh = _wait("newer decided cell", decided, proc)
+        fresh = until("newer decided cell", decided, proc, 180)
         assert fresh["id"] > cell["id"]
         assert client.get(f"/api/cells/{fresh['id']}/spectrum").status_code == 200
     finally:
         proc.terminate()
         proc.wait(60)
-        log.close()

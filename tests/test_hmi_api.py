@@ -61,12 +61,20 @@ class Hmi:
 CHEAP_HASH = "[auth]\nargon2_time_cost = 1\nargon2_memory_kib = 64\n"
 
 
-def make_hmi(url: str, tmp_path: Path, auth_toml: str = "") -> Iterator[Hmi]:
+def make_hmi(
+    url: str,
+    tmp_path: Path,
+    auth_toml: str = "",
+    *,
+    hmi_toml: str = "",
+    client: tuple[str, int] = ("testclient", 50000),
+) -> Iterator[Hmi]:
+    """The HMI on a migrated store with one user per role; `client`: the peer address seen."""
     upgrade(url)
     cfg = tmp_path / "config"
     cfg.mkdir()
     (cfg / "plant.toml").write_text(
-        f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp_path}"\n'
+        f'[database]\nurl = "{url}"\n\n[plant]\ndata_dir = "{tmp_path}"\n\n[hmi]\n{hmi_toml}'
     )
     (cfg / "routing.toml").write_text(ROUTING_TOML)
     (cfg / "users.toml").write_text(CHEAP_HASH + auth_toml)
@@ -75,8 +83,8 @@ def make_hmi(url: str, tmp_path: Path, auth_toml: str = "") -> Iterator[Hmi]:
     for role in ROLES:
         add_user(store, role, role, PASSWORD)
     bus = EventBus()
-    with TestClient(create_app(cfg, bus=bus, store=store)) as client:
-        yield Hmi(client, store, bus, cfg)
+    with TestClient(create_app(cfg, bus=bus, store=store), client=client) as tc:
+        yield Hmi(tc, store, bus, cfg)
     store.close()
 
 
@@ -239,9 +247,12 @@ def test_cookie_session_needs_csrf_token_and_pages_check_role(hmi: Hmi) -> None:
     c = hmi.client
     r = c.get("/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=/"
+    form_csrf = re.search(r"name=csrf value='([^']+)'", c.get("/login").text)
+    assert form_csrf
     r = c.post(
         "/login",
-        data={"name": "operator", "password": PASSWORD, "next": "/alarms"},
+        data={"name": "operator", "password": PASSWORD, "next": "/alarms"}
+        | {"csrf": form_csrf.group(1)},
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"] == "/alarms"
@@ -255,7 +266,12 @@ def test_cookie_session_needs_csrf_token_and_pages_check_role(hmi: Hmi) -> None:
     page = c.get("/setpoints")
     assert page.status_code == 403 and "needs the role <b>engineer</b>" in page.text
     assert c.get("/alarms").status_code == 200
-    r = c.post("/login", data={"name": "x", "password": "y", "next": "//evil.example/"})
+    form_csrf = re.search(r"name=csrf value='([^']+)'", c.get("/login").text)
+    assert form_csrf
+    r = c.post(
+        "/login",
+        data={"name": "x", "password": "y", "next": "//evil.example/", "csrf": form_csrf.group(1)},
+    )
     assert r.status_code == 401 and "wrong user name or password" in r.text
 
 
@@ -267,22 +283,6 @@ def test_login_is_rate_limited_per_client(sqlite_url: str, tmp_path: Path) -> No
         r = h.client.post("/api/login", json={"name": "operator", "password": PASSWORD})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert h.last_audit().action == "login.failed"
-
-
-def test_first_start_creates_admin_with_password_shown_once(
-    sqlite_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    upgrade(sqlite_url)
-    (tmp_path / "plant.toml").write_text(f'[database]\nurl = "{sqlite_url}"\n')
-    (tmp_path / "users.toml").write_text(CHEAP_HASH)
-    with TestClient(create_app(tmp_path)) as c:
-        printed = capfd.readouterr().err
-        m = re.search(r"user 'admin' with password (\S+)", printed)
-        assert m, printed
-        r = c.post("/api/login", json={"name": "admin", "password": m.group(1)})
-        assert r.json()["role"] == "admin"
-    with TestClient(create_app(tmp_path)):
-        assert "password" not in capfd.readouterr().err
 
 
 def test_cells_search_detail_and_spectrum(hmi_both: Hmi, tmp_path: Path) -> None:

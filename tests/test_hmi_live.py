@@ -68,9 +68,10 @@ def test_overview_counts_rise_while_the_simulated_line_runs(tmp_path: Path) -> N
                 "`.line-panel[data-line=L1] #count-${r}`)?.textContent || '0'))"
                 ".reduce((a, b) => a + b, 0)"
             )
-            page.wait_for_function(f"({total})() >= 5", timeout=90_000)
-            first = page.evaluate(f"({total})()")
-            page.wait_for_function(f"({total})() >= {first + 20}", timeout=90_000)
+            # Functions, not expressions: the page's CSP forbids evaluating strings (eval).
+            page.wait_for_function(f"() => ({total})() >= 5", timeout=90_000)
+            first = page.evaluate(total)
+            page.wait_for_function(f"() => ({total})() >= {first + 20}", timeout=90_000)
             expect(page.locator("#last-cells tbody tr").first).to_be_visible()
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / "overview-live.png"), full_page=True)

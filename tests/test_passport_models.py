@@ -227,8 +227,11 @@ def test_an_implausible_mass_is_flagged(mass: dict[str, object], why: str) -> No
 
 
 def passport(**values: object) -> Passport:
+    """A passport that may decide a cell alone (verified: tests/test_passport_authenticity.py)."""
     raw = plant_passport({"value": 46, "unit": "g"})
-    return parse_passport(raw, source="p.json").model_copy(update=values)
+    return parse_passport(raw, source="p.json").model_copy(
+        update={"authenticity": "verified", **values}
+    )
 
 
 def decided(ev: Evidence) -> tuple[str, str]:

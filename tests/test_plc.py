@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from pymodbus.client.mixin import ModbusClientMixin
 from typer.testing import CliRunner
 
+from drivers.backoff import MIN_WAIT_S, backoff_delay
 from drivers.plc import (
-    MIN_RECONNECT_S,
     LinkState,
     PlcClient,
     PlcConnectionError,
@@ -28,7 +28,6 @@ from drivers.plc import (
     TagMapError,
     TagValueError,
     UnknownTagError,
-    backoff_delay,
     load_tag_map,
     parse_tag_map,
 )
@@ -255,7 +254,7 @@ def test_backoff_is_capped_jittered_and_never_zero() -> None:
     rng = random.Random(3)
     for min_s, max_s in ((0.0, 0.0), (-1.0, -5.0)):
         delays = [backoff_delay(n, min_s, max_s, rng) for n in range(1, 40)]
-        assert min(delays) >= MIN_RECONNECT_S / 2  # a zero/negative setting cannot busy-loop
+        assert min(delays) >= MIN_WAIT_S / 2  # a zero/negative setting cannot busy-loop
     delays = [backoff_delay(n, 0.1, 5.0, rng) for n in range(1, 40)]
     assert max(delays) <= 5.0
     assert delays[0] <= 0.1 < delays[5]  # grows exponentially ...

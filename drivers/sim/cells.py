@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from models.chemistry import LI_ION
+
 FloatArray = npt.NDArray[np.float64]
 
 # EV cathode shares 2023: NCM 66 %, LFP 24 %, NCA 10 % (docs/reference/xrf-and-process.md
@@ -33,7 +35,8 @@ DEFAULT_CHEMISTRY_MIX: dict[str, float] = {
     "ZnMn": 0.01,
 }
 
-LI_ION = frozenset({"NMC111", "NMC532", "NMC622", "NMC811", "NCA", "LFP", "LCO", "LMO"})
+COPY_LOOKBACK = 20  # a copied label carries the passport of the nearest of this many before
+_COPY_SALT = 0xC0
 
 
 class CellFormat(StrEnum):
@@ -58,6 +61,7 @@ class StreamMix:
     unreadable_label_share: float = 0.03
     damaged_share: float = 0.01
     mixture_share: float = 0.02  # 70/30 mixture of two chemistries (shredded / mixed feed)
+    copied_label_share: float = 0.0  # label copies the passport of a cell shortly before
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,20 @@ class CellStream:
         """The truth of cell `seq`."""
         return self._cached(seq)  # type: ignore[attr-defined,no-any-return]
 
+    def _copied_label(self, seq: int) -> CellTruth | None:
+        """The earlier cell whose passport this cell's label copies, if it copies one (a
+        counterfeit or re-used label); drawn apart so the rest of the truth stays the same."""
+        if self.mix.copied_label_share <= 0 or seq <= 1:
+            return None
+        rng = np.random.default_rng([self.seed, seq, _COPY_SALT])
+        if rng.random() >= self.mix.copied_label_share:
+            return None
+        for back in range(1, min(seq, COPY_LOOKBACK + 1)):
+            earlier = self.truth(seq - back)
+            if earlier.passport_id is not None:
+                return earlier
+        return None
+
     def _draw(self, seq: int) -> CellTruth:
         rng = np.random.default_rng([self.seed, seq])
         mix = self.mix
@@ -150,6 +168,9 @@ class CellStream:
                     c for c in sorted(LI_ION) if c != chem
                 ]  # sorted: a set's order varies by process
                 passport_chem = others[int(rng.integers(len(others)))]
+        copied = self._copied_label(seq)
+        if copied is not None:
+            pid, passport_chem = copied.passport_id, copied.passport_chemistry
         second = None
         if li_ion and fmt is not CellFormat.steel_can and rng.random() < mix.mixture_share:
             others = [c for c in sorted(LI_ION) if c != chem]

@@ -9,11 +9,15 @@ follows tests/data/reference-passports/catenax-battery_pass-6.1.0/BatteryPass.js
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from joserfc import jws
+from joserfc.jwk import ECKey, OKPKey
 
 from drivers.sim.cells import CellStream, CellTruth
 
@@ -150,7 +154,8 @@ def passport_document(truth: CellTruth) -> dict[str, Any]:
                 "negativeEvents": events,
             },
         },
-        "sustainability": {"status": "waste"},
+        # Every tenth cell is a cell maker's reject (manufacturing waste, Art. 8(1)(a)).
+        "sustainability": {"status": "production scrap" if truth.seq % 10 == 7 else "waste"},
     }
 
 
@@ -174,3 +179,52 @@ def write_passports(stream: CellStream, seqs: Iterable[int], out_dir: Path) -> i
             write_passport(truth, out_dir / passport_filename(truth.passport_id))
             written += 1
     return written
+
+
+class SimIssuer:
+    """A passport issuer of the simulation: a key made at start-up (Ed25519, or ES256) that
+    signs each simulated passport as a W3C Verifiable Credential (`vc+jwt`, docs/passport.md).
+    A share of passports is forged: the payload altered after signing, so the signature fails."""
+
+    def __init__(
+        self,
+        issuer: str = "did:web:passports.sim.invalid",
+        forged_share: float = 0.0,
+        alg: str = "Ed25519",
+    ):
+        self.id = issuer
+        self.kid = f"sim-{alg.lower()}"
+        self.alg = alg
+        self.forged_share = forged_share
+        self.key: ECKey | OKPKey = (
+            ECKey.generate_key("P-256", parameters={"kid": self.kid})
+            if alg == "ES256"
+            else OKPKey.generate_key("Ed25519", parameters={"kid": self.kid})
+        )
+
+    def public_jwk(self) -> dict[str, Any]:
+        return dict(self.key.as_dict(private=False))
+
+    def credential(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The Verifiable Credential 2.0 carrying a passport document."""
+        return {
+            "@context": ["https://www.w3.org/ns/credentials/v2"],
+            "type": ["VerifiableCredential", "BatteryPassportCredential"],
+            "issuer": self.id,
+            "validFrom": "2024-03-01T00:00:00Z",
+            "credentialSubject": doc,
+        }
+
+    def sign(self, doc: dict[str, Any], passport_id: str) -> str:
+        """The compact JWS of the passport's credential; forged for `forged_share` of ids."""
+        header = {"alg": self.alg, "typ": "vc+jwt", "kid": self.kid}
+        vc = self.credential(doc)
+        token = jws.serialize_compact(header, json.dumps(vc), self.key, algorithms=[self.alg])
+        if random.Random(f"forged {passport_id}").random() >= self.forged_share:
+            return token
+        forged = json.loads(json.dumps(vc))
+        claim = forged["credentialSubject"]["identification"]
+        claim["chemistry"] = "LFP" if claim.get("chemistry") == "NMC811" else "NMC811"
+        body = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+        head, _, signature = token.split(".")
+        return f"{head}.{body}.{signature}"

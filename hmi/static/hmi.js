@@ -246,6 +246,7 @@ async function cellDetail() {
       ["Manufacturer", p.manufacturer],
       ["Mass", p.mass_g === null ? null : `${fmtNum(p.mass_g, 1)} g`],
       ["State of health", p.soh_pct === null ? null : `${fmtNum(p.soh_pct, 0)} %`],
+      ["Authenticity", `${p.authenticity || "unsigned"}${p.authenticity_reason ? `: ${p.authenticity_reason}` : ""}`],
     ]);
   } else {
     fieldsTable($("#passport-fields"), [["Passport", "not found in the passport store"]]);

@@ -24,6 +24,7 @@ ROWS = (
     ("Spectrum classification, one p99", "classify_single_ms", "ms"),
     ("QR label decode p99", "qr_decode_ms", "ms"),
     ("Passport lookup p99", "passport_lookup_ms", "ms"),
+    ("Passport verification (vc+jwt) p99", "passport_verify_ms", "ms"),
     ("HMI event -> WebSocket p95", "hmi_event_latency_ms", "ms"),
     ("Lost records", "lost_records", ""),
 )

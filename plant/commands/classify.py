@@ -25,9 +25,10 @@ from models.classifier import (
     training_label,
 )
 from models.classifier import train as train_estimator
+from models.credentials import Authenticity, TrustList
 from models.features import extract_batch
 from models.fusion import fuse
-from models.passport import PassportError, parse_passport
+from models.passport import PassportError
 from models.registry import (
     DEFAULT_DIR,
     DEFAULT_NAME,
@@ -50,6 +51,7 @@ from plant.model_evaluation import (
 )
 from plant.promotion import REFERENCE_CV, reference_set
 from plant.routing import RoutingRules, decide, load_rules
+from plant.trust import UnreadableCredential, load_trust, read_passport
 
 SPECTRUM_SUFFIXES = frozenset({".msa", ".emsa", ".mca", ".csv", ".txt", *VENDOR_SUFFIXES})
 models_app = typer.Typer(help="Chemistry models: list, activate, roll back.", no_args_is_help=True)
@@ -83,21 +85,28 @@ def progress_bar() -> Progress:
 
 
 def input_kind(path: Path) -> str:
-    """'spectrum' or 'passport', by suffix, else by content (JSON starts with '{')."""
+    """'spectrum' or 'passport': a signed passport (compact JWS, 'eyJ...') by content whatever
+    its suffix, else by suffix, else by content (JSON starts with '{')."""
     suffix = path.suffix.lower()
+    try:
+        head: bytes | None = path.read_bytes()[:64].lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n")
+    except OSError:
+        head = None
+    if head is not None and head.startswith(b"eyJ"):
+        return "passport"
     if suffix in SPECTRUM_SUFFIXES:
         return "spectrum"
-    if suffix == ".json":
+    if suffix in (".json", ".jwt", ".jws"):
         return "passport"
-    try:
-        head = path.read_bytes()[:64].lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n")
-    except OSError:
-        return "passport" if suffix in (".json", ".schema") else "spectrum"
+    if head is None:
+        return "passport" if suffix == ".schema" else "spectrum"
     return "passport" if head.startswith(b"{") else "spectrum"
 
 
-def _row(path: Path, kind: str, d: Decision) -> dict[str, Any]:
-    return {
+def _row(
+    path: Path, kind: str, d: Decision, authenticity: Authenticity | None = None
+) -> dict[str, Any]:
+    row = {
         "input": str(path),
         "kind": kind,
         "chemistry": d.chemistry.value,
@@ -105,10 +114,13 @@ def _row(path: Path, kind: str, d: Decision) -> dict[str, Any]:
         "route": d.route.value,
         "reason": d.reason,
     }
+    return row | {"authenticity": authenticity.as_dict()} if authenticity else row
 
 
-def _error_row(path: Path, kind: str, message: str) -> dict[str, Any]:
-    return {
+def _error_row(
+    path: Path, kind: str, message: str, authenticity: Authenticity | None = None
+) -> dict[str, Any]:
+    row = {
         "input": str(path),
         "kind": kind,
         "chemistry": Chemistry.UNKNOWN.value,
@@ -117,12 +129,18 @@ def _error_row(path: Path, kind: str, message: str) -> dict[str, Any]:
         "reason": f"unreadable_input: {message}",
         "error": message,
     }
+    return row | {"authenticity": authenticity.as_dict()} if authenticity else row
 
 
 def classify_paths(
-    paths: Sequence[Path], rules: RoutingRules, model: LoadedModel | None
+    paths: Sequence[Path],
+    rules: RoutingRules,
+    model: LoadedModel | None,
+    trust: TrustList | None = None,
 ) -> list[dict[str, Any]]:
-    """One result row per input, in order; bad inputs give an error row, never an exception."""
+    """One result row per input, in order; bad inputs give an error row, never an exception.
+    Passport rows carry the passport's `authenticity` (verified against `trust`)."""
+    trust = trust or TrustList()
     rows: list[dict[str, Any] | None] = [None] * len(paths)
     spectra: list[tuple[int, Spectrum]] = []
     for i, path in enumerate(paths):
@@ -138,15 +156,25 @@ def classify_paths(
             spectra.append((i, spectrum))
             continue
         try:
-            passport = parse_passport(path.read_bytes(), source=str(path))
+            read = read_passport(path.read_bytes(), source=str(path), trust=trust)
         except OSError as exc:
             rows[i] = _error_row(path, kind, f"{path}: cannot read file ({exc.strerror})")
+            continue
+        except UnreadableCredential as exc:
+            rows[i] = _error_row(path, kind, str(exc), exc.authenticity)
             continue
         except PassportError as exc:
             rows[i] = _error_row(path, kind, str(exc))
             continue
-        d = decide(fuse(passport, None), rules, damaged=passport.damaged, soh_pct=passport.soh_pct)
-        rows[i] = _row(path, kind, d)
+        passport, auth = read.passport, read.authenticity
+        d = decide(
+            fuse(passport, None),
+            rules,
+            damaged=passport.damaged,
+            soh_pct=passport.soh_pct,
+            authenticity=(auth.verdict.value, auth.reason),
+        )
+        rows[i] = _row(path, kind, d, auth)
     if spectra:
         if model is None:
             raise RegistryError("spectra given but no model loaded")
@@ -174,7 +202,8 @@ def classify(
     rules = load_rules(c.config_dir)
     needs_model = any(input_kind(p) == "spectrum" for p in paths)
     model = _load_model(c, model_name) if needs_model else None
-    rows = classify_paths(paths, rules, model)
+    trust = load_trust(c.config_dir) if any(input_kind(p) == "passport" for p in paths) else None
+    rows = classify_paths(paths, rules, model, trust)
     if as_json:
         for row in rows:
             # File names and errors quote file content: print it as is, never as rich markup.

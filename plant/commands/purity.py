@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,17 +12,23 @@ import typer
 from rich.table import Table
 
 from plant.assays import AssayFileError, parse, store_samples
-from plant.certificates import certificate, render_html
+from plant.certificates import CertificateRefused, certificate, public_jwk, render_html
 from plant.commands import Ctx, ctx_of, err, out, time_option
 from plant.genealogy import TraceError
 from plant.hydromet import load_hydromet
+from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
-from plant.purity_report import build_report
+from plant.purity_report import annual_documentation, build_report, render_documentation
+from plant.spot_checks import spot_check
 
 purity_app = typer.Typer(
     help="Product purity, SPC, mass balance and recovery.", no_args_is_help=True
 )
-assays_app = typer.Typer(help="Lab assays from a LIMS.", no_args_is_help=True)
+assays_app = typer.Typer(
+    help="Lab assays from a LIMS; lot assays on the XRF analyser.", no_args_is_help=True
+)
+certificates_app = typer.Typer(help="Signed recycled-content certificates.", no_args_is_help=True)
+report_app = typer.Typer(help="Regulatory documentation.", no_args_is_help=True)
 
 
 def _bar(pct: float | None, target: float, width: int = 30) -> str:
@@ -76,6 +83,14 @@ def _print_report(rep: dict[str, Any]) -> None:
         out.print(
             f"  {metal:3} {_bar(pct, top)} {shown}  ({targets})", highlight=False, soft_wrap=True
         )
+    re_ = rep["recycling_efficiency"]
+    met = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in re_["meets"].items())
+    out.print(
+        f"[bold]Recycling efficiency[/] (EU 2025/606): {re_['rate_pct']} % "
+        f"({re_['output_kg']} of {re_['input_kg']} kg; {met})",
+        highlight=False,
+        soft_wrap=True,
+    )
     lots = [lot for lot in rep["lots"] if lot["value"]]
     if lots:
         v = Table(title="Valued black-mass lots")
@@ -134,10 +149,16 @@ def certificate_cmd(
     store = c.store()
     try:
         cert = certificate(
-            store, products, cfg, batch, site=c.plant().plant.site, now=datetime.now(UTC)
+            store,
+            products,
+            cfg,
+            batch,
+            site=c.plant().plant.site,
+            now=datetime.now(UTC),
+            key_dir=c.config_dir,
         )
-    except TraceError as exc:
-        err.print(f"error: {exc}")
+    except (TraceError, CertificateRefused) as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -182,6 +203,111 @@ def import_cmd(
         raise typer.Exit(1)
 
 
+@assays_app.command("measure")
+def measure_cmd(
+    ctx: typer.Context,
+    lot: Annotated[str, typer.Argument(help="Closed black-mass or hydromet lot id.")],
+    black_mass_kg: Annotated[
+        float | None,
+        typer.Option(help="Weighed black mass of the lot (default: from its earlier assay)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the assay as JSON.")] = False,
+) -> None:
+    """Assay a lot's pellet, placed in the analyser, on [assay_analyser]; stored and audited."""
+    c = ctx_of(ctx)
+    cfg = c.plant()
+    store = c.store()
+    try:
+        assay = asyncio.run(
+            assay_lot(
+                store,
+                cfg.assay_analyser,
+                lambda: load_hydromet(c.config_dir),
+                lot,
+                "cli",
+                black_mass_kg=black_mass_kg,
+                now=datetime.now(UTC),
+            )
+        )
+    except LotAssayError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({**assay, "taken_at": assay["taken_at"].isoformat()}, ensure_ascii=False))
+        return
+    shown = ", ".join(
+        f"{el} {v:.2f} ± {assay['unc_pct'].get(el, 0.0):.2f}"
+        for el, v in sorted(assay["wt_pct"].items())
+    )
+    err.print(
+        f"lot {lot}: {shown} wt% ({assay['instrument']}, {assay['test_s']} s); assay {assay['id']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@assays_app.command("spot-check")
+def spot_check_cmd(
+    ctx: typer.Context,
+    cell: Annotated[int, typer.Argument(help="Id of a quarantined cell (its page, /api/cells).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Measure a quarantined cell's sample, placed in the analyser; name its chemistry (audited)."""
+    c = ctx_of(ctx)
+    cfg = c.plant()
+    store = c.store()
+    try:
+        got = asyncio.run(spot_check(store, cfg.assay_analyser, cell, "cli"))
+    except LotAssayError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(got, ensure_ascii=False))
+    else:
+        shown = f"cell {cell}: {got['chemistry']} ({got['why']})"
+        err.print(shown, highlight=False, soft_wrap=True)
+
+
+@certificates_app.command("public-key")
+def public_key_cmd(ctx: typer.Context) -> None:
+    """Print the public JWK that verifies the plant's signed certificates (give it to buyers)."""
+    print(json.dumps(public_jwk(ctx_of(ctx).config_dir)))
+
+
+@report_app.command("recycling")
+def recycling_cmd(
+    ctx: typer.Context,
+    year: Annotated[int, typer.Option(help="Calendar year of the documentation, e.g. 2026.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", help="Where recycling-YYYY.json and .html go.")
+    ] = Path("."),
+) -> None:
+    """Write the annual recycling efficiency and material recovery documentation (EU 2025/606)."""
+    if not 2000 <= year <= 2100:
+        err.print(f"error: --year {year}: give a calendar year such as 2026")
+        raise typer.Exit(2)
+    c = ctx_of(ctx)
+    products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)
+    store = c.store()
+    try:
+        doc = annual_documentation(store, products, cfg, year, site=c.plant().plant.site)
+    finally:
+        store.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"recycling-{year}.json").write_text(
+        json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    (out_dir / f"recycling-{year}.html").write_text(render_documentation(doc), encoding="utf-8")
+    re_ = doc["recycling_efficiency"]["rate_pct"]
+    err.print(f"recycling documentation {year} written to {out_dir} (recycling efficiency {re_} %)")
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(purity_app, name="purity")
     root.add_typer(assays_app, name="assays")
+    root.add_typer(certificates_app, name="certificates")
+    root.add_typer(report_app, name="report")

@@ -1,4 +1,5 @@
-"""The simulated hardware `plant sim` serves: one line's PLC and XRF heads on loopback ports."""
+"""The simulated hardware `plant sim` serves: one line's PLC and XRF heads and the lab's SciAps
+analyser on loopback ports."""
 
 from __future__ import annotations
 
@@ -6,21 +7,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from drivers.sim.cells import CellStream
 from drivers.sim.dp5 import ConveyorLanes, SimDp5Station
-from drivers.sim.plc import SimPlc
+from drivers.sim.plc import Buffer, SimPlc
+from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
 from drivers.sim.xrf import SimStation, SimXrfStation
 from plant.config import PlantConfig
 from plant.rig import tag_map
+from plant.store import CellRow, Store
 
 
 @dataclass
 class SimHardware:
-    """The simulated PLC and XRF heads (of `[xrf] kind`) of one line, on the configured
-    loopback ports."""
+    """The simulated PLC, XRF heads (of `[xrf] kind`) and lot analyser of one line, on the
+    configured ports."""
 
     plc: SimPlc
     xrf: SimStation[Any] | None
+    analyser: SimSciaps | None = None
+    pellets: TrueSamples | None = None
 
     @classmethod
     def from_config(
@@ -44,6 +51,9 @@ class SimHardware:
             rate_cells_s=rate,
             max_cells=max_cells,
             cells=stream,
+            buffers={
+                r.value: Buffer(b.capacity, b.drain_cells_s) for r, b in cfg.sim.buffers.items()
+            },
             **plc_options,
         )
         heads = cfg.sim.xrf_heads
@@ -60,11 +70,22 @@ class SimHardware:
             xrf = SimDp5Station(heads, lanes=ConveyorLanes(plc, heads), **options)
         elif heads:
             xrf = SimXrfStation(heads, **options)
-        return cls(plc, xrf)
+        if not cfg.sim.assay_analyser_port:
+            return cls(plc, xrf)
+        pellets = TrueSamples(cfg.database.url, stream)
+        analyser = SimSciaps(
+            cfg.sim.host,
+            cfg.sim.assay_analyser_port + port_offset,
+            seed=cfg.sim.seed,
+            press=pellets,
+        )
+        return cls(plc, xrf, analyser, pellets)
 
     async def start(self) -> None:
-        """The heads first: once the PLC's port answers, everything does (UDP heads cannot
-        be probed with a connect)."""
+        """The analyser and the heads first: once the PLC's port answers, everything does
+        (UDP heads cannot be probed with a connect)."""
+        if self.analyser is not None:
+            await self.analyser.start()
         if self.xrf is not None:
             await self.xrf.start()
         await self.plc.start()
@@ -73,3 +94,34 @@ class SimHardware:
         if self.xrf is not None:
             await self.xrf.stop()
         await self.plc.stop()
+        if self.analyser is not None:
+            await self.analyser.stop()
+        if self.pellets is not None:
+            self.pellets.close()
+
+
+class TrueSamples:
+    """Samples as the simulated plant made them, from the true cells (the simulated line's
+    truth): a lot's black mass pressed into a pellet, or one cell's electrodes."""
+
+    def __init__(self, database_url: str, stream: CellStream) -> None:
+        self.database_url = database_url
+        self.stream = stream
+        self._store: Store | None = None
+
+    def __call__(self, kind: str, ident: str) -> Pellet | None:
+        if self._store is None:
+            self._store = Store(self.database_url)
+        if kind == "lot_id":
+            where = CellRow.lot_id == ident
+        elif ident.isdigit():
+            where = CellRow.id == int(ident)
+        else:
+            return None
+        with self._store.session() as s:
+            seqs = list(s.scalars(select(CellRow.seq).where(where)))
+        return black_mass_pellet(f"{kind} {ident}", (self.stream.truth(q) for q in seqs))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()

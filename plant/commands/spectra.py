@@ -19,6 +19,7 @@ from drivers.sim.xrfphysics import Presentation, draw_presentation, render_cell
 from drivers.spectra import FORMATS, Spectrum, write_msa, write_spectrum
 from plant.commands import ctx_of, err, time_option
 from plant.spectrum_archive import decided_with_spectra
+from plant.store import DECISION_COLUMNS
 
 spectra_app = typer.Typer(help="Simulated and recorded XRF spectrum files.", no_args_is_help=True)
 
@@ -37,19 +38,7 @@ LABEL_COLUMNS = (
     "flags",
 )
 
-EXPORT_COLUMNS = (
-    "cell_id",
-    "line",
-    "seq",
-    "passport_id",
-    "chemistry",
-    "confidence",
-    "decision_source",
-    "route",
-    "reason",
-    "model_version",
-    "file",
-)
+EXPORT_COLUMNS = ("cell_id", "line", "seq", *DECISION_COLUMNS, "file")
 
 # Hard cases: more steel cans and 70/30 mixtures than the infeed default (issue 4).
 HARD_MIX = StreamMix(formats={"pouch": 0.2, "opened": 0.5, "steel_can": 0.3}, mixture_share=0.4)

@@ -10,20 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from drivers.sim.camera import SimCamera, SimCodeReader
-from drivers.sim.cells import CellStream
-from drivers.sim.passports import passport_document
-from models.passport import Passport, passport_from_document
+from drivers.sim.cells import CellStream, StreamMix
+from drivers.sim.passports import SimIssuer, passport_document
+from models.credentials import Issuer, TrustList, public_key
+from models.passport import Passport
 from plant.config import PlantConfig
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
 from plant.hydromet_process import HydrometProcess
 from plant.line import LabelReader
-from plant.passports import upsert_passports
+from plant.passports import Signature, upsert_passports
 from plant.rig import CameraLabels, Rig, open_rig
 from plant.routing import RoutingRules
 from plant.runner import RunOptions, RunParts
 from plant.runner import run_line as run_with
-from plant.store import Store
+from plant.store import Store, utcnow
+from plant.trust import read_passport
 
 HYDROMET_CHILD = "plant.commands.hydromet_child"  # `python -m` module of the hydromet child
 
@@ -33,14 +35,20 @@ def run_parts(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> RunParts:
     hydromet plant; simulated label readers when `[camera] kind` asks for them; the HMI."""
     # A simulated run labels its cells with passports of their own (another delivery), so a
     # second run on the same database meets no passport twice.
-    stream = CellStream(cfg.sim.seed, batch=f"{time.time_ns():x}" if opts.simulate else "")
+    stream = CellStream(
+        cfg.sim.seed,
+        StreamMix(copied_label_share=cfg.sim.copied_label_share),
+        batch=f"{time.time_ns():x}" if opts.simulate else "",
+    )
     line = opts.line or cfg.plant.line
 
     def rig() -> Rig:
         return open_rig(cfg, config_dir, simulated_labels(cfg, stream))
 
+    issuer = SimIssuer(forged_share=cfg.sim.forged_passport_share)
+
     def passports(store: Store, seqs: range) -> int:
-        return import_simulated_passports(store, stream, seqs)
+        return import_simulated_passports(store, stream, seqs, issuer)
 
     def hydromet(bus: EventBus) -> HydrometProcess:
         return HydrometProcess(
@@ -90,15 +98,30 @@ def misrouted(
     return wrong
 
 
-def import_simulated_passports(store: Store, stream: CellStream, seqs: Iterable[int]) -> int:
-    """Store the passports of simulated cells without writing files (fast path for big runs)."""
+def sim_trust(issuer: SimIssuer) -> TrustList:
+    """The trust list the simulated passports are verified against: the simulated issuer."""
+    kid, key = public_key(issuer.public_jwk(), "simulated issuer")
+    return TrustList({issuer.id: Issuer(issuer.id, {kid: key}, "simulation")})
 
-    def items() -> Iterator[tuple[Passport, dict[str, Any], None]]:
+
+def import_simulated_passports(
+    store: Store, stream: CellStream, seqs: Iterable[int], issuer: SimIssuer | None = None
+) -> int:
+    """Store the passports of simulated cells without writing files (fast path for big runs):
+    each signed by the simulated issuer and verified as an imported signed passport is."""
+    issuer = issuer or SimIssuer()
+    trust = sim_trust(issuer)
+    now = utcnow()
+
+    def items() -> Iterator[tuple[Passport, dict[str, Any], None, Signature]]:
         for seq in seqs:
             truth = stream.truth(seq)
             if truth.passport_id is not None:
-                doc = passport_document(truth)
-                yield passport_from_document(doc, source=f"simulated cell {seq}"), doc, None
+                token = issuer.sign(passport_document(truth), truth.passport_id)
+                read = read_passport(
+                    token.encode(), source=f"simulated cell {seq}", trust=trust, now=now
+                )
+                yield read.passport, read.document, None, Signature(token, read.authenticity)
 
     new, replaced = upsert_passports(store, items())
     return new + replaced

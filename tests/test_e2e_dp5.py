@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from linerig import add_user, config_copy, each_cell_once, run_cells, start_run, until
+from linerig import add_user, answers, config_copy, each_cell_once, run_cells, start_run, until
 from sqlalchemy import func, select
 
 from drivers.dp5 import Dp5Client
@@ -73,8 +73,9 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
         asyncio.run(send())
 
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{data['hmi']['port']}", timeout=10)
-        until("HMI", lambda: client.get("/api/health").status_code == 200, proc)
+        base = f"http://127.0.0.1:{data['hmi']['port']}"
+        until("HMI", lambda: answers(f"{base}/api/health"), proc, timeout=180)
+        client = httpx.Client(base_url=base, timeout=10)
         token = client.post("/api/login", json={"name": "erin", "password": PASSWORD})
         assert token.status_code == 200, token.text
         client.headers["Authorization"] = f"Bearer {token.json()['token']}"

@@ -78,7 +78,7 @@ class AuthenticityPolicy(Strict):
 
     # An unsigned passport may confirm a spectrum that agrees; alone (a steel can) it decides
     # nothing unless this is true. Anything but `verified` or `unsigned`: quarantine.
-    unsigned_decides_alone: bool = False
+    unsigned_decides_alone: bool = True
 
 
 class RoutingRules(Strict):

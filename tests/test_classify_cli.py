@@ -52,12 +52,9 @@ def config(tmp_path: Path) -> Path:
     d = tmp_path / "config"
     d.mkdir()
     (d / "plant.toml").write_text(f'[plant]\ndata_dir = "{tmp_path / "var"}"\n')
-    # The reference passports are unsigned: let them route alone, as a plant that accepts
-    # unsigned passports does (tests/test_passport_authenticity.py tests the safe default).
-    rules = (ROOT / "config" / "routing.toml").read_text()
-    (d / "routing.toml").write_text(
-        rules.replace("unsigned_decides_alone = false", "unsigned_decides_alone = true")
-    )
+    # The reference passports are unsigned: the shipped policy lets them route alone
+    # (tests/test_passport_authenticity.py tests the strict one).
+    (d / "routing.toml").write_text((ROOT / "config" / "routing.toml").read_text())
     return d
 
 

@@ -105,7 +105,11 @@ def config(tmp_path: Path, keys: dict[str, Any]) -> Path:
         f'[plant]\ndata_dir = "{tmp_path / "var"}"\n'
         f'[database]\nurl = "sqlite:///{tmp_path / "plant.db"}"\n'
     )
-    (d / "routing.toml").write_text((REPO / "config" / "routing.toml").read_text())
+    # The strict policy: an unsigned passport may not decide a steel can alone.
+    rules = (REPO / "config" / "routing.toml").read_text()
+    (d / "routing.toml").write_text(
+        rules.replace("unsigned_decides_alone = true", "unsigned_decides_alone = false")
+    )
     jwks = {"keys": [keys["es"].as_dict(private=False), keys["ed"].as_dict(private=False)]}
     (d / "trust" / "cells.jwks.json").write_text(json.dumps(jwks))
     (d / "trust" / "issuers.toml").write_text(
@@ -292,10 +296,10 @@ def test_authenticity_policy_for_a_cell_the_passport_decides_alone(keys: dict[st
 
     for verdict in ("invalid_signature", "revoked", "unknown_issuer", "expired"):
         assert route(verdict, RoutingRules())[1].startswith(f"passport_{verdict}: why")
-    assert route("unsigned", RoutingRules())[1].startswith("passport_unsigned: ")
-    assert route("verified", RoutingRules())[0] == "hydromet"
-    allow = RoutingRules.model_validate({"authenticity": {"unsigned_decides_alone": True}})
-    assert route("unsigned", allow)[0] == "hydromet"
+    strict = RoutingRules.model_validate({"authenticity": {"unsigned_decides_alone": False}})
+    assert route("unsigned", strict)[1].startswith("passport_unsigned: ")
+    assert route("verified", strict)[0] == "hydromet"
+    assert route("unsigned", RoutingRules())[0] == "hydromet"  # the shipped default
 
 
 def test_a_stored_verified_passport_is_expired_once_its_credential_is(

@@ -41,6 +41,7 @@ from plant.cell_view import (
     search_cells,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
+from plant.historian import PROCESS_TAGS, Historian
 from plant.hydromet import load_hydromet
 from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
@@ -428,6 +429,39 @@ def delete_limit(
     return {"deleted": f"{tag}.{kind}"}
 
 
+# -- trends -----------------------------------------------------------------------------------
+# A process value and the setpoint it is controlled to, where it has one.
+SETPOINT_PEN = {"leach.ph": "leach.ph_setpoint"}
+
+
+@router.get("/trends", responses=errors(*AUTH, 422))
+def trends(
+    _: Viewer,
+    c: Ctx,
+    tag: Annotated[str, Query(description="one of " + ", ".join(PROCESS_TAGS))],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    points: Annotated[int, Query(ge=10, le=5000)] = 600,
+) -> dict[str, Any]:
+    """A historian pen over [since, until) (default: the last hour), downsampled to about
+    `points` buckets (min/max/mean), with its alarm limits and its setpoint's pen."""
+    if tag not in PROCESS_TAGS:
+        raise HTTPException(422, f"tag: {tag!r} is not recorded; one of {', '.join(PROCESS_TAGS)}")
+    end = utc(until) or datetime.now(UTC)
+    start = utc(since) or end - timedelta(hours=1)
+    if start >= end:
+        raise HTTPException(422, "since: must be before until")
+    buckets = Historian(c.store).trend(tag, start, end, points)
+    return {
+        "tag": tag,
+        "since": start.isoformat(),
+        "until": end.isoformat(),
+        "buckets": [b.as_json() for b in buckets],
+        "limits": [limit_json(r) for r in alarm_limits(c.store) if r.tag == tag],
+        "setpoint_tag": SETPOINT_PEN.get(tag),
+    }
+
+
 # -- purity -----------------------------------------------------------------------------------
 @router.get("/purity/batches", responses=errors(*AUTH, 422))
 def purity_batches(
@@ -436,8 +470,13 @@ def purity_batches(
     product: str | None = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
 ) -> dict[str, Any]:
-    """Product batches, newest first, each with its latest assay and spec verdict."""
-    return {"batches": c.purity.batches(product, limit), "target_pct": c.purity.target_pct}
+    """Product batches, newest first, each with its latest assay and spec verdict, and each
+    product's spec (limits as in config/products.toml; empty without that file)."""
+    return {
+        "batches": c.purity.batches(product, limit),
+        "target_pct": c.purity.target_pct,
+        "specs": c.purity.specs(),
+    }
 
 
 @router.get("/purity/overview", responses=errors(*AUTH))

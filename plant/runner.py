@@ -311,7 +311,7 @@ async def _run_line(
             cells_per_min=st["cells_per_min"],
             quarantine_rate=st["quarantine_rate"],
             counts=st["counts"],
-            extra={k: st[k] for k in ("plc_counters", "in_flight", "db_health")},
+            extra={k: st[k] for k in ("plc_counters", "in_flight", "db_health", "buffers_full")},
         )
         await asyncio.to_thread(write_status, store, status)
         bus.publish(Event("counts", line, status.as_json()))

@@ -7,6 +7,7 @@ A page asks for login (303 to /login) without a session and shows a 403 page bel
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from html import escape
 from typing import Annotated
 from urllib.parse import quote
@@ -40,11 +41,10 @@ SHELVE_PRESETS = ((15, "15 min"), (60, "1 h"), (240, "4 h"), (480, "8 h (shift)"
 TZ_NOTE = "<span class='tz muted' title='every time on these pages'>times in UTC</span>"
 
 
-def _options(values: object, any_label: str = "any") -> str:
+def _options(values: Iterable[object], any_label: str = "any") -> str:
     """<option>s of a filter: `any` first, then each value."""
-    opts = "".join(f"<option>{escape(str(v))}</option>" for v in values)  # type: ignore[attr-defined]
+    opts = "".join(f"<option>{escape(str(v))}</option>" for v in values)
     return f"<option value=''>{any_label}</option>{opts}"
-
 
 
 def _head(title: str) -> str:
@@ -78,8 +78,8 @@ def layout(page: str, title: str, who: Principal, body: str, status: int = 200) 
         + f"<input type=hidden name=csrf value='{escape(who.csrf)}'>"
         + "<button type=submit>Log out</button></form></header>"
         + "<div id=flood class='banner flood' hidden></div>"
-        + "<div id=alarm-banner class=banner-line></div><div id=alarm-more class=banner-more hidden>"
-        + "<a href='/alarms'></a></div>"
+        + "<div id=alarm-banner class=banner-line></div>"
+        + "<div id=alarm-more class=banner-more hidden><a href='/alarms'></a></div>"
         + f"<main><h1>{escape(title)}</h1>{body}</main></body></html>"
     )
     return HTMLResponse(html, status_code=status)
@@ -109,17 +109,21 @@ ROUTE_BOXES = "".join(
 )
 OVERVIEW = f"""
 <section class=strip>
- <div id=alarm-counts class=counts title='standing alarms by priority'>{"".join(
-    f"<a href='/alarms' class=count-box data-prio={p.value}><span class=n>0</span>"
-    f"<span class=label>{p.value}</span></a>"
-    for p in AlarmPriority
- )}</div>
- <div id=sparks class=sparks>{"".join(
-    f"<div class=spark data-tag='{t}'><div class=spark-head><span>{t}</span>"
-    "<b data-f=value>–</b></div><div class=spark-chart></div></div>"
-    for t in PROCESS_TAGS
-    if t != "leach.ph_setpoint"
- )}</div>
+ <div id=alarm-counts class=counts title='standing alarms by priority'>{
+    "".join(
+        f"<a href='/alarms' class=count-box data-prio={p.value}><span class=n>0</span>"
+        f"<span class=label>{p.value}</span></a>"
+        for p in AlarmPriority
+    )
+}</div>
+ <div id=sparks class=sparks>{
+    "".join(
+        f"<div class=spark data-tag='{t}'><div class=spark-head><span>{t}</span>"
+        "<b data-f=value>–</b></div><div class=spark-chart></div></div>"
+        for t in PROCESS_TAGS
+        if t != "leach.ph_setpoint"
+    )
+}</div>
 </section>
 <section class=lines id=lines></section>
 <template id=line-template>
@@ -155,12 +159,12 @@ OVERVIEW = f"""
 </table></section>
 """
 
-CELLS = """
+CELLS = f"""
 <form id=cell-search class=filters>
  <label>Passport id <input name=passport_id size=28></label>
- <label>Chemistry <select name=chemistry>{chem}</select></label>
- <label>Route <select name=route>{route}</select></label>
- <label>State <select name=state>{state}</select></label>
+ <label>Chemistry <select name=chemistry>{_options(Chemistry)}</select></label>
+ <label>Route <select name=route>{_options(Route)}</select></label>
+ <label>State <select name=state>{_options(CellState)}</select></label>
  <label>From <input name=since type=datetime-local></label>
  <label>To <input name=until type=datetime-local></label>
  <button type=submit>Search</button>
@@ -169,7 +173,7 @@ CELLS = """
 <th>passport</th><th>chemistry</th><th>confidence</th><th>route</th><th>state</th><th>reason</th>
 </tr></thead><tbody></tbody></table>
 <button id=more hidden>Older cells</button>
-""".format(chem=_options(Chemistry), route=_options(Route), state=_options(CellState))
+"""
 
 CELL_DETAIL = """
 <div id=cell-detail data-id='{cell_id}'>
@@ -296,15 +300,15 @@ AUDIT = """
 <th>target</th><th>old</th><th>new</th></tr></thead><tbody></tbody></table>
 """
 
-USERS = """
+USERS = f"""
 <form id=user-filter class=filters>
- <label>Role <select name=role>{roles}</select></label>
+ <label>Role <select name=role>{_options(Role)}</select></label>
  <label>Login <select name=active><option value=''>any</option><option value=true>enabled
  </option><option value=false>disabled</option></select></label></form>
 <table class=grid id=users><thead><tr><th>user</th><th>role</th><th>login</th><th>new role</th>
 <th>password</th><th></th></tr></thead><tbody></tbody></table>
 <p id=user-msg></p>
-""".format(roles=_options(Role))
+"""
 
 SETPOINTS = """
 <section><h2>Process setpoints</h2><table class=grid id=setpoints><thead><tr><th>setpoint</th>

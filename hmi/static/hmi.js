@@ -49,6 +49,8 @@ const query = (form) => {
   return p;
 };
 const prio = (p) => el("span", { class: `prio prio-${p}` }, p);
+// uPlot draws time axes in UTC, like every other time on these pages.
+const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
 const PRIORITIES = ["critical", "high", "medium", "low", "diagnostic"];
 const byPriority = (a, b) =>
   PRIORITIES.indexOf(a.priority) - PRIORITIES.indexOf(b.priority) || (b.raised_at > a.raised_at ? 1 : -1);
@@ -756,6 +758,7 @@ async function drawTrends() {
           width: Math.min(1800, box.clientWidth || 1200),
           height: 240,
           title: t.tag,
+          tzDate,
           cursor: { sync: { key: sync.key }, drag: { x: true, y: false } },
           axes: [{}, { label: t.tag }],
           series,
@@ -817,7 +820,7 @@ function batchChart(target, title, pts, value, { lo = null, hi = null, center = 
   }
   const wrap = el("div", { class: "chart small" });
   target.append(wrap);
-  new uPlot({ width: 560, height: 200, title, series, axes: [{}, { label: unit }] }, data, wrap);
+  new uPlot({ width: 560, height: 200, title, tzDate, series, axes: [{}, { label: unit }] }, data, wrap);
 }
 async function purity() {
   const sel = $("#product");

@@ -803,7 +803,16 @@ function table(t, header, rows, empty) {
   $("thead", t).replaceChildren(el("tr", {}, ...header.map((h) => el("th", {}, h))));
   fillBody(t, rows.length ? rows : [el("tr", { class: "empty" }, el("td", { colspan: header.length, class: "muted" }, empty))]);
 }
-const td = (v, cls = "") => el("td", { class: cls }, v === null || v === undefined ? "–" : String(v));
+// A table cell of any JSON value: numbers to 2 places, objects as "key value; …", never raw JSON.
+const plain = (v) =>
+  v === null || v === undefined
+    ? "–"
+    : typeof v === "number"
+      ? fmtNum(v, 2)
+      : typeof v === "object"
+        ? Object.entries(v).map(([k, x]) => `${k} ${plain(x)}`).join("; ") || "–"
+        : String(v);
+const td = (v, cls = "") => el("td", { class: cls }, plain(v));
 // One chart of a product's batches: the value per batch, its spec limits, optional rule marks.
 function batchChart(target, title, pts, value, { lo = null, hi = null, center = null, marks = [], unit = "" }) {
   const xs = pts.map((b) => Date.parse(b.created_at) / 1000);
@@ -864,7 +873,7 @@ async function purity() {
     if (!spcBox.children.length) spcBox.append(el("p", { class: "muted" }, "Not enough assayed batches for SPC yet."));
     const bal = Object.entries(ov.mass_balance || {});
     const keys = bal.length ? Object.keys(bal[0][1]) : [];
-    table($("#balance"), ["metal", ...keys], bal.map(([m, b]) => el("tr", {}, td(m), ...keys.map((k) => td(typeof b[k] === "number" ? fmtNum(b[k], 2) : b[k], "num")))), "No mass balance yet.");
+    table($("#balance"), ["metal", ...keys], bal.map(([m, b]) => el("tr", {}, td(m), ...keys.map((k) => td(b[k], "num")))), "No mass balance yet.");
     const rec = Object.entries(ov.recovery || {});
     const targets = rec.length ? Object.keys(rec[0][1].targets) : [];
     table(
@@ -877,8 +886,8 @@ async function purity() {
       "No recovery figures.",
     );
     const lots = ov.lots || [];
-    const lkeys = lots.length ? Object.keys(lots[0]).filter((k) => typeof lots[0][k] !== "object" || lots[0][k] === null) : [];
-    table($("#lots"), lkeys, lots.slice(-50).reverse().map((l) => el("tr", {}, ...lkeys.map((k) => td(typeof l[k] === "number" ? fmtNum(l[k], 2) : l[k])))), "No closed lots yet.");
+    const lkeys = lots.length ? Object.keys(lots[0]) : [];
+    table($("#lots"), lkeys, lots.slice(-50).reverse().map((l) => el("tr", {}, ...lkeys.map((k) => td(l[k])))), "No closed lots yet.");
   }
   const load = async () => {
     const p = new URLSearchParams({ limit: 500 });

@@ -838,7 +838,10 @@ async function purity() {
   const byProduct = (name) => all.batches.filter((b) => b.product === name && b.purity_pct !== null).reverse();
   const charts = $("#product-charts");
   charts.replaceChildren();
-  for (const [name, spec] of Object.entries(specs)) {
+  // Products without a spec (no config/products.toml) are judged by the battery-grade line alone.
+  const products = [...new Set([...Object.keys(specs), ...all.batches.map((b) => b.product)])].sort();
+  for (const name of products) {
+    const spec = specs[name] || { min_purity_pct: all.target_pct };
     const pts = byProduct(name);
     if (!pts.length) {
       charts.append(el("p", { class: "muted" }, `${name}: no assayed batch yet.`));
@@ -852,7 +855,7 @@ async function purity() {
         unit: "%",
       });
   }
-  if (!Object.keys(specs).length) charts.replaceChildren(el("p", { class: "muted" }, "No product specs (config/products.toml)."));
+  if (!products.length) charts.replaceChildren(el("p", { class: "muted" }, "No batches yet."));
   const spcBox = $("#spc-charts");
   spcBox.replaceChildren();
   if (ov.available === false) say($("#spc-note"), ov.reason);
@@ -914,7 +917,7 @@ async function purity() {
       ),
     );
   };
-  for (const prod of Object.keys(specs)) sel.append(el("option", {}, prod));
+  for (const prod of products) sel.append(el("option", {}, prod));
   sel.addEventListener("change", load);
   on("batch", load);
   load();

@@ -90,6 +90,7 @@ ERRORS = {
     409: "not possible in the item's current state",
     422: "invalid value; `detail` names the field",
     428: "change not confirmed: send confirm=true",
+    502: "the instrument this needs answered with an error (lot analyser)",
     429: "too many failed logins for this account or client; wait `Retry-After` seconds",
     503: "a part this needs is not available (model registry, routing file)",
 }
@@ -269,7 +270,7 @@ class LotAssayIn(BaseModel):
     )
 
 
-@router.post("/lots/{lot_id}/assay")
+@router.post("/lots/{lot_id}/assay", responses=errors(*AUTH, 400, 404, 409, 422, 502))
 def measure_lot(
     lot_id: Annotated[str, Path(min_length=1, max_length=64)],
     body: LotAssayIn,

@@ -24,6 +24,7 @@ from plant import __version__
 from plant.alarms import (
     ANNUNCIATED_STATES,
     AlarmError,
+    alarm_journal,
     alarm_json,
     alarm_limits,
     delete_alarm_limit,
@@ -332,6 +333,22 @@ def alarms(
         limit=limit,
     )
     return {"alarms": [alarm_json(r) for r in rows], "flood": c.flood().as_json()}
+
+
+@router.get("/alarms/journal", responses=errors(*AUTH, 422))
+def journal(
+    _: Viewer,
+    c: Ctx,
+    alarm_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[dict[str, Any]]:
+    """The alarm journal, newest first: every raise, acknowledgement, return to normal, clear,
+    shelve, unshelve and suppression, with who and the note or reason."""
+    return alarm_journal(
+        c.store, alarm_id=alarm_id, since=utc(since), until=utc(until), limit=limit
+    )
 
 
 class AckIn(ApiIn):

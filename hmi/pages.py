@@ -222,6 +222,15 @@ ALARMS = """
 <table class=grid id=history><thead><tr><th>raised (UTC)</th><th>priority</th><th>state</th>
 <th>source</th><th>message</th><th>acked by</th><th>note</th><th>cleared (UTC)</th></tr></thead>
 <tbody></tbody></table></section>
+<section><h2>Journal <span class=muted>(every occurrence and action, newest first)</span></h2>
+<form id=journal-search class=filters>
+ <label>From (UTC) <input name=since type=datetime-local></label>
+ <label>To (UTC) <input name=until type=datetime-local></label>
+ <label>Alarm id <input name=alarm_id type=number min=1 size=6></label>
+ <button type=submit>Search</button> <button type=button id=journal-csv>Export CSV</button></form>
+<table class=grid id=journal><thead><tr><th>time (UTC)</th><th>alarm</th><th>priority</th>
+<th>source</th><th>event</th><th>by</th><th>note</th></tr></thead><tbody></tbody></table>
+</section>
 <section><h2>Alarm limits</h2>
 <table class=grid id=limits><thead><tr><th>tag</th><th>kind</th><th>limit</th><th>deadband</th>
 <th>on-delay</th><th>priority</th><th>changed by</th></tr></thead><tbody></tbody></table>

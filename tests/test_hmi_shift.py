@@ -136,7 +136,6 @@ def test_an_operators_shift(plant: Plant) -> None:
             page.fill("#ack-note", "pH loop checked, probe fine")
             page.click("#ack-selected")
             expect(row.locator("td").nth(2)).to_have_text("active_acked", timeout=WAIT_MS)
-            shot(page, "shift-alarms")
             row.locator("input[type=checkbox]").check()
             page.select_option("#shelve-preset", label="1 h")
             page.fill("#shelve-reason", "pH probe recalibration")
@@ -151,6 +150,15 @@ def test_an_operators_shift(plant: Plant) -> None:
             page.fill("#alarm-search input[name=source]", "process")
             page.click("#alarm-search button[type=submit]")
             expect(page.locator("#history tbody")).to_contain_text("pH loop checked, probe fine")
+            # the journal holds each step of this alarm, newest first
+            alarm_id = row.get_attribute("data-alarm")
+            page.fill("#journal-search input[name=alarm_id]", str(alarm_id))
+            page.click("#journal-search button[type=submit]")
+            events = page.locator("#journal tbody tr td:nth-child(5)")
+            expect(events).to_have_text(
+                ["unshelved", "shelved", "acknowledged", "raised"], timeout=WAIT_MS
+            )
+            shot(page, "shift-alarms")
 
             # Trends: leach.ph with its alarm limit and setpoint.
             page.goto(f"{plant.base}/trends")

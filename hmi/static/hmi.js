@@ -623,6 +623,30 @@ async function alarmHistory() {
       : [el("tr", { class: "empty" }, el("td", { colspan: 8, class: "muted" }, "No alarms in this range."))],
   );
 }
+let journalRows = [];
+async function alarmJournal() {
+  const p = query($("#journal-search"));
+  p.set("limit", "1000");
+  journalRows = await api(`/api/alarms/journal?${p}`);
+  fillBody(
+    $("#journal"),
+    journalRows.length
+      ? journalRows.map((j) =>
+          el(
+            "tr",
+            { "data-alarm": j.alarm_id },
+            td(fmtTime(j.ts)),
+            td(j.alarm_id),
+            el("td", {}, prio(j.priority)),
+            td(`${j.line || ""} ${j.source} ${j.code}`),
+            td(j.kind),
+            td(j.user),
+            td(j.note),
+          ),
+        )
+      : [el("tr", { class: "empty" }, el("td", { colspan: 7, class: "muted" }, "No journal entries in this range."))],
+  );
+}
 async function refreshLimits() {
   const limits = await api("/api/alarm-limits");
   fillBody(
@@ -683,6 +707,20 @@ function alarms() {
     ),
   );
   alarmHistory();
+  $("#journal-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    alarmJournal();
+  });
+  $("#journal-csv").addEventListener("click", () =>
+    downloadCsv(
+      "alarm-journal.csv",
+      ["time_utc", "alarm_id", "priority", "line", "source", "code", "event", "by", "note"],
+      journalRows.map((j) => [j.ts, j.alarm_id, j.priority, j.line, j.source, j.code, j.kind, j.user, j.note]),
+    ),
+  );
+  alarmJournal();
+  const journalSoon = () => setTimeout(alarmJournal, 300);
+  on("alarm", journalSoon);
   refreshLimits();
   if (can("engineer")) {
     const form = $("#limit-form");

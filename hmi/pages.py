@@ -321,7 +321,8 @@ USERS = f"""
 
 SETPOINTS = """
 <section><h2>Process setpoints</h2><table class=grid id=setpoints><thead><tr><th>setpoint</th>
-<th>range</th><th>requested</th><th>applied</th><th>new value</th><th></th></tr></thead>
+<th>range</th><th>requested</th><th>applied</th><th>PLC holds</th><th>measured</th>
+<th>new value</th><th></th></tr></thead>
 <tbody></tbody></table></section>
 <section><h2>Routing thresholds (config/routing.toml)</h2><p id=routing-note class=muted></p>
 <table class=grid id=thresholds><thead><tr><th>threshold</th><th>range</th><th>value</th>

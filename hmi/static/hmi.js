@@ -1064,6 +1064,29 @@ async function users() {
 }
 
 // ---------------------------------------------------------------- setpoints
+// Beside a setpoint: the last minute's value the PLC holds and the measured value, from the
+// historian ("not recorded" for a setpoint whose value the plant does not record).
+async function setpointLive(s) {
+  const since = new Date(Date.now() - 60_000).toISOString();
+  const last = async (tag) => {
+    const t = await api(`/api/trends?tag=${encodeURIComponent(tag)}&since=${since}&points=10`);
+    return { t, v: t.buckets.length ? t.buckets[t.buckets.length - 1].mean : null };
+  };
+  const row = [...document.querySelectorAll("#setpoints tbody tr")].find((tr) => tr.querySelector(`input[name="${s.name}"]`));
+  let measured;
+  try {
+    measured = await last(s.name);
+  } catch (e) {
+    $("[data-f=measured]", row).textContent = "not recorded";
+    $("[data-f=measured]", row).title = e.message;
+    return;
+  }
+  $("[data-f=measured]", row).textContent = measured.v === null ? "–" : `${fmtNum(measured.v, 2)} ${s.unit}`;
+  if (measured.t.setpoint_tag) {
+    const held = await last(measured.t.setpoint_tag);
+    $("[data-f=held]", row).textContent = held.v === null ? "–" : `${fmtNum(held.v, 2)} ${s.unit}`;
+  }
+}
 async function setpoints() {
   const msg = $("#setpoint-msg");
   const change = (path, name, label, unit, input) => async () => {
@@ -1090,11 +1113,14 @@ async function setpoints() {
         el("td", {}, `${s.lo}–${s.hi} ${s.unit}`),
         el("td", { class: "num" }, `${s.value} ${s.unit}${s.requested_by ? ` (${s.requested_by})` : ""}`),
         el("td", { class: "num" }, s.applied_value === null ? "not yet" : `${s.applied_value} ${s.unit}`),
+        el("td", { class: "num", "data-f": "held" }, "–"),
+        el("td", { class: "num", "data-f": "measured" }, "–"),
         el("td", {}, input),
         el("td", {}, el("button", { onclick: change("/api/setpoints", s.name, s.label, s.unit, input) }, "Apply…")),
       );
     }),
   );
+  for (const s of d.setpoints) setpointLive(s);
   const r = d.routing;
   say($("#routing-note"), r.available ? r.file : r.reason, !r.available);
   fillBody(

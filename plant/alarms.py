@@ -263,9 +263,8 @@ class Alarms:
             row.state = AlarmState.shelved
             row.shelved_until = utcnow() + duration
             row.shelve_reason = reason.strip()
-            _journal(
-                s, row, "shelved", user, f"until {_iso(row.shelved_until)}: {row.shelve_reason}"
-            )
+            until = f"{row.shelved_until:%Y-%m-%d %H:%M:%S} UTC"
+            _journal(s, row, "shelved", user, f"until {until}: {row.shelve_reason}")
             self.store.audit(
                 s,
                 user,

@@ -62,6 +62,7 @@ def test_an_operators_shift(plant: Plant) -> None:
     from playwright.sync_api import Page, Route, expect, sync_playwright
 
     blocked: list[str] = []
+    csp: list[str] = []  # the pages' scripts run under the Content-Security-Policy, unrefused
 
     def local_only(route: Route) -> None:
         if urlsplit(route.request.url).hostname == "127.0.0.1":
@@ -97,6 +98,9 @@ def test_an_operators_shift(plant: Plant) -> None:
         try:
             page = browser.new_page(viewport={"width": 1920, "height": 1080})
             page.route("**/*", local_only)
+            page.on(
+                "console", lambda m: csp.extend([m.text] if "Content Security" in m.text else [])
+            )
             login(page, "olga")
 
             # Overview: every product's last batch against its spec, the alarm counted.
@@ -196,7 +200,11 @@ def test_an_operators_shift(plant: Plant) -> None:
                 login(page, user)
                 page.goto(plant.base + path)
                 expect(page.locator(ready).first).to_be_visible(timeout=WAIT_MS)
+                if path == "/setpoints":  # the measured pH beside its setpoint
+                    ph = page.locator("#setpoints tbody tr", has_text="Leach pH")
+                    expect(ph.locator("[data-f=measured]")).to_contain_text(" pH", timeout=WAIT_MS)
                 shot(page, f"shift-{path.strip('/')}")
         finally:
             browser.close()
     assert blocked == []
+    assert csp == []

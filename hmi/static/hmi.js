@@ -636,7 +636,7 @@ async function alarmJournal() {
             "tr",
             { "data-alarm": j.alarm_id },
             td(fmtTime(j.ts)),
-            td(j.alarm_id),
+            td(String(j.alarm_id)),
             el("td", {}, prio(j.priority)),
             td(`${j.line || ""} ${j.source} ${j.code}`),
             td(j.kind),

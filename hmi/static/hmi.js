@@ -363,7 +363,7 @@ function cellRow(c) {
     el("td", { class: "num" }, fmtNum(c.confidence, 2)),
     el("td", { class: c.route === "quarantine" ? "abnormal" : "" }, c.route || ""),
     el("td", {}, c.state),
-    el("td", {}, c.reason || ""),
+    el("td", { title: c.reason || "" }, c.reason || ""),
   );
 }
 function cells() {

@@ -182,8 +182,11 @@ function renderBanner(alarms, flood) {
     ),
   );
   const more = alarms.standing - alarms.top.length;
+  const counts = PRIORITIES.filter((p) => (alarms.by_priority || {})[p])
+    .map((p) => `${p} ${alarms.by_priority[p]}`)
+    .join(" · ");
   $("#alarm-more").hidden = more <= 0;
-  $("#alarm-more a").textContent = `+${more} more standing alarm${more === 1 ? "" : "s"}`;
+  $("#alarm-more a").textContent = `+${more} more standing alarm${more === 1 ? "" : "s"} (all standing: ${counts})`;
   for (const box of document.querySelectorAll("#alarm-counts .count-box")) {
     const n = (alarms.by_priority || {})[box.dataset.prio] || 0;
     $(".n", box).textContent = String(n);

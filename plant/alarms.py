@@ -135,9 +135,10 @@ class Alarms:
             return row
         if row is not None and row.state != AlarmState.rtn_unacked:
             return row
-        if row is not None:
+        if row is not None:  # it came back before anyone acknowledged its return: a new raise
             row.state = AlarmState.active_unacked
             row.message = message
+            row.raised_at = utcnow()
             row.cleared_at = None
             _journal(s, row, "raised", note=message)
         else:

@@ -19,7 +19,8 @@ def test_a_recurring_alarm_journals_each_occurrence_and_action(store: Store) -> 
     alarms = Alarms(store, "L1")
     a = alarms.raise_("process", "leach.ph.high", "leach.ph 1.5 pH above 1.2 pH")
     alarms.clear("process", "leach.ph.high")  # returns, unacknowledged
-    alarms.raise_("process", "leach.ph.high", "leach.ph 1.6 pH above 1.2 pH")  # again
+    again = alarms.raise_("process", "leach.ph.high", "leach.ph 1.6 pH above 1.2 pH")
+    assert again.id == a.id and again.raised_at > a.raised_at  # standing list: when it came back
     alarms.ack(a.id, "olga", "probe checked")
     alarms.shelve(a.id, "olga", "recalibration", HOUR, max_duration=8 * HOUR)
     alarms.unshelve(a.id, "olga")

@@ -73,6 +73,9 @@ def layout(page: str, title: str, who: Principal, body: str, status: int = 200) 
         + f"<body data-page='{page}'><header><span class=brand>Plant HMI</span>"
         + f"<nav>{links}</nav><span id=conn class=conn title='live connection'>connecting…</span>"
         + TZ_NOTE
+        + "<button type=button id=sound class=sound aria-pressed=false "
+        + "title='sound a tone for each new unacknowledged alarm (this browser only)'>"
+        + "Sound off</button>"
         + f"<span class=who>{escape(who.user.name)} ({who.user.role.value})</span>"
         + "<form method=post action='/logout' class=inline>"
         + f"<input type=hidden name=csrf value='{escape(who.csrf)}'>"

@@ -31,3 +31,26 @@ def test_twelve_standing_alarms_show_five_and_plus_seven(browser: Browser, serve
     # within a priority, newest first
     expect(page.locator("#standing tbody tr").first).to_contain_text("test alarm 11")
     page.close()
+
+
+def test_sound_on_rings_once_for_each_new_unacknowledged_alarm(
+    browser: Browser,  # noqa: F811
+    served: Served,  # noqa: F811
+) -> None:
+    page = login(browser, served, "operator")
+    sound = page.locator("#sound")
+    expect(sound).to_have_text("Sound off")
+    sound.click()
+    expect(sound).to_have_attribute("aria-pressed", "true")
+    alarms = Alarms(served.store, "L1", served.bus)
+    alarms.raise_("process", "leach.ph.high", "leach.ph 2.1 pH above 2.0 pH", AlarmPriority.high)
+    expect(sound).to_have_attribute("data-rang", "1", timeout=WAIT_MS)
+    a = alarms.raise_("plc", "comm_lost", "PLC unreachable", AlarmPriority.critical)
+    expect(sound).to_have_attribute("data-rang", "2", timeout=WAIT_MS)
+    Alarms(served.store, None, served.bus).ack(a.id, "operator")
+    page.reload()  # the choice is remembered in this browser; standing alarms do not ring again
+    expect(page.locator("#sound")).to_have_text("Sound on")
+    expect(page.locator("#alarm-banner .alarm")).to_have_count(2, timeout=WAIT_MS)
+    page.wait_for_timeout(2500)  # two more snapshots: nothing new, nothing rings
+    assert page.locator("#sound").get_attribute("data-rang") is None
+    page.close()

@@ -195,6 +195,38 @@ function renderBanner(alarms, flood) {
 }
 on("snapshot", (d) => renderBanner(d.alarms, d.flood));
 
+// ---------------------------------------------------------------- audible annunciation
+// Optional, per browser (remembered in localStorage): a tone for each alarm that newly stands
+// unacknowledged, higher and longer for higher priorities. The button's click is the user
+// gesture browsers need before a page may play sound.
+const TONE = { critical: [880, 0.6], high: [740, 0.45], medium: [620, 0.3], low: [520, 0.2], diagnostic: [440, 0.1] };
+const sound = { ctx: null, seen: null, rang: 0 };
+function tone(priority) {
+  const [hz, s] = TONE[priority] || TONE.low;
+  const osc = sound.ctx.createOscillator();
+  const gain = sound.ctx.createGain();
+  gain.gain.value = 0.2;
+  osc.frequency.value = hz;
+  osc.connect(gain).connect(sound.ctx.destination);
+  osc.start();
+  osc.stop(sound.ctx.currentTime + s);
+  sound.rang += 1;
+  $("#sound").dataset.rang = String(sound.rang);
+}
+function setSound(onOff) {
+  const b = $("#sound");
+  if (onOff && !sound.ctx) sound.ctx = new AudioContext();
+  b.setAttribute("aria-pressed", String(onOff));
+  b.textContent = onOff ? "Sound on" : "Sound off";
+  localStorage.setItem("plant.sound", onOff ? "on" : "off");
+}
+on("snapshot", (d) => {
+  const unacked = d.alarms.top.filter((a) => a.state === "active_unacked");
+  const on_ = $("#sound").getAttribute("aria-pressed") === "true";
+  if (sound.seen && on_) for (const a of unacked) if (!sound.seen.has(a.id)) tone(a.priority);
+  sound.seen = new Set(unacked.map((a) => a.id));
+});
+
 // ---------------------------------------------------------------- overview
 const lineLimits = { quarantine_rate_alarm: null, capacity_cells_per_min: null };
 let standingAlarms = [];
@@ -1149,5 +1181,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
   if (page === "cells" && $("#cell-detail")) cellDetail();
   else if (PAGES[page]) PAGES[page]();
+  $("#sound").addEventListener("click", () => setSound($("#sound").getAttribute("aria-pressed") !== "true"));
+  if (localStorage.getItem("plant.sound") === "on") setSound(true);
   connect();
 });

@@ -46,6 +46,7 @@ from plant.historian import PROCESS_TAGS, Historian
 from plant.hydromet import load_hydromet
 from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
+from plant.model_evaluation import latest_report
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
 from plant.store import AuditRow, CellRow
@@ -520,13 +521,27 @@ def classifier(
         if r.confidence is not None:
             bins[min(9, max(0, int(r.confidence * 10)))] += 1
     reasons = Counter(r.reason or "(none)" for r in rows if r.route == Route.quarantine)
+    # by code (the text before ':'): the rest names each cell's numbers
+    codes: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for reason, n in reasons.items():
+        code = reason.partition(":")[0]
+        codes[code] += n
+        examples.setdefault(code, reason)
+    models = c.models.describe()
     return {
         "cells": len(rows),
         "confidence_histogram": {"edges": [i / 10 for i in range(11)], "counts": bins},
         "per_class": dict(Counter(r.chemistry or "(none)" for r in rows).most_common()),
         "per_route": dict(Counter(r.route or "(none)" for r in rows).most_common()),
         "quarantine_reasons": dict(reasons.most_common(20)),
-        "models": c.models.describe(),
+        "quarantine_codes": [
+            {"code": code, "cells": n, "example": examples[code]} for code, n in codes.most_common()
+        ],
+        "models": models,
+        "evaluation": latest_report(
+            c.config.plant.data_dir / "reports", models.get("active") if models else None
+        ),
     }
 
 

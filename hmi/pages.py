@@ -294,6 +294,8 @@ PURITY = """
 
 CLASSIFIER = """
 <section><h2>Active model</h2><div id=models class=cards></div></section>
+<section><h2>Last evaluation of the active model</h2><p id=eval-note class=muted></p>
+<table class='grid confusion' id=confusion><thead></thead><tbody></tbody></table></section>
 <section><h2>Recent cells</h2><p id=clf-summary></p>
 <div id=conf-chart class=chart></div>
 <div class=cols><table class=grid id=per-class><thead><tr><th>class</th><th>cells</th></tr>

@@ -1015,19 +1015,33 @@ async function classifier() {
   );
   say($("#clf-summary"), `${d.cells} most recent cells`);
   fillBody($("#per-class"), Object.entries(d.per_class).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, String(v)))));
-  // Quarantine reasons by code: the text before ':' (the rest names numbers per cell).
-  const codes = {};
-  for (const [reason, n] of Object.entries(d.quarantine_reasons)) {
-    const code = reason.split(":")[0];
-    codes[code] ||= { n: 0, example: reason };
-    codes[code].n += n;
-  }
+  // Quarantine reasons by code (the text before ':'), counted by the server over every reason.
   fillBody(
     $("#reasons"),
-    Object.entries(codes)
-      .sort((a, b) => b[1].n - a[1].n)
-      .map(([code, c]) => el("tr", { "data-code": code }, el("td", {}, code), el("td", { class: "num" }, String(c.n)), el("td", { class: "muted" }, c.example))),
+    d.quarantine_codes.map((c) =>
+      el("tr", { "data-code": c.code }, td(c.code), el("td", { class: "num" }, String(c.cells)), el("td", { class: "muted" }, c.example)),
+    ),
   );
+  const ev = d.evaluation;
+  if (!ev) say($("#eval-note"), "No `plant evaluate` report of the active model in <data_dir>/reports yet.");
+  else {
+    say($("#eval-note"), `${ev.model_version} on ${ev.data}, ${fmtTime(ev.evaluated)} UTC: accuracy on accepted ${fmtNum(ev.accuracy_on_accepted * 100, 1)} %, coverage ${fmtNum(ev.coverage * 100, 1)} %, ${ev.n} spectra. Rows: truth; columns: predicted.`);
+    const cm = ev.confusion;
+    table(
+      $("#confusion"),
+      ["truth \\ predicted", ...cm.columns_predicted],
+      cm.rows_truth
+        .map((truth, i) => [truth, cm.matrix[i]])
+        .filter(([, row]) => row.some((n) => n > 0))
+        .map(([truth, row]) =>
+          el("tr", {}, el("th", {}, truth), ...row.map((n, j) => {
+            const right = cm.columns_predicted[j] === truth;
+            return el("td", { class: `num${n && right ? " diag" : n ? " off" : ""}` }, n ? String(n) : "");
+          })),
+        ),
+      "Empty report.",
+    );
+  }
   const h = d.confidence_histogram;
   new uPlot(
     {

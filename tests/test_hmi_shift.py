@@ -185,6 +185,30 @@ def test_an_operators_shift(plant: Plant) -> None:
             for code in page.locator("#reasons tbody tr td:first-child").all_text_contents():
                 assert ":" not in code, code  # grouped by code, not by full text
 
+            # The pH is back within a limit the engineer raises: the alarm returns to normal,
+            # and "Acknowledge all" clears it.
+            limit = {"tag": "leach.ph", "kind": "high", "limit": 14.0, "priority": "high"}
+            assert eve.call("PUT", "/alarm-limits", limit)[0] == 200
+            page.goto(f"{plant.base}/alarms")
+            row = page.locator(f"#standing tbody tr[data-alarm='{alarm_id}']")
+            expect(row.locator("td").nth(2)).to_have_text("rtn_unacked", timeout=WAIT_MS)
+            page.click("#ack-all")
+            expect(row).to_have_count(0, timeout=WAIT_MS)
+            page.fill("#journal-search input[name=alarm_id]", str(alarm_id))
+            page.click("#journal-search button[type=submit]")
+            expect(events.first).to_have_text("cleared", timeout=WAIT_MS)
+            expect(events).to_have_text(
+                [
+                    "cleared",
+                    "acknowledged",
+                    "returned",
+                    "unshelved",
+                    "shelved",
+                    "acknowledged",
+                    "raised",
+                ]
+            )
+
             page.goto(f"{plant.base}/docs")
             expect(page.locator(".swagger-ui .info .title")).to_contain_text(
                 "Plant HMI", timeout=WAIT_MS

@@ -656,10 +656,21 @@ def write_mca(spectrum: Spectrum, path: str | Path) -> Path:
         "<<DATA>>",
         *(_format_count(c) for c in spectrum.counts),
         "<<END>>",
-        "<<DPP CONFIGURATION>>",
+        # DppMCA's sections: the DP5 text configuration and the status at the end
+        "<<DP5 CONFIGURATION>>",
         f"MCAC={n};    MCA/MCS Channels",
-        "<<DPP CONFIGURATION END>>",
+        *(
+            f"{k.removeprefix('dpp_')}={v};"
+            for k, v in spectrum.metadata.items()
+            if k.startswith("dpp_") and k != "dpp_MCAC"
+        ),
+        "<<DP5 CONFIGURATION END>>",
     ]
+    status = {k: v for k, v in spectrum.metadata.items() if k.startswith("status_")}
+    if status:
+        lines.append("<<DPP STATUS>>")
+        lines.extend(f"{_status_label(k)}: {v}" for k, v in status.items())
+        lines.append("<<DPP STATUS END>>")
     extra = {k: v for k, v in spectrum.metadata.items() if not k.startswith(("dpp_", "status_"))}
     extra = {k: v for k, v in extra.items() if k not in {"format", "title", "serial_number"}}
     if spectrum.tube_kv is not None or extra:
@@ -670,6 +681,11 @@ def write_mca(spectrum: Spectrum, path: str | Path) -> Path:
         lines.append("<<PLANT METADATA END>>")
     p.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
     return p
+
+
+def _status_label(key: str) -> str:
+    """status_fast_count -> 'Fast Count' (read_mca keys <<DPP STATUS>> lines the other way)."""
+    return key.removeprefix("status_").replace("_", " ").title()
 
 
 # --------------------------------------------------------------------------- CSV

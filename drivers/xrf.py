@@ -32,6 +32,7 @@ T_co = TypeVar("T_co", covariant=True)
 # Sample ids travel as SCPI strings; this charset needs no quoting rules beyond the quotes.
 SAMPLE_ID = re.compile(r"[A-Za-z0-9_.:/+\-]{1,64}")
 ELEMENT = re.compile(r"[A-Z][a-z]?")
+_CELL = re.compile(r"CELL:(\d{1,12})")
 MAX_LIVE_TIME_S = 3600.0
 MAX_CHANNELS = 65536
 MIN_BACKOFF_S = 0.05  # a configured zero or negative backoff is raised to this: no busy loop
@@ -128,40 +129,28 @@ def quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-class XrfClient:
-    """One XRF head over SCPI/TCP: lazy connect, deadlines, backoff, health, validated replies."""
+class HeadLink:
+    """Link health shared by the head clients: capped exponential backoff after failures,
+    one log line per change of state, one request at a time."""
 
     def __init__(
         self,
         host: str,
         port: int,
         *,
-        timeout_s: float = 2.0,
         name: str | None = None,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
-        real_time_factor: float = 2.0,
     ) -> None:
-        if not (math.isfinite(timeout_s) and timeout_s > 0):
-            raise ValueError(f"XRF timeout must be > 0 s, got {timeout_s}")
         self.host = host
         self.port = port
         self.name = name or f"xrf@{host}:{port}"
-        self.timeout_s = timeout_s
         self.backoff_initial_s = max(MIN_BACKOFF_S, backoff_initial_s)
         self.backoff_max_s = max(self.backoff_initial_s, backoff_max_s)
         self._rng = random.Random()
-        # A measurement's deadline: timeout_s + live time x this (dead time makes real > live).
-        self.real_time_factor = max(1.0, real_time_factor)
-        self.idn: str | None = None
         self._health = XrfHealth()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._logged: tuple[bool, str | None] = (False, None)
-
-    def __repr__(self) -> str:
-        return f"XrfClient({self.name} {self.host}:{self.port} {self._health.state})"
 
     @property
     def health(self) -> XrfHealth:
@@ -177,6 +166,74 @@ class XrfClient:
         """Worth sending a request to: connected, or down with its reconnect attempt due."""
         h = self._health
         return h.connected or time.monotonic() >= h.retry_at
+
+    def _unavailable(self) -> XrfUnavailableError:
+        h = self._health
+        return XrfUnavailableError(
+            f"{self.name} ({self.host}:{self.port}) is down ({h.last_error}); "
+            f"next reconnect attempt in {h.retry_at - time.monotonic():.2f} s"
+        )
+
+    def _fail(self, exc: XrfError) -> NoReturn:
+        """Record a failure, schedule the next attempt, log once per change; always raises."""
+        h = self._health
+        h.failures += 1
+        h.retry_at = time.monotonic() + backoff_delay(
+            h.failures, self.backoff_initial_s, self.backoff_max_s, self._rng
+        )
+        if h.connected:
+            h.since = time.time()
+        h.connected = False
+        h.last_error = str(exc)
+        kind = type(exc).__name__
+        if self._logged != (False, kind):
+            log.warning("%s: down: %s", self.name, exc)
+            self._logged = (False, kind)
+        raise exc
+
+    def _ok(self, ident: str | None) -> None:
+        h = self._health
+        if not h.connected:
+            h.since = time.time()
+            h.connected = True
+        if self._logged != (True, None):
+            if h.failures:
+                log.info("%s: back up after %d failed attempts (%s)", self.name, h.failures, ident)
+            else:
+                log.info("%s: connected to %s:%d (%s)", self.name, self.host, self.port, ident)
+            self._logged = (True, None)
+        h.failures = 0
+        h.retry_at = 0.0
+
+
+class XrfClient(HeadLink):
+    """One XRF head over SCPI/TCP: lazy connect, deadlines, backoff, health, validated replies."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout_s: float = 2.0,
+        name: str | None = None,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+        real_time_factor: float = 2.0,
+    ) -> None:
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"XRF timeout must be > 0 s, got {timeout_s}")
+        super().__init__(
+            host, port, name=name, backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s
+        )
+        self.timeout_s = timeout_s
+        # A measurement's deadline: timeout_s + live time x this (dead time makes real > live).
+        self.real_time_factor = max(1.0, real_time_factor)
+        self.idn: str | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    def __repr__(self) -> str:
+        return f"XrfClient({self.name} {self.host}:{self.port} {self._health.state})"
 
     async def __aenter__(self) -> XrfClient:
         await self.connect()
@@ -274,7 +331,7 @@ class XrfClient:
                 log.debug("%s: idle connection was closed by the head; reconnecting", self.name)
                 await self._open()
                 result = await self._request(message, what, deadline_s, read, stale_ok=False)
-            self._ok()
+            self._ok(self.idn)
             return result
 
     async def _ensure_open(self) -> bool:
@@ -286,11 +343,7 @@ class XrfClient:
             await self._drop()
         h = self._health
         if not h.connected and h.failures and time.monotonic() < h.retry_at:
-            wait = h.retry_at - time.monotonic()
-            raise XrfUnavailableError(
-                f"{self.name} ({self.host}:{self.port}) is down ({h.last_error}); "
-                f"next reconnect attempt in {wait:.2f} s"
-            )
+            raise self._unavailable()
         await self._open()
         return False
 
@@ -305,7 +358,7 @@ class XrfClient:
         except OSError as exc:
             self._fail(XrfConnectionError(f"{where}: cannot connect: {exc.strerror or exc}"))
         self.idn = await self._request(b"*IDN?\n", "*IDN?", self.timeout_s, _read_line)
-        self._ok()
+        self._ok(self.idn)
 
     async def _drop(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
@@ -362,41 +415,6 @@ class XrfClient:
         except asyncio.CancelledError:
             await self._drop()  # its reply may still arrive: never read it as the next one
             raise
-
-    # ----------------------------------------------------------------- health
-
-    def _fail(self, exc: XrfError) -> NoReturn:
-        """Record a failure, schedule the next attempt, log once per change; always raises."""
-        h = self._health
-        h.failures += 1
-        h.retry_at = time.monotonic() + backoff_delay(
-            h.failures, self.backoff_initial_s, self.backoff_max_s, self._rng
-        )
-        if h.connected:
-            h.since = time.time()
-        h.connected = False
-        h.last_error = str(exc)
-        kind = type(exc).__name__
-        if self._logged != (False, kind):
-            log.warning("%s: down: %s", self.name, exc)
-            self._logged = (False, kind)
-        raise exc
-
-    def _ok(self) -> None:
-        h = self._health
-        if not h.connected:
-            h.since = time.time()
-            h.connected = True
-        if self._logged != (True, None):
-            if h.failures:
-                log.info(
-                    "%s: back up after %d failed attempts (%s)", self.name, h.failures, self.idn
-                )
-            else:
-                log.info("%s: connected to %s:%d (%s)", self.name, self.host, self.port, self.idn)
-            self._logged = (True, None)
-        h.failures = 0
-        h.retry_at = 0.0
 
 
 class _StaleConnection(Exception):
@@ -497,15 +515,40 @@ def _unquote(text: str) -> str:
     return text
 
 
-class XrfStation:
-    """Several heads: each measurement goes to a free, healthy head (fails fast if none is up)."""
+class Head(Protocol):
+    """What a station needs of one head (`XrfClient`, `drivers.dp5.Dp5Client`)."""
 
-    def __init__(self, heads: Sequence[XrfClient], *, name: str = "xrf-station") -> None:
+    name: str
+
+    @property
+    def health(self) -> XrfHealth: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def measure(self, sample_id: str, live_time_s: float) -> Spectrum: ...
+
+
+class XrfStation:
+    """Several heads: each measurement goes to a free, healthy head (fails fast if none is up).
+
+    With `lanes`, the conveyor puts cell `seq` in front of head (seq - 1) mod N, so `CELL:<seq>`
+    is measured there and nowhere else (heads that cannot be told what they measure, such as
+    DP5 heads: docs/xrf.md, "Geometry"); other samples still go to any free head."""
+
+    def __init__(
+        self, heads: Sequence[Head], *, name: str = "xrf-station", lanes: bool = False
+    ) -> None:
         if not heads:
             raise ValueError("an XRF station needs at least one head")
         self.name = name
         self.heads = list(heads)
-        self._idle: list[XrfClient] = list(heads)
+        self.lanes = lanes
+        self._idle: list[Head] = list(heads)
         self._changed = asyncio.Condition()
 
     @property
@@ -545,14 +588,15 @@ class XrfStation:
         await self.close()
 
     async def measure(self, sample_id: str, live_time_s: float) -> Spectrum:
-        """Measure on the first free healthy head (waits while healthy heads are busy)."""
-        head = await self._take()
+        """Measure on the first free healthy head (waits while healthy heads are busy); with
+        lanes, a cell on the head of its lane (waits while it is busy, fails if it is down)."""
+        head = await self._take(self._lane(sample_id))
         try:
             return await head.measure(sample_id, live_time_s)
         finally:
             async with self._changed:
                 self._idle.append(head)
-                if head.ready:
+                if head.ready and not self.lanes:  # lanes: the waiter may want this very head
                     self._changed.notify()
                 else:
                     self._changed.notify_all()
@@ -570,8 +614,19 @@ class XrfStation:
             out.append(r)
         return out
 
-    async def _take(self) -> XrfClient:
+    def _lane(self, sample_id: str) -> Head | None:
+        cell = _CELL.fullmatch(sample_id) if self.lanes else None
+        return self.heads[(int(cell.group(1)) - 1) % len(self.heads)] if cell else None
+
+    async def _take(self, lane: Head | None = None) -> Head:
         async with self._changed:
+            if lane is not None:
+                while lane not in self._idle:
+                    await self._changed.wait()
+                if not lane.ready:
+                    raise XrfUnavailableError(f"{lane.name}: down: {lane.health.last_error}")
+                self._idle.remove(lane)
+                return lane
             while True:
                 ready = [h for h in self._idle if h.ready]
                 if ready:

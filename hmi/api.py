@@ -94,6 +94,7 @@ ERRORS = {
     428: "change not confirmed: send confirm=true",
     502: "the instrument this needs answered with an error (lot analyser)",
     429: "too many failed logins for this account or client; wait `Retry-After` seconds",
+    502: "the lot analyser failed or did not answer; `detail` says how",
     503: "a part this needs is not available (model registry, routing file)",
 }
 AUTH = (401, 403)

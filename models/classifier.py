@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ import sklearn
 from threadpoolctl import ThreadpoolController
 
 from drivers.spectra import Spectrum
+from models.chemistry import CLASSES, LI_ION, NMC_GRADES
 from models.features import (
     FEATURE_VERSION,
     INDEX,
@@ -46,15 +47,11 @@ from models.features import (
     extract_with_fit,
     foreign_shares,
 )
-from models.passport import ChemistryClass
 
 # The eleven specific classes of docs/architecture.md (the family `NMC` and `UNKNOWN` are answers,
 # not labels).
-CLASSES: tuple[str, ...] = tuple(c for c in get_args(ChemistryClass) if c not in ("NMC", "UNKNOWN"))
 CAN = "CAN"  # training label: a spectrum that shows only an intact steel can
 MODEL_CLASSES: tuple[str, ...] = (*CLASSES, CAN)
-NMC_GRADES = frozenset({"NMC111", "NMC532", "NMC622", "NMC811"})
-LI_ION = frozenset({*NMC_GRADES, "NCA", "LCO", "LMO", "LFP"})
 UNKNOWN = "UNKNOWN"
 
 # Reason codes of a SpectrumResult.
@@ -100,6 +97,12 @@ class Rules:
     # residual (per Poisson expectation; cells: median 1, max ~80) above `ood_max_residual`;
     # a metal-to-scatter ratio (log) above `ood_max_tm_to_scatter` (cells: < 5.3; no tube
     # scatter at all: electron excitation); a stated tube voltage below `min_tube_kv`.
+    # NiMH's La/Ce L lines (4.6-5.3 keV) at this share of the metal line signal and this
+    # significance in a spectrum read as another chemistry -> ambiguous: below the La K edge
+    # (38.9 keV, tubes under ~42 kV) they are all NiMH shows besides Ni/Co/Mn, which NMC also
+    # has. Simulated non-NiMH cells stay under 0.035.
+    ree_l_min_share: float = 0.05
+    ree_l_min_snr: float = 8.0
     ood_min_share: float = 0.1
     ood_min_snr: float = 5.0
     ood_max_residual: float = 500.0
@@ -198,6 +201,16 @@ def out_of_domain(
     return out
 
 
+def rare_earth_l_lines(fit: LineFit, rules: Rules) -> npt.NDArray[np.bool_]:
+    """Per spectrum: La + Ce L lines strong enough that only NiMH explains them."""
+    metal = sum(np.maximum(fit.area[el], 0.0) for el in TM)
+    ree = np.maximum(fit.area["La_L"], 0.0) + np.maximum(fit.area["Ce_L"], 0.0)
+    sigma = np.sqrt(fit.sigma["La_L"] ** 2 + fit.sigma["Ce_L"] ** 2)
+    snr = (fit.area["La_L"] + fit.area["Ce_L"]) / np.maximum(sigma, 1e-9)
+    share = ree / np.maximum(metal + ree, 1.0)
+    return np.asarray((share >= rules.ree_l_min_share) & (snr >= rules.ree_l_min_snr))
+
+
 def _top(probs: dict[str, float], n: int = 2) -> str:
     best = sorted(probs.items(), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{k} {v:.2f}" for k, v in best if v >= 0.01)
@@ -215,7 +228,7 @@ def one_thread() -> AbstractContextManager[Any]:
     return _threads().limit(limits=1, user_api="openmp")
 
 
-FOREST_MAX_ROWS = 64
+FOREST_MAX_ROWS = 512
 
 
 class _Forest:
@@ -230,8 +243,8 @@ class _Forest:
         self.feature = np.zeros(shape, dtype=np.intp)
         self.threshold = np.zeros(shape)
         self.missing_left = np.zeros(shape, dtype=bool)
-        self.left = np.zeros(shape, dtype=np.intp)
-        self.right = np.zeros(shape, dtype=np.intp)
+        # children[tree, node, 0] left, [..., 1] right (flat indices): one gather per level
+        self.children = np.zeros((*shape, 2), dtype=np.intp)
         self.value = np.zeros(shape)
         depth = 0
         for i, t in enumerate(trees):
@@ -244,8 +257,9 @@ class _Forest:
             self.feature[i, :m] = nodes["feature_idx"]
             self.threshold[i, :m] = nodes["num_threshold"]
             self.missing_left[i, :m] = nodes["missing_go_to_left"].astype(bool)
-            self.left[i, :m] = np.where(leaf, here, nodes["left"])  # a leaf stays where it is
-            self.right[i, :m] = np.where(leaf, here, nodes["right"])
+            base = i * n_nodes  # a leaf stays where it is
+            self.children[i, :m, 0] = base + np.where(leaf, here, nodes["left"])
+            self.children[i, :m, 1] = base + np.where(leaf, here, nodes["right"])
             self.value[i, :m] = np.where(leaf, nodes["value"], 0.0)
             depth = max(depth, int(nodes["depth"].max()))
         self.depth = depth
@@ -258,22 +272,23 @@ class _Forest:
         """Raw multi-class scores, as HistGradientBoostingClassifier.decision_function."""
         out = np.empty((x.shape[0], self.baseline.shape[1]))
         feature, threshold = self.feature.ravel(), self.threshold.ravel()
-        missing_left, left, right = self.missing_left.ravel(), self.left.ravel(), self.right.ravel()
-        n_nodes = self.feature.shape[1]
-        base = self.rows * n_nodes  # flat index of each tree's root
+        missing_left, children = self.missing_left.ravel(), self.children.ravel()
+        base = self.rows * self.feature.shape[1]  # flat index of each tree's root
         n_features = x.shape[1]
         for start in range(0, x.shape[0], 256):
             xs = np.ascontiguousarray(x[start : start + 256])
             xs_flat = xs.ravel()
+            has_nan = bool(np.isnan(xs_flat).any())
             row_base = (np.arange(xs.shape[0]) * n_features)[:, None]
             node = np.broadcast_to(base, (xs.shape[0], base.size)).copy()
             for _ in range(self.depth):
                 value = xs_flat[row_base + feature[node]]
-                go_left = np.where(np.isnan(value), missing_left[node], value <= threshold[node])
-                node = base + np.where(go_left, left[node], right[node])
+                go_right = value > threshold[node]  # NaN: False here, decided below
+                if has_nan:
+                    go_right = np.where(np.isnan(value), ~missing_left[node], go_right)
+                node = children[2 * node + go_right]
             leaves = self.value.ravel()[node]
-            block = leaves @ self.one_hot
-            out[start : start + xs.shape[0]] = block + self.baseline
+            out[start : start + xs.shape[0]] = leaves @ self.one_hot + self.baseline
         return out
 
 
@@ -301,8 +316,8 @@ def _decision_function(inner: Any) -> Any:
             def scaled(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
                 return np.asarray(head.transform(x), dtype=np.float64)
 
-        # Few rows (the line's micro-batches): arrays win; many rows: sklearn's per-tree loop
-        # is amortised and its compiled tree walk is faster.
+        # Up to a few hundred rows (the line's micro-batches, the bench's 256): arrays win;
+        # many rows: sklearn's per-tree loop is amortised and its compiled tree walk is faster.
         return lambda x: (
             forest.decision(scaled(x))
             if x.shape[0] <= FOREST_MAX_ROWS
@@ -383,16 +398,18 @@ class Classifier:
         features, fit = extract_with_fit(spectra)
         totals = np.asarray([s.total_counts() for s in spectra])
         ood = out_of_domain(features, fit, [s.tube_kv for s in spectra], self.rules)
-        return self.predict_features(features, totals, ood)
+        return self.predict_features(features, totals, ood, rare_earth_l_lines(fit, self.rules))
 
     def predict_features(
         self,
         features: npt.NDArray[np.float64],
         totals: npt.NDArray[np.float64],
         ood: Sequence[str] | None = None,
+        ree_l: npt.NDArray[np.bool_] | None = None,
     ) -> list[SpectrumResult]:
         """Decide from precomputed features (and total counts) of a batch; `ood` gives, per
-        spectrum, why it is out of domain ('' when it is not; see out_of_domain)."""
+        spectrum, why it is out of domain ('' when it is not; see out_of_domain), `ree_l`
+        where La/Ce L lines are strong (rare_earth_l_lines)."""
         r = self.rules
         proba = self.predict_proba(features)
         can_like = can_signature(features, r)
@@ -404,18 +421,25 @@ class Classifier:
         # precision: such a spectrum shows nothing usable.
         no_lines |= ~np.isfinite(features).all(axis=1) | ~(totals <= MAX_PLAUSIBLE_COUNTS)
         out = []
-        for i in range(features.shape[0]):
-            probs = {c: float(p) for c, p in zip(self.classes, proba[i], strict=True)}
+        for i, row in enumerate(proba.tolist()):
+            probs = dict(zip(self.classes, row, strict=True))
             seen = {k: bool(v[i] >= seen_at) for k, v in snr.items()}
             named = [k for k, v in snr.items() if v[i] >= named_at]
             if ood and ood[i] and totals[i] >= r.min_total_counts and not no_lines[i]:
                 out.append(SpectrumResult(UNKNOWN, 0.0, OUT_OF_DOMAIN, probs, ood[i]))
                 continue
-            out.append(
-                self._decide(
-                    probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
-                )
+            res = self._decide(
+                probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
             )
+            if ree_l is not None and ree_l[i] and res.chemistry not in ("NiMH", UNKNOWN):
+                res = SpectrumResult(
+                    UNKNOWN,
+                    res.confidence,
+                    AMBIGUOUS,
+                    probs,
+                    f"La/Ce L lines (4.6-5.3 keV) in a spectrum read as {res.chemistry}",
+                )
+            out.append(res)
         return out
 
     def _decide(

@@ -179,14 +179,26 @@ def _hats(e: FloatArray, knots: Sequence[float]) -> FloatArray:
 
 @dataclass(frozen=True)
 class _Fit:
-    """Precomputed least-squares operators for one region, calibration and FWHM."""
+    """Precomputed least-squares operators for one region, calibration and FWHM.
+
+    The residual and the energy-scale correction are computed from small Gram matrices
+    (columns x columns) instead of channel-sized residual arrays: a batch then costs two
+    matrix products with the counts per ladder entry (docs/classifier.md, "Speed")."""
 
     pinv: FloatArray  # (n_cols, n_ch): amplitudes = pinv @ counts
     pinv_sq: FloatArray  # pinv**2, for Poisson variances of the amplitudes
-    design: FloatArray  # (n_ch, n_cols): peak columns then background hats
-    slope: FloatArray  # (n_peaks, n_ch): d(peak column)/dE, for the energy-scale correction
     n_peaks: int
     background_under: FloatArray  # (n_hats, n_peaks): hat weight under each peak's +-1 FWHM
+    # [pinv; design.T; s_perp; t_perp] (n_ch wide): what a batch is multiplied with. s_perp and
+    # t_perp (n_peaks, n_ch) are d(peak column)/d(offset) and /d(gain), minus their projection
+    # on the design (the energy-scale correction's directions).
+    ops: FloatArray
+    gram: FloatArray  # design.T @ design
+    cross_next: FloatArray  # design.T @ (the next ladder entry's design)
+    s_proj: FloatArray  # (n_peaks, n_cols): amplitudes of the offset direction before projection
+    t_proj: FloatArray  # the same for the gain direction
+    st_gram: FloatArray  # (3, n_peaks, n_peaks): s_perp.s_perp, s_perp.t_perp, t_perp.t_perp
+    st_next: FloatArray  # (2, n_peaks, n_cols): s_perp and t_perp times the next entry's design
 
 
 @dataclass(frozen=True)
@@ -243,19 +255,42 @@ def _region_design(region: _Region, energies: FloatArray, width_kev: float) -> _
             centre = e[int(np.argmax(peak_cols[:, j]))]
             m = np.abs(e - centre) <= float(fwhm_at(centre, fwhm_mn))
             under[:, j] = hats[m].sum(axis=0)
-        pinv = np.linalg.pinv(design)
-        fits.append(
-            _Fit(
-                pinv=np.ascontiguousarray(pinv),
-                design=design,
-                pinv_sq=np.ascontiguousarray(pinv[: peak_cols.shape[1]] ** 2),
-                slope=np.ascontiguousarray(slope.T),
-                n_peaks=peak_cols.shape[1],
-                background_under=under,
-            )
-        )
-    q_all = np.ascontiguousarray(np.concatenate(bases, axis=1))
-    return _RegionDesign(region, slice(lo, hi), e, tuple(fits), q_all, tuple(peaks))
+        fits.append((design, np.linalg.pinv(design), slope.T, under))
+    return _RegionDesign(
+        region,
+        slice(lo, hi),
+        e,
+        tuple(_fit_operators(fits, k, e) for k in range(len(fits))),
+        np.ascontiguousarray(np.concatenate(bases, axis=1)),
+        tuple(peaks),
+    )
+
+
+def _fit_operators(
+    raw: Sequence[tuple[FloatArray, FloatArray, FloatArray, FloatArray]], k: int, e: FloatArray
+) -> _Fit:
+    """The operators of ladder entry k from (design, pinv, slope, background under peaks)."""
+    design, pinv, slope, under = raw[k]
+    next_design = raw[min(k + 1, len(raw) - 1)][0]
+    n_peaks = slope.shape[0]
+    s_dir = -slope  # d(model)/d(offset) per unit peak amplitude
+    t_dir = s_dir * e  # d(model)/d(gain)
+    s_proj, t_proj = s_dir @ pinv.T, t_dir @ pinv.T
+    s_perp = s_dir - s_proj @ design.T
+    t_perp = t_dir - t_proj @ design.T
+    return _Fit(
+        pinv=np.ascontiguousarray(pinv),
+        pinv_sq=np.ascontiguousarray(pinv[:n_peaks] ** 2),
+        n_peaks=n_peaks,
+        background_under=under,
+        ops=np.ascontiguousarray(np.concatenate([pinv, design.T, s_perp, t_perp])),
+        gram=design.T @ design,
+        cross_next=design.T @ next_design,
+        s_proj=s_proj,
+        t_proj=t_proj,
+        st_gram=np.stack([s_perp @ s_perp.T, s_perp @ t_perp.T, t_perp @ t_perp.T]),
+        st_next=np.stack([s_perp @ next_design, t_perp @ next_design]),
+    )
 
 
 _CACHE: OrderedDict[tuple[int, float, float], tuple[_RegionDesign, ...]] = OrderedDict()
@@ -393,50 +428,69 @@ def _solve(
     bg = np.empty((b, n_peaks))
     resid = np.empty(b)
     out_shift = np.zeros((b, 2)) if shift is None else shift
-    e = design.energies
     ladder = np.unique(lo)
+    yy_all = np.einsum("rn,rn->r", y, y)
+    yvar_all = np.maximum(y, 1.0)
     for k in ladder:
         # one ladder entry for the whole batch (the usual case): no row gathering
         rows: slice | npt.NDArray[np.intp] = (
             slice(None) if len(ladder) == 1 else np.flatnonzero(lo == k)
         )
         f0, f1 = design.fits[int(k)], design.fits[min(int(k) + 1, last)]
-        yk = y[rows]
-        wk = w[rows]
-        a = (1 - wk) * (yk @ f0.pinv.T) + wk * (yk @ f1.pinv.T)
-        yvar = np.maximum(yk, 1.0)
+        yk, yvar, wk = y[rows], yvar_all[rows], w[rows]
+        w1 = wk[:, 0]
+        o0 = yk @ (f0.ops if correct else f0.ops[: 2 * n_cols]).T
+        o1 = yk @ f1.ops[: 2 * n_cols].T
+        a = (1 - wk) * o0[:, :n_cols] + wk * o1[:, :n_cols]
         var[rows] = (1 - wk) * (yvar @ f0.pinv_sq.T) + wk * (yvar @ f1.pinv_sq.T)
-        # Residual of the blended model (the same blend of shapes as of amplitudes).
-        r = yk - (1 - wk) * (a @ f0.design.T) - wk * (a @ f1.design.T)
+        # |y - blended model|^2 from Grams: the blend of shapes is the blend of amplitudes.
+        rr = (
+            yy_all[rows]
+            - 2 * (1 - w1) * _rowdot(o0[:, n_cols : 2 * n_cols], a)
+            - 2 * w1 * _rowdot(o1[:, n_cols : 2 * n_cols], a)
+            + (1 - w1) ** 2 * _quad(f0.gram, a)
+            + 2 * w1 * (1 - w1) * _quad(f0.cross_next, a)
+            + w1**2 * _quad(f1.gram, a)
+        )
         if correct:
             # d(model)/d(offset) and d(model)/d(gain): the fitted peaks, shifted (shapes of
-            # the lower entry: a width step changes the correction only to second order).
-            u0 = -(a[:, :n_peaks] @ f0.slope)
-            u1 = u0 * e
-            p0, p1 = u0 @ f0.pinv.T, u1 @ f0.pinv.T
-            u0 -= p0 @ f0.design.T
-            u1 -= p1 @ f0.design.T
+            # the lower entry: a width step changes the correction only to second order),
+            # minus their projection on the design.
+            ap = a[:, :n_peaks]
+            p0, p1 = ap @ f0.s_proj, ap @ f0.t_proj
+            n00, n01, n11 = (_quad(g, ap) for g in f0.st_gram)
+            ys, yt = o0[:, 2 * n_cols : 2 * n_cols + n_peaks], o0[:, 2 * n_cols + n_peaks :]
+            g0 = _rowdot(ap, ys) - w1 * _rowdot(ap, a @ f0.st_next[0].T)
+            g1 = _rowdot(ap, yt) - w1 * _rowdot(ap, a @ f0.st_next[1].T)
             # Ridge prior on the scale error: with one line group, offset and gain trade off.
             noise = yvar.mean(axis=1)
-            m00 = np.einsum("rn,rn->r", u0, u0) + noise / PRIOR_OFFSET_KEV**2
-            m01 = np.einsum("rn,rn->r", u0, u1)
-            m11 = np.einsum("rn,rn->r", u1, u1) + noise / PRIOR_GAIN**2
-            g0, g1 = np.einsum("rn,rn->r", u0, r), np.einsum("rn,rn->r", u1, r)
+            m00 = n00 + noise / PRIOR_OFFSET_KEV**2
+            m11 = n11 + noise / PRIOR_GAIN**2
             if shift is None:
-                det = m00 * m11 - m01 * m01
+                det = m00 * m11 - n01 * n01
                 c0 = np.clip(
-                    (m11 * g0 - m01 * g1) / det, -MAX_OFFSET_SHIFT_KEV, MAX_OFFSET_SHIFT_KEV
+                    (m11 * g0 - n01 * g1) / det, -MAX_OFFSET_SHIFT_KEV, MAX_OFFSET_SHIFT_KEV
                 )
-                c1 = np.clip((m00 * g1 - m01 * g0) / det, -MAX_GAIN_SHIFT, MAX_GAIN_SHIFT)
+                c1 = np.clip((m00 * g1 - n01 * g0) / det, -MAX_GAIN_SHIFT, MAX_GAIN_SHIFT)
                 out_shift[rows, 0], out_shift[rows, 1] = c0, c1
             else:
                 c0, c1 = shift[rows, 0], shift[rows, 1]
             a = a - p0 * c0[:, None] - p1 * c1[:, None]
-            r = r - u0 * c0[:, None] - u1 * c1[:, None]
+            rr = rr - 2 * c0 * g0 - 2 * c1 * g1 + c0**2 * n00 + 2 * c0 * c1 * n01 + c1**2 * n11
         amps[rows] = a
-        resid[rows] = np.einsum("rn,rn->r", r, r)
+        resid[rows] = np.maximum(rr, 0.0)
         bg[rows] = np.maximum(a[:, n_peaks:], 0.0) @ f0.background_under
     return amps, var, bg, resid, out_shift
+
+
+def _rowdot(u: FloatArray, v: FloatArray) -> FloatArray:
+    """Row-wise dot products."""
+    return np.einsum("rn,rn->r", u, v)
+
+
+def _quad(gram: FloatArray, a: FloatArray) -> FloatArray:
+    """Row-wise quadratic forms a_r . gram . a_r."""
+    return _rowdot(a @ gram, a)
 
 
 def _ladder_position(resid: FloatArray) -> FloatArray:

@@ -24,23 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# docs/architecture.md, "Chemistry classes and routes": spelled exactly as the rest of the plant
-# spells them.
-ChemistryClass = Literal[
-    "NMC111",
-    "NMC532",
-    "NMC622",
-    "NMC811",
-    "NCA",
-    "LCO",
-    "LMO",
-    "LFP",
-    "NiMH",
-    "NiCd",
-    "ZnMn",
-    "NMC",
-    "UNKNOWN",
-]
+from models.chemistry import Chemistry
 
 PLANT_FORMAT = "plant-passport/1"
 AAS_ID_KEY = "globalAssetId"  # where `aas_values` puts an AAS shell's asset id
@@ -145,7 +129,7 @@ class Passport(BaseModel):
     model: PassportModel
     manufacturer: str | None = None
     product: str | None = None
-    chemistry: ChemistryClass
+    chemistry: Chemistry
     chemistry_reason: str
     chemistry_text: str  # what the file said, "" when it said nothing
     mass_g: float | None = None

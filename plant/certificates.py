@@ -1,27 +1,100 @@
-"""Recycled-content certificate per product batch, as JSON and as self-contained HTML.
+"""Recycled-content certificate per product batch, as signed JSON and as self-contained HTML.
 
 A cell maker needs this for its own recycled-content declaration (EU 2023/1542 Art. 8): what the
-batch is, that it meets spec, how much recovered metal it holds, and which lots, cells and
-passports it came from. The JSON carries a SHA-256 of its own canonical form so a copy can be
-checked against the plant's record.
+batch is, that it meets spec, how much recovered Co, Li or Ni (Pb) it holds, which share of it
+came from post-consumer batteries and which from manufacturing waste (from the cells' passports),
+and which lots, cells and passports it came from. Only released, in-spec batches get one. The
+JSON carries a SHA-256 of its canonical form and a JWS (ES256) over it with the plant's key, so a
+buyer verifies it with the public key `plant certificates public-key` exports.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 
+from joserfc import jws
+from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from plant.genealogy import TraceError, trace_batch
 from plant.hydromet import HydrometConfig, effective_assays, verdict_of
+from plant.lots import estimate_metals
 from plant.purity import ProductsConfig, metal_in_product
 from plant.purity_report import balance_of, iso_utc
-from plant.store import BatchRow, CampaignRow, Store
+from plant.store import BatchRow, CampaignRow, PassportRow, Store
+
+ART8_METALS = ("Co", "Li", "Ni", "Pb")  # Regulation (EU) 2023/1542 Art. 8(1)
+ORIGINS = ("post_consumer", "manufacturing_waste", "unknown")
+KEY_FILE = "certificate-signing.jwk"  # in the config directory, created on first use (0600)
+ALG = "ES256"
+
+
+class CertificateRefused(ValueError):
+    """The batch may not carry a recycled-content certificate (the message says why)."""
+
+
+def waste_origin(payload: Mapping[str, Any] | None) -> str:
+    """post_consumer, manufacturing_waste or unknown, from a passport's status fields
+    (Catena-X `sustainability.status`, BatteryPass `batteryStatus`)."""
+    if not payload:
+        return "unknown"
+    sus = payload.get("sustainability")
+    texts = [
+        sus.get("status") if isinstance(sus, Mapping) else None,
+        payload.get("batteryStatus"),
+    ]
+    for t in (str(x).lower() for x in texts if x):
+        if any(w in t for w in ("scrap", "production", "manufactur")):
+            return "manufacturing_waste"
+        if any(w in t for w in ("waste", "used", "end of life", "repurposed", "reused")):
+            return "post_consumer"
+    return "unknown"
+
+
+def origin_shares(cells: list[tuple[str | None, float | None, str]], metal: str) -> dict[str, Any]:
+    """Shares of the metal by the waste origin of the cells that carried it:
+    cells = (chemistry, mass_g, origin); grams from the cells' estimated metal content."""
+    grams = dict.fromkeys(ORIGINS, 0.0)
+    for chem, mass, origin in cells:
+        grams[origin] += estimate_metals(chem, mass or 0.0).get(metal, 0.0)
+    total = sum(grams.values())
+    return {
+        "basis": f"{metal} estimated from each traced cell's chemistry and mass",
+        **{f"{o}_pct": round(100.0 * g / total, 1) if total else None for o, g in grams.items()},
+    }
+
+
+def plant_key(config_dir: Path) -> ECKey:
+    """The plant's certificate signing key (P-256), made on first use and kept private."""
+    path = config_dir / KEY_FILE
+    if path.exists():
+        return ECKey.import_key(json.loads(path.read_text(encoding="utf-8")))
+    key = ECKey.generate_key("P-256", private=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(key.as_dict(private=True), f)
+    return key
+
+
+def public_jwk(config_dir: Path) -> dict[str, Any]:
+    """The public half of the plant's key as a JWK, with its thumbprint as `kid`."""
+    key = plant_key(config_dir)
+    return {**key.as_dict(private=False), "kid": key.thumbprint(), "alg": ALG, "use": "sig"}
+
+
+def sign(body: dict[str, Any], config_dir: Path) -> str:
+    """Compact JWS over the certificate's canonical JSON with the plant's key."""
+    key = plant_key(config_dir)
+    header = {"alg": ALG, "kid": key.thumbprint(), "typ": "recycled-content+json"}
+    return jws.serialize_compact(header, canonical(body).encode(), key)
 
 
 def certificate(
@@ -32,8 +105,10 @@ def certificate(
     *,
     site: str,
     now: datetime,
+    key_dir: Path,
 ) -> dict[str, Any]:
-    """The certificate's content; raises TraceError for an unknown batch."""
+    """The signed certificate; TraceError for an unknown batch, CertificateRefused for one that
+    may not have a certificate. `key_dir` holds the plant's signing key."""
     with store.session() as s:
         batch = s.get(BatchRow, batch_id)
         if batch is None:
@@ -44,8 +119,33 @@ def certificate(
     spec = products.products.get(batch.product)
     if spec is None:
         raise TraceError(f"batch {batch_id!r} is {batch.product!r}, which has no product spec")
+    if spec.metal not in ART8_METALS:
+        raise CertificateRefused(
+            f"batch {batch_id} is {batch.product}: its metal {spec.metal} is not one Art. 8 "
+            f"counts ({', '.join(ART8_METALS)}); no recycled-content certificate"
+        )
     verdict = verdict_of(spec, assay)
+    if batch.state != "released" or not verdict.in_spec:
+        why = "; ".join(verdict.reasons) or f"state {batch.state}"
+        raise CertificateRefused(
+            f"batch {batch_id} is {batch.state.replace('_', ' ')} ({why}); "
+            "no recycled-content certificate for a batch that is not released in spec"
+        )
     trace = trace_batch(store, batch_id)
+    with store.session() as s:
+        ids = [c.passport_id for c in trace.cells if c.passport_id]
+        payloads: dict[str, Any] = dict(
+            s.execute(
+                select(PassportRow.id, PassportRow.payload).where(PassportRow.id.in_(ids))
+            ).all()
+        )
+    shares = origin_shares(
+        [
+            (c.chemistry, c.mass_g, waste_origin(payloads.get(c.passport_id or "")))
+            for c in trace.cells
+        ],
+        spec.metal,
+    )
     metal_g = (
         metal_in_product(
             spec, batch.mass_kg or 0.0, assay.purity_pct, assay.main_pct.get(spec.metal)
@@ -68,7 +168,7 @@ def certificate(
         "batch": {
             "id": batch.id,
             "product": batch.product,
-            "mass_kg": batch.mass_kg,
+            "mass_kg": None if batch.mass_kg is None else round(batch.mass_kg, 3),
             "made_at": iso_utc(batch.created_at),
             "campaign_id": batch.campaign_id,
             "state": batch.state,
@@ -79,15 +179,16 @@ def certificate(
             "source": assay.source,
             "taken_at": iso_utc(assay.taken_at),
             "purity_pct": assay.purity_pct,
-            "main_pct": assay.main_pct,
-            "impurities_ppm": assay.impurities_ppm,
+            "main_pct": {k: round(v, 3) for k, v in assay.main_pct.items()},
+            "impurities_ppm": {k: round(v, 2) for k, v in assay.impurities_ppm.items()},
+            "physical": assay.physical,
         },
         "spec": spec.model_dump(exclude={"spc"}),
         "verdict": {"in_spec": verdict.in_spec, "reasons": verdict.reasons},
         "recovered_metal": {
             "metal": spec.metal,
             "mass_g": None if metal_g is None else round(metal_g, 1),
-            "post_consumer_recycled_pct": 100.0,
+            "origin": shares,
             "campaign_recovery_pct": recovery_pct,
         },
         "genealogy": {
@@ -99,12 +200,13 @@ def certificate(
         },
     }
     body["sha256"] = hashlib.sha256(canonical(body).encode()).hexdigest()
+    body["jws"] = sign(body, key_dir)
     return body
 
 
 def canonical(body: dict[str, Any]) -> str:
-    """The certificate without its hash, in the one text form the hash is taken over."""
-    rest = {k: v for k, v in body.items() if k != "sha256"}
+    """The certificate without its hash and signature, in the one text form both cover."""
+    rest = {k: v for k, v in body.items() if k not in ("sha256", "jws")}
     return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -189,7 +291,9 @@ def render_html(cert: dict[str, Any]) -> str:
         _rows(
             [
                 (f"{r['metal']} in this batch", f"{r['mass_g']} g"),
-                ("Post-consumer recycled share", f"{r['post_consumer_recycled_pct']} %"),
+                ("From post-consumer batteries", f"{r['origin']['post_consumer_pct']} %"),
+                ("From manufacturing waste", f"{r['origin']['manufacturing_waste_pct']} %"),
+                ("Origin unknown (not claimable)", f"{r['origin']['unknown_pct']} %"),
                 ("Campaign recovery of " + r["metal"], f"{r['campaign_recovery_pct']} %"),
             ]
         )
@@ -200,5 +304,6 @@ without a battery passport.</p>
 <table><tr><th>Lot</th><th>Route</th><th>Mass</th><th>Cells</th></tr>{lots}</table>
 <h2>Battery passports ({len(g["passport_ids"])})</h2><ul class="ids">{pids}</ul>
 <h2>Integrity</h2><p class="mono">SHA-256 of the canonical JSON: {escape(cert["sha256"])}</p>
+<p class="mono">JWS ({ALG}, the plant's key): {escape(cert["jws"])}</p>
 </body></html>
 """

@@ -19,6 +19,8 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from plant.domain import Route
+
 DEFAULT_CONFIG_DIR = Path("config")
 CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
 DATABASE_URL_ENV = "PLANT_DATABASE_URL"
@@ -75,6 +77,13 @@ class HmiSection(Strict):
     trusted_proxies: list[IPvAnyNetwork] = []
 
 
+class SimBuffer(Strict):
+    """The simulated conveyor downstream of one route (`[sim.buffers.<route>]`)."""
+
+    capacity: int = Field(ge=1, description="cells it holds")
+    drain_cells_s: float = Field(ge=0, description="cells a second carried away")
+
+
 class SimSection(Strict):
     host: str = "127.0.0.1"
     plc_port: int = Field(5020, ge=1, le=65535)
@@ -89,6 +98,9 @@ class SimSection(Strict):
     )
     forged_passport_share: float = Field(
         0.0, ge=0.0, le=1.0, description="simulated signed passports altered after signing"
+    )
+    buffers: dict[Route, SimBuffer] = Field(
+        default_factory=dict, description="downstream buffers by route (default: unlimited)"
     )
 
 
@@ -137,12 +149,59 @@ class PlcSection(Strict):
 
 
 class XrfSection(Strict):
-    """The XRF station: `heads` SCPI instruments on consecutive ports from `port`."""
+    """The XRF station (docs/xrf.md): `heads` Amptek DP5-family detectors over UDP (`dp5`) or
+    instruments speaking our SCPI gateway protocol over TCP (`scpi`, docs/xrf-protocol.md), on
+    `hosts` (one per head, each on `port`) or on consecutive ports from `port` of `host`."""
 
+    kind: str = "dp5"
     host: str = "127.0.0.1"
+    hosts: list[str] = Field(default_factory=list, description="dp5/scpi: one address per head")
     port: int = Field(5030, ge=1, le=65535)
     heads: int = Field(8, ge=0, le=32, description="0: no XRF station (passport only)")
     timeout_s: float = Field(5.0, gt=0, le=120)
+    # dp5 only
+    udp_timeout_s: float = Field(0.25, gt=0, le=10, description="resend a request after this")
+    retries: int = Field(2, ge=0, le=10)
+    channels: int = Field(4096, description="MCA channels (MCAC): 256, 512, ... 8192")
+    offset_kev: float = Field(0.0, ge=-5, le=5, allow_inf_nan=False)
+    kev_per_channel: float = Field(0.01, gt=0, le=1, allow_inf_nan=False)
+    tube_kv: float | None = Field(50.0, gt=0, le=100, description="the X-ray tube's setting")
+    max_dead_time: float = Field(0.5, gt=0, le=1, description="alarm above this dead time")
+    min_detector_temp_k: float = Field(200.0, ge=0, le=400)
+    max_detector_temp_k: float = Field(260.0, ge=0, le=400)
+    min_hv_v: float = Field(20.0, ge=0, le=2000, description="|HV| below this: HV off alarm")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind == "sciaps":
+            raise ValueError(
+                "a SciAps analyser assays lots, it is not a line XRF head: use dp5 or scpi"
+            )
+        if kind not in ("dp5", "scpi"):
+            raise ValueError(f"unknown XRF kind {kind!r}: use dp5 or scpi")
+        return kind
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, n: int) -> int:
+        if n not in (256, 512, 1024, 2048, 4096, 8192):
+            raise ValueError(f"{n} channels: a DP5 has 256, 512, 1024, 2048, 4096 or 8192")
+        return n
+
+    @model_validator(mode="after")
+    def _consistent(self) -> XrfSection:
+        if self.hosts and len(self.hosts) != self.heads:
+            raise ValueError(f"hosts names {len(self.hosts)} heads, heads = {self.heads}")
+        if self.min_detector_temp_k >= self.max_detector_temp_k:
+            raise ValueError("min_detector_temp_k must be below max_detector_temp_k")
+        return self
+
+    def address(self, k: int) -> tuple[str, int]:
+        """Host and port of head k (0-based)."""
+        if self.hosts:
+            return self.hosts[k], self.port
+        return self.host, self.port + k
 
 
 class AssayAnalyserSection(Strict):

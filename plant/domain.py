@@ -5,23 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-
-class Chemistry(StrEnum):
-    """Chemistry classes, spelled exactly as docs/architecture.md fixes them."""
-
-    NMC111 = "NMC111"
-    NMC532 = "NMC532"
-    NMC622 = "NMC622"
-    NMC811 = "NMC811"
-    NCA = "NCA"
-    LCO = "LCO"
-    LMO = "LMO"
-    LFP = "LFP"
-    NiMH = "NiMH"
-    NiCd = "NiCd"
-    ZnMn = "ZnMn"
-    NMC = "NMC"  # family known, ratio not
-    UNKNOWN = "UNKNOWN"
+from models.chemistry import Chemistry as Chemistry  # re-exported: the plant's one vocabulary
 
 
 class Route(StrEnum):

@@ -28,6 +28,7 @@ from plant.domain import AlarmPriority
 from plant.events import Event, EventBus
 from plant.historian import Historian
 from plant.purity import (
+    PHYSICAL_UNITS,
     ProductsConfig,
     ProductSpec,
     SpcChart,
@@ -35,15 +36,17 @@ from plant.purity import (
     Verdict,
     assess,
     bad_side,
-    purity_by_difference,
     spc_chart,
+    spec_limit,
+    unit_of,
     value_black_mass,
 )
 from plant.store import AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
 
 log = logging.getLogger(__name__)
 
-SPC_RULES = ("WE1", "WE2", "WE3", "WE4", "N3", "MR")
+SPC_RULES = ("WE1", "WE2", "WE3", "WE4", "N3", "MR", "EWMA")
+LEACH_TAGS = ("leach.ph", "leach.temp_c", "leach.orp_mv")  # the PLC's: the leach model's inputs
 
 
 class ProcessSection(Strict):
@@ -53,6 +56,13 @@ class ProcessSection(Strict):
     ph_setpoint: float = Field(4.0, gt=0, lt=14)
     ph_noise: float = Field(0.03, ge=0, description="pH loop noise, 1 sigma")
     ph_drift_per_h: float = Field(0.0, description="simulated sensor/dosing drift, pH per hour")
+
+
+class LeachSection(Strict):
+    """The leach: pulp density and residence time (pH, temperature and ORP come from the PLC)."""
+
+    solid_liquid_g_per_l: float = Field(100.0, gt=0, le=1000, description="pulp density")
+    residence_min: float = Field(120.0, gt=0, le=1440, description="leach residence time")
 
 
 class CampaignSection(Strict):
@@ -66,7 +76,9 @@ class SpcSection(Strict):
     baseline_batches: int = Field(6, ge=2, description="first N batches per product set limits")
     recent_batches: int = Field(30, ge=8, description="points the rules look at")
     trend_run: int = Field(6, ge=3)
-    rules: list[str] = Field(default_factory=lambda: ["WE1", "WE2", "WE3", "WE4", "N3"])
+    rules: list[str] = Field(default_factory=lambda: ["WE1", "WE2", "WE3", "WE4", "N3", "EWMA"])
+    ewma_lambda: float = Field(0.2, gt=0, le=1, description="EWMA weight of the newest point")
+    ewma_l: float = Field(2.7, gt=0, description="EWMA limit width in sigma of the EWMA")
     sigma_floor_ppm: float = Field(0.1, ge=0, description="assay repeatability, absolute")
     sigma_floor_rel: float = Field(0.05, ge=0, description="assay repeatability, relative")
 
@@ -103,6 +115,7 @@ class HydrometConfig(Strict):
 
     historian_period_s: float = Field(1.0, gt=0)
     process: ProcessSection = ProcessSection()
+    leach: LeachSection = LeachSection()
     campaign: CampaignSection = CampaignSection()
     spc: SpcSection = SpcSection()
     black_mass: BlackMassSection = BlackMassSection()
@@ -131,6 +144,8 @@ class ProductMade(Protocol):
     def main_pct(self) -> float: ...
     @property
     def impurities_ppm(self) -> dict[str, float]: ...
+    @property
+    def physical(self) -> dict[str, float]: ...
 
 
 class CampaignMade(Protocol):
@@ -169,8 +184,11 @@ class HydrometPlant(Protocol):
         feed_mass_g: float,
         ph_mean: float,
         ph_sd: float,
+        leach: Mapping[str, float],
     ) -> CampaignMade:
-        """Campaign `number` of the line: its feed (grams per metal) into assayed products."""
+        """Campaign `number` of the line: its feed (grams per metal) into assayed products.
+        `leach`: the mean leach pH, temperature and ORP the PLC reported (LEACH_TAGS) since the
+        last campaign, plus solid_liquid_g_per_l and residence_min."""
         ...
 
     def pellet_assay(
@@ -196,21 +214,24 @@ class AssayValues:
     purity_pct: float | None
     main_pct: dict[str, float]
     impurities_ppm: dict[str, float]
+    physical: dict[str, float] = field(default_factory=dict)  # magnetic_ppb, insolubles_pct
 
     def value(self, variable: str) -> float | None:
-        """purity_pct or an impurity in ppm (absent impurity: None)."""
-        return self.purity_pct if variable == "purity_pct" else self.impurities_ppm.get(variable)
+        """purity_pct, magnetic_ppb, insolubles_pct or an impurity in ppm (absent: None)."""
+        if variable == "purity_pct":
+            return self.purity_pct
+        if variable in PHYSICAL_UNITS:
+            return self.physical.get(variable)
+        return self.impurities_ppm.get(variable)
 
 
 def assay_values(row: AssayRow) -> AssayValues:
-    """Read an AssayRow's composition JSON; purity by difference when only impurities came."""
+    """Read an AssayRow's composition JSON (purity is the measured compound content, if any)."""
     comp = row.composition or {}
     ppm = {k: float(v) for k, v in (comp.get("impurities_ppm") or {}).items()}
-    purity = row.purity_pct
-    if purity is None and ppm:
-        purity = purity_by_difference(ppm)
     main = {k: float(v) for k, v in (comp.get("main_pct") or {}).items()}
-    return AssayValues(row.source, row.taken_at, purity, main, ppm)
+    phys = {k: float(v) for k, v in (comp.get("physical") or {}).items()}
+    return AssayValues(row.source, row.taken_at, row.purity_pct, main, ppm, phys)
 
 
 def effective_assays(session: Session, batch_ids: Sequence[str]) -> dict[str, AssayValues]:
@@ -238,21 +259,13 @@ def effective_assays(session: Session, batch_ids: Sequence[str]) -> dict[str, As
             if cur is None:
                 cur = lab
                 continue
-            ppm = {**cur.impurities_ppm, **lab.impurities_ppm}
-            if lab.purity_pct is not None:
-                purity = lab.purity_pct
-            elif cur.purity_pct is not None:  # shift by the change in the impurities' sum
-                purity = (
-                    cur.purity_pct - (sum(ppm.values()) - sum(cur.impurities_ppm.values())) / 1e4
-                )
-            else:
-                purity = purity_by_difference(ppm)
             cur = AssayValues(
                 "lab" if cur.source == "lab" else "inline+lab",
                 lab.taken_at,
-                purity,
+                lab.purity_pct if lab.purity_pct is not None else cur.purity_pct,
                 {**cur.main_pct, **lab.main_pct},
-                ppm,
+                {**cur.impurities_ppm, **lab.impurities_ppm},
+                {**cur.physical, **lab.physical},
             )
         if cur is not None:
             out[bid] = cur
@@ -263,18 +276,20 @@ def verdict_of(spec: ProductSpec, a: AssayValues | None) -> Verdict:
     """Spec verdict of a batch from its deciding assay (no assay: not in spec)."""
     if a is None:
         return Verdict(False, ["no assay"])
-    return assess(spec, a.purity_pct, a.main_pct.get(spec.metal), a.impurities_ppm)
+    return assess(spec, a.purity_pct, a.main_pct.get(spec.metal), a.impurities_ppm, a.physical)
 
 
 def product_history(
     session: Session, product: str, spc: SpcSection
 ) -> list[tuple[BatchRow, AssayValues]]:
-    """The baseline batches of a product plus its most recent ones, oldest first, with assays."""
+    """The baseline (the product's first in-spec batches: a bad start must not set the limits)
+    plus its most recent batches, oldest first, with assays. The baseline comes first, so a
+    chart's first `baseline_batches` points are in spec."""
     order = (BatchRow.created_at, BatchRow.id)
     first = list(
         session.scalars(
             select(BatchRow)
-            .where(BatchRow.product == product)
+            .where(BatchRow.product == product, BatchRow.state == "released")
             .order_by(*order)
             .limit(spc.baseline_batches)
         )
@@ -287,6 +302,8 @@ def product_history(
             .limit(spc.recent_batches)
         )
     )
+    if len(first) < spc.baseline_batches:
+        return []  # no baseline yet: no limits to judge by
     seen: dict[str, BatchRow] = {b.id: b for b in first}
     for b in reversed(last):
         seen.setdefault(b.id, b)
@@ -303,6 +320,8 @@ def chart_of(variable: str, values: list[float], cfg: SpcSection) -> SpcChart:
         trend_run=cfg.trend_run,
         floor_ppm=cfg.sigma_floor_ppm,
         floor_rel=cfg.sigma_floor_rel,
+        ewma_lambda=cfg.ewma_lambda,
+        ewma_l=cfg.ewma_l,
     )
 
 
@@ -383,14 +402,24 @@ class HydrometRunner:
         self.line = line
         self.historian = Historian(store)
         self._ph = _Welford()
+        self._leach = {tag: _Welford() for tag in LEACH_TAGS}
         self._last_ph = config.process.ph_setpoint
         self._last_sample: datetime | None = None
 
     # -- the periodic step ------------------------------------------------------------------
-    def step(self, now: datetime, ph: float | None = None) -> StepReport:
-        """Sample the process, run campaigns for waiting lots, value black-mass lots."""
+    def step(
+        self,
+        now: datetime,
+        ph: float | None = None,
+        process: Mapping[str, float] | None = None,
+    ) -> StepReport:
+        """Sample the process, run campaigns for waiting lots, value black-mass lots.
+        `process`: the PLC's process values now (the leach's pH, temperature, ORP)."""
         report = StepReport()
         self._sample(now, ph)
+        for tag, v in (process or {}).items():
+            if tag in self._leach and math.isfinite(v):
+                self._leach[tag].add(float(v))
         while True:
             lots = self._waiting_lots()
             if len(lots) < self.config.campaign.min_lots:
@@ -444,12 +473,16 @@ class HydrometRunner:
         mass = sum(lot.mass_g for lot in lots)
         ph_mean = self._ph.mean if self._ph.n else self._last_ph
         ph_sd = self._ph.sd if self._ph.n > 1 else self.config.process.ph_noise
+        leach = {tag: w.mean for tag, w in self._leach.items() if w.n}
+        leach["solid_liquid_g_per_l"] = self.config.leach.solid_liquid_g_per_l
+        leach["residence_min"] = self.config.leach.residence_min
         try:
-            cid = self._write_campaign(lots, feed, mass, ph_mean, ph_sd, now, report)
+            cid = self._write_campaign(lots, feed, mass, ph_mean, ph_sd, leach, now, report)
         except _LotsTaken:
             return False
         report.campaigns.append(cid)
         self._ph = _Welford()
+        self._leach = {tag: _Welford() for tag in LEACH_TAGS}
         batches = [b for b in report.batches if b.id.startswith(f"{cid}-")]
         # Every campaign's batches are charted, also when one step runs several campaigns.
         self._check_spc(sorted({b.product for b in batches}), report)
@@ -466,6 +499,7 @@ class HydrometRunner:
         mass: float,
         ph_mean: float,
         ph_sd: float,
+        leach: dict[str, float],
         now: datetime,
         report: StepReport,
     ) -> str:
@@ -479,7 +513,7 @@ class HydrometRunner:
             )
             if claimed.rowcount != len(lots):  # type: ignore[attr-defined]
                 raise _LotsTaken(cid)  # another runner claimed them first: roll back
-            result = self.plant.campaign(n, feed, mass, ph_mean, ph_sd)
+            result = self.plant.campaign(n, feed, mass, ph_mean, ph_sd, leach)
             s.add(
                 CampaignRow(
                     id=cid,
@@ -499,7 +533,12 @@ class HydrometRunner:
                     continue  # the plant does not sell this product: it stays in the raffinate
                 bid = f"{cid}-{spec.metal}"
                 assay = AssayValues(
-                    "inline", now, pa.purity_pct, {pa.main_element: pa.main_pct}, pa.impurities_ppm
+                    "inline",
+                    now,
+                    pa.purity_pct,
+                    {pa.main_element: pa.main_pct},
+                    pa.impurities_ppm,
+                    pa.physical,
                 )
                 v = verdict_of(spec, assay)
                 s.add(
@@ -521,6 +560,7 @@ class HydrometRunner:
                         composition={
                             "main_pct": assay.main_pct,
                             "impurities_ppm": pa.impurities_ppm,
+                            "physical": pa.physical,
                         },
                         taken_at=now,
                     )
@@ -565,9 +605,9 @@ class HydrometRunner:
                         self.alarms.clear("spc", code)
                     continue
                 value = chart.values[last]
-                unit = "%" if var == "purity_pct" else "ppm"
-                limit = spec.impurity_limits_ppm.get(var)
-                lim_txt = f", spec limit {limit:g} ppm" if limit is not None else ""
+                unit = unit_of(var)
+                limit = spec_limit(spec, var)
+                lim_txt = f", spec limit {limit:g} {unit}" if limit is not None else ""
                 rules = [r.rule for r in fired]
                 msg = (
                     f"{product} {var} {value:.4g} {unit} at batch {newest.id}: "

@@ -106,9 +106,12 @@ class HydrometProcess:
             await self.close()
             raise
 
-    async def step(self, now: datetime, *, wait: bool = False) -> None:
-        """Ask for one step at `now`. Without `wait`, return at once; a step still running
-        is not queued behind (the next tick asks again). With `wait`, until it is done."""
+    async def step(
+        self, now: datetime, process: dict[str, float] | None = None, *, wait: bool = False
+    ) -> None:
+        """Ask for one step at `now` with the PLC's process values (the leach model's inputs).
+        Without `wait`, return at once; a step still running is not queued behind (the next
+        tick asks again). With `wait`, until it is done."""
         if self._step is not None and not self._step.done():
             if wait:
                 await asyncio.shield(self._step)
@@ -125,7 +128,7 @@ class HydrometProcess:
                 return
             self._backoff.succeeded()
         self._step = asyncio.get_running_loop().create_future()
-        self._send({"step": now.isoformat()})
+        self._send({"step": now.isoformat(), "process": process or {}})
         if wait:
             await asyncio.shield(self._step)
 
@@ -262,7 +265,9 @@ def serve(argv: list[str], build: BuildRunner) -> None:
             elif "step" in msg:
                 error = None
                 try:
-                    runner.step(datetime.fromisoformat(msg["step"]))
+                    runner.step(
+                        datetime.fromisoformat(msg["step"]), process=msg.get("process") or {}
+                    )
                 except Exception as exc:  # the parent logs it; the next step tries again
                     error = f"{type(exc).__name__}: {exc}"
                 out.write(json.dumps({"done": True, "error": error}) + "\n")

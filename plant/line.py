@@ -856,6 +856,13 @@ class LineEngine:
             except Exception as exc:  # the first cells then prepare it (~0.1 s once)
                 log.warning("classifier not prepared with the check spectra: %s", exc)
 
+    def detector_alarm(
+        self, head: str, code: str, message: str | None, priority: AlarmPriority
+    ) -> None:
+        """An XRF head's detector problem (`xrf/<head>_<code>`, e.g. xrf3_hv_off) appeared
+        (message) or went (None): raised and cleared once per change, like the others."""
+        self._set_alarm("xrf", f"{head}_{code}", message, priority)
+
     def _xrf_fault(self, error: str | None) -> None:
         """XRF alarm once per change of state, cleared by the next good measurement."""
         self._set_alarm("xrf", "fault", error)

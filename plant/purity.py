@@ -21,26 +21,36 @@ from plant.config import Strict, config_dir, load_file
 
 
 class ProductSpec(Strict):
-    """Battery-grade specification of one product (config/products.toml)."""
+    """Battery-grade specification of one product as its standard defines it
+    (config/products.toml; figures and sources in docs/reference/product-standards.md)."""
 
+    standard: str = Field(description="the standard (and class) the limits come from")
     metal: str = Field(description="the metal this product recovers, e.g. Ni")
     metal_theory_pct: float = Field(gt=0, le=100, description="wt% of the metal in the pure salt")
-    min_purity_pct: float = Field(99.5, gt=0, le=100)
+    min_purity_pct: float | None = Field(
+        None, gt=0, le=100, description="compound content minimum, where the standard sets one"
+    )
     main_min_pct: float | None = Field(None, gt=0, le=100)
     main_max_pct: float | None = Field(None, gt=0, le=100)
     impurity_limits_ppm: dict[str, float] = Field(default_factory=dict)
+    magnetic_max_ppb: float | None = Field(None, gt=0, description="magnetic foreign matter")
+    insolubles_max_pct: float | None = Field(None, gt=0, description="water-insoluble matter")
     spc: list[str] = Field(
         default_factory=lambda: ["purity_pct", "Fe", "Cu", "Al", "P"],
-        description="what the SPC charts watch: purity_pct or an impurity symbol",
+        description="what the SPC charts watch: purity_pct, an impurity symbol, "
+        "magnetic_ppb or insolubles_pct",
     )
 
 
 class ProductsConfig(Strict):
-    """config/products.toml: product specs and the EU recovery targets."""
+    """config/products.toml: product specs and the EU targets."""
 
     products: dict[str, ProductSpec]
     recovery_targets: dict[str, dict[str, float]] = Field(
         description="label (e.g. end-2027) -> metal -> minimum recovery %"
+    )
+    recycling_efficiency_targets: dict[str, float] = Field(
+        default_factory=dict, description="label (e.g. end-2025) -> minimum recycling efficiency %"
     )
 
 
@@ -57,6 +67,15 @@ class Verdict:
     reasons: list[str]
 
 
+# Physical properties a standard limits besides the analytes, with their units.
+PHYSICAL_UNITS = {"magnetic_ppb": "ppb", "insolubles_pct": "%"}
+
+
+def unit_of(variable: str) -> str:
+    """The unit of a charted variable: purity and insolubles in %, magnetic in ppb, else ppm."""
+    return "%" if variable == "purity_pct" else PHYSICAL_UNITS.get(variable, "ppm")
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
@@ -66,13 +85,18 @@ def assess(
     purity_pct: float | None,
     main_pct: float | None,
     impurities_ppm: Mapping[str, float],
+    physical: Mapping[str, float] | None = None,
 ) -> Verdict:
-    """Judge one assay against a spec; an analyte the spec limits but nobody measured fails."""
+    """Judge one assay against a spec; an analyte the spec limits but nobody measured fails.
+
+    `physical`: magnetic_ppb and insolubles_pct where measured."""
     reasons: list[str] = []
-    if purity_pct is None:
-        reasons.append("purity not assayed")
-    elif purity_pct < spec.min_purity_pct:
-        reasons.append(f"purity {_fmt(purity_pct)} % < {_fmt(spec.min_purity_pct)} %")
+    phys = physical or {}
+    if spec.min_purity_pct is not None:
+        if purity_pct is None:
+            reasons.append("purity not assayed")
+        elif purity_pct < spec.min_purity_pct:
+            reasons.append(f"purity {_fmt(purity_pct)} % < {_fmt(spec.min_purity_pct)} %")
     if spec.main_min_pct is not None or spec.main_max_pct is not None:
         if main_pct is None:
             reasons.append(f"{spec.metal} not assayed")
@@ -86,12 +110,19 @@ def assess(
             reasons.append(f"{el} not assayed (limit {_fmt(limit)} ppm)")
         elif value > limit:
             reasons.append(f"{el} {_fmt(value)} ppm > {_fmt(limit)} ppm")
+    for key, cap, name in (
+        ("magnetic_ppb", spec.magnetic_max_ppb, "magnetic impurities"),
+        ("insolubles_pct", spec.insolubles_max_pct, "insolubles"),
+    ):
+        if cap is None:
+            continue
+        unit = PHYSICAL_UNITS[key]
+        got = phys.get(key)
+        if got is None:
+            reasons.append(f"{name} not assayed (limit {_fmt(cap)} {unit})")
+        elif got > cap:
+            reasons.append(f"{name} {_fmt(got)} {unit} > {_fmt(cap)} {unit}")
     return Verdict(in_spec=not reasons, reasons=reasons)
-
-
-def purity_by_difference(impurities_ppm: Mapping[str, float]) -> float:
-    """Purity when the lab reports only impurities: 100 % minus their sum."""
-    return 100.0 - sum(impurities_ppm.values()) / 1e4
 
 
 def metal_in_product(
@@ -218,6 +249,36 @@ def moving_range_violations(values: Sequence[float], lim: ChartLimits) -> list[R
     return out
 
 
+def ewma_violations(
+    values: Sequence[float], lim: ChartLimits, lam: float, width: float, start: int
+) -> list[RuleViolation]:
+    """EWMA chart from point `start` on: z_i = lam x_i + (1 - lam) z_(i-1), z = centre before
+    `start`; limits centre +- width sigma sqrt(lam / (2 - lam) (1 - (1 - lam)^(2 n))) after n
+    points (Montgomery, Introduction to Statistical Quality Control, 6th ed., section 9.2). It
+    sees a slow drift of about one sigma that the Shewhart rules miss for many batches."""
+    out = []
+    z = lim.center
+    for n, i in enumerate(range(start, len(values)), start=1):
+        z = lam * values[i] + (1.0 - lam) * z
+        half = width * lim.sigma * math.sqrt(lam / (2.0 - lam) * (1.0 - (1.0 - lam) ** (2 * n)))
+        if abs(z - lim.center) > half:
+            side = 1 if z > lim.center else -1
+            where = "above" if side > 0 else "below"
+            out.append(RuleViolation("EWMA", i, side, f"EWMA {z:.4g} {where} its limit"))
+    return out
+
+
+def capability(
+    lim: ChartLimits, lower: float | None, upper: float | None
+) -> dict[str, float | None]:
+    """Cpk per spec limit from the baseline: (USL - mean) / 3 sigma, (mean - LSL) / 3 sigma;
+    sigma is the within (moving-range) sigma, so this is Cpk, not Ppk."""
+    return {
+        "cpk_upper": None if upper is None else (upper - lim.center) / (3.0 * lim.sigma),
+        "cpk_lower": None if lower is None else (lim.center - lower) / (3.0 * lim.sigma),
+    }
+
+
 @dataclass(frozen=True)
 class SpcChart:
     """One variable's chart: limits from the first `baseline_n` points, rules on the rest."""
@@ -233,6 +294,8 @@ def sigma_floor(variable: str, center: float, floor_ppm: float, floor_rel: float
     larger; for purity the share applies to what is not product (100 % - purity)."""
     if variable == "purity_pct":
         return max(floor_ppm / 1e4, floor_rel * max(0.0, 100.0 - center))
+    if variable in PHYSICAL_UNITS:  # not in ppm: only the relative floor applies
+        return floor_rel * abs(center)
     return max(floor_ppm, floor_rel * abs(center))
 
 
@@ -244,6 +307,8 @@ def spc_chart(
     trend_run: int = 6,
     floor_ppm: float = 0.0,
     floor_rel: float = 0.0,
+    ewma_lambda: float = 0.2,
+    ewma_l: float = 2.7,
 ) -> SpcChart:
     """Chart a series; rules fire only on points after the baseline window."""
     vals = [float(v) for v in values]
@@ -256,8 +321,20 @@ def spc_chart(
         western_electric(vals, lim)
         + nelson_trend(vals, trend_run)
         + moving_range_violations(vals, lim)
+        + ewma_violations(vals, lim, ewma_lambda, ewma_l, baseline_n)
     )
     return SpcChart(variable, vals, lim, [v for v in found if v.index >= baseline_n])
+
+
+def spec_limit(spec: ProductSpec, variable: str) -> float | None:
+    """The spec limit a charted variable is judged against (lower for purity, else upper)."""
+    if variable == "purity_pct":
+        return spec.min_purity_pct
+    if variable == "magnetic_ppb":
+        return spec.magnetic_max_ppb
+    if variable == "insolubles_pct":
+        return spec.insolubles_max_pct
+    return spec.impurity_limits_ppm.get(variable)
 
 
 def bad_side(variable: str) -> int:
@@ -371,13 +448,26 @@ def recovery(
 LI2CO3_TO_LI = 5.323  # t Li2CO3 per t Li (reference §3: carbonate-to-metal factor)
 
 
+class Penalty(Strict):
+    """A deduction for an element over a free allowance (per % over it, per dry tonne)."""
+
+    free_pct: float = Field(ge=0, le=100)
+    per_pct_per_t: float = Field(ge=0)
+
+
 class Valuation(Strict):
-    """Metal prices and payables for black mass (reference §3: payable x price x content)."""
+    """Metal prices, payables and deductions for black mass (reference §3)."""
 
     currency: str = "USD"
     price_per_t: dict[str, float] = Field(description="metal price per tonne of contained metal")
     li2co3_price_per_t: float = Field(ge=0, description="battery-grade Li2CO3 price per tonne")
     payable_pct: dict[str, float] = Field(description="metal -> % of price paid")
+    lfp_price_per_li_pct_per_t: float = Field(
+        0.0, ge=0, description="LFP black mass: price per 1 % Li per dry tonne (lithium units)"
+    )
+    treatment_charge_per_t: float = Field(0.0, ge=0, description="per dry tonne")
+    moisture_pct: float = Field(0.0, ge=0, lt=100, description="paid on dry mass")
+    penalties: dict[str, Penalty] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -388,14 +478,23 @@ class LotValue:
     total: float
     uncertainty: float
     per_metal: dict[str, float]
+    basis: str = "payables"
+    deductions: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "currency": self.currency,
+            "basis": self.basis,
             "total": round(self.total, 2),
             "uncertainty": round(self.uncertainty, 2),
             "per_metal": {k: round(v, 2) for k, v in self.per_metal.items()},
+            "deductions": {k: round(v, 2) for k, v in self.deductions.items()},
         }
+
+
+def is_lfp_black_mass(wt_pct: Mapping[str, float]) -> bool:
+    """LFP black mass carries more Fe than Ni + Co (LiFePO4 cathode; reference §2.1, §3)."""
+    return wt_pct.get("Fe", 0.0) > wt_pct.get("Ni", 0.0) + wt_pct.get("Co", 0.0)
 
 
 def value_black_mass(
@@ -404,18 +503,34 @@ def value_black_mass(
     unc_pct: Mapping[str, float],
     valuation: Valuation,
 ) -> LotValue:
-    """Value = sum over metals of payable x price x content x mass; uncertainty in quadrature."""
+    """Value by chemistry on the dry mass: LFP on lithium units (price per % Li per tonne),
+    NMC/NCA on payable x price x content per metal; minus the treatment charge and penalties
+    for Cu, Al (F) over their free allowance. Uncertainty from the assay, in quadrature."""
+    dry_t = black_mass_kg / 1000.0 * (1.0 - valuation.moisture_pct / 100.0)
     per: dict[str, float] = {}
     var = 0.0
+    lfp = is_lfp_black_mass(wt_pct)
     for el, pct in wt_pct.items():
-        price = (
-            valuation.li2co3_price_per_t * LI2CO3_TO_LI
-            if el == "Li"
-            else valuation.price_per_t.get(el, 0.0)
-        )
-        unit = valuation.payable_pct.get(el, 0.0) / 100.0 * price * black_mass_kg / 1000.0 / 100.0
+        if lfp:
+            unit = valuation.lfp_price_per_li_pct_per_t * dry_t if el == "Li" else 0.0
+        else:
+            price = (
+                valuation.li2co3_price_per_t * LI2CO3_TO_LI
+                if el == "Li"
+                else valuation.price_per_t.get(el, 0.0)
+            )
+            unit = valuation.payable_pct.get(el, 0.0) / 100.0 * price * dry_t / 100.0
         if unit == 0.0:
             continue
         per[el] = unit * pct
         var += (unit * unc_pct.get(el, 0.0)) ** 2
-    return LotValue(valuation.currency, math.fsum(per.values()), math.sqrt(var), per)
+    deductions: dict[str, float] = {}
+    if valuation.treatment_charge_per_t:
+        deductions["treatment charge"] = -valuation.treatment_charge_per_t * dry_t
+    for el, pen in valuation.penalties.items():
+        over = wt_pct.get(el, 0.0) - pen.free_pct
+        if over > 0:
+            deductions[f"{el} penalty"] = -pen.per_pct_per_t * over * dry_t
+    total = math.fsum(per.values()) + math.fsum(deductions.values())
+    basis = "lithium units (LFP)" if lfp else "payables (NMC/NCA)"
+    return LotValue(valuation.currency, total, math.sqrt(var), per, basis, deductions)

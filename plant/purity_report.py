@@ -6,6 +6,7 @@ One builder for `plant purity report --json`, the HMI and the certificates, so t
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 from sqlalchemy import select
@@ -24,10 +25,13 @@ from plant.purity import (
     MetalBalance,
     ProductsConfig,
     bad_side,
+    capability,
     mass_balance,
     metal_in_product,
     recovery,
+    spec_limit,
 )
+from plant.recycling import Fraction, material_recovery, recycling_efficiency
 from plant.store import AlarmRow, AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
 
 
@@ -65,6 +69,7 @@ def batch_rows(
                 "purity_pct": a.purity_pct if a else None,
                 "main_pct": a.main_pct if a else {},
                 "impurities_ppm": a.impurities_ppm if a else {},
+                "physical": a.physical if a else {},
                 "in_spec": verdict.in_spec if verdict else False,
                 "reasons": verdict.reasons if verdict else [f"no spec for {b.product}"],
                 "metal_g": round(
@@ -137,11 +142,17 @@ def spc_summary(store: Store, products: ProductsConfig, config: HydrometConfig) 
                     continue
                 chart = chart_of(var, [float(v) for v in vals if v is not None], config.spc)
                 lim = chart.limits
+                limit = spec_limit(spec, var)
+                lower, upper = (limit, None) if bad_side(var) < 0 else (None, limit)
+                cap = {} if lim is None else capability(lim, lower, upper)
                 charts[var] = {
                     "points": len(chart.values),
                     "center": None if lim is None else round(lim.center, 4),
                     "ucl": None if lim is None else round(lim.ucl, 4),
                     "lcl": None if lim is None else round(lim.lcl, 4),
+                    "spec_lower": lower,
+                    "spec_upper": upper,
+                    **{k: None if v is None else round(v, 2) for k, v in cap.items()},
                     "violations": [
                         {"rule": r.rule, "batch_id": hist[r.index][0].id, "text": r.description}
                         for r in chart.violations
@@ -208,6 +219,82 @@ def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]
     return out
 
 
+INPUT_POINT = "hydromet lot weighed at lot close, entering the leach"
+PRODUCT_POINT = "product batch released after its assay (end of the last recycling step)"
+BYPRODUCT_POINT = "by-product leaving the plant for metal recovery"
+
+
+def eu_fractions(
+    store: Store,
+    products: ProductsConfig,
+    config: HydrometConfig,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> tuple[list[Fraction], list[Fraction]]:
+    """Input and output fractions of the campaigns started in [start, end) at their calculation
+    points: input = the lots' weighed mass and metal; output = released batches' assayed metal
+    and the saleable by-products' metal. Batches on hold are not output (yet)."""
+    with store.session() as s:
+        q = select(CampaignRow).order_by(CampaignRow.started_at)
+        if start is not None:
+            q = q.where(CampaignRow.started_at >= start)
+        if end is not None:
+            q = q.where(CampaignRow.started_at < end)
+        campaigns = list(s.scalars(q))
+        ids = [c.id for c in campaigns]
+        lots = list(
+            s.scalars(
+                select(LotRow)
+                .join(CampaignLotRow, CampaignLotRow.lot_id == LotRow.id)
+                .where(CampaignLotRow.campaign_id.in_(ids))
+                .order_by(LotRow.id)
+            )
+        )
+        batches = list(
+            s.scalars(select(BatchRow).where(BatchRow.campaign_id.in_(ids)).order_by(BatchRow.id))
+        )
+        assays = effective_assays(s, [b.id for b in batches])
+    inputs = [
+        Fraction(lot.id, INPUT_POINT, lot.mass_g / 1000.0, dict(lot.metals_g or {})) for lot in lots
+    ]
+    outputs = []
+    for b in batches:
+        spec, a = products.products.get(b.product), assays.get(b.id)
+        if spec is None or a is None or b.state != "released":
+            continue
+        g = metal_in_product(spec, b.mass_kg or 0.0, a.purity_pct, a.main_pct.get(spec.metal))
+        outputs.append(Fraction(b.id, PRODUCT_POINT, g / 1000.0, {spec.metal: g}))
+    sold = set(config.mass_balance.saleable_byproducts)
+    for c in campaigns:
+        for stream, grams in (c.residues_g or {}).items():
+            if stream in sold and grams:
+                metals = {k: float(v) for k, v in grams.items()}
+                name = f"{c.id} {stream}"
+                outputs.append(Fraction(name, BYPRODUCT_POINT, sum(metals.values()) / 1000, metals))
+    return inputs, outputs
+
+
+def eu_figures(
+    store: Store,
+    products: ProductsConfig,
+    config: HydrometConfig,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """recycling_efficiency and material_recovery (Delegated Regulation (EU) 2025/606)."""
+    inputs, outputs = eu_fractions(store, products, config, start, end)
+    return {
+        "recycling_efficiency": recycling_efficiency(
+            inputs, outputs, products.recycling_efficiency_targets
+        ),
+        "material_recovery": material_recovery(inputs, outputs, products.recovery_targets),
+        "fractions": {
+            "input": [f.as_json() for f in inputs],
+            "output": [f.as_json() for f in outputs],
+        },
+    }
+
+
 def build_report(
     store: Store,
     products: ProductsConfig,
@@ -219,17 +306,83 @@ def build_report(
     batches = batch_rows(store, products, since)
     balance = balance_of(store, products, config, since, batches)
     with store.session() as s:
-        q = select(AlarmRow).where(AlarmRow.source == "spc").order_by(AlarmRow.raised_at)
+        q = (
+            select(AlarmRow)
+            .where(AlarmRow.source.in_(["spc", "purity"]))
+            .order_by(AlarmRow.raised_at)
+        )
         if since is not None:
             q = q.where(AlarmRow.raised_at >= since)
         alarms = [alarm_json(a) for a in s.scalars(q)]
+    eu = eu_figures(store, products, config, since)
     return {
         "generated_at": iso_utc(now),
         "since": iso_utc(since),
         "batches": batches,
-        "spc_alarms": alarms,
+        "alarms": alarms,
+        "spc_alarms": [a for a in alarms if a["source"] == "spc"],
         "spc": spc_summary(store, products, config),
         "mass_balance": {m: b.as_json() for m, b in balance.items()},
         "recovery": recovery(balance, products.recovery_targets),
         "lots": lot_rows(store, since),
+        "recycling_efficiency": eu["recycling_efficiency"],
+        "material_recovery": eu["material_recovery"],
     }
+
+
+def annual_documentation(
+    store: Store, products: ProductsConfig, config: HydrometConfig, year: int, *, site: str
+) -> dict[str, Any]:
+    """The year's recycling efficiency and material recovery with every fraction behind them
+    (the documentation a recycler keeps under Delegated Regulation (EU) 2025/606)."""
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    return {
+        "regulation": "Regulation (EU) 2023/1542 Annex XII; Delegated Regulation (EU) 2025/606",
+        "battery_category": "lithium-based",
+        "site": site,
+        "year": year,
+        "period": {"from": start.isoformat(), "to": end.isoformat()},
+        **eu_figures(store, products, config, start, end),
+    }
+
+
+def render_documentation(doc: dict[str, Any]) -> str:
+    """The annual documentation as one self-contained page (no scripts, no external links)."""
+    re_ = doc["recycling_efficiency"]
+
+    def rows(cells: list[list[Any]]) -> str:
+        return "".join(
+            "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in cells
+        )
+
+    rm = [
+        [m, r["input_g"], r["output_g"], r["rate_pct"], r["targets"], r["meets"]]
+        for m, r in doc["material_recovery"].items()
+    ]
+    fr = [
+        [kind, f["name"], f["calculation_point"], f["counted_kg"], f["metals_g"]]
+        for kind in ("input", "output")
+        for f in doc["fractions"][kind]
+    ]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Recycling efficiency {doc["year"]} — {escape(str(doc["site"]))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem}}
+table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.2rem .4rem;
+text-align:left;font-size:.9rem}}</style></head><body>
+<h1>Recycling efficiency and recovery of materials, {doc["year"]}</h1>
+<p>{escape(doc["regulation"])} · {escape(doc["battery_category"])} batteries · site
+{escape(str(doc["site"]))}</p>
+<h2>Recycling efficiency</h2>
+<p>{re_["output_kg"]} kg counted output / {re_["input_kg"]} kg input =
+<strong>{re_["rate_pct"]} %</strong>; targets {escape(str(re_["targets"]))}, met
+{escape(str(re_["meets"]))}</p>
+<h2>Recovery of materials</h2>
+<table><tr><th>Metal</th><th>In, g</th><th>Out, g</th><th>Rate, %</th><th>Targets</th>
+<th>Met</th></tr>{rows(rm)}</table>
+<h2>Fractions at their calculation points</h2>
+<table><tr><th>Kind</th><th>Fraction</th><th>Calculation point</th><th>Counted kg</th>
+<th>Metals, g</th></tr>{rows(fr)}</table>
+</body></html>
+"""

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers.camera import DirectoryCamera, LabelCamera, decode_label, passport_id_from_payload
+from drivers.dp5 import Calibration, DetectorLimits, Dp5Client
 from drivers.plc import PlcClient, TagMap, TagMapError, load_tag_map
-from drivers.xrf import XrfClient, XrfStation
+from drivers.xrf import Head, XrfClient, XrfStation
 from plant.config import ConfigError, PlantConfig
+from plant.domain import AlarmPriority
 from plant.line import LabelReader
 
 
@@ -50,7 +52,7 @@ class Rig:
     plc: PlcClient
     station: XrfStation | None
     labels: LabelReader | None
-    heads: list[XrfClient] = field(default_factory=list)
+    heads: list[Head] = field(default_factory=list)
 
     async def close(self) -> None:
         for head in self.heads:
@@ -66,10 +68,7 @@ def open_rig(cfg: PlantConfig, config_dir: Path, simulated: LabelReader | None =
     `simulated`: the label reader for `[camera] kind` `sim` or `sim_reader`, which the command
     line builds (plant/commands/wiring.py)."""
     plc = PlcClient(cfg.plc.host, cfg.plc.port, tag_map(config_dir), timeout_s=cfg.plc.timeout_s)
-    heads = [
-        XrfClient(cfg.xrf.host, cfg.xrf.port + k, timeout_s=cfg.xrf.timeout_s, name=f"xrf{k + 1}")
-        for k in range(cfg.xrf.heads)
-    ]
+    heads = [xrf_head(cfg, k) for k in range(cfg.xrf.heads)]
     labels: LabelReader | None = None
     if cfg.camera.kind in ("sim", "sim_reader"):
         labels = simulated
@@ -79,4 +78,56 @@ def open_rig(cfg: PlantConfig, config_dir: Path, simulated: LabelReader | None =
                 "plant.toml: camera.directory: required when camera.kind is 'directory'"
             )
         labels = CameraLabels(DirectoryCamera(cfg.camera.directory))
-    return Rig(plc, XrfStation(heads) if heads else None, labels, heads)
+    lanes = cfg.xrf.kind == "dp5"  # a DP5 measures what the conveyor puts in front of it
+    return Rig(plc, XrfStation(heads, lanes=lanes) if heads else None, labels, heads)
+
+
+def xrf_head(cfg: PlantConfig, k: int) -> Head:
+    """The client of XRF head k (0-based) of `[xrf] kind`."""
+    x = cfg.xrf
+    host, port = x.address(k)
+    if x.kind == "scpi":
+        return XrfClient(host, port, timeout_s=x.timeout_s, name=f"xrf{k + 1}")
+    return Dp5Client(
+        host,
+        port,
+        calibration=Calibration(x.offset_kev, x.kev_per_channel, x.channels),
+        limits=DetectorLimits(
+            x.max_dead_time, x.min_detector_temp_k, x.max_detector_temp_k, x.min_hv_v
+        ),
+        tube_kv=x.tube_kv,
+        timeout_s=x.udp_timeout_s,
+        retries=x.retries,
+        name=f"xrf{k + 1}",
+    )
+
+
+# Detector problems of a DP5 head (drivers/dp5.py `Dp5Status.problems`) and their priority.
+DETECTOR_ALARMS = {
+    "hv_off": AlarmPriority.high,
+    "detector_temp": AlarmPriority.high,
+    "dead_time": AlarmPriority.medium,
+}
+
+
+def head_health(heads: list[Head]) -> dict[str, dict[str, object]]:
+    """Per head, for the status API: its link and (a DP5) its detector's last status."""
+    out: dict[str, dict[str, object]] = {}
+    for head in heads:
+        h = head.health
+        entry: dict[str, object] = {"link": h.state, "last_error": h.last_error}
+        if isinstance(head, Dp5Client):
+            entry.update(head.detector.as_json())
+        out[head.name] = entry
+    return out
+
+
+def detector_problems(heads: list[Head]) -> list[tuple[str, str, str | None, AlarmPriority]]:
+    """(head, code, text or None, priority) of every detector check of every DP5 head that has
+    reported a status: the alarms to raise (text) or clear (None)."""
+    return [
+        (head.name, code, text, DETECTOR_ALARMS[code])
+        for head in heads
+        if isinstance(head, Dp5Client)
+        for code, text in head.detector.problems.items()
+    ]

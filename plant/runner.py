@@ -47,7 +47,7 @@ from plant.line import ROUTES, LineEngine, count_routes, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.mqtt import publishing as mqtt_publishing
 from plant.passports import find_passport
-from plant.rig import Rig
+from plant.rig import Rig, detector_problems, head_health
 from plant.routing import RoutingRules, load_rules
 from plant.routing_live import LiveRouting
 from plant.scheduling import Realtime, normal_priority, policy_of
@@ -272,7 +272,9 @@ async def _run_line(
     if opts.simulate:
         proc = spawn_sim(config_dir, opts)
         cleanup.push_async_callback(_stop_sim, proc)
-        ports = [cfg.sim.plc_port] + [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
+        ports = [cfg.sim.plc_port]  # `plant sim` opens it after its heads
+        if cfg.xrf.kind == "scpi":
+            ports += [cfg.sim.xrf_port + k for k in range(cfg.sim.xrf_heads)]
         await asyncio.to_thread(wait_ports, cfg.sim.host, ports, proc, 120.0)
     started = utcnow()
     rig = parts.rig()
@@ -311,8 +313,13 @@ async def _run_line(
             cells_per_min=st["cells_per_min"],
             quarantine_rate=st["quarantine_rate"],
             counts=st["counts"],
-            extra={k: st[k] for k in ("plc_counters", "in_flight", "db_health", "buffers_full")},
+            extra={
+                **{k: st[k] for k in ("plc_counters", "in_flight", "db_health", "buffers_full")},
+                "xrf_heads": head_health(rig.heads),
+            },
         )
+        for head, code, text, priority in detector_problems(rig.heads):
+            engine.detector_alarm(head, code, text, priority)
         await asyncio.to_thread(write_status, store, status)
         bus.publish(Event("counts", line, status.as_json()))
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
@@ -327,6 +334,7 @@ async def _run_line(
         """Once a second: historian samples and alarm limits, pending setpoints, routing rules
         changed on the HMI, the simulated hydromet line."""
         now = utcnow()
+        samples: dict[str, float] = {}
         try:
             values = await rig.plc.read(*PROCESS_TAGS)
             samples = {tag: float(v) for tag, v in values.items() if math.isfinite(float(v))}
@@ -338,7 +346,7 @@ async def _run_line(
         for row in await asyncio.to_thread(pending_setpoints, store):
             await apply_setpoint(row.name, row.value)
         if hydromet is not None:
-            await hydromet.step(now)
+            await hydromet.step(now, samples)
         await reload_model_if_changed()
 
     async def reload_model_if_changed() -> None:

@@ -98,7 +98,9 @@ def test_clean_feed_and_stable_ph_make_battery_grade(store: Store) -> None:
     products = load_products(REPO / "config")
     report = build_report(store, products, load_hydromet(REPO / "config"))
     assert {b["product"] for b in report["batches"]} == set(products.products)
-    assert all(b["purity_pct"] >= 99.5 and b["in_spec"] for b in report["batches"])
+    assert all(b["in_spec"] for b in report["batches"])
+    li = [b for b in report["batches"] if b["product"] == "Li2CO3"]
+    assert li and all(b["purity_pct"] >= 99.5 for b in li)
     with store.session() as s:
         assert s.scalars(select(AlarmRow).where(AlarmRow.source == "purity")).first() is None
         assert {lot.state for lot in s.scalars(select(LotRow))} == {"consumed"}

@@ -13,6 +13,7 @@ from plant.config import ConfigError
 from plant.hydromet import load_hydromet
 from plant.lots import estimate_metals
 from plant.purity import (
+    Penalty,
     ProductSpec,
     Valuation,
     assess,
@@ -28,6 +29,8 @@ from plant.purity import (
 
 REPO = Path(__file__).resolve().parent.parent
 COSO4 = ProductSpec(
+    standard="test: Co sulfate with a content minimum",
+    min_purity_pct=99.5,
     metal="Co",
     metal_theory_pct=20.96,
     main_min_pct=20.5,
@@ -50,8 +53,12 @@ def test_shipped_specs_carry_the_reference_limits() -> None:
     assert specs["NiSO4·6H2O"].main_min_pct == 22.0 and specs["NiSO4·6H2O"].main_max_pct == 22.3
     assert specs["NiSO4·6H2O"].impurity_limits_ppm == {"Co": 50}
     assert specs["Li2CO3"].impurity_limits_ppm == {"Na": 250, "Ca": 50, "Mg": 80}
-    assert all(s.min_purity_pct == 99.5 for s in specs.values())
+    # Only the Li2CO3 standard sets a compound content; the sulfates' set the metal content.
+    assert {n: s.min_purity_pct for n, s in specs.items() if s.min_purity_pct} == {"Li2CO3": 99.5}
     assert specs["MnSO4·H2O"].main_min_pct == 32.0
+    assert specs["CoSO4·7H2O"].standard.startswith("HG/T 4822")
+    assert specs["Li2CO3"].magnetic_max_ppb == 300
+    assert specs["MnSO4·H2O"].insolubles_max_pct == 0.01
 
 
 def test_config_typo_is_an_error_naming_file_and_key(tmp_path: Path) -> None:
@@ -150,3 +157,30 @@ def test_black_mass_value_is_payable_times_price_times_content() -> None:
     expected = ((0.75 * 16000 * 0.004) ** 2 + (0.7 * 33000 * 0.003) ** 2
                 + (0.5 * 10000 * 5.323 * 0.006) ** 2) ** 0.5  # fmt: skip
     assert v.uncertainty == pytest.approx(expected)
+
+
+def test_black_mass_is_valued_by_chemistry_on_dry_mass_with_deductions() -> None:
+    val = Valuation(
+        price_per_t={"Ni": 16000.0, "Co": 33000.0},
+        li2co3_price_per_t=10000.0,
+        payable_pct={"Ni": 75.0, "Co": 70.0, "Li": 50.0},
+        lfp_price_per_li_pct_per_t=400.0,
+        moisture_pct=5.0,
+        treatment_charge_per_t=150.0,
+        penalties={"Cu": Penalty(free_pct=3.0, per_pct_per_t=40.0)},
+    )
+    # LFP black mass (Fe > Ni + Co): lithium units only; Ni/Co payables do not apply.
+    lfp = value_black_mass(1000.0, {"Fe": 19.0, "Li": 2.4, "Ni": 0.1, "Cu": 4.0},
+                           {"Li": 0.5}, val)  # fmt: skip
+    assert lfp.basis.startswith("lithium units")
+    assert lfp.per_metal == {"Li": pytest.approx(400.0 * 2.4 * 0.95)}
+    assert lfp.deductions == {
+        "treatment charge": pytest.approx(-150.0 * 0.95),
+        "Cu penalty": pytest.approx(-40.0 * 1.0 * 0.95),
+    }
+    assert lfp.total == pytest.approx(0.95 * (400 * 2.4 - 150 - 40))
+    nmc = value_black_mass(1000.0, {"Ni": 20.0, "Co": 10.0, "Li": 3.0, "Fe": 1.0, "Cu": 2.0},
+                           {}, val)  # fmt: skip
+    assert nmc.basis.startswith("payables")
+    assert nmc.per_metal["Ni"] == pytest.approx(0.75 * 16000 * 0.20 * 0.95)
+    assert "Cu penalty" not in nmc.deductions  # under its free 3 %

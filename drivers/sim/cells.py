@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from models.chemistry import LI_ION
+
 FloatArray = npt.NDArray[np.float64]
 
 # EV cathode shares 2023: NCM 66 %, LFP 24 %, NCA 10 % (docs/reference/xrf-and-process.md
@@ -35,8 +37,6 @@ DEFAULT_CHEMISTRY_MIX: dict[str, float] = {
 
 COPY_LOOKBACK = 20  # a copied label carries the passport of the nearest of this many before
 _COPY_SALT = 0xC0
-
-LI_ION = frozenset({"NMC111", "NMC532", "NMC622", "NMC811", "NCA", "LFP", "LCO", "LMO"})
 
 
 class CellFormat(StrEnum):

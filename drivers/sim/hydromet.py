@@ -6,9 +6,16 @@ Stages: sieving off Cu/Al foils, leach (H2SO4 + H2O2), Fe/Al/P removal by neutra
 pH ~4, solvent extraction, crystallisation of the sulfates and Li2CO3 precipitation.
 
 - Feed: misrouted LFP brings Fe and P; foils bring Cu and Al.
+- Leach: extraction follows the shrinking-core model under chemical-reaction control,
+  1 - (1 - X)^(1/3) = k t (Levenspiel, Chemical Reaction Engineering, 3rd ed., ch. 25), with an
+  Arrhenius temperature term, a power law in the free acid (H+ activity from the leach pH the
+  PLC reports), a reductant term on ORP for Ni/Co/Mn and a pulp-density term; constants in
+  docs/purity.md. A starved leach leaves unleached solids whose fines pass the filter into the
+  products as water-insoluble matter.
 - Process: a low or unsteady impurity-removal pH leaves Fe/Al/P in solution. Impurities then
-  carry over into the products. A high pH co-precipitates Ni/Co/Li with the hydroxide cake and
-  lowers recovery. The losses grow with the amount of cake (reference §4.2, item 2).
+  carry over into the products; P co-precipitates as Li3PO4 with Li2CO3 and lowers its content.
+  A high pH co-precipitates Ni/Co/Li with the hydroxide cake and lowers recovery. The losses
+  grow with the amount of cake (reference §4.2, item 2).
 Every gram of metal fed ends in a product, a by-product or a named residue, so the mass balance
 closes up to the assays' measurement noise.
 """
@@ -32,6 +39,8 @@ PRODUCTS: dict[str, tuple[str, float]] = {
 TRACKED = ("Ni", "Co", "Mn", "Li", "Fe", "Al", "Cu", "P")
 PAYABLE_METALS = ("Ni", "Co", "Mn", "Li")
 IMPURITIES = ("Fe", "Al", "Cu", "P")
+LI3PO4_PER_P = 115.79 / 30.974  # g Li3PO4 per g P
+LI_IN_LI3PO4 = 3 * 6.941 / 115.79  # g Li per g Li3PO4
 XRF_ELEMENTS = ("Ni", "Co", "Mn", "Cu", "Al", "Fe")  # what a pellet XRF reports (reference §3)
 
 
@@ -51,7 +60,15 @@ def _default_background() -> dict[str, dict[str, float]]:
     # ppm from reagents and equipment, independent of the feed: Na from NaOH/Na2CO3 and so on.
     return {
         "NiSO4·6H2O": {"Na": 25.0, "Zn": 2.0, "Fe": 1.0},
-        "CoSO4·7H2O": {"Zn": 2.0, "Fe": 1.0, "Mn": 3.0, "Ca": 3.0, "Mg": 3.0, "Na": 4.0},
+        "CoSO4·7H2O": {
+            "Zn": 2.0,
+            "Fe": 1.0,
+            "Mn": 3.0,
+            "Ca": 3.0,
+            "Mg": 3.0,
+            "Na": 4.0,
+            "Pb": 0.5,
+        },
         "MnSO4·H2O": {
             "Zn": 2.0,
             "Pb": 1.0,
@@ -66,11 +83,27 @@ def _default_background() -> dict[str, dict[str, float]]:
     }
 
 
+R_J_PER_MOL_K = 8.314
+
+
+@dataclass(frozen=True)
+class LeachConditions:
+    """The leach as the PLC runs it; the defaults are the reference conditions at which the
+    model's `leach` extractions hold."""
+
+    ph: float = 1.5
+    temp_c: float = 70.0  # reference §4.2
+    orp_mv: float = 561.2  # the PLC's ORP at pH 1.5 (drivers/sim/process.py)
+    solid_liquid_g_per_l: float = 100.0
+    residence_min: float = 120.0
+
+
 @dataclass(frozen=True)
 class HydrometModel:
     """Tunable constants of the flowsheet; the defaults are plausible, not measured ([U])."""
 
     foil_separation: float = 0.85  # share of Cu/Al foil sieved off before the leach
+    # Extraction at the reference LeachConditions; other conditions scale the rate constant.
     leach: Mapping[str, float] = field(
         default_factory=lambda: {
             "Ni": 0.985,
@@ -83,6 +116,31 @@ class HydrometModel:
             "P": 0.95,
         }
     )
+    # Apparent activation energy, kJ/mol ([U]: tens of kJ/mol, the range reported for reductive
+    # H2SO4 leaching of LiCoO2/NMC; Li's is the lowest).
+    activation_kj_mol: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "Ni": 45.0,
+            "Co": 55.0,
+            "Mn": 30.0,
+            "Li": 30.0,
+            "Fe": 40.0,
+            "Al": 40.0,
+            "Cu": 40.0,
+            "P": 40.0,
+        }
+    )
+    acid_order: float = 1.0  # k ~ [H+]^n [U]
+    # Reductive dissolution of Co(III)/Ni(III)/Mn(IV) needs H2O2: above this ORP the reductant
+    # runs short and k falls as a logistic in ORP [U].
+    orp_half_mv: float = 650.0
+    orp_width_mv: float = 25.0
+    reduced_metals: tuple[str, ...] = ("Ni", "Co", "Mn")
+    pulp_exponent: float = 0.5  # k ~ (S/L_ref / S/L)^0.5: denser pulp, slower leach [U]
+    fines_to_product: float = 2e-3  # share of unleached solids passing the filter [U]
+    insolubles_base_pct: float = 0.003  # water-insoluble matter of a good batch [U]
+    magnetic_carry: float = 2e-6  # share of tramp can steel reaching the products [U]
+    magnetic_base_ppb: float = 40.0
     # Residual share after neutralisation: 1 / (1 + 10**(slope * (pH - pH50))). Fe and Al drop
     # out at about pH 4 and Fe alone at pH 3.5 (reference §4.2); Cu stays, the SX removes it.
     ph50: Mapping[str, float] = field(
@@ -122,6 +180,7 @@ class ProductAssay:
     main_element: str
     main_pct: float
     impurities_ppm: dict[str, float]
+    physical: dict[str, float]  # magnetic_ppb, insolubles_pct
 
 
 @dataclass(frozen=True)
@@ -140,6 +199,27 @@ def residual_fraction(element: str, ph_mean: float, ph_sd: float, model: Hydrome
     return float(np.dot(weights, r) / weights.sum())
 
 
+def leach_extraction(element: str, cond: LeachConditions, model: HydrometModel) -> float:
+    """Extracted share of an element: shrinking core, 1 - (1 - X)^(1/3) = k t, with k scaled
+    from the reference conditions by temperature, acid, ORP (reductive metals) and pulp density."""
+    ref = LeachConditions()
+    x_ref = min(model.leach[element], 0.999999)
+    kt = 1.0 - (1.0 - x_ref) ** (1.0 / 3.0)
+    ea = model.activation_kj_mol[element] * 1000.0
+    t, t_ref = cond.temp_c + 273.15, ref.temp_c + 273.15
+    kt *= math.exp(-ea / R_J_PER_MOL_K * (1.0 / t - 1.0 / t_ref))
+    kt *= 10.0 ** (-model.acid_order * (cond.ph - ref.ph))
+    if element in model.reduced_metals:
+
+        def reductant(orp: float) -> float:
+            return 1.0 / (1.0 + math.exp((orp - model.orp_half_mv) / model.orp_width_mv))
+
+        kt *= reductant(cond.orp_mv) / reductant(ref.orp_mv)
+    kt *= (ref.solid_liquid_g_per_l / cond.solid_liquid_g_per_l) ** model.pulp_exponent
+    kt *= cond.residence_min / ref.residence_min
+    return 1.0 - (1.0 - min(1.0, kt)) ** 3
+
+
 def _add(dst: dict[str, float], el: str, g: float) -> None:
     if g > 0:
         dst[el] = dst.get(el, 0.0) + g
@@ -152,11 +232,14 @@ def run_campaign(
     ph_sd: float,
     rng: np.random.Generator,
     model: HydrometModel | None = None,
+    leach: LeachConditions | None = None,
 ) -> CampaignResult:
     """Process one campaign's feed (grams per metal) into assayed products and residues."""
     m = model or HydrometModel()
+    cond = leach or LeachConditions()
     feed = {el: max(0.0, float(feed_g.get(el, 0.0))) for el in TRACKED}
-    feed["Fe"] += m.tramp_fe_g_per_kg * feed_mass_g / 1000.0
+    tramp_fe = m.tramp_fe_g_per_kg * feed_mass_g / 1000.0
+    feed["Fe"] += tramp_fe
     foils: dict[str, float] = {}
     leach_residue: dict[str, float] = {}
     cake: dict[str, float] = {}
@@ -167,7 +250,7 @@ def run_campaign(
         feed[el] -= feed[el] * m.foil_separation
     solution: dict[str, float] = {}
     for el in TRACKED:
-        solution[el] = feed[el] * m.leach[el]
+        solution[el] = feed[el] * leach_extraction(el, cond, m)
         _add(leach_residue, el, feed[el] - solution[el])
     for el in IMPURITIES:
         kept = solution[el] * residual_fraction(el, ph_mean, ph_sd, m)
@@ -179,36 +262,51 @@ def run_campaign(
         lost = solution[el] * min(0.5, m.coprecipitation[el] * severity)
         _add(cake, el, lost)
         solution[el] -= lost
+    made = {metal: solution[metal] * m.product_yield[metal] for metal, _ in PRODUCTS.values()}
+    salt_total = sum(made[metal] / (pct / 100.0) for metal, pct in PRODUCTS.values()) or 1.0
+    fines_g = sum(leach_residue.values()) * m.fines_to_product
     products: list[ProductAssay] = []
     carried: dict[str, float] = {}
     for product, (metal, theory_pct) in PRODUCTS.items():
-        metal_g = solution[metal] * m.product_yield[metal]
+        metal_g = made[metal]
         _add(raffinate, metal, solution[metal] - metal_g)
         if metal_g <= 0:
             continue
-        mass_g = metal_g / (theory_pct / 100.0)
-        ppm: dict[str, float] = {}
-        for el, share in m.partition[product].items():
-            g = solution[el] * share
+        foreign = {el: solution[el] * share for el, share in m.partition[product].items()}
+        for el, g in foreign.items():
             carried[el] = carried.get(el, 0.0) + g
-            ppm[el] = g / mass_g * 1e6
+        # P in the Li liquor precipitates as Li3PO4 with the carbonate and takes Li with it.
+        li3po4_g = foreign.get("P", 0.0) * LI3PO4_PER_P if metal == "Li" else 0.0
+        salt_g = (metal_g - li3po4_g * LI_IN_LI3PO4) / (theory_pct / 100.0)
+        share = salt_g / salt_total
+        insol_g = fines_g * share + salt_g * m.insolubles_base_pct / 100.0
+        moisture = max(0.0, m.moisture_pct + float(rng.normal(0.0, 0.02)))
+        excess = m.hydrate_excess_pct.get(product, 0.0) + moisture
+        mass_g = salt_g * (1.0 + excess / 100.0) + li3po4_g + insol_g + sum(foreign.values())
+        ppm = {el: g / mass_g * 1e6 for el, g in foreign.items()}
         for el, bg in m.background_ppm[product].items():
             ppm[el] = ppm.get(el, 0.0) + bg
         measured = {
             el: round(v * float(rng.lognormal(0.0, m.assay_rel_sd)), 2) for el, v in ppm.items()
         }
-        moisture = max(0.0, m.moisture_pct + float(rng.normal(0.0, 0.02)))
-        purity = 100.0 - sum(measured.values()) / 1e4 - moisture
-        hydrate = 1.0 - m.hydrate_excess_pct.get(product, 0.0) / 100.0
-        main = theory_pct * hydrate * purity / 100.0 + float(rng.normal(0.0, m.main_abs_sd))
+        # The content assay (titration) and the main-element assay, each with its noise.
+        purity = 100.0 * salt_g / mass_g + float(rng.normal(0.0, m.main_abs_sd / 5.0))
+        main = 100.0 * metal_g / mass_g + float(rng.normal(0.0, m.main_abs_sd))
+        magnetic = m.magnetic_base_ppb + tramp_fe * m.magnetic_carry * share / mass_g * 1e9
         products.append(
             ProductAssay(
                 product=product,
                 mass_kg=round(mass_g / 1000.0, 3),
-                purity_pct=round(purity, 3),
+                purity_pct=round(min(100.0, purity), 3),
                 main_element=metal,
                 main_pct=round(main, 3),
                 impurities_ppm=dict(sorted(measured.items())),
+                physical={
+                    "magnetic_ppb": round(magnetic * float(rng.lognormal(0.0, 0.1)), 1),
+                    "insolubles_pct": round(
+                        100.0 * insol_g / mass_g * float(rng.lognormal(0.0, 0.1)), 4
+                    ),
+                },
             )
         )
     for el in IMPURITIES:
@@ -284,11 +382,9 @@ class ProcessSim:
         self.ph += theta * (target - self.ph) + self.ph_noise * math.sqrt(theta) * float(
             self.rng.normal()
         )
-        return {
-            "purification.ph": round(self.ph, 3),
-            "leach.temp_c": round(70.0 + float(self.rng.normal(0.0, 0.4)), 2),
-            "leach.orp_mv": round(450.0 + float(self.rng.normal(0.0, 8.0)), 1),
-        }
+        # The leach's pH, temperature and ORP are the PLC's (drivers/sim/process.py): one
+        # writer per tag in the historian.
+        return {"purification.ph": round(self.ph, 3)}
 
 
 class SimHydrometPlant:
@@ -328,9 +424,18 @@ class SimHydrometPlant:
         feed_mass_g: float,
         ph_mean: float,
         ph_sd: float,
+        leach: Mapping[str, float],
     ) -> CampaignResult:
         rng = np.random.default_rng([self.seed, number])
-        return run_campaign(feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model)
+        ref = LeachConditions()
+        cond = LeachConditions(
+            ph=leach.get("leach.ph", ref.ph),
+            temp_c=leach.get("leach.temp_c", ref.temp_c),
+            orp_mv=leach.get("leach.orp_mv", ref.orp_mv),
+            solid_liquid_g_per_l=leach.get("solid_liquid_g_per_l", ref.solid_liquid_g_per_l),
+            residence_min=leach.get("residence_min", ref.residence_min),
+        )
+        return run_campaign(feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model, cond)
 
     def pellet_assay(
         self,

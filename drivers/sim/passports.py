@@ -154,7 +154,8 @@ def passport_document(truth: CellTruth) -> dict[str, Any]:
                 "negativeEvents": events,
             },
         },
-        "sustainability": {"status": "waste"},
+        # Every tenth cell is a cell maker's reject (manufacturing waste, Art. 8(1)(a)).
+        "sustainability": {"status": "production scrap" if truth.seq % 10 == 7 else "waste"},
     }
 
 

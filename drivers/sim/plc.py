@@ -17,6 +17,8 @@ What it does (the contract the line engine relies on, documented in docs/plc.md)
   power cycle): a new epoch, the numbering starts again at 1, counters and handshakes cleared.
 - Watchdog: once the controller has written `controller.watchdog`, the PLC stops the infeed
   when that value has not changed for `watchdog_s` (the controller died or hangs).
+- Downstream buffers (`buffers`): the conveyor after a route holds `capacity` cells and carries
+  `drain_cells_s` away; `buffer.<route>_full` is 1 while it is at capacity.
 - Fault injection through `SimPlc.faults` (`scan_stopped`: the PLC program no longer executes,
   its heartbeat freezes), `drop_connections()`, `set_offline()` and `set_buffer_full()`.
 
@@ -82,6 +84,20 @@ class SimFaults:
 
 
 @dataclass
+class Buffer:
+    """The conveyor downstream of one route: holds `capacity` cells, carries `drain_cells_s`
+    cells a second away."""
+
+    capacity: int
+    drain_cells_s: float
+    level: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1 or self.drain_cells_s < 0:
+            raise SimPlcError("a buffer needs capacity >= 1 and drain_cells_s >= 0")
+
+
+@dataclass
 class _Command:
     due: float
     target: int
@@ -116,6 +132,7 @@ class SimPlc:
         hold_process: bool = False,
         cells: CellStream | None = None,
         watchdog_s: float = 5.0,
+        buffers: dict[str, Buffer] | None = None,
     ) -> None:
         if rate_cells_s <= 0:
             raise SimPlcError(f"rate_cells_s must be > 0, got {rate_cells_s}")
@@ -136,6 +153,9 @@ class SimPlc:
         self.cells = cells if cells is not None else CellStream(seed)
         self.tank = LeachTank(seed=seed)
         self.faults = SimFaults()
+        self.buffers = dict(buffers or {})
+        for route in self.buffers:
+            self._check_route(route)
         self.diverted: dict[int, int] = {}  # seq -> route code, as executed by the diverter
         self.requests: Counter[int] = Counter()  # requests received, by function code
         self.connects = 0  # client connections accepted
@@ -261,10 +281,21 @@ class SimPlc:
 
     def set_buffer_full(self, route: str, full: bool) -> None:
         """Raise or clear `buffer.<route>_full`: downstream of that route cannot take cells."""
+        self._check_route(route)
+        self._set(f"buffer.{route}_full", full)
+
+    @staticmethod
+    def _check_route(route: str) -> None:
         if route not in ROUTE_NAMES.values():
             known = ", ".join(ROUTE_NAMES.values())
             raise SimPlcError(f"unknown route '{route}'; expected one of {known}")
-        self._set(f"buffer.{route}_full", full)
+
+    def _drain_buffers(self, dt: float) -> None:
+        for route, b in self.buffers.items():
+            b.level = max(0.0, b.level - b.drain_cells_s * dt)
+            full = b.level >= b.capacity
+            if bool(self.value(f"buffer.{route}_full")) != full:
+                self._set(f"buffer.{route}_full", full)
 
     # ---- feeder and diverter (also reachable via the coils) ---------------
 
@@ -378,6 +409,9 @@ class SimPlc:
     def _actuate(self, target: int, seq: int) -> None:
         name = f"counters.{ROUTE_NAMES[target]}"
         self._set(name, (int(self.value(name)) + 1) % 2**32)
+        buffer = self.buffers.get(ROUTE_NAMES[target])
+        if buffer is not None:
+            buffer.level += 1
         self.diverted[seq] = target
         self._set("diverter.ack_target", target)
         self._set("diverter.ack_seq", seq)
@@ -394,7 +428,7 @@ class SimPlc:
 
     async def _scan(self) -> None:
         """The PLC scan: arrivals, heartbeat, process model."""
-        last_process = time.monotonic()
+        last_process = last_scan = time.monotonic()
         heartbeat = 0
         while True:
             await asyncio.sleep(self.scan_s)
@@ -403,6 +437,8 @@ class SimPlc:
             now = time.monotonic()
             self._supervise_watchdog(now)
             self._arrivals(now)
+            self._drain_buffers(now - last_scan)
+            last_scan = now
             heartbeat = (heartbeat + 1) % 65536
             self._set("plc.heartbeat", heartbeat)
             if now - last_process >= self.process_period_s:

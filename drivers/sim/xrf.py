@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -518,31 +518,8 @@ class SimXrfHead:
     ) -> _Result:
         """Compute the spectrum (in a worker thread), then dwell live time x dwell_scale."""
         rng = np.random.default_rng(self._seeds.spawn(1)[0])
-        cell = _CELL.fullmatch(sample)
         try:
-            if cell is not None:
-                truth = self.stream.truth(int(cell.group(1)))
-                kind = (profile, truth.chemistry, truth.second_chemistry, truth.format)
-                if kind in _TEMPLATES_BUILT:
-                    # ~0.6 ms of numpy on the loop: a worker thread's hand-off and the
-                    # interpreter lock it then shares with the loop cost more than that, and
-                    # delay every other head's and the PLC's answers (docs/bench.md)
-                    spectrum = xrfphysics.simulate_cell(truth, profile, live, rng)
-                else:  # the first cell of its kind builds the template (~0.05 s): in a thread
-                    spectrum = await asyncio.to_thread(
-                        xrfphysics.simulate_cell, truth, profile, live, rng
-                    )
-                    _TEMPLATES_BUILT.add(kind)
-            else:
-                if sample == CHECK_SAMPLE:
-                    composition = CHECK_STANDARD
-                spectrum = await asyncio.to_thread(
-                    partial(xrfphysics.simulate_material, source=sample),
-                    composition or {},
-                    profile,
-                    live,
-                    rng,
-                )
+            spectrum = await sample_spectrum(self.stream, sample, composition, profile, live, rng)
         except ValueError as exc:
             raise ScpiError(-224, f"Illegal parameter value; {exc}") from None
         if self.dwell_scale > 0:
@@ -580,7 +557,59 @@ class SimXrfHead:
     )
 
 
-class SimXrfStation:
+async def sample_spectrum(
+    stream: CellStream,
+    sample: str,
+    composition: dict[str, float] | None,
+    profile: InstrumentProfile,
+    live: float,
+    rng: np.random.Generator,
+) -> Spectrum:
+    """The physics spectrum of `CELL:<seq>` (its truth in `stream`), a pellet of `composition`
+    or the check standard; ValueError for a composition the physics cannot take."""
+    cell = _CELL.fullmatch(sample)
+    if cell is not None:
+        truth = stream.truth(int(cell.group(1)))
+        kind = (profile, truth.chemistry, truth.second_chemistry, truth.format)
+        if kind in _TEMPLATES_BUILT:
+            # ~0.6 ms of numpy on the loop: a worker thread's hand-off and the interpreter lock
+            # it then shares with the loop cost more than that, and delay every other head's and
+            # the PLC's answers (docs/bench.md)
+            return xrfphysics.simulate_cell(truth, profile, live, rng)
+        # the first cell of its kind builds the template (~0.05 s): in a thread
+        spectrum = await asyncio.to_thread(xrfphysics.simulate_cell, truth, profile, live, rng)
+        _TEMPLATES_BUILT.add(kind)
+        return spectrum
+    if sample == CHECK_SAMPLE:
+        composition = CHECK_STANDARD
+    return await asyncio.to_thread(
+        partial(xrfphysics.simulate_material, source=sample),
+        composition or {},
+        profile,
+        live,
+        rng,
+    )
+
+
+class SimHead(Protocol):
+    """What a simulated station needs of its heads (SCPI here, DP5 in drivers/sim/dp5.py)."""
+
+    name: str
+    base_profile: InstrumentProfile
+    requested_port: int
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+H = TypeVar("H", bound=SimHead)
+
+
+class SimStation(Generic[H]):
     """Several simulated heads, head k on base_port + k (or each on an ephemeral port)."""
 
     def __init__(
@@ -602,9 +631,10 @@ class SimXrfStation:
             raise ValueError(f"give 1 or {n_heads} XRF profiles, got {len(profiles)}")
         stream = stream if stream is not None else CellStream(seed)
         self.heads = [
-            SimXrfHead(
-                host,
-                base_port + k if base_port else 0,
+            self._make_head(
+                k,
+                host=host,
+                port=base_port + k if base_port else 0,
                 profile=profiles[k % len(profiles)],
                 seed=seed,
                 dwell_scale=dwell_scale,
@@ -617,6 +647,10 @@ class SimXrfStation:
         self.warm = warm
         self.warm_mixtures = warm_mixtures
 
+    def _make_head(self, k: int, **options: Any) -> H:
+        """Head k (0-based) of the station."""
+        raise NotImplementedError
+
     @property
     def ports(self) -> list[int]:
         return [h.port for h in self.heads]
@@ -626,7 +660,7 @@ class SimXrfStation:
         if self.warm:
             names = tuple({h.base_profile.name for h in self.heads} & set(PROFILES))
             await asyncio.to_thread(xrfphysics.warm, names, mixtures=self.warm_mixtures)
-        started: list[SimXrfHead] = []
+        started: list[H] = []
         try:
             for head in self.heads:
                 await head.start()
@@ -642,9 +676,16 @@ class SimXrfStation:
     async def stop(self) -> None:
         await asyncio.gather(*(h.stop() for h in self.heads))
 
-    async def __aenter__(self) -> SimXrfStation:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class SimXrfStation(SimStation[SimXrfHead]):
+    """Simulated SCPI heads (docs/xrf-protocol.md)."""
+
+    def _make_head(self, k: int, **options: Any) -> SimXrfHead:
+        return SimXrfHead(**options)

@@ -12,13 +12,13 @@ import typer
 from rich.table import Table
 
 from plant.assays import AssayFileError, parse, store_samples
-from plant.certificates import certificate, render_html
+from plant.certificates import CertificateRefused, certificate, public_jwk, render_html
 from plant.commands import Ctx, ctx_of, err, out, time_option
 from plant.genealogy import TraceError
 from plant.hydromet import load_hydromet
 from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
-from plant.purity_report import build_report
+from plant.purity_report import annual_documentation, build_report, render_documentation
 from plant.spot_checks import spot_check
 
 purity_app = typer.Typer(
@@ -27,6 +27,8 @@ purity_app = typer.Typer(
 assays_app = typer.Typer(
     help="Lab assays from a LIMS; lot assays on the XRF analyser.", no_args_is_help=True
 )
+certificates_app = typer.Typer(help="Signed recycled-content certificates.", no_args_is_help=True)
+report_app = typer.Typer(help="Regulatory documentation.", no_args_is_help=True)
 
 
 def _bar(pct: float | None, target: float, width: int = 30) -> str:
@@ -81,6 +83,14 @@ def _print_report(rep: dict[str, Any]) -> None:
         out.print(
             f"  {metal:3} {_bar(pct, top)} {shown}  ({targets})", highlight=False, soft_wrap=True
         )
+    re_ = rep["recycling_efficiency"]
+    met = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in re_["meets"].items())
+    out.print(
+        f"[bold]Recycling efficiency[/] (EU 2025/606): {re_['rate_pct']} % "
+        f"({re_['output_kg']} of {re_['input_kg']} kg; {met})",
+        highlight=False,
+        soft_wrap=True,
+    )
     lots = [lot for lot in rep["lots"] if lot["value"]]
     if lots:
         v = Table(title="Valued black-mass lots")
@@ -139,10 +149,16 @@ def certificate_cmd(
     store = c.store()
     try:
         cert = certificate(
-            store, products, cfg, batch, site=c.plant().plant.site, now=datetime.now(UTC)
+            store,
+            products,
+            cfg,
+            batch,
+            site=c.plant().plant.site,
+            now=datetime.now(UTC),
+            key_dir=c.config_dir,
         )
-    except TraceError as exc:
-        err.print(f"error: {exc}")
+    except (TraceError, CertificateRefused) as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         store.close()
@@ -256,6 +272,42 @@ def spot_check_cmd(
         err.print(shown, highlight=False, soft_wrap=True)
 
 
+@certificates_app.command("public-key")
+def public_key_cmd(ctx: typer.Context) -> None:
+    """Print the public JWK that verifies the plant's signed certificates (give it to buyers)."""
+    print(json.dumps(public_jwk(ctx_of(ctx).config_dir)))
+
+
+@report_app.command("recycling")
+def recycling_cmd(
+    ctx: typer.Context,
+    year: Annotated[int, typer.Option(help="Calendar year of the documentation, e.g. 2026.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", help="Where recycling-YYYY.json and .html go.")
+    ] = Path("."),
+) -> None:
+    """Write the annual recycling efficiency and material recovery documentation (EU 2025/606)."""
+    if not 2000 <= year <= 2100:
+        err.print(f"error: --year {year}: give a calendar year such as 2026")
+        raise typer.Exit(2)
+    c = ctx_of(ctx)
+    products, cfg = load_products(c.config_dir), load_hydromet(c.config_dir)
+    store = c.store()
+    try:
+        doc = annual_documentation(store, products, cfg, year, site=c.plant().plant.site)
+    finally:
+        store.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"recycling-{year}.json").write_text(
+        json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    (out_dir / f"recycling-{year}.html").write_text(render_documentation(doc), encoding="utf-8")
+    re_ = doc["recycling_efficiency"]["rate_pct"]
+    err.print(f"recycling documentation {year} written to {out_dir} (recycling efficiency {re_} %)")
+
+
 def register(root: typer.Typer) -> None:
     root.add_typer(purity_app, name="purity")
     root.add_typer(assays_app, name="assays")
+    root.add_typer(certificates_app, name="certificates")
+    root.add_typer(report_app, name="report")

@@ -34,8 +34,8 @@ def sim(
         ),
     ] = False,
 ) -> None:
-    """Start the simulated PLC (Modbus TCP), XRF heads (SCPI) and lot analyser (SciAps HTTP) on
-    the ports in plant.toml."""
+    """Start the simulated PLC (Modbus TCP), XRF heads ([xrf] kind) and lot analyser (SciAps
+    HTTP) on the ports in plant.toml."""
     from threadpoolctl import threadpool_limits
 
     from plant.commands.sim_hardware import SimHardware  # heavy: simulators, xraylib
@@ -68,7 +68,7 @@ def sim(
         err.print(
             f"simulated PLC on {cfg.sim.host}:{hw.plc.port} (Modbus TCP); "
             f"{heads} XRF heads on {cfg.sim.host}:{cfg.sim.xrf_port}-{cfg.sim.xrf_port + heads - 1}"
-            f" (SCPI); feeder {rate} cells/s"
+            f" ({'DP5, UDP' if cfg.xrf.kind == 'dp5' else 'SCPI, TCP'}); feeder {rate} cells/s"
             + (
                 f"; SciAps analyser on http://{cfg.sim.host}:{hw.analyser.port}"
                 if hw.analyser is not None

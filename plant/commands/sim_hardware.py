@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import select
 
 from drivers.sim.cells import CellStream
-from drivers.sim.plc import SimPlc
+from drivers.sim.dp5 import ConveyorLanes, SimDp5Station
+from drivers.sim.plc import Buffer, SimPlc
 from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
-from drivers.sim.xrf import SimXrfStation
+from drivers.sim.xrf import SimStation, SimXrfStation
 from plant.config import PlantConfig
 from plant.rig import tag_map
 from plant.store import CellRow, Store
@@ -20,10 +21,11 @@ from plant.store import CellRow, Store
 
 @dataclass
 class SimHardware:
-    """The simulated PLC, XRF heads and lot analyser of one line, on the configured ports."""
+    """The simulated PLC, XRF heads (of `[xrf] kind`) and lot analyser of one line, on the
+    configured ports."""
 
     plc: SimPlc
-    xrf: SimXrfStation | None
+    xrf: SimStation[Any] | None
     analyser: SimSciaps | None = None
     pellets: TrueSamples | None = None
 
@@ -49,21 +51,25 @@ class SimHardware:
             rate_cells_s=rate,
             max_cells=max_cells,
             cells=stream,
+            buffers={
+                r.value: Buffer(b.capacity, b.drain_cells_s) for r, b in cfg.sim.buffers.items()
+            },
             **plc_options,
         )
-        xrf = (
-            SimXrfStation(
-                cfg.sim.xrf_heads,
-                host=cfg.sim.host,
-                base_port=cfg.sim.xrf_port + port_offset,
-                seed=cfg.sim.seed,
-                dwell_scale=dwell_scale,
-                warm_mixtures=warm_mixtures,
-                stream=stream,  # one truth per cell, drawn once for the PLC and the heads
-            )
-            if cfg.sim.xrf_heads
-            else None
-        )
+        heads = cfg.sim.xrf_heads
+        options: dict[str, Any] = {
+            "host": cfg.sim.host,
+            "base_port": cfg.sim.xrf_port + port_offset,
+            "seed": cfg.sim.seed,
+            "dwell_scale": dwell_scale,
+            "warm_mixtures": warm_mixtures,
+            "stream": stream,  # one truth per cell, drawn once for the PLC and the heads
+        }
+        xrf: SimStation[Any] | None = None
+        if heads and cfg.xrf.kind == "dp5":  # the conveyor decides what each head sees
+            xrf = SimDp5Station(heads, lanes=ConveyorLanes(plc, heads), **options)
+        elif heads:
+            xrf = SimXrfStation(heads, **options)
         if not cfg.sim.assay_analyser_port:
             return cls(plc, xrf)
         pellets = TrueSamples(cfg.database.url, stream)
@@ -76,11 +82,13 @@ class SimHardware:
         return cls(plc, xrf, analyser, pellets)
 
     async def start(self) -> None:
-        if self.analyser is not None:  # before the PLC, whose port `plant run` waits for
+        """The analyser and the heads first: once the PLC's port answers, everything does
+        (UDP heads cannot be probed with a connect)."""
+        if self.analyser is not None:
             await self.analyser.start()
-        await self.plc.start()
         if self.xrf is not None:
             await self.xrf.start()
+        await self.plc.start()
 
     async def stop(self) -> None:
         if self.xrf is not None:

@@ -137,7 +137,8 @@ OVERVIEW = f"""
     <div class=station>Infeed</div><div class=arrow>→</div>
     <div class=station data-health=label>Label reader <span data-f=label_health></span></div>
     <div class=arrow>→</div>
-    <div class=station data-health=xrf>XRF <span data-f=xrf_health></span></div>
+    <div class=station data-health=xrf>XRF <span data-f=xrf_health></span>
+     <div class=heads data-f=heads></div></div>
     <div class=arrow>→</div>
     <div class=station data-health=plc>Diverter (PLC <span data-f=plc_health></span>)</div>
     <div class=arrow>→</div>

@@ -129,6 +129,10 @@ def test_an_operators_shift(plant: Plant) -> None:
             expect(page.locator(".spark[data-tag='leach.ph'] [data-f=value]")).not_to_have_text(
                 "–", timeout=WAIT_MS
             )
+            # each XRF head of the line (config_copy: 2) with its health
+            heads = page.locator(".line-panel[data-line=L1] [data-head]")
+            expect(heads).to_have_count(2, timeout=WAIT_MS)
+            expect(heads.first).to_have_text(re.compile(r"\S+ ok"))
             shot(page, "shift-overview")
 
             # Alarms: acknowledge with a note, shelve with a preset, return to service.

@@ -257,6 +257,20 @@ function renderLine(st) {
     set(`${k}_health`, v);
     $(`[data-health=${k}]`, panel).classList.toggle("fault", v !== "ok");
   }
+  // Each XRF head: its link and (a DP5) its detector problems, from the line status.
+  // (`health` events carry no `extra`: the last status stays shown)
+  if (st.extra && st.extra.xrf_heads)
+    $("[data-f=heads]", panel).replaceChildren(
+      ...Object.entries(st.extra.xrf_heads).map(([name, h]) => {
+        const problems = Object.keys(h.problems || {});
+        const ok = h.link !== "down" && !problems.length;
+        return el(
+          "span",
+          { class: `head${ok ? "" : " fault"}`, "data-head": name, title: h.last_error || problems.join(", ") },
+          `${name} ${ok ? "ok" : problems.join(" ") || h.link}`,
+        );
+      }),
+    );
   const cap = lineLimits.capacity_cells_per_min;
   $("[data-g=throughput]", panel).replaceChildren(
     gauge(st.cells_per_min, { min: 0, max: cap || Math.max(60, st.cells_per_min * 1.5), unit: "cells/min", digits: 0 }),
@@ -269,10 +283,11 @@ function renderLine(st) {
   const ts = st.updated_at ? Date.parse(st.updated_at) : Date.now();
   set("age", fmtNum(Math.max(0, Date.now() - ts) / 1000, 0));
   const total = Object.values(st.counts).reduce((x, y) => x + y, 0);
-  const full = (st.extra && st.extra.buffers_full) || {};
+  const full = st.extra && st.extra.buffers_full;
   for (const box of panel.querySelectorAll(".route")) {
     const n = st.counts[box.dataset.route];
     $(".count", box).textContent = n === undefined ? "0" : String(n);
+    if (!full) continue;
     box.classList.toggle("fault", Boolean(full[box.dataset.route]));
     $(".unit", box).textContent = full[box.dataset.route] ? "cells · BUFFER FULL" : "cells · buffer ok";
   }

@@ -315,6 +315,16 @@ function specGauges(spec, b) {
     const v = b && b.impurities_ppm ? b.impurities_ppm[el_] ?? null : null;
     out.push(gauge(v, { min: 0, max: cap * 2, hi: cap, unit: "ppm", digits: 1, label: el_ }));
   }
+  // physical limits, where the standard sets them
+  for (const [key, measured, unit, label] of [
+    ["magnetic_max_ppb", "magnetic_ppb", "ppb", "magnetic"],
+    ["insolubles_max_pct", "insolubles_pct", "%", "insolubles"],
+  ]) {
+    const cap = spec[key] ?? null;
+    if (cap === null) continue;
+    const v = b && b.physical ? b.physical[measured] ?? null : null;
+    out.push(gauge(v, { min: 0, max: cap * 2, hi: cap, unit, digits: unit === "%" ? 3 : 0, label }));
+  }
   return out;
 }
 async function renderProducts() {

@@ -92,7 +92,6 @@ ERRORS = {
     409: "not possible in the item's current state",
     422: "invalid value; `detail` names the field",
     428: "change not confirmed: send confirm=true",
-    502: "the instrument this needs answered with an error (lot analyser)",
     429: "too many failed logins for this account or client; wait `Retry-After` seconds",
     502: "the lot analyser failed or did not answer; `detail` says how",
     503: "a part this needs is not available (model registry, routing file)",

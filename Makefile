@@ -46,7 +46,7 @@ bench: install
 
 # The HMI screenshots of README.md and docs/hmi.md, taken in headless Chromium by the tests.
 screenshots: install
-	PLANT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -q tests/test_hmi_browser.py tests/test_hmi_live.py
+	PLANT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest -q tests/test_hmi_browser.py tests/test_hmi_live.py tests/test_hmi_shift.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

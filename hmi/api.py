@@ -24,6 +24,7 @@ from plant import __version__
 from plant.alarms import (
     ANNUNCIATED_STATES,
     AlarmError,
+    alarm_journal,
     alarm_json,
     alarm_limits,
     delete_alarm_limit,
@@ -41,9 +42,11 @@ from plant.cell_view import (
     search_cells,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
+from plant.historian import PROCESS_TAGS, Historian
 from plant.hydromet import load_hydromet
 from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
+from plant.model_evaluation import latest_report
 from plant.setpoints import SetpointError, current_setpoints, request_setpoint
 from plant.status import read_statuses
 from plant.store import AuditRow, CellRow
@@ -333,6 +336,22 @@ def alarms(
     return {"alarms": [alarm_json(r) for r in rows], "flood": c.flood().as_json()}
 
 
+@router.get("/alarms/journal", responses=errors(*AUTH, 422))
+def journal(
+    _: Viewer,
+    c: Ctx,
+    alarm_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[dict[str, Any]]:
+    """The alarm journal, newest first: every raise, acknowledgement, return to normal, clear,
+    shelve, unshelve and suppression, with who and the note or reason."""
+    return alarm_journal(
+        c.store, alarm_id=alarm_id, since=utc(since), until=utc(until), limit=limit
+    )
+
+
 class AckIn(ApiIn):
     note: str | None = Field(None, max_length=1000)
 
@@ -429,6 +448,39 @@ def delete_limit(
     return {"deleted": f"{tag}.{kind}"}
 
 
+# -- trends -----------------------------------------------------------------------------------
+# A process value and the setpoint it is controlled to, where it has one.
+SETPOINT_PEN = {"leach.ph": "leach.ph_setpoint"}
+
+
+@router.get("/trends", responses=errors(*AUTH, 422))
+def trends(
+    _: Viewer,
+    c: Ctx,
+    tag: Annotated[str, Query(description="one of " + ", ".join(PROCESS_TAGS))],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    points: Annotated[int, Query(ge=10, le=5000)] = 600,
+) -> dict[str, Any]:
+    """A historian pen over [since, until) (default: the last hour), downsampled to about
+    `points` buckets (min/max/mean), with its alarm limits and its setpoint's pen."""
+    if tag not in PROCESS_TAGS:
+        raise HTTPException(422, f"tag: {tag!r} is not recorded; one of {', '.join(PROCESS_TAGS)}")
+    end = utc(until) or datetime.now(UTC)
+    start = utc(since) or end - timedelta(hours=1)
+    if start >= end:
+        raise HTTPException(422, "since: must be before until")
+    buckets = Historian(c.store).trend(tag, start, end, points)
+    return {
+        "tag": tag,
+        "since": start.isoformat(),
+        "until": end.isoformat(),
+        "buckets": [b.as_json() for b in buckets],
+        "limits": [limit_json(r) for r in alarm_limits(c.store) if r.tag == tag],
+        "setpoint_tag": SETPOINT_PEN.get(tag),
+    }
+
+
 # -- purity -----------------------------------------------------------------------------------
 @router.get("/purity/batches", responses=errors(*AUTH, 422))
 def purity_batches(
@@ -437,8 +489,13 @@ def purity_batches(
     product: str | None = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
 ) -> dict[str, Any]:
-    """Product batches, newest first, each with its latest assay and spec verdict."""
-    return {"batches": c.purity.batches(product, limit), "target_pct": c.purity.target_pct}
+    """Product batches, newest first, each with its latest assay and spec verdict, and each
+    product's spec (limits as in config/products.toml; empty without that file)."""
+    return {
+        "batches": c.purity.batches(product, limit),
+        "target_pct": c.purity.target_pct,
+        "specs": c.purity.specs(),
+    }
 
 
 @router.get("/purity/overview", responses=errors(*AUTH))
@@ -464,13 +521,27 @@ def classifier(
         if r.confidence is not None:
             bins[min(9, max(0, int(r.confidence * 10)))] += 1
     reasons = Counter(r.reason or "(none)" for r in rows if r.route == Route.quarantine)
+    # by code (the text before ':'): the rest names each cell's numbers
+    codes: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for reason, n in reasons.items():
+        code = reason.partition(":")[0]
+        codes[code] += n
+        examples.setdefault(code, reason)
+    models = c.models.describe()
     return {
         "cells": len(rows),
         "confidence_histogram": {"edges": [i / 10 for i in range(11)], "counts": bins},
         "per_class": dict(Counter(r.chemistry or "(none)" for r in rows).most_common()),
         "per_route": dict(Counter(r.route or "(none)" for r in rows).most_common()),
         "quarantine_reasons": dict(reasons.most_common(20)),
-        "models": c.models.describe(),
+        "quarantine_codes": [
+            {"code": code, "cells": n, "example": examples[code]} for code, n in codes.most_common()
+        ],
+        "models": models,
+        "evaluation": latest_report(
+            c.config.plant.data_dir / "reports", models.get("active") if models else None
+        ),
     }
 
 

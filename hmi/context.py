@@ -95,6 +95,13 @@ class PurityView:
             )
         return out
 
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Each product's spec as configured, so pages draw limits without knowing them."""
+        cfgs = self._configs()
+        if isinstance(cfgs, str):
+            return {}
+        return {name: spec.model_dump() for name, spec in cfgs[0].products.items()}
+
     def overview(self) -> dict[str, Any]:
         from plant.purity_report import build_report
 
@@ -246,6 +253,15 @@ class HmiContext:
         self.purity = PurityView(self.store, self.config_dir)
         self.models = ModelCatalog(self.config.plant.data_dir, self.config_dir)
         self.routing = RoutingView(self.config_dir / "routing.toml", self.store)
+
+    def line_limits(self) -> dict[str, float]:
+        """What the overview draws the line's figures against: the quarantine-rate alarm limit
+        and the XRF station's capacity (heads / live time), from config/plant.toml."""
+        line, heads = self.config.line, self.config.xrf.heads
+        return {
+            "quarantine_rate_alarm": line.quarantine_rate_alarm,
+            "capacity_cells_per_min": round(heads / line.xrf_live_time_s * 60, 1),
+        }
 
     def flood(self) -> Flood:
         return flood_status(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,9 +34,11 @@ def snapshot(c: HmiContext) -> dict[str, Any]:
     standing.sort(key=lambda a: (a.state != AlarmState.active_unacked, order.get(a.priority, 9)))
     return {
         "lines": [st.as_json() for st in read_statuses(c.store)],
+        "line_limits": c.line_limits(),
         "alarms": {
             "standing": len(standing),
             "unacked": sum(a.state != AlarmState.active_acked for a in standing),
+            "by_priority": dict(Counter(a.priority for a in standing)),
             "top": [alarm_json(a) for a in standing[:BANNER_ALARMS]],
         },
         "flood": c.flood().as_json(),

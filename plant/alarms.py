@@ -20,7 +20,7 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from plant.domain import AlarmPriority, AlarmState
 from plant.events import Event, EventBus
 from plant.historian import PROCESS_TAGS
-from plant.store import AlarmLimitRow, AlarmRow, Store, utcnow
+from plant.store import AlarmEventRow, AlarmLimitRow, AlarmRow, Store, utcnow
 
 ACTIVE_STATES = (
     AlarmState.active_unacked,
@@ -129,14 +129,18 @@ class Alarms:
         publishes the row once it has committed."""
         row = self._open(s, source, code, OPEN_STATES)
         if row is not None and row.state in (AlarmState.shelved, AlarmState.suppressed):
+            if row.cleared_at is not None:
+                _journal(s, row, "raised", note=message)
             row.cleared_at = None  # condition back while hidden: stays hidden, now active
             return row
         if row is not None and row.state != AlarmState.rtn_unacked:
             return row
-        if row is not None:
+        if row is not None:  # it came back before anyone acknowledged its return: a new raise
             row.state = AlarmState.active_unacked
             row.message = message
+            row.raised_at = utcnow()
             row.cleared_at = None
+            _journal(s, row, "raised", note=message)
         else:
             row = AlarmRow(
                 line=self.line,
@@ -148,6 +152,8 @@ class Alarms:
                 raised_at=utcnow(),
             )
             s.add(row)
+            s.flush()
+            _journal(s, row, "raised", note=message)
         s.flush()
         return row
 
@@ -167,11 +173,13 @@ class Alarms:
         if row.state in (AlarmState.shelved, AlarmState.suppressed):
             if row.cleared_at is None:
                 row.cleared_at = utcnow()
+                _journal(s, row, "returned")
             return row
         row.state = (
             AlarmState.cleared if row.state == AlarmState.active_acked else AlarmState.rtn_unacked
         )
         row.cleared_at = utcnow()
+        _journal(s, row, "cleared" if row.state == AlarmState.cleared else "returned")
         return row
 
     def active_in(self, s: Session) -> list[tuple[str, str]]:
@@ -217,6 +225,9 @@ class Alarms:
             row.acked_at = utcnow()
             row.acked_by = user
             row.ack_note = (note or "").strip() or None
+            _journal(s, row, "acknowledged", user, row.ack_note)
+            if row.state == AlarmState.cleared:
+                _journal(s, row, "cleared", user)
             self.store.audit(s, user, "alarm.ack", f"alarm:{alarm_id}", old, _with(row, note))
         self.publish(row)
         return row
@@ -253,6 +264,8 @@ class Alarms:
             row.state = AlarmState.shelved
             row.shelved_until = utcnow() + duration
             row.shelve_reason = reason.strip()
+            until = f"{row.shelved_until:%Y-%m-%d %H:%M:%S} UTC"
+            _journal(s, row, "shelved", user, f"until {until}: {row.shelve_reason}")
             self.store.audit(
                 s,
                 user,
@@ -276,6 +289,7 @@ class Alarms:
             row.state = AlarmState.suppressed
             row.shelved_until = None
             row.shelve_reason = reason.strip()
+            _journal(s, row, "suppressed", user, row.shelve_reason)
             self.store.audit(s, user, "alarm.suppress", f"alarm:{alarm_id}", old, reason.strip())
         self.publish(row)
         return row
@@ -288,6 +302,7 @@ class Alarms:
                 raise AlarmError(f"alarm {alarm_id} is {row.state}: not shelved or suppressed")
             old = row.state
             self._return_to_service(row)
+            _journal(s, row, "unshelved", user, f"from {old}")
             self.store.audit(s, user, f"alarm.un{old}", f"alarm:{alarm_id}", old, row.state)
         self.publish(row)
         return row
@@ -310,12 +325,66 @@ class Alarms:
             )
             for row in rows:
                 self._return_to_service(row)
+                _journal(s, row, "unshelved", None, "shelve time ran out")
                 self.store.audit(
                     s, "system", "alarm.shelve_expired", f"alarm:{row.id}", "shelved", row.state
                 )
         for row in rows:
             self.publish(row)
         return rows
+
+
+JOURNAL_KINDS = (
+    "raised",
+    "acknowledged",
+    "returned",
+    "cleared",
+    "shelved",
+    "unshelved",
+    "suppressed",
+)
+
+
+def _journal(
+    s: Session, row: AlarmRow, kind: str, user: str | None = None, note: str | None = None
+) -> None:
+    """One journal entry for the alarm, in the caller's transaction (with the state change)."""
+    s.add(AlarmEventRow(alarm_id=row.id, ts=utcnow(), kind=kind, user=user, note=note))
+
+
+def alarm_journal(
+    store: Store,
+    *,
+    alarm_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Journal entries, newest first, each with its alarm's source, code, line and priority."""
+    q = select(AlarmEventRow, AlarmRow).join(AlarmRow, AlarmRow.id == AlarmEventRow.alarm_id)
+    if alarm_id is not None:
+        q = q.where(AlarmEventRow.alarm_id == alarm_id)
+    if since is not None:
+        q = q.where(AlarmEventRow.ts >= since)
+    if until is not None:
+        q = q.where(AlarmEventRow.ts < until)
+    with store.session() as s:
+        rows = s.execute(q.order_by(AlarmEventRow.id.desc()).limit(limit)).all()
+    return [
+        {
+            "id": e.id,
+            "alarm_id": e.alarm_id,
+            "ts": _iso(e.ts),
+            "kind": e.kind,
+            "user": e.user,
+            "note": e.note,
+            "line": a.line,
+            "source": a.source,
+            "code": a.code,
+            "priority": a.priority,
+        }
+        for e, a in rows
+    ]
 
 
 def _with(row: AlarmRow, note: str | None) -> str:

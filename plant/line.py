@@ -1167,6 +1167,7 @@ class LineEngine:
             "counts": dict(self.stats.routed),
             "plc_counters": {r: int(self.last_poll.get(f"counters.{r}", 0)) for r in ROUTES},
             "in_flight": self.in_flight,
+            "buffers_full": {r: bool(self.status_bits.get(f"buffer.{r}_full")) for r in ROUTES},
             "epoch": self.epoch.number,
         }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -196,3 +197,24 @@ def evaluate_results(
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of an evaluation report, as stored in model metadata."""
     return {k: report[k] for k in SUMMARY_KEYS}
+
+
+def latest_report(reports: Path, model: str | None) -> dict[str, Any] | None:
+    """The newest `plant evaluate` report (evaluate-<model>-<UTC time>.json) of `model`, so the
+    HMI shows the active model's last confusion matrix; None without one."""
+    newest: dict[str, Any] | None = None
+    for path in reports.glob("evaluate-*.json") if reports.is_dir() else ():
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a report being written or damaged: the previous one still stands
+        if not isinstance(report, dict) or "confusion" not in report:
+            continue
+        if model is not None and report.get("model") != model:
+            continue
+        if newest is None or str(report.get("evaluated", "")) > str(newest.get("evaluated", "")):
+            newest = report
+    if newest is None:
+        return None
+    keys = ("model", "model_version", "data", "evaluated", "confusion", *SUMMARY_KEYS)
+    return {k: newest.get(k) for k in keys}

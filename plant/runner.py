@@ -314,7 +314,7 @@ async def _run_line(
             quarantine_rate=st["quarantine_rate"],
             counts=st["counts"],
             extra={
-                **{k: st[k] for k in ("plc_counters", "in_flight", "db_health")},
+                **{k: st[k] for k in ("plc_counters", "in_flight", "db_health", "buffers_full")},
                 "xrf_heads": head_health(rig.heads),
             },
         )

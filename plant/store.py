@@ -274,6 +274,23 @@ class AlarmRow(Base):
     shelve_reason: Mapped[str | None] = mapped_column(Text)
 
 
+class AlarmEventRow(Base):
+    """One entry of an alarm's journal: each occurrence and each operator action on it."""
+
+    __tablename__ = "alarm_events"
+    __table_args__ = (
+        Index("ix_alarm_events_alarm", "alarm_id", "id"),
+        Index("ix_alarm_events_ts", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"))
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    user: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class UserRow(Base):
     """HMI user; the password is stored only as an argon2 hash."""
 

@@ -56,6 +56,8 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("PUT", "/api/alarm-limits"): Role.engineer,
     ("DELETE", "/api/alarm-limits/{tag}/{kind}"): Role.engineer,
     ("GET", "/api/purity/batches"): Role.viewer,
+    ("GET", "/api/trends"): Role.viewer,
+    ("GET", "/api/alarms/journal"): Role.viewer,
     ("GET", "/api/purity/overview"): Role.viewer,
     ("GET", "/api/classifier"): Role.viewer,
     ("POST", "/api/classifier/activate"): Role.engineer,

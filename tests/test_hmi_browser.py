@@ -249,7 +249,7 @@ def test_operator_sees_live_counts_acks_alarm_and_is_refused_setpoints(
     page.click("header nav >> text=Alarms")
     row = page.locator(f"#standing tr[data-alarm='{alarm.id}']")
     expect(row).to_contain_text("active_unacked", timeout=WAIT_MS)
-    row.locator("input[name=note]").fill("maintenance called")
+    page.fill("#ack-note", "maintenance called")
     row.locator("button", has_text="Ack").click()
     expect(row).to_contain_text("active_acked", timeout=WAIT_MS)
     with served.store.session() as s:
@@ -295,7 +295,7 @@ def test_engineer_pages_purity_classifier_setpoints(browser: Browser, served: Se
     page.goto(f"{served.url}/purity")
     expect(page.locator("#batches tbody tr")).to_have_count(5, timeout=WAIT_MS)
     expect(page.locator("#batches")).to_contain_text("OFF SPEC")
-    expect(page.locator("#purity-chart canvas")).to_have_count(1)
+    expect(page.locator("#product-charts .chart canvas").first).to_be_visible()
     shot(page, "purity")
     page.goto(f"{served.url}/classifier")
     expect(page.locator("#per-class tbody tr").first).to_be_visible(timeout=WAIT_MS)

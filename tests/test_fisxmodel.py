@@ -14,7 +14,7 @@ import pytest
 from drivers.spectra import read_msa, write_msa
 
 pytest.importorskip("fisx", reason="fisx (dev extra) is not installed")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # `plant classify` as a process
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # bench/ is a directory of scripts, not an installed package

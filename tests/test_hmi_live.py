@@ -16,7 +16,7 @@ from test_hmi_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS  # skips without Chr
 from plant.store import Store, upgrade
 from plant.users import add_user, use_hash_cost
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.e2e]
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:

@@ -142,6 +142,7 @@ def write(d: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.mark.e2e  # `plant` commands as processes
 def test_each_passport_gets_its_verdict_through_classify(
     config: Path, keys: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -227,6 +228,7 @@ def test_a_key_the_issuer_never_listed_is_an_unknown_issuer(
     assert all(r["route"] == "quarantine" for r in rows)
 
 
+@pytest.mark.e2e  # `plant` commands as processes
 def test_import_stores_verdict_and_credential_and_a_status_list_revokes_later(
     config: Path, keys: dict[str, Any], tmp_path: Path
 ) -> None:

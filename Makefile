@@ -31,7 +31,7 @@ run: install
 # The default run leaves out the end-to-end tests (marker e2e: `plant run` and `plant bench` as
 # separate processes, SIGKILL and restart, two lines on one PostgreSQL); CI runs both.
 test: install
-	$(VENV)/bin/pytest -q -m "not e2e"
+	$(VENV)/bin/pytest -q -m "not e2e" --durations=15
 
 test-e2e: install
 	$(VENV)/bin/pytest -q -m e2e

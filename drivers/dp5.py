@@ -483,13 +483,6 @@ class Dp5Client(HeadLink):
     def __repr__(self) -> str:
         return f"Dp5Client({self.name} {self.host}:{self.port} {self.health.state})"
 
-    async def __aenter__(self) -> Dp5Client:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def connect(self) -> None:
         """Check the head answers a status request, and set its channel count."""
         async with self._lock:

@@ -15,9 +15,10 @@ import math
 import random
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import NoReturn, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -129,7 +130,7 @@ def quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-class HeadLink:
+class HeadLink(ABC):
     """Link health shared by the head clients: capped exponential backoff after failures,
     one log line per change of state, one request at a time."""
 
@@ -155,6 +156,21 @@ class HeadLink:
     @property
     def health(self) -> XrfHealth:
         return self._health
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open the link now (whatever the backoff says) and check the head answers."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the link."""
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     @property
     def busy(self) -> bool:
@@ -234,13 +250,6 @@ class XrfClient(HeadLink):
 
     def __repr__(self) -> str:
         return f"XrfClient({self.name} {self.host}:{self.port} {self._health.state})"
-
-    async def __aenter__(self) -> XrfClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def connect(self) -> None:
         """Open the connection now (whatever the backoff says) and check the head answers."""

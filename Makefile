@@ -28,13 +28,14 @@ run: install
 	$(PLANT) db upgrade
 	$(PLANT) run --simulate
 
-# The default run leaves out the end-to-end tests (marker e2e: `plant run` and `plant bench` as
-# separate processes, SIGKILL and restart, two lines on one PostgreSQL); CI runs both.
+# The default run (under 10 minutes) leaves out the end-to-end tests (marker e2e: `plant run`
+# and `plant bench` as separate processes, SIGKILL and restart, two lines on one PostgreSQL) and
+# the slow ones (marker slow: model training, long runs); CI runs both.
 test: install
-	$(VENV)/bin/pytest -q -m "not e2e" --durations=15
+	$(VENV)/bin/pytest -q -m "not e2e and not slow" --durations=15
 
 test-e2e: install
-	$(VENV)/bin/pytest -q -m e2e
+	$(VENV)/bin/pytest -q -m "e2e or slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

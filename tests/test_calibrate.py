@@ -34,6 +34,7 @@ def cfg(tmp_path: Path) -> Path:
     return config_copy(tmp_path, db_url=f"sqlite:///{tmp_path / 'plant.db'}")
 
 
+@pytest.mark.slow  # trains a site model (about a minute)
 def test_calibrate_saves_a_site_model_with_cross_validated_figures(
     cfg: Path, tmp_path: Path
 ) -> None:

@@ -21,6 +21,8 @@ from models.classifier import CLASSES
 from models.registry import DEFAULT_DIR
 from plant.store import AuditRow, Store
 
+pytestmark = pytest.mark.slow  # trains models for the gate (about a minute)
+
 
 def plant(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

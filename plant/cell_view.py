@@ -155,7 +155,12 @@ def spectrum_plot(spec: Spectrum, source: str) -> dict[str, Any]:
     }
 
 
-def _just_decided(row: CellRow, seconds: float) -> bool:
+# The line stores decided cells' spectra every 0.25 s (plant/line.py SPECTRA_FLUSH_S): a cell
+# decided this recently may have a spectrum that is not stored yet.
+JUST_DECIDED_S = 1.0
+
+
+def _just_decided(row: CellRow, seconds: float = JUST_DECIDED_S) -> bool:
     updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
     return row.spectrum_ref is not None and utcnow() - updated < timedelta(seconds=seconds)
 
@@ -167,8 +172,8 @@ def cell_spectrum(
     `spectrum_ref` names (imported cells); None if there is no such cell.
 
     Raises CellError saying why a cell has no spectrum; messages show no server paths. A cell
-    still being measured, or decided in the last `wait_s`, is waited for up to `wait_s`: the
-    line stores spectra shortly after their decisions.
+    still being measured is waited for up to `wait_s`, one decided in the last second for its
+    spectrum's store (the line stores spectra shortly after their decisions).
     """
     deadline = time.monotonic() + wait_s
     while True:
@@ -179,7 +184,7 @@ def cell_spectrum(
             spec = stored_spectrum(s, cell_id)
         if spec is not None or time.monotonic() > deadline:
             break
-        if row.state != CellState.detected and not _just_decided(row, wait_s):
+        if row.state != CellState.detected and not _just_decided(row):
             break
         time.sleep(0.1)
     if spec is not None:

@@ -199,8 +199,9 @@ def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:
     alarms = until("an off-spec alarm", offspec, proc, 240)
     assert all(a["code"].startswith("offspec/") for a in alarms), alarms
     assert any(" off spec: " in a["message"] and "-HC" in a["message"] for a in alarms), alarms
-    # One alarm per product that is off spec, not one per batch on hold.
-    codes = [a["code"] for a in alarms]
+    # One standing alarm per product that is off spec, not one per batch on hold (an alarm that
+    # returned to normal and came back is a new occurrence in the history: docs/hmi.md).
+    codes = [a["code"] for a in _alarms(api, view="standing", source="purity")]
     assert len(codes) == len(set(codes)), codes
     status, out = api.call("GET", "/purity/batches")
     on_hold = [b for b in out["batches"] if b["state"] == "on_hold"]

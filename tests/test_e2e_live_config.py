@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -208,8 +207,9 @@ def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:
     assert on_hold, out
     assert {b["product"] for b in on_hold} >= {a["code"].split("/", 1)[1] for a in alarms}
 
-    # SPC: every chart with a rule firing in the bad direction has its alarm in the report.
-    def charted() -> dict[str, Any]:
+    # SPC: every chart with a rule firing in the bad direction has its alarm in the report (the
+    # step that charts a batch raises its alarms right after: one snapshot may fall between).
+    def fired_and_alarmed() -> tuple[set[str], set[str]]:
         overview = api.call("GET", "/purity/overview")[1]
         fired = {
             f"{product}/{var}"
@@ -217,12 +217,20 @@ def test_lfp_routed_to_hydromet_raises_off_spec_alarms(plant: Any) -> None:
             for var, chart in charts.items()
             if chart["violations"]
         }
-        return {"fired": fired} if fired else {}
+        return fired, {a["code"] for a in overview["spc_alarms"]}
 
-    found = until("an SPC rule firing on a chart", charted, proc, 240)
-    time.sleep(1.0)  # the step that charted the batch raises its alarm right after
-    spc_codes = {a["code"] for a in api.call("GET", "/purity/overview")[1]["spc_alarms"]}
-    assert found["fired"] <= spc_codes, (found["fired"], spc_codes)
+    until("an SPC rule firing on a chart", lambda: fired_and_alarmed()[0], proc, 240)
+    snapshots: list[tuple[set[str], set[str]]] = []
+
+    def each_firing_chart_alarmed() -> bool:
+        snapshots.append(fired_and_alarmed())
+        fired, alarmed = snapshots[-1]
+        return fired <= alarmed
+
+    try:
+        until("every firing chart's alarm", each_firing_chart_alarmed, proc, 30)
+    except AssertionError:
+        raise AssertionError(f"charts firing without an alarm: {snapshots[-3:]}") from None
 
 
 def test_a_setpoint_and_an_acknowledgement_from_the_hmi_act_on_the_plant(plant: Any) -> None:

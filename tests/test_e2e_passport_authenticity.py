@@ -4,15 +4,13 @@ with the reason and a passport alarm, both seen through the HTTP API (docs/passp
 
 from __future__ import annotations
 
-import subprocess
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import add_user, answers, config_copy, start_run, until
 
 from plant.commands.bench_harness import toml_text
 from plant.store import upgrade
@@ -22,21 +20,6 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "passport-engineer-pw-1"
 
 
-def _wait(what: str, check: Any, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> Any:
-    """Poll `check()` until it returns something truthy; the plant must keep running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"plant run exited early while waiting for {what}"
-        try:
-            found = check()
-        except httpx.TransportError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"no {what} within {timeout} s")
-
-
 def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'plant.db'}"
     upgrade(url)
@@ -44,27 +27,11 @@ def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path:
     data = tomllib.loads((cfg / "plant.toml").read_text())
     data["sim"]["forged_passport_share"] = 0.3
     (cfg / "plant.toml").write_text(toml_text(data))
-    added = subprocess.run(
-        plant_cmd(cfg, "users", "add", "erin", "--role", "engineer"),
-        input=f"{PASSWORD}\n{PASSWORD}\n",
-        capture_output=True,
-        text=True,
-        env=plant_env(),
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert added.returncode == 0, added.stderr
-    log = (tmp_path / "plant-run.log").open("wb")
-    proc = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "20"),
-        cwd=tmp_path,
-        env=plant_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    add_user(cfg, tmp_path, "erin", "engineer", PASSWORD)
+    proc = start_run(cfg, tmp_path, "--rate", "20")
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{data['hmi']['port']}", timeout=10)
-        _wait("HMI", lambda: client.get("/api/health").status_code == 200, proc)
+        until("HMI", lambda: answers(f"{client.base_url}/api/health"), proc, 180)
         token = client.post("/api/login", json={"name": "erin", "password": PASSWORD})
         assert token.status_code == 200, token.text
         client.headers["Authorization"] = f"Bearer {token.json()['token']}"
@@ -85,7 +52,7 @@ def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path:
                 None,
             )
 
-        cell = _wait("forged passport on a steel-can cell", forged_can, proc)
+        cell = until("forged passport on a steel-can cell", forged_can, proc, 180)
         assert cell["route"] == "quarantine" and cell["passport_id"]
         assert "signature does not verify" in cell["reason"]
         shown = client.get(f"/api/cells/{cell['id']}").json()
@@ -105,7 +72,7 @@ def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path:
                 None,
             )
 
-        assert _wait("steel-can cell routed on a verified passport", genuine_can, proc)
+        assert until("steel-can cell routed on a verified passport", genuine_can, proc, 180)
 
         def alarm() -> dict[str, Any] | None:
             got = client.get("/api/alarms", params={"view": "history", "source": "passport"})
@@ -115,10 +82,9 @@ def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path:
                 None,
             )
 
-        raised = _wait("passport alarm", alarm, proc, timeout=60)
+        raised = until("passport alarm", alarm, proc, 60)
         assert "passport_invalid_signature" in raised["message"]
         assert "signature does not verify" in raised["message"]
     finally:
         proc.terminate()
         proc.wait(60)
-        log.close()

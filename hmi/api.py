@@ -89,12 +89,13 @@ ERRORS = {
     401: "not logged in (or the session ended: logout, password, role or login state changed)",
     403: "role too low, or the CSRF token of a cookie session missing or wrong",
     404: "no such item",
-    409: "not possible in the item's current state",
+    409: (
+        "not possible now: the item's state, or a part it needs (lot analyser, model registry,"
+        " routing file) failed or is missing; `detail` says which"
+    ),
     422: "invalid value; `detail` names the field",
     428: "change not confirmed: send confirm=true",
     429: "too many failed logins for this account or client; wait `Retry-After` seconds",
-    502: "the lot analyser failed or did not answer; `detail` says how",
-    503: "a part this needs is not available (model registry, routing file)",
 }
 AUTH = (401, 403)
 
@@ -272,7 +273,7 @@ class LotAssayIn(BaseModel):
     )
 
 
-@router.post("/lots/{lot_id}/assay", responses=errors(*AUTH, 400, 404, 409, 422, 502))
+@router.post("/lots/{lot_id}/assay", responses=errors(*AUTH, 400, 404, 409, 422))
 def measure_lot(
     lot_id: Annotated[str, Path(min_length=1, max_length=64)],
     body: LotAssayIn,
@@ -295,7 +296,7 @@ def measure_lot(
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except AnalyserFailed as exc:
-        raise HTTPException(502, str(exc)) from None
+        raise HTTPException(409, f"lot analyser: {exc}") from None
     except LotAssayError as exc:
         raise HTTPException(409, str(exc)) from None
     c.publish(
@@ -559,7 +560,7 @@ class ActivateIn(ApiIn):
         return self
 
 
-@router.post("/classifier/activate", responses=errors(*AUTH, 400, 404, 409, 422, 503))
+@router.post("/classifier/activate", responses=errors(*AUTH, 400, 404, 409, 422))
 def activate(body: ActivateIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Activate (or roll back to) a registered model version through the promotion gate, or
     forced with a reason (engineer; audited)."""
@@ -576,7 +577,7 @@ def activate(body: ActivateIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     except GateRefused as exc:
         raise HTTPException(409, f"{exc}; send force=true with a reason to override") from None
     except RuntimeError as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None
     return {**c.models.describe(), "gate": verdict.line}
 
 
@@ -619,11 +620,11 @@ def _routing_change(fn: Any, *args: Any) -> tuple[Any, Any]:
     except (KeyError, ValueError) as exc:
         raise HTTPException(422, str(exc).strip("'\"")) from None
     except FileNotFoundError as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None
     return result
 
 
-@router.post("/routing/thresholds", responses=errors(*AUTH, 400, 422, 428, 503))
+@router.post("/routing/thresholds", responses=errors(*AUTH, 400, 409, 422, 428))
 def put_threshold(body: SetpointIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Change a routing threshold in config/routing.toml (engineer; confirmed, audited); the
     running line applies it within about a second."""
@@ -640,7 +641,7 @@ class RouteIn(ApiIn):
     )
 
 
-@router.post("/routing/routes", responses=errors(*AUTH, 400, 422, 428, 503))
+@router.post("/routing/routes", responses=errors(*AUTH, 400, 409, 422, 428))
 def put_route(body: RouteIn, who: Engineer, c: Ctx) -> dict[str, Any]:
     """Change where a chemistry goes in config/routing.toml (engineer; confirmed, audited);
     the running line applies it within about a second."""

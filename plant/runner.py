@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import faulthandler
 import gc
 import json
 import logging
@@ -35,6 +36,7 @@ from drivers.plc import PlcError
 from models.registry import Registry
 from plant import eventloop
 from plant.alarms import Alarms
+from plant.children import reap
 from plant.classifier_process import ClassifierProcess
 from plant.config import ConfigError, PlantConfig
 from plant.decide import Decider
@@ -59,6 +61,7 @@ from plant.store import AlarmRow, CellRow, Store, utcnow
 log = logging.getLogger(__name__)
 PASSPORT_CHUNK = 5000
 STOP_TIMEOUT_S = 30.0  # after Ctrl-C or SIGTERM, the cleanup may take this long
+HMI_STOP_TIMEOUT_S = 3  # the HMI's open requests and sockets get this long to finish
 
 
 @dataclass
@@ -404,7 +407,15 @@ async def _run_line(
         host, port = opts.host or cfg.hmi.host, opts.port or cfg.hmi.port
         server = _quiet_server_class()(
             # X-Forwarded-For is read only from `[hmi] trusted_proxies` (hmi/auth.py:client_of)
-            uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                proxy_headers=False,
+                # An open browser socket must not hold up the stop of the line.
+                timeout_graceful_shutdown=HMI_STOP_TIMEOUT_S,
+            )
         )
         tasks.append(asyncio.create_task(server.serve()))
         print(f"HMI on http://{host}:{port}", file=sys.stderr, flush=True)
@@ -482,6 +493,7 @@ def _stop_overdue(sig: signal.Signals) -> None:
     for task in asyncio.all_tasks():
         task.print_stack(limit=8, file=sys.stderr)
     sys.stderr.flush()
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # a thread may be the hold-up
     os._exit(1)
 
 
@@ -500,8 +512,9 @@ async def _settled(task: asyncio.Task[Any]) -> None:
 
 
 async def _stop_sim(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the simulators; kill them if they have not stopped within 10 s."""
     proc.terminate()
-    await asyncio.to_thread(proc.wait)
+    await reap(proc, 10.0)
 
 
 def run_command(cfg: PlantConfig, config_dir: Path, opts: RunOptions, parts: RunParts) -> None:

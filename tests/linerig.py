@@ -31,6 +31,7 @@ from plant.line import ROUTES, LineEngine, count_routes
 from plant.passports import find_passport
 from plant.rig import CameraLabels
 from plant.routing import RoutingRules, load_rules
+from plant.runner import STOP_TIMEOUT_S
 from plant.store import CellRow, Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -239,6 +240,21 @@ def start_run(cfg: Path, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_run(proc: subprocess.Popen[bytes], cwd: Path) -> None:
+    """SIGTERM a `plant run` from `start_run`, as a service manager stops it; it must end
+    cleanly within its own stop budget (a run that overran prints what it waited on, shown)."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        code = proc.wait(STOP_TIMEOUT_S + 15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+        code = None
+    log = (cwd / "run.log").read_text(errors="replace")
+    assert code == 0, f"plant run did not stop cleanly on SIGTERM (exit {code}):\n{log[-6000:]}"
 
 
 def until(

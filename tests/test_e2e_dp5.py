@@ -10,7 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from linerig import add_user, answers, config_copy, each_cell_once, run_cells, start_run, until
+from linerig import (
+    add_user,
+    answers,
+    config_copy,
+    each_cell_once,
+    run_cells,
+    start_run,
+    stop_run,
+    until,
+)
 from sqlalchemy import func, select
 
 from drivers.dp5 import Dp5Client
@@ -111,5 +120,4 @@ def test_detector_high_voltage_off_is_an_alarm_shown_per_head_and_clears(tmp_pat
         )
         assert back["id"] == raised["id"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_run(proc, tmp_path)

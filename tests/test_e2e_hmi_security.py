@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import config_copy, plant_cmd, plant_env, stop_run
 from test_e2e_live_config import Api, until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -90,8 +90,7 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
                 plant.users("add", name, "--role", "engineer", stdin=f"{PASSWORD}\n{PASSWORD}\n")
             yield plant
         finally:
-            proc.terminate()
-            proc.wait(60)
+            stop_run(proc, tmp)
 
 
 def test_first_admin_password_is_in_an_owner_only_file_not_in_the_log(plant: Plant) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, until
+from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, stop_run, until
 
 from plant.store import upgrade
 
@@ -65,8 +65,7 @@ def plant(
         until("cells are decided", lambda: api.call("GET", "/cells?limit=1")[1]["cells"], proc, 120)
         yield api, proc
     finally:
-        proc.terminate()
-        proc.wait(60)
+        stop_run(proc, tmp)
 
 
 def _alarms(api: Api, **query: str) -> list[dict[str, Any]]:

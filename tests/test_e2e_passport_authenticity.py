@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from linerig import add_user, answers, config_copy, start_run, until
+from linerig import add_user, answers, config_copy, start_run, stop_run, until
 
 from plant.commands.bench_harness import toml_text
 from plant.store import upgrade
@@ -86,5 +86,4 @@ def test_a_forged_passport_on_a_steel_can_is_quarantined_with_an_alarm(tmp_path:
         assert "passport_invalid_signature" in raised["message"]
         assert "signature does not verify" in raised["message"]
     finally:
-        proc.terminate()
-        proc.wait(60)
+        stop_run(proc, tmp_path)

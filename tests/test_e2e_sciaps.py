@@ -5,7 +5,6 @@ a quarantined cell spot-checked on it (`plant assays spot-check CELL`)."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 import tomllib
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import config_copy, plant_cmd, plant_env, start_run, stop_run
 from sqlalchemy import select
 
 from drivers.sim.cells import CellStream
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "assay-pass-1234"
 
 
-def _closed_black_mass_lot(store: Store, run: subprocess.Popen[str], timeout: float) -> str:
+def _closed_black_mass_lot(store: Store, run: subprocess.Popen[bytes], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert run.poll() is None, "plant run ended early"
@@ -39,7 +38,9 @@ def _closed_black_mass_lot(store: Store, run: subprocess.Popen[str], timeout: fl
     raise AssertionError(f"no black-mass lot closed within {timeout} s")
 
 
-def _quarantined_cell(store: Store, run: subprocess.Popen[str], timeout: float) -> tuple[int, int]:
+def _quarantined_cell(
+    store: Store, run: subprocess.Popen[bytes], timeout: float
+) -> tuple[int, int]:
     """(id, seq) of a quarantined cell of one chemistry (not a 70/30 mixture)."""
     stream = CellStream(1)
     deadline = time.monotonic() + timeout
@@ -68,14 +69,7 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
             input=f"{PASSWORD}\n{PASSWORD}\n",
             text=True, check=True, capture_output=True, env=plant_env(), cwd=tmp_path,
         )  # fmt: skip
-    run = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "40"),
-        env=plant_env(),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_run(cfg, tmp_path, "--rate", "40")
     store = Store(url)
     try:
         lot = _closed_black_mass_lot(store, run, 180.0)
@@ -119,6 +113,10 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
         by_api = post("erin", {"black_mass_kg": 0.5})
         assert by_api.status_code == 200, by_api.text
         assert by_api.json()["black_mass_kg"] == 0.5 and by_api.json()["value"]["total"] > 0
+        # The pellet taken out: the analyser's refusal is a 409 naming it, not a server error.
+        assert httpx.put(f"http://127.0.0.1:{port}/sim/sample", json={}).status_code == 200
+        refused = post("erin", {"black_mass_kg": 0.5})
+        assert refused.status_code == 409 and "count rate too low" in refused.json()["detail"]
         # A quarantined cell: its sample in the cup, the spot check names its chemistry.
         cell, cell_seq = _quarantined_cell(store, run, 120.0)
         placed = httpx.put(f"http://127.0.0.1:{port}/sim/sample", json={"cell_id": cell})
@@ -136,8 +134,7 @@ def test_a_closed_black_mass_lot_is_assayed_on_the_analyser_and_reported(tmp_pat
                 )
             )
     finally:
-        run.send_signal(signal.SIGTERM)
-        run.wait(timeout=120)
+        stop_run(run, tmp_path)
         store.close()
     row = next(x for x in json.loads(report.stdout)["lots"] if x["id"] == lot)
     assert row["assay"]["source"] == "analyser"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, until
+from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, stop_run, until
 
 from drivers.spectra import read_msa
 from plant.commands.bench_harness import toml_text
@@ -122,5 +122,4 @@ def test_live_spectra_shown_exported_and_deleted_after_retention(tmp_path: Path)
         assert fresh["id"] > cell["id"]
         assert client.get(f"/api/cells/{fresh['id']}/spectrum").status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(60)
+        stop_run(proc, tmp_path)

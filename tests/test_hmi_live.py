@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from linerig import config_copy, plant_cmd, plant_env
+from linerig import config_copy, start_run, stop_run
 from playwright.sync_api import expect, sync_playwright
 from test_hmi_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS  # skips without Chromium
 
@@ -41,14 +41,7 @@ def test_overview_counts_rise_while_the_simulated_line_runs(tmp_path: Path) -> N
     store.close()
     cfg = config_copy(tmp_path, db_url=url, heads=2)
     port = tomllib.loads((cfg / "plant.toml").read_text())["hmi"]["port"]
-    env = plant_env()
-    proc = subprocess.Popen(
-        plant_cmd(cfg, "run", "--simulate", "--rate", "15"),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_run(cfg, tmp_path, "--rate", "15")
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/api/health", proc)
@@ -77,5 +70,4 @@ def test_overview_counts_rise_while_the_simulated_line_runs(tmp_path: Path) -> N
             page.screenshot(path=str(SHOTS / "overview-live.png"), full_page=True)
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_run(proc, tmp_path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
-from linerig import add_user, answers, config_copy, start_run, until
+from linerig import add_user, answers, config_copy, start_run, stop_run, until
 from test_e2e_live_config import Api
 from test_hmi_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS  # skips without Chromium
 
@@ -54,8 +54,7 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
         until("the HMI answers", lambda: answers(f"{base}/api/health"), proc, timeout=180)
         yield Plant(base, proc)
     finally:
-        proc.terminate()
-        proc.wait(60)
+        stop_run(proc, tmp)
 
 
 def test_an_operators_shift(plant: Plant) -> None:

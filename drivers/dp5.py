@@ -586,14 +586,17 @@ class Dp5Client(HeadLink):
         spectrum is read once (its readout takes ~10 ms)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + preset + PRESET_GRACE_S + self.timeout_s
-        if (await self._status()).mca_enabled:
+        counting = (await self._status()).mca_enabled
+        if counting:
             await asyncio.sleep(preset)
-        while (await self._status()).mca_enabled:
+        while counting:
             if loop.time() > deadline:
                 raise XrfTimeoutError(
                     f"preset time {preset} s not reached {PRESET_GRACE_S + self.timeout_s} s late"
                 )
-            await asyncio.sleep(min(0.002, preset / 10))
+            counting = (await self._status()).mca_enabled
+            if counting:
+                await asyncio.sleep(min(0.002, preset / 10))
         reply = await self._request(REQ_SPECTRUM_STATUS)
         try:
             counts, status = parse_spectrum(reply)

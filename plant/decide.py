@@ -144,7 +144,8 @@ class Decider:
                 return
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._arrived.wait()
 
     async def _drain(self) -> None:
         while self._pending:

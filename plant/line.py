@@ -326,6 +326,12 @@ class LineEngine:
             self._main = [asyncio.create_task(c) for c in loops]
             await self._stop.wait()
         finally:
+            # Loops also end at their next check of the stop flag: a cancellation can be lost
+            # (Python 3.11's asyncio.wait_for, used inside pymodbus, drops one that races the
+            # answer it awaits), and the engine must stop all the same.
+            self._stop.set()
+            self._divert_ready.set()
+            self._room.set()
             for t in self._main:
                 t.cancel()
             for t in list(self._tasks):
@@ -340,7 +346,8 @@ class LineEngine:
         infeed: no cell arrives that no controller will take. A dead controller is caught by
         the PLC's supervision of `controller.watchdog` instead."""
         try:
-            await asyncio.wait_for(self.plc.write("line.stop_cmd", True), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.plc.write("line.stop_cmd", True)
         except Exception as exc:
             log.error("infeed not stopped at exit (the PLC watchdog will stop it): %s", exc)
 
@@ -720,10 +727,10 @@ class LineEngine:
         spectrum_error: str | None = None
         if self.station is not None:
             try:
-                spectrum = await asyncio.wait_for(
-                    self.station.measure(f"CELL:{f.seq}", self.settings.xrf_live_time_s),
-                    self.settings.xrf_timeout_s,
-                )
+                async with asyncio.timeout(self.settings.xrf_timeout_s):
+                    spectrum = await self.station.measure(
+                        f"CELL:{f.seq}", self.settings.xrf_live_time_s
+                    )
                 self._xrf_fault(None)
             except asyncio.CancelledError:
                 raise
@@ -812,7 +819,7 @@ class LineEngine:
         return d
 
     async def _spectra_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await asyncio.sleep(SPECTRA_FLUSH_S)
             await self._keep_spectra()
 
@@ -837,9 +844,8 @@ class LineEngine:
         if check is None:
             return
         try:
-            results = await asyncio.wait_for(
-                check(self.settings.xrf_live_time_s), self.settings.xrf_timeout_s
-            )
+            async with asyncio.timeout(self.settings.xrf_timeout_s):
+                results = await check(self.settings.xrf_live_time_s)
         except TimeoutError:
             self._xrf_fault(f"XRF check standard: no answer in {self.settings.xrf_timeout_s} s")
             return
@@ -926,7 +932,8 @@ class LineEngine:
         while not self._stop.is_set():
             beat = beat % 65535 + 1
             try:
-                await asyncio.wait_for(self.plc.write(WATCHDOG_TAG, beat), WATCHDOG_PERIOD_S)
+                async with asyncio.timeout(WATCHDOG_PERIOD_S):
+                    await self.plc.write(WATCHDOG_TAG, beat)
             except (PlcError, TimeoutError):
                 pass  # an outage is the infeed loop's to alarm; the PLC's watchdog sees it too
             except Exception:
@@ -949,9 +956,11 @@ class LineEngine:
                         continue
                 await self._divert_ready.wait()
                 continue
-            while self._unconfirmed >= self._view.outstanding:
+            while self._unconfirmed >= self._view.outstanding and not self._stop.is_set():
                 self._room.clear()
                 await self._room.wait()
+            if self._stop.is_set():
+                break
             await self._send(f)
             if not f.written or f.epoch != self.epoch.number:
                 continue  # the PLC restarted meanwhile: the cell went to a manual check
@@ -1043,7 +1052,8 @@ class LineEngine:
             self._ack_changed.clear()
             with contextlib.suppress(TimeoutError):
                 wait = self.settings.idle_poll_s if eager else 0.1
-                await asyncio.wait_for(self._ack_changed.wait(), min(left, wait))
+                async with asyncio.timeout(min(left, wait)):
+                    await self._ack_changed.wait()
         return self._ack_seq >= seq
 
     async def _finish(self, f: Flight, executed: Route | None) -> None:

@@ -110,6 +110,41 @@ class MassBalanceSection(Strict):
     )
 
 
+RECONCILED_KINDS = ("lot", "weighing", "feed", "product", "residue")
+
+
+class ReconciliationSection(Strict):
+    """1-sigma of each kind of measured stream, relative to its value (plant/reconciliation.py);
+    `floor` (kg or g, the node's unit) keeps a zero stream adjustable."""
+
+    rel_sd: dict[str, float] = Field(
+        default_factory=lambda: {
+            "lot": 0.005,
+            "weighing": 0.01,
+            "feed": 0.05,
+            "product": 0.01,
+            "residue": 0.10,
+        }
+    )
+    floor: float = Field(0.001, gt=0)
+
+    @field_validator("rel_sd")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, float]) -> dict[str, float]:
+        for kind, sd in v.items():
+            if kind not in RECONCILED_KINDS:
+                raise ValueError(f"unknown stream kind {kind!r}; known: {', '.join(RECONCILED_KINDS)}")
+            if not 0 < sd < 1:
+                raise ValueError(f"{kind} = {sd}: give a relative sd above 0 and below 1")
+        missing = [k for k in RECONCILED_KINDS if k not in v]
+        if missing:
+            raise ValueError(f"missing stream kinds: {', '.join(missing)}")
+        return v
+
+    def sd(self, kind: str, value: float) -> float:
+        return max(self.rel_sd[kind] * abs(value), self.floor)
+
+
 class HydrometConfig(Strict):
     """config/hydromet.toml."""
 
@@ -120,6 +155,7 @@ class HydrometConfig(Strict):
     spc: SpcSection = SpcSection()
     black_mass: BlackMassSection = BlackMassSection()
     mass_balance: MassBalanceSection = MassBalanceSection()
+    reconciliation: ReconciliationSection = ReconciliationSection()
     valuation: Valuation
 
 

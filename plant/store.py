@@ -236,6 +236,21 @@ class AssayRow(Base):
     taken_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WeighingRow(Base):
+    """A weighbridge record of one output fraction of the mechanical stage (plant/weighings.py)."""
+
+    __tablename__ = "weighings"
+    __table_args__ = (Index("ix_weighings_lot", "lot_id"), Index("ix_weighings_at", "weighed_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fraction: Mapped[str] = mapped_column(String(32))
+    kg: Mapped[float] = mapped_column(Float)
+    lot_id: Mapped[str | None] = mapped_column(ForeignKey("lots.id"))
+    weighed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))
+    user: Mapped[str] = mapped_column(String(64))
+
+
 class ProcessValueRow(Base):
     """Historian sample of one PLC tag."""
 

@@ -133,7 +133,9 @@ class ReconciliationSection(Strict):
     def _known_kinds(cls, v: dict[str, float]) -> dict[str, float]:
         for kind, sd in v.items():
             if kind not in RECONCILED_KINDS:
-                raise ValueError(f"unknown stream kind {kind!r}; known: {', '.join(RECONCILED_KINDS)}")
+                raise ValueError(
+                    f"unknown stream kind {kind!r}; known: {', '.join(RECONCILED_KINDS)}"
+                )
             if not 0 < sd < 1:
                 raise ValueError(f"{kind} = {sd}: give a relative sd above 0 and below 1")
         missing = [k for k in RECONCILED_KINDS if k not in v]

@@ -5,6 +5,9 @@ One builder for `plant purity report --json`, the HMI and the certificates, so t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -14,6 +17,7 @@ from sqlalchemy import select
 from plant.alarms import alarm_json
 from plant.hydromet import (
     HydrometConfig,
+    ReconciliationSection,
     chart_of,
     effective_assays,
     product_history,
@@ -31,8 +35,19 @@ from plant.purity import (
     recovery,
     spec_limit,
 )
-from plant.recycling import Fraction, material_recovery, recycling_efficiency
-from plant.store import AlarmRow, AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow, Store
+from plant.reconciliation import Stream, reconciliation_json
+from plant.recycling import RECOVERY_METALS, Fraction, material_recovery, recycling_efficiency
+from plant.store import (
+    AlarmRow,
+    AssayRow,
+    BatchRow,
+    CampaignLotRow,
+    CampaignRow,
+    LotRow,
+    Store,
+    WeighingRow,
+)
+from plant.weighings import FRACTIONS, weighed_lots, weighings_of
 
 
 def iso_utc(ts: datetime | None) -> str | None:
@@ -92,13 +107,17 @@ def balance_of(
     since: datetime | None = None,
     batches: list[dict[str, Any]] | None = None,
     campaign_id: str | None = None,
+    until: datetime | None = None,
 ) -> dict[str, MetalBalance]:
-    """Mass balance over the campaigns since `since` (or one campaign): lot estimates in, or
-    the lot's measured assay where there is one (plant/lot_assays.py); assayed products out."""
+    """Mass balance over the campaigns started in [since, until) (or one campaign): lot
+    estimates in, or the lot's measured assay where there is one (plant/lot_assays.py); assayed
+    products out."""
     with store.session() as s:
         q = select(CampaignRow)
         if since is not None:
             q = q.where(CampaignRow.started_at >= since)
+        if until is not None:
+            q = q.where(CampaignRow.started_at < until)
         if campaign_id is not None:
             q = q.where(CampaignRow.id == campaign_id)
         campaigns = list(s.scalars(q))
@@ -219,9 +238,43 @@ def lot_rows(store: Store, since: datetime | None = None) -> list[dict[str, Any]
     return out
 
 
-INPUT_POINT = "hydromet lot weighed at lot close, entering the leach"
+INPUT_POINT = "hydromet lot weighed at lot close, entering the mechanical stage"
 PRODUCT_POINT = "product batch released after its assay (end of the last recycling step)"
 BYPRODUCT_POINT = "by-product leaving the plant for metal recovery"
+
+
+@dataclass(frozen=True)
+class EuFractions:
+    """The fractions of a period at their calculation points: inputs, counted outputs, and the
+    weighed fractions that do not count (intermediates, residue, energy recovery)."""
+
+    inputs: list[Fraction]
+    outputs: list[Fraction]
+    not_counted: list[Fraction]
+    weighed: list[Fraction]
+    lots_weighed: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "input": [f.as_json() for f in self.inputs],
+            "output": [f.as_json() for f in self.outputs],
+            "not_counted": [f.as_json() for f in self.not_counted],
+            "lots_weighed": self.lots_weighed,
+        }
+
+
+def _weighed_fractions(rows: list[WeighingRow]) -> list[Fraction]:
+    """The period's weighings summed per fraction, in the order of FRACTIONS."""
+    kg: dict[str, float] = {}
+    n: dict[str, int] = {}
+    for w in rows:
+        kg[w.fraction] = kg.get(w.fraction, 0.0) + w.kg
+        n[w.fraction] = n.get(w.fraction, 0) + 1
+    return [
+        Fraction(f"{name} ({n[name]} weighings)", kind.calculation_point, kg[name])
+        for name, kind in FRACTIONS.items()
+        if name in kg
+    ]
 
 
 def eu_fractions(
@@ -230,10 +283,12 @@ def eu_fractions(
     config: HydrometConfig,
     start: datetime | None = None,
     end: datetime | None = None,
-) -> tuple[list[Fraction], list[Fraction]]:
+) -> EuFractions:
     """Input and output fractions of the campaigns started in [start, end) at their calculation
-    points: input = the lots' weighed mass and metal; output = released batches' assayed metal
-    and the saleable by-products' metal. Batches on hold are not output (yet)."""
+    points: input = the lots' weighed mass and metal; output = the mechanical stage's recycled
+    fractions as weighed leaving the plant, released batches' assayed metal and the saleable
+    by-products' metal. Batches on hold are not output (yet); residue, energy recovery and the
+    black mass (counted at the hydromet outputs) are listed but not counted."""
     with store.session() as s:
         q = select(CampaignRow).order_by(CampaignRow.started_at)
         if start is not None:
@@ -254,10 +309,16 @@ def eu_fractions(
             s.scalars(select(BatchRow).where(BatchRow.campaign_id.in_(ids)).order_by(BatchRow.id))
         )
         assays = effective_assays(s, [b.id for b in batches])
+        lot_ids = [lot.id for lot in lots]
+        weighed = weighings_of(s, lot_ids, start, end)
+        lots_weighed = len(weighed_lots(s, lot_ids))
     inputs = [
         Fraction(lot.id, INPUT_POINT, lot.mass_g / 1000.0, dict(lot.metals_g or {})) for lot in lots
     ]
-    outputs = []
+    mechanical = _weighed_fractions(weighed)
+    counted = {k.calculation_point for k in FRACTIONS.values() if k.counted}
+    outputs = [f for f in mechanical if f.calculation_point in counted]
+    not_counted = [f for f in mechanical if f.calculation_point not in counted]
     for b in batches:
         spec, a = products.products.get(b.product), assays.get(b.id)
         if spec is None or a is None or b.state != "released":
@@ -271,7 +332,38 @@ def eu_fractions(
                 metals = {k: float(v) for k, v in grams.items()}
                 name = f"{c.id} {stream}"
                 outputs.append(Fraction(name, BYPRODUCT_POINT, sum(metals.values()) / 1000, metals))
-    return inputs, outputs
+    return EuFractions(inputs, outputs, not_counted, mechanical, lots_weighed)
+
+
+MECHANICAL_NODE = "mechanical stage"
+
+
+def reconciliation_streams(
+    fr: EuFractions, balance: Mapping[str, MetalBalance], cfg: ReconciliationSection
+) -> list[Stream]:
+    """The measured streams and their balance nodes: the mechanical stage in kg (cells in =
+    every weighed fraction out, when anything was weighed) and each recovery metal in g (feed in
+    = products + by-products + residues out)."""
+    streams: list[Stream] = []
+
+    def add(name: str, kind: str, value: float, node: str, sign: int) -> None:
+        streams.append(Stream(name, kind, value, cfg.sd(kind, value), {node: sign}))
+
+    if fr.weighed:
+        cells = math.fsum(f.counted_kg for f in fr.inputs)
+        add(f"cells in ({len(fr.inputs)} lots)", "lot", cells, MECHANICAL_NODE, +1)
+        for f in fr.weighed:
+            add(f.name, "weighing", f.counted_kg, MECHANICAL_NODE, -1)
+    for metal in RECOVERY_METALS:
+        b = balance.get(metal)
+        if b is None or b.in_g <= 0:
+            continue
+        add(f"{metal} feed", "feed", b.in_g, metal, +1)
+        add(f"{metal} products", "product", b.products_g, metal, -1)
+        add(f"{metal} by-products", "residue", b.byproducts_g, metal, -1)
+        for name, g in sorted(b.residues_g.items()):
+            add(f"{metal} {name}", "residue", g, metal, -1)
+    return streams
 
 
 def eu_figures(
@@ -281,17 +373,21 @@ def eu_figures(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> dict[str, Any]:
-    """recycling_efficiency and material_recovery (Delegated Regulation (EU) 2025/606)."""
-    inputs, outputs = eu_fractions(store, products, config, start, end)
+    """recycling_efficiency and material_recovery (Delegated Regulation (EU) 2025/606), the
+    fractions behind them and the period's reconciled mass balance."""
+    fr = eu_fractions(store, products, config, start, end)
+    balance = balance_of(
+        store, products, config, start, batch_rows(store, products, start), until=end
+    )
+    streams = reconciliation_streams(fr, balance, config.reconciliation)
+    units = {MECHANICAL_NODE: "kg", **{m: "g" for m in RECOVERY_METALS}}
     return {
         "recycling_efficiency": recycling_efficiency(
-            inputs, outputs, products.recycling_efficiency_targets
+            fr.inputs, fr.outputs, products.recycling_efficiency_targets
         ),
-        "material_recovery": material_recovery(inputs, outputs, products.recovery_targets),
-        "fractions": {
-            "input": [f.as_json() for f in inputs],
-            "output": [f.as_json() for f in outputs],
-        },
+        "material_recovery": material_recovery(fr.inputs, fr.outputs, products.recovery_targets),
+        "fractions": fr.as_json(),
+        "reconciliation": reconciliation_json(streams, units),
     }
 
 
@@ -327,6 +423,8 @@ def build_report(
         "lots": lot_rows(store, since),
         "recycling_efficiency": eu["recycling_efficiency"],
         "material_recovery": eu["material_recovery"],
+        "fractions": eu["fractions"],
+        "reconciliation": eu["reconciliation"],
     }
 
 
@@ -361,10 +459,18 @@ def render_documentation(doc: dict[str, Any]) -> str:
         for m, r in doc["material_recovery"].items()
     ]
     fr = [
-        [kind, f["name"], f["calculation_point"], f["counted_kg"], f["metals_g"]]
-        for kind in ("input", "output")
+        [kind.replace("_", " "), f["name"], f["calculation_point"], f["counted_kg"], f["metals_g"]]
+        for kind in ("input", "output", "not_counted")
         for f in doc["fractions"][kind]
     ]
+    rec = doc["reconciliation"]
+    rs = [
+        [r["name"], r["measured"], r["sd"], r["reconciled"], r["adjustment"],
+         r["normalised_adjustment"], "gross error" if r["gross_error"] else ""]
+        for r in rec["streams"]
+    ]  # fmt: skip
+    nodes = "; ".join(f"{n} {v['unaccounted']} {v['unit']}" for n, v in rec["nodes"].items())
+    warn = "".join(f"<li>{escape(w)}</li>" for w in rec["warnings"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Recycling efficiency {doc["year"]} — {escape(str(doc["site"]))}</title>
@@ -384,5 +490,10 @@ text-align:left;font-size:.9rem}}</style></head><body>
 <h2>Fractions at their calculation points</h2>
 <table><tr><th>Kind</th><th>Fraction</th><th>Calculation point</th><th>Counted kg</th>
 <th>Metals, g</th></tr>{rows(fr)}</table>
+<h2>Mass balance reconciled (weighted least squares)</h2>
+<p>Unaccounted before reconciliation: {escape(nodes) or "-"}</p>
+<ul>{warn}</ul>
+<table><tr><th>Stream</th><th>Measured</th><th>1 sigma</th><th>Reconciled</th>
+<th>Adjustment</th><th>Normalised</th><th></th></tr>{rows(rs)}</table>
 </body></html>
 """

@@ -134,7 +134,9 @@ def _add(
         if state is None:
             raise WeighingError("lot", f"no lot {lot!r}")
         if state == "open":
-            raise WeighingError("lot", f"lot {lot} is still open; weigh its fractions once it closed")
+            raise WeighingError(
+                "lot", f"lot {lot} is still open; weigh its fractions once it closed"
+            )
     row = WeighingRow(
         fraction=fraction, kg=kg, lot_id=lot, weighed_at=when, source=source, user=user[:64]
     )

@@ -1,4 +1,4 @@
-"""Weighted-least-squares reconciliation against hand-computed examples (plant/reconciliation.py)."""
+"""WLS reconciliation against hand-computed examples (plant/reconciliation.py)."""
 
 from __future__ import annotations
 

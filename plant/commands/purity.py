@@ -91,6 +91,22 @@ def _print_report(rep: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    fr = rep["fractions"]
+    if fr["output"] or fr["not_counted"]:
+        f = Table(title="Output fractions at their calculation points (EU 2025/606)")
+        for col in ("fraction", "kg", "counted", "calculation point"):
+            f.add_column(col)
+        for kind in ("output", "not_counted"):
+            counted = "yes" if kind == "output" else "no"
+            for x in fr[kind]:
+                f.add_row(x["name"], f"{x['counted_kg']:.1f}", counted, x["calculation_point"])
+        out.print(f)
+    rec = rep["reconciliation"]
+    for node, v in rec["nodes"].items():
+        out.print(f"Reconciled balance, {node}: unaccounted {v['unaccounted']} {v['unit']}",
+                  highlight=False)  # fmt: skip
+    for w in rec["warnings"]:
+        out.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     lots = [lot for lot in rep["lots"] if lot["value"]]
     if lots:
         v = Table(title="Valued black-mass lots")

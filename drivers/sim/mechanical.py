@@ -6,9 +6,10 @@ active material 35 % + Cu foil 10 % + Al foil 5 % stay together as black mass fo
 (the shares plant/lots.py estimates the lot's metals with), graphite 15-16 %, electrolyte 12 %,
 separator and other plastics 4 %, the can 15-16 % (nickel-plated steel for cylindrical NMC,
 NCA and LCO cells; aluminium for the prismatic LFP and LMO cells), tabs 1 % each of Al and Cu.
-The electrolyte is recovered by condensation at 75 % [U]; the rest leaves with the combustibles
-to energy recovery. A small share of the mass (dust, moisture) is lost unweighed, and each
-weighing has the weighbridge's noise, so the balance does not close exactly.
+Half the electrolyte is recovered by condensation [U]; the rest leaves with the combustibles to
+energy recovery. A quarter of the graphite ends in the fines, with the binder, as residue [U].
+A small share of the mass (dust, moisture) is lost unweighed, and each weighing has the
+weighbridge's noise, so the balance does not close exactly.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ import numpy as np
 # Share of the cell mass in each weighed fraction, %, per can material (sums to 100).
 STEEL_CAN = {
     "black_mass": 50.0,
-    "graphite": 16.0,
-    "electrolyte": 9.0,
-    "energy_recovery": 3.0,
+    "graphite": 12.0,
+    "electrolyte": 6.0,
+    "energy_recovery": 6.0,
     "plastics": 4.0,
     "steel": 15.0,
     "aluminium": 1.0,
     "copper": 1.0,
-    "residue": 1.0,
+    "residue": 5.0,
 }
-ALUMINIUM_CAN = {**STEEL_CAN, "graphite": 15.0, "steel": 1.0, "aluminium": 16.0}
+ALUMINIUM_CAN = {**STEEL_CAN, "graphite": 11.0, "steel": 1.0, "aluminium": 16.0}
 ALUMINIUM_CANS = frozenset({"LFP", "LMO"})
 UNWEIGHED_LOSS_PCT = 0.3  # dust and moisture leaving with the off-gas [U]
 WEIGHBRIDGE_REL_SD = 0.005  # 1 sigma of one weighing [U]

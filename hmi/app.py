@@ -22,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hmi import api, pages, ws
+from hmi import api, pages, weighings, ws
 from hmi.context import HmiContext, SetpointWriter
 from plant import __version__
 from plant.config import load_plant
@@ -148,6 +148,7 @@ def create_app(
     app.state.hmi = c
     app.state.store = st
     app.include_router(api.router)
+    app.include_router(weighings.router)
     app.include_router(pages.router)
     app.add_api_websocket_route("/ws", ws.endpoint)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -29,6 +29,7 @@ from plant.commands import (
     sim,
     spectra,
     users,
+    weighings,
 )
 from plant.config import ConfigError, config_dir
 from plant.store import StoreError, db_error_line
@@ -54,7 +55,9 @@ def _root(
 
 
 # Command groups, one module each under plant/commands/.
-for _module in (db, run, sim, passports, plc, spectra, purity, users, classify, calibrate, bench):
+for _module in (
+    db, run, sim, passports, plc, spectra, purity, users, classify, calibrate, bench, weighings
+):  # fmt: skip
     _module.register(app)
 
 

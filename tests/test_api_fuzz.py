@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from hmi import api as hmi_api
+from hmi import weighings as hmi_weighings
 from hmi.app import create_app
 from hmi.auth import open_session
 from plant.alarms import Alarms
@@ -47,6 +48,7 @@ ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/cells/{cell_id}/spectrum"): Role.viewer,
     ("POST", "/api/cells/{cell_id}/release"): Role.operator,
     ("POST", "/api/lots/{lot_id}/assay"): Role.engineer,
+    ("POST", "/api/weighings"): Role.engineer,
     ("GET", "/api/alarms"): Role.viewer,
     ("POST", "/api/alarms/{alarm_id}/ack"): Role.operator,
     ("POST", "/api/alarms/{alarm_id}/shelve"): Role.operator,
@@ -73,7 +75,8 @@ ROLES: dict[tuple[str, str], Role | None] = {
 RANK = {Role.viewer: 0, Role.operator: 1, Role.engineer: 2, Role.admin: 3}
 ROUTES = sorted(
     (method, route.path)
-    for route in hmi_api.router.routes
+    for router in (hmi_api.router, hmi_weighings.router)
+    for route in router.routes
     if isinstance(route, APIRoute)
     for method in route.methods or ()
 )

@@ -53,7 +53,9 @@ def time_option(text: str | None, option: str = "--since") -> datetime | None:
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         err.print(
-            f"error: {option} {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)"
+            f"error: {option} {text!r}: give an ISO time (2025-03-01T06:00Z) or an age (24h, 7d)",
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2) from None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts

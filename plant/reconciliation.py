@@ -90,15 +90,22 @@ def reconcile(streams: Sequence[Stream]) -> tuple[list[Reconciled], dict[str, fl
 
 def reconciliation_json(streams: Sequence[Stream], units: Mapping[str, str]) -> dict[str, Any]:
     """The report's `reconciliation`: streams, per-node unaccounted loss and gross-error warnings.
-    `units`: each node's unit (kg, g)."""
+    `units`: each node's unit (kg, g). One warning per node with a gross error, naming the
+    stream adjusted most for its own sd (with one balance, every stream of a node has the same
+    normalised adjustment: the test finds the node, the sd-weighted adjustment the suspect)."""
     done, imbalance = reconcile(streams)
-    warnings = [
-        f"gross error suspected in {d.stream.name}: normalised adjustment "
-        f"{d.normalised:.1f} > {GROSS_ERROR_LIMIT:g} (measured {d.stream.value:.6g}, "
-        f"reconciled {d.reconciled:.6g})"
-        for d in done
-        if d.gross_error
-    ]
+    warnings = []
+    for node, unaccounted in imbalance.items():
+        flagged = [d for d in done if d.gross_error and node in d.stream.nodes]
+        if not flagged:
+            continue
+        worst = max(flagged, key=lambda d: abs(d.adjustment) / max(d.stream.sd, 1e-12))
+        warnings.append(
+            f"gross error suspected in {node}: unaccounted {unaccounted:.6g} {units.get(node, '')}"
+            f", normalised adjustment {worst.normalised:.1f} > {GROSS_ERROR_LIMIT:g}; adjusted "
+            f"most: {worst.stream.name} (measured {worst.stream.value:.6g}, reconciled "
+            f"{worst.reconciled:.6g})"
+        )
     return {
         "method": "weighted least squares (measurement test for gross errors)",
         "streams": [d.as_json() for d in done],

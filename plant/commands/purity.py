@@ -20,6 +20,7 @@ from plant.lot_assays import LotAssayError, assay_lot
 from plant.purity import load_products
 from plant.purity_report import annual_documentation, build_report, render_documentation
 from plant.spot_checks import spot_check
+from plant.weighings import FRACTIONS
 
 purity_app = typer.Typer(
     help="Product purity, SPC, mass balance and recovery.", no_args_is_help=True
@@ -92,14 +93,16 @@ def _print_report(rep: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     fr = rep["fractions"]
-    if fr["output"] or fr["not_counted"]:
-        f = Table(title="Output fractions at their calculation points (EU 2025/606)")
+    weighed_points = {k.calculation_point for k in FRACTIONS.values()}
+    weighed = [(k, x) for k in ("output", "not_counted") for x in fr[k]]
+    weighed = [(k, x) for k, x in weighed if x["calculation_point"] in weighed_points]
+    if weighed:
+        f = Table(title="Weighed fractions of the mechanical stage (EU 2025/606)")
         for col in ("fraction", "kg", "counted", "calculation point"):
             f.add_column(col)
-        for kind in ("output", "not_counted"):
+        for kind, x in weighed:
             counted = "yes" if kind == "output" else "no"
-            for x in fr[kind]:
-                f.add_row(x["name"], f"{x['counted_kg']:.1f}", counted, x["calculation_point"])
+            f.add_row(x["name"], f"{x['counted_kg']:.1f}", counted, x["calculation_point"])
         out.print(f)
     rec = rep["reconciliation"]
     for node, v in rec["nodes"].items():

@@ -372,13 +372,16 @@ def eu_figures(
     config: HydrometConfig,
     start: datetime | None = None,
     end: datetime | None = None,
+    balance: Mapping[str, MetalBalance] | None = None,
 ) -> dict[str, Any]:
     """recycling_efficiency and material_recovery (Delegated Regulation (EU) 2025/606), the
-    fractions behind them and the period's reconciled mass balance."""
+    fractions behind them and the period's reconciled mass balance (`balance`: the period's,
+    if the caller has it already)."""
     fr = eu_fractions(store, products, config, start, end)
-    balance = balance_of(
-        store, products, config, start, batch_rows(store, products, start), until=end
-    )
+    if balance is None:
+        balance = balance_of(
+            store, products, config, start, batch_rows(store, products, start), until=end
+        )
     streams = reconciliation_streams(fr, balance, config.reconciliation)
     units = {MECHANICAL_NODE: "kg", **{m: "g" for m in RECOVERY_METALS}}
     return {
@@ -410,7 +413,7 @@ def build_report(
         if since is not None:
             q = q.where(AlarmRow.raised_at >= since)
         alarms = [alarm_json(a) for a in s.scalars(q)]
-    eu = eu_figures(store, products, config, since)
+    eu = eu_figures(store, products, config, since, balance=balance)
     return {
         "generated_at": iso_utc(now),
         "since": iso_utc(since),

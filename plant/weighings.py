@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -79,6 +79,7 @@ FRACTIONS: dict[str, FractionKind] = {
     ),
 }
 MAX_KG = 100_000.0
+CLOCK_SLACK = timedelta(minutes=5)  # a weighbridge clock a little ahead is not an error
 
 
 class WeighingError(ValueError):
@@ -118,8 +119,11 @@ def record_weighing(
 ) -> dict[str, Any]:
     """Check and store one weighing with its audit entry, in one transaction (a time without a
     zone is UTC)."""
-    when = at or datetime.now(UTC)
+    now = datetime.now(UTC)
+    when = at or now
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when > now + CLOCK_SLACK:
+        raise WeighingError("at", f"{when.isoformat()} is in the future")
     with store.begin() as s:
         row = _add(s, check_fraction(fraction), check_kg(kg), lot, when, source, user)
         store.audit(s, user, "weighing.add", f"weighing:{row.id}", None, _summary(row))

@@ -58,6 +58,7 @@ def test_an_engineer_weighs_a_fraction_audited_and_counted(hmi: rig.Hmi) -> None
         ({"kg": "heavy"}, "kg", None),
         ({"lot": "L1-HM-NOPE"}, "lot", "no lot 'L1-HM-NOPE'"),
         ({"at": "yesterday"}, "at", None),
+        ({"at": "2999-01-01T00:00:00Z"}, "at", "is in the future"),
     ],
 )
 def test_a_bad_field_is_a_422_naming_it(

@@ -22,13 +22,14 @@ from plant.store import CellRow, LotRow, Store, WeighingRow
 from plant.weighings import record_weighing
 
 MECHANICAL_USER = "sim-mechanical"
+WEIGH_PER_STEP = 20  # a backlog (a database from before weighings) drains over several steps
 
 
 def weigh_closed_lots(
     store: Store, stage: SimMechanicalStage, line: str, now: datetime
 ) -> list[str]:
-    """Write the weighed fractions of every closed hydromet lot of `line` not weighed yet; the
-    split follows the lot's cells' decided chemistries. Returns the lots weighed."""
+    """Write the weighed fractions of the closed hydromet lots of `line` not weighed yet, oldest
+    first; the split follows the lot's cells' decided chemistries. Returns the lots weighed."""
     with store.session() as s:
         weighed = select(WeighingRow.lot_id).where(WeighingRow.lot_id.is_not(None))
         lots = list(
@@ -41,6 +42,7 @@ def weigh_closed_lots(
                     LotRow.id.not_in(weighed),
                 )
                 .order_by(LotRow.closed_at, LotRow.id)
+                .limit(WEIGH_PER_STEP)
             )
         )
         cells = {

@@ -4,14 +4,22 @@ simulator against a client written here from the Keyence SR/BL command framing."
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from drivers.codereader import TcpCodeReader
 from drivers.sim.camera import label_payload
 from drivers.sim.cells import CellStream
 from drivers.sim.codereader import SimCodeReader
+from plant.config import ConfigError, load_plant
+
+REPO = Path(__file__).resolve().parent.parent
 
 STREAM = CellStream(1)
 
@@ -186,3 +194,28 @@ def test_simulator_speaks_the_vendor_framing() -> None:
         assert sim.triggers == 3
 
     run(main)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("port = 70000", r"camera\.port: .*65535"),
+        ("timeout_s = 0", r"camera\.timeout_s: .*greater than 0"),
+        ('kind = "sim_reader"', r"camera\.kind: .*'tcp_reader'"),
+    ],
+)
+def test_bad_reader_settings_are_refused_naming_the_key(
+    tmp_path: Path, setting: str, named: str
+) -> None:
+    cfg = tmp_path / "config"
+    shutil.copytree(REPO / "config", cfg)
+    toml = cfg / "plant.toml"
+    key = setting.split(" = ")[0]
+    text, n = re.subn(
+        rf"(\[camera\][^\[]*?)^{key} = .*$", rf"\g<1>{setting}", toml.read_text(), flags=re.M
+    )
+    assert n == 1
+    toml.write_text(text)
+    with pytest.raises(ConfigError, match=named) as exc:
+        load_plant(cfg)
+    assert "\n" not in str(exc.value)

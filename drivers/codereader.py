@@ -56,7 +56,7 @@ class TcpCodeReader:
             try:
                 read = await self._exchange()
             except asyncio.CancelledError:
-                await self.close()  # the answer may still come: never give it to another cell
+                self._drop()  # the answer may still come: never give it to another cell
                 raise
             except TimeoutError:
                 if self._writer is not None:  # a read under way: stop it (best effort)

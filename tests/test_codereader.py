@@ -129,6 +129,30 @@ def test_timeout_drops_the_late_answer_and_the_next_read_gets_its_own_cell() -> 
     run(main)
 
 
+def test_a_cancelled_read_leaves_its_late_answer_behind() -> None:
+    """The line cancels a cell's measurement when its take was in doubt (plant/line.py)."""
+    a = first(passport=True)
+    b = first(passport=True, after=a)
+
+    async def main() -> None:
+        async with reader_sim(Conveyor(a, b)) as sim:
+            client = TcpCodeReader("127.0.0.1", sim.port, timeout_s=2.0)
+            try:
+                sim.delay_s = 0.3
+                task = asyncio.create_task(client.read_label(a))
+                await asyncio.sleep(0.1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                sim.delay_s = 0.0
+                await asyncio.sleep(0.3)
+                assert await client.read_label(b) == (passport(b), None)
+            finally:
+                await client.close()
+
+    run(main)
+
+
 def test_dropped_connection_then_reconnect() -> None:
     a = first(passport=True)
     b = first(passport=True, after=a)

@@ -22,12 +22,13 @@ from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from drivers.plc import DONE_SEQ, DONE_TARGET, NEXT_MASS, PlcError, PlcExceptionError, TagMap
 from drivers.spectra import Spectrum
+from plant import cell_records
 from plant.alarms import Alarms
+from plant.cell_records import ROUTES, count_routes
 from plant.config import LineSection
 from plant.dbworker import DbWorker
 from plant.decide import Decider, Evidence
@@ -57,22 +58,16 @@ from plant.plc_epochs import (
     restart_in_run,
     restart_on_reconnect,
 )
-from plant.routing import as_duplicate
 from plant.spectrum_archive import keep_spectra
 from plant.store import (
-    DECISION_COLUMNS,
     AlarmRow,
-    CellRow,
     Store,
-    table_of,
-    update_by_id,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ROUTES = tuple(r.value for r in Route)
 COUNTER_TAGS = tuple(f"counters.{r}" for r in ROUTES)
 BUFFER_TAGS = tuple(f"buffer.{r}_full" for r in ROUTES)
 # The hot poll: the input-register line block, ONE Modbus request (docs/plc.md).
@@ -97,32 +92,6 @@ LINK_ALARMS = frozenset({"plc/unreachable", "plc/exception", "database/unreachab
 # look at the cell and the supplier (plant/routing.py, docs/passport.md "Authenticity").
 PASSPORT_ALARMS = frozenset(
     {"passport_invalid_signature", "passport_revoked", "passport_unknown_issuer"}
-)
-
-# Per-cell statements, built once, in Core (plant/store.py `update_by_id` says why).
-_CELLS = table_of(CellRow)
-_FIND_CELL = select(_CELLS.c.id, _CELLS.c.state).where(
-    _CELLS.c.line == bindparam("b_line"),
-    _CELLS.c.epoch == bindparam("b_epoch"),
-    _CELLS.c.seq == bindparam("b_seq"),
-)
-_FIND_PASSPORT = (
-    select(_CELLS.c.id, _CELLS.c.line, _CELLS.c.epoch, _CELLS.c.seq)
-    .where(_CELLS.c.passport_id == bindparam("b_pid"), _CELLS.c.id != bindparam("b_id"))
-    .limit(1)
-)
-_INSERT_CELL = insert(_CELLS)
-_RECORD_DECISION = update_by_id(
-    _CELLS,
-    **{c: bindparam(f"b_{c}") for c in (*DECISION_COLUMNS, "spectrum_ref", "state", "updated_at")},
-)
-_MARK_FINAL = update_by_id(
-    _CELLS,
-    state=bindparam("b_state"),
-    route=bindparam("b_route"),
-    updated_at=bindparam("b_updated_at"),
-    reason=func.coalesce(bindparam("b_reason"), _CELLS.c.reason),
-    lot_id=func.coalesce(bindparam("b_lot_id"), _CELLS.c.lot_id),
 )
 
 
@@ -310,7 +279,9 @@ class LineEngine:
             stale = await self.db.run(self.alarms.active_in)
             await self._wait_plc()
             await self._open_epoch()
-            self._stored_max_seq = await self.db.run(self._max_seq)
+            self._stored_max_seq = await self.db.run(
+                lambda s: cell_records.max_seq(s, self.line, self.epoch.number)
+            )
             await self._recover()
             self._resume_alarms(stale)
             await self._check_xrf()
@@ -634,7 +605,7 @@ class LineEngine:
             # Measuring only reads a cell, so it starts now, beside the detection's commit
             # (if that fails, the cells stay untaken and these measurements are dropped).
             measuring = [self._spawn(self._measure(f)) for f in new]
-            rows = await self.db.run(lambda s: [self._insert_detected(s, f) for f in new])
+            rows = await self.db.run(lambda s: [self._detected(s, f) for f in new])
             for f, (row_id, state), task in zip(new, rows, measuring, strict=True):
                 f.row_id = row_id
                 if state in FINAL_STATES:  # decided while its take was in doubt: just take it
@@ -649,32 +620,13 @@ class LineEngine:
         await self.plc.write("infeed.taken_seq", last)
         self._last_taken = last
 
-    def _insert_detected(self, s: Session, f: Flight) -> tuple[int, str]:
-        """The cell's row id and state: existing (left by a crash or an unsure take) or new."""
-        conn = s.connection()
-        if f.seq <= self._stored_max_seq:
-            existing = conn.execute(
-                _FIND_CELL, {"b_line": self.line, "b_epoch": f.epoch, "b_seq": f.seq}
-            ).first()
-            if existing is not None:
-                return int(existing[0]), str(existing[1])
-        now = utcnow()
-        res = conn.execute(
-            _INSERT_CELL,
-            {
-                "line": self.line,
-                "epoch": f.epoch,
-                "seq": f.seq,
-                "mass_g": f.mass_g,
-                "state": CellState.detected,
-                "created_at": now,
-                "updated_at": now,
-            },
+    def _detected(self, s: Session, f: Flight) -> tuple[int, str]:
+        """The cell's row: no row can exist yet above the newest seq stored."""
+        row = cell_records.detected(
+            s, self.line, f.epoch, f.seq, f.mass_g, may_exist=f.seq <= self._stored_max_seq
         )
-        pk = res.inserted_primary_key
-        assert pk is not None
         self._stored_max_seq = max(self._stored_max_seq, f.seq)
-        return int(pk[0]), CellState.detected
+        return row
 
     # -- one cell ----------------------------------------------------------------------------
     async def _cell(self, f: Flight, measuring: asyncio.Task[Evidence]) -> None:
@@ -694,7 +646,12 @@ class LineEngine:
         else:
             self._set_alarm("line", "decide_failed", None)
         try:
-            decision = await self.db.run(lambda s: self._record_decision(s, f, decision, evidence))
+            ref = evidence.spectrum.source if evidence.spectrum is not None else None
+            decision = await self.db.run(
+                lambda s: cell_records.record_decision(
+                    s, f.row_id, decision, evidence.passport_id, ref
+                )
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the row stays `detected`; quarantine needs no decision
@@ -762,7 +719,7 @@ class LineEngine:
 
     def _in_flight_duplicate(self, passport_id: str, f: Flight) -> str | None:
         """Another cell in flight with this passport, or None; cells recorded earlier, on any
-        line, are looked for when the decision is recorded (`_record_decision`)."""
+        line, are looked for when the decision is recorded (`cell_records.record_decision`)."""
         other = self._passports_in_flight.setdefault(passport_id, f)
         if other is f:
             return None
@@ -786,37 +743,6 @@ class LineEngine:
         if passport is None:
             return pid, None, f"passport {pid} not in the local passport store"
         return passport.passport_id or pid, passport, None  # the id as stored
-
-    def _record_decision(self, s: Session, f: Flight, d: Decision, ev: Evidence) -> Decision:
-        """Commit the decision; a passport already on another cell (any line) makes it a
-        duplicate first, in the same transaction, so no command goes out before it is known."""
-        conn = s.connection()
-        if ev.passport_id and d.route != Route.quarantine:
-            row = conn.execute(_FIND_PASSPORT, {"b_pid": ev.passport_id, "b_id": f.row_id}).first()
-            if row is not None:
-                cell_id, line, epoch, seq = row
-                d = as_duplicate(
-                    d,
-                    f"passport {ev.passport_id} was on cell #{cell_id} "
-                    f"(line {line}, epoch {epoch}, seq {seq})",
-                )
-        conn.execute(
-            _RECORD_DECISION,
-            {
-                "b_id": f.row_id,
-                "b_passport_id": ev.passport_id,
-                "b_spectrum_ref": ev.spectrum.source if ev.spectrum is not None else None,
-                "b_chemistry": d.chemistry,
-                "b_confidence": d.confidence,
-                "b_decision_source": d.source,
-                "b_route": d.route,
-                "b_reason": d.reason,
-                "b_model_version": d.model_version,
-                "b_state": CellState.routed,
-                "b_updated_at": utcnow(),
-            },
-        )
-        return d
 
     async def _spectra_loop(self) -> None:
         while not self._stop.is_set():
@@ -1084,30 +1010,23 @@ class LineEngine:
         """
 
         async def book() -> None:
-            await self.db.run(lambda s: self._mark(s, f, state, route, reason, lot=lot))
+            closed = await self.db.run(lambda s: self._mark(s, f, state, route, reason, lot=lot))
+            for lot_id in closed:  # published here, on the loop's thread
+                self._publish("lot", {"id": lot_id, "state": "closed"})
             self._count(f, route)
 
         self._spawn(book())
 
     def _mark(
         self, s: Session, f: Flight, state: str, route: str, reason: str | None, *, lot: bool
-    ) -> None:
-        lot_id = None
+    ) -> list[str]:
+        """Commit the final state (and the cell's lot); the lots this closed."""
+        lot_id: str | None = None
+        closed: list[str] = []
         if lot and f.decision is not None:
             lot_id, closed = self.lots.add(s, route, f.decision.chemistry, f.mass_g, utcnow())
-            for lid in closed:
-                self._publish("lot", {"id": lid, "state": "closed"})
-        s.connection().execute(
-            _MARK_FINAL,
-            {
-                "b_id": f.row_id,
-                "b_state": state,
-                "b_route": route,
-                "b_updated_at": utcnow(),
-                "b_reason": reason,
-                "b_lot_id": lot_id,
-            },
-        )
+        cell_records.mark_final(s, f.row_id, state, route, reason, lot_id)
+        return closed
 
     def _count(self, f: Flight, route: str) -> None:
         self.stats.routed[route] += 1
@@ -1240,9 +1159,9 @@ class LineEngine:
     async def _recover(self) -> None:
         """Resolve cells left in flight by a crash: confirmed if the PLC acked, else quarantine;
         cells of an earlier epoch (the PLC restarted meanwhile) go to a manual check."""
-        rows = await self.db.run(self._unfinished)
-        earlier = [r for r in rows if r[6] != self.epoch.number]
-        rows = [r for r in rows if r[6] == self.epoch.number]
+        rows = await self.db.run(lambda s: cell_records.unfinished(s, self.line))
+        earlier = [r for r in rows if r.epoch != self.epoch.number]
+        rows = [r for r in rows if r.epoch == self.epoch.number]
         why = "PLC restarted while the controller was down: manual check"
         for row_id, seq, mass, _state, _route, _chem, epoch in earlier:
             f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id=row_id)
@@ -1277,53 +1196,6 @@ class LineEngine:
             await self._divert(f)
         self._done.clear()
         log.warning("recovered %d cells left in flight by the previous run", len(rows))
-
-    def _max_seq(self, s: Session) -> int:
-        return int(
-            s.scalar(
-                select(func.max(CellRow.seq)).where(
-                    CellRow.line == self.line, CellRow.epoch == self.epoch.number
-                )
-            )
-            or 0
-        )
-
-    def _unfinished(
-        self, s: Session
-    ) -> list[tuple[int, int, float, str, str | None, str | None, int]]:
-        q = (
-            select(
-                CellRow.id,
-                CellRow.seq,
-                CellRow.mass_g,
-                CellRow.state,
-                CellRow.route,
-                CellRow.chemistry,
-                CellRow.epoch,
-            )
-            .where(
-                CellRow.line == self.line,
-                CellRow.state.not_in([CellState.confirmed, CellState.quarantined]),
-            )
-            .order_by(CellRow.epoch, CellRow.seq)
-        )
-        return [tuple(r) for r in s.execute(q)]  # type: ignore[misc]
-
-
-def count_routes(
-    store: Store, line: str, *, epochs: tuple[int, ...] | None = None
-) -> dict[str, int]:
-    """Cells per final route in the store for one line (and PLC epochs, if given)."""
-    where = [CellRow.line == line, CellRow.state.in_([CellState.confirmed, CellState.quarantined])]
-    if epochs is not None:
-        where.append(CellRow.epoch.in_(epochs))
-    with store.session() as s:
-        rows = s.execute(
-            select(CellRow.route, func.count(CellRow.id)).where(*where).group_by(CellRow.route)
-        ).all()
-    out = dict.fromkeys(ROUTES, 0)
-    out.update({str(r): int(n) for r, n in rows if r is not None})
-    return out
 
 
 def percentiles(values: Any, ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float | None]:

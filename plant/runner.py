@@ -36,6 +36,7 @@ from drivers.plc import PlcError
 from models.registry import Registry
 from plant import eventloop
 from plant.alarms import Alarms
+from plant.cell_records import ROUTES, count_routes
 from plant.children import reap
 from plant.classifier_process import ClassifierProcess
 from plant.config import ConfigError, PlantConfig
@@ -45,7 +46,7 @@ from plant.events import Event, EventBus
 from plant.historian import PROCESS_TAGS, Historian
 from plant.hydromet_process import HydrometProcess
 from plant.limits import LiveLimits
-from plant.line import ROUTES, LineEngine, count_routes, percentiles
+from plant.line import LineEngine, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.mqtt import publishing as mqtt_publishing
 from plant.passports import find_passport

@@ -21,13 +21,14 @@ from drivers.sim.plc import SimPlc
 from drivers.sim.xrf import SimXrfStation
 from drivers.xrf import XrfClient, XrfStation
 from models.registry import Registry
+from plant.cell_records import ROUTES, count_routes
 from plant.commands.bench_harness import line_config
 from plant.commands.wiring import import_simulated_passports
 from plant.config import LineSection
 from plant.decide import Decider, InThread
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
-from plant.line import ROUTES, LineEngine, count_routes
+from plant.line import LineEngine
 from plant.passports import find_passport
 from plant.rig import CameraLabels
 from plant.routing import RoutingRules, load_rules

@@ -21,9 +21,9 @@ from linerig import config_copy, plant_cmd, plant_env, run_cells, until
 from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
+from plant.cell_records import ROUTES, count_routes
 from plant.children import running_children
 from plant.domain import CellState
-from plant.line import ROUTES, count_routes
 from plant.store import AlarmRow, CellRow, LineStatusRow, Store, upgrade
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from drivers.plc import DONE_SEQ, NEXT_MASS, load_tag_map
 from drivers.sim.cells import CellStream
+from plant.cell_records import ROUTES
 from plant.domain import CellState, Route
-from plant.line import ROUTES
 from plant.store import AlarmRow, LotRow, Store, upgrade
 
 

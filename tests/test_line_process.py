@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from drivers.plc import PlcClient, load_tag_map
 from drivers.sim.cells import CellStream
+from plant.cell_records import ROUTES, count_routes
 from plant.children import running_children
 from plant.domain import CellState
 from plant.genealogy import trace_batch, trace_passport
-from plant.line import ROUTES, count_routes
 from plant.store import AlarmRow, CellRow, PassportRow, Store, upgrade
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from linerig import config_copy, plant_cmd, plant_env
 from sqlalchemy import func, select
 
+from plant.cell_records import count_routes
 from plant.domain import CellState
-from plant.line import count_routes
 from plant.store import CellRow, LotRow, Store, upgrade
 from plant.users import add_user
 

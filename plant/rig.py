@@ -18,7 +18,7 @@ from drivers.plc import PlcClient, TagMap, TagMapError, load_tag_map
 from drivers.xrf import Head, XrfClient, XrfStation
 from plant.config import ConfigError, PlantConfig
 from plant.domain import AlarmPriority
-from plant.line import LabelReader
+from plant.hardware import LabelReader
 
 
 def tag_map(config_dir: Path) -> TagMap:

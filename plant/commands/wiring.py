@@ -18,8 +18,8 @@ from plant.commands.sim_cells import cell_stream
 from plant.config import PlantConfig
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
+from plant.hardware import LabelReader
 from plant.hydromet_process import HydrometProcess
-from plant.line import LabelReader
 from plant.passports import Signature, upsert_passports
 from plant.rig import CameraLabels, Rig, open_rig
 from plant.routing import RoutingRules

@@ -12,29 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_camera import STREAM, cells
 
 from drivers.codereader import TcpCodeReader
-from drivers.sim.camera import label_payload
-from drivers.sim.cells import CellStream
 from drivers.sim.codereader import SimCodeReader
 from plant.config import ConfigError, load_plant
 
 REPO = Path(__file__).resolve().parent.parent
 
-STREAM = CellStream(1)
-
 
 def first(*, passport: bool, readable: bool = True, url: bool | None = None, after: int = 0) -> int:
     """The first cell after `after` whose label has these properties."""
-    for seq in range(after + 1, 5000):
-        t = STREAM.truth(seq)
-        if (t.passport_id is not None) != passport or t.label_readable != readable:
-            continue
-        payload = label_payload(t)
-        if url is not None and (payload is not None and "://" in payload) != url:
-            continue
-        return seq
-    raise AssertionError("no such cell in the first 5000")
+    return cells(readable=readable, passport=passport, url=url, n=1, after=after)[0]
 
 
 def passport(seq: int) -> str:

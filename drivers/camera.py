@@ -85,7 +85,7 @@ class QrDecoder:
         if isinstance(raw, str):  # several different codes: which one is the passport?
             return LabelRead(None, raw)
         if raw:
-            return _check_payload(raw)
+            return check_payload(raw)
         if not found:
             return LabelRead(None, "no QR code found on the label")
         return LabelRead(None, "QR code found but not decodable (damaged, blurred or occluded)")
@@ -138,8 +138,9 @@ def _as_grey(image: object) -> tuple[npt.NDArray[np.uint8] | None, str]:
     return np.asarray(image, dtype=np.uint8), ""
 
 
-def _check_payload(raw: bytes) -> LabelRead:
-    """Reject payloads no passport label carries, so a damaged symbol is never taken as an id."""
+def check_payload(raw: bytes) -> LabelRead:
+    """Reject payloads no passport label carries, so a damaged symbol is never taken as an id
+    (a decoder here or a smart code reader's text alike)."""
     if len(raw) > _MAX_PAYLOAD:
         return LabelRead(None, f"QR payload is {len(raw)} bytes, longer than any passport label")
     try:
@@ -160,6 +161,17 @@ def decode_label(image: npt.NDArray[np.generic]) -> LabelRead:
     if decoder is None:
         decoder = _per_thread.decoder = QrDecoder()
     return decoder.decode(image)
+
+
+def label_passport(read: LabelRead) -> tuple[str | None, str | None]:
+    """(passport id, None) from a label read, or (None, why there is none): what the line's
+    label readers return (plant/line.py `LabelReader`)."""
+    if read.payload is None:
+        return None, f"label unreadable: {read.error}"
+    try:
+        return passport_id_from_payload(read.payload), None
+    except ValueError as exc:
+        return None, f"label QR is not a passport reference: {exc}"
 
 
 def passport_id_from_payload(payload: str) -> str:

@@ -92,6 +92,9 @@ class SimSection(Strict):
     assay_analyser_port: int = Field(
         5040, ge=0, le=65535, description="simulated SciAps analyser (HTTP); 0: none"
     )
+    code_reader_port: int = Field(
+        5050, ge=0, le=65535, description="simulated code reader (TCP, [camera]); 0: none"
+    )
     seed: int = 1
     copied_label_share: float = Field(
         0.0, ge=0, le=1, description="cells whose label copies an earlier cell's passport"
@@ -232,12 +235,18 @@ class AssayAnalyserSection(Strict):
 
 
 class CameraSection(Strict):
-    """Label reading: `sim` renders simulated label images and decodes them here (OpenCV);
-    `sim_reader` is a simulated smart code reader that decodes on the device and sends the text;
-    `directory` reads label images <dir>/<seq>.png; `none` runs without labels."""
+    """Label reading: `tcp_reader` is a smart code reader on TCP `host:port` that decodes on the
+    device and sends the text (drivers/codereader.py); `sim` renders simulated label images and
+    decodes them here; `directory` reads label images <dir>/<seq>.png; `none` runs without
+    labels."""
 
-    kind: Literal["sim", "sim_reader", "directory", "none"] = "sim"
+    kind: Literal["tcp_reader", "sim", "directory", "none"] = "sim"
     directory: Path | None = None
+    host: str = Field("127.0.0.1", min_length=1, description="tcp_reader: the reader's address")
+    port: int = Field(5050, ge=1, le=65535, description="tcp_reader: its command port")
+    timeout_s: float = Field(
+        1.0, gt=0, le=60, description="tcp_reader: one read's deadline, then no label"
+    )
 
 
 class MqttSection(Strict):

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -44,6 +44,7 @@ from plant.domain import (
     Route,
 )
 from plant.events import Event, EventBus
+from plant.hardware import LabelReader, PassportLookup, Plc, Spectrometer
 from plant.lots import LotPolicy, LotTracker
 from plant.plc_epochs import (
     EPOCH_TAG,
@@ -133,31 +134,6 @@ class PollView:
     def executions(self, values: Mapping[str, Any]) -> dict[int, int]:
         """seq -> route code of the executions a read of `ack_tags` shows."""
         return {int(values[q]): int(values[t]) for q, t in self.done if values[q]}
-
-
-class Plc(Protocol):
-    """What the engine needs of the PLC client (drivers/plc.py)."""
-
-    tag_map: TagMap
-
-    async def read(self, *tags: str) -> dict[str, Any]: ...
-    async def write(self, tag: str, value: Any) -> None: ...
-    async def write_many(self, values: Mapping[str, Any]) -> None: ...
-
-
-class Spectrometer(Protocol):
-    """What the engine needs of the XRF station (drivers/xrf.py)."""
-
-    async def measure(self, sample_id: str, live_time_s: float) -> Spectrum: ...
-
-
-class LabelReader(Protocol):
-    """Camera + decoder: the passport id on the label of cell `seq`, or why there is none."""
-
-    async def read_label(self, seq: int) -> tuple[str | None, str | None]: ...
-
-
-PassportLookup = Callable[[str], Awaitable[Any]]
 
 
 @dataclass

@@ -11,13 +11,14 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.camera import DirectoryCamera, LabelCamera, decode_label, passport_id_from_payload
+from drivers.camera import DirectoryCamera, LabelCamera, decode_label, label_passport
+from drivers.codereader import TcpCodeReader
 from drivers.dp5 import Calibration, DetectorLimits, Dp5Client
 from drivers.plc import PlcClient, TagMap, TagMapError, load_tag_map
 from drivers.xrf import Head, XrfClient, XrfStation
 from plant.config import ConfigError, PlantConfig
 from plant.domain import AlarmPriority
-from plant.line import LabelReader
+from plant.hardware import LabelReader
 
 
 def tag_map(config_dir: Path) -> TagMap:
@@ -36,13 +37,7 @@ class CameraLabels:
 
     async def read_label(self, seq: int) -> tuple[str | None, str | None]:
         image = await self.camera.capture(seq)
-        read = await asyncio.to_thread(decode_label, image)
-        if read.payload is None:
-            return None, f"label unreadable: {read.error}"
-        try:
-            return passport_id_from_payload(read.payload), None
-        except ValueError as exc:
-            return None, f"label QR is not a passport reference: {exc}"
+        return label_passport(await asyncio.to_thread(decode_label, image))
 
 
 @dataclass
@@ -58,6 +53,8 @@ class Rig:
         for head in self.heads:
             with contextlib.suppress(Exception):
                 await head.close()
+        if isinstance(self.labels, TcpCodeReader):
+            await self.labels.close()
         with contextlib.suppress(Exception):
             await self.plc.close()
 
@@ -65,13 +62,16 @@ class Rig:
 def open_rig(cfg: PlantConfig, config_dir: Path, simulated: LabelReader | None = None) -> Rig:
     """Clients for the configured addresses (connections open lazily, with backoff).
 
-    `simulated`: the label reader for `[camera] kind` `sim` or `sim_reader`, which the command
-    line builds (plant/commands/wiring.py)."""
+    `simulated`: the label reader for `[camera] kind` `sim`, which the command line builds
+    (plant/commands/wiring.py)."""
     plc = PlcClient(cfg.plc.host, cfg.plc.port, tag_map(config_dir), timeout_s=cfg.plc.timeout_s)
     heads = [xrf_head(cfg, k) for k in range(cfg.xrf.heads)]
     labels: LabelReader | None = None
-    if cfg.camera.kind in ("sim", "sim_reader"):
+    if cfg.camera.kind == "sim":
         labels = simulated
+    elif cfg.camera.kind == "tcp_reader":
+        c = cfg.camera
+        labels = TcpCodeReader(c.host, c.port, timeout_s=c.timeout_s)
     elif cfg.camera.kind == "directory":
         if cfg.camera.directory is None:
             raise ConfigError(

@@ -95,6 +95,7 @@ class RunParts:
     hydromet: Callable[[EventBus], HydrometProcess] | None = None  # the simulated hydromet line
     hmi: Callable[[EventBus, Store], Any] | None = None  # the HMI's ASGI app; None: no HMI
     score: Score | None = None
+    sim_args: Sequence[str] = ()  # more arguments of `plant sim` (--simulate), e.g. --batch
 
 
 def _set_pdeathsig() -> None:
@@ -103,8 +104,10 @@ def _set_pdeathsig() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
 
 
-def spawn_sim(config_dir: Path, opts: RunOptions) -> subprocess.Popen[bytes]:
-    """Start `plant sim` as a child process with this run's feeder settings."""
+def spawn_sim(
+    config_dir: Path, opts: RunOptions, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start `plant sim` as a child process with this run's feeder settings and `args`."""
     cmd = [
         sys.executable,
         "-m",
@@ -121,6 +124,7 @@ def spawn_sim(config_dir: Path, opts: RunOptions) -> subprocess.Popen[bytes]:
         cmd += ["--cells", str(opts.cells)]
     if opts.warm_sim:
         cmd.append("--warm-mixtures")
+    cmd += args
     proc = subprocess.Popen(cmd, preexec_fn=_set_pdeathsig)
     normal_priority(proc.pid)  # the simulated hardware stands for other machines
     return proc
@@ -274,7 +278,7 @@ async def _run_line(
     decider = Decider(classifier, cfg.line.classify_batch_max, cfg.line.classify_window_s)
     proc: subprocess.Popen[bytes] | None = None
     if opts.simulate:
-        proc = spawn_sim(config_dir, opts)
+        proc = spawn_sim(config_dir, opts, parts.sim_args)
         cleanup.push_async_callback(_stop_sim, proc)
         ports = [cfg.sim.plc_port]  # `plant sim` opens it after its heads
         if cfg.xrf.kind == "scpi":

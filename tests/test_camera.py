@@ -25,10 +25,12 @@ SEED = 1
 STREAM = CellStream(SEED)
 
 
-def cells(*, readable: bool, passport: bool, url: bool | None = None, n: int = 8) -> list[int]:
-    """The first n sequence numbers whose simulated label has these properties."""
+def cells(
+    *, readable: bool, passport: bool, url: bool | None = None, n: int = 8, after: int = -1
+) -> list[int]:
+    """The first n sequence numbers after `after` whose simulated label has these properties."""
     found = []
-    for seq in range(5000):
+    for seq in range(after + 1, 5000):
         t = STREAM.truth(seq)
         if (t.passport_id is not None) != passport or t.label_readable != readable:
             continue

@@ -186,27 +186,3 @@ def _lighting(img: npt.NDArray[np.float32], rng: np.random.Generator) -> npt.NDA
     x, y = rng.integers(0, LABEL_PX, size=2)
     noise = _noise_field()[y : y + LABEL_PX, x : x + LABEL_PX]
     return img + float(rng.uniform(1.0, 6.0)) * noise
-
-
-class SimCodeReader:
-    """A simulated smart code reader: decodes on the device and sends the payload.
-
-    Industrial QR readers (fixed-mount "smart" code readers) decode in the device and send only
-    the text; the controller then spends no CPU on images. Same truth as `SimCamera`: damaged
-    labels give no read, labels without a QR code give none either.
-    """
-
-    def __init__(self, seed: int, stream: CellStream | None = None) -> None:
-        self.stream = stream if stream is not None else CellStream(seed)
-
-    async def read_label(self, seq: int) -> tuple[str | None, str | None]:
-        """(passport id, None), or (None, why there is none) for cell `seq`."""
-        from drivers.camera import passport_id_from_payload
-
-        truth = self.stream.truth(seq)
-        payload = label_payload(truth)
-        if payload is None:
-            return None, "label unreadable: no QR code on the label"
-        if not truth.label_readable:
-            return None, "label unreadable: code reader reports no read (damaged label)"
-        return passport_id_from_payload(payload), None

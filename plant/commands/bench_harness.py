@@ -248,18 +248,23 @@ def line_config(
     data directory, and optional [line] overrides: a private line for a bench or a test."""
     shutil.copytree(source, out)
     data = tomllib.loads((out / "plant.toml").read_text())
-    sections = ("plant", "database", "sim", "plc", "xrf", "hmi", "line")
+    sections = ("plant", "database", "sim", "plc", "xrf", "hmi", "camera", "line")
     for name in sections:
         data.setdefault(name, {})
     heads = (
         heads if heads is not None else int(data["sim"].get("xrf_heads", SimSection().xrf_heads))
     )
-    base = free_port_block(heads + 3)
+    base = free_port_block(heads + 4)
     data["database"]["url"] = db_url
-    analyser = base + heads + 2
+    analyser, reader = base + heads + 2, base + heads + 3
     data["sim"].update(
-        plc_port=base, xrf_port=base + 2, xrf_heads=heads, assay_analyser_port=analyser
+        plc_port=base,
+        xrf_port=base + 2,
+        xrf_heads=heads,
+        assay_analyser_port=analyser,
+        code_reader_port=reader,
     )
+    data["camera"]["port"] = reader
     data.setdefault("assay_analyser", {})["port"] = analyser
     if seed is not None:
         data["sim"]["seed"] = seed

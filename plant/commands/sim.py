@@ -33,9 +33,16 @@ def sim(
             "steady XRF response times for benchmarks."
         ),
     ] = False,
+    batch: Annotated[
+        str,
+        typer.Option(
+            help="The delivery whose passport ids the labels carry (`plant run --simulate` "
+            "sets it to the passports it stores)."
+        ),
+    ] = "",
 ) -> None:
-    """Start the simulated PLC (Modbus TCP), XRF heads ([xrf] kind) and lot analyser (SciAps
-    HTTP) on the ports in plant.toml."""
+    """Start the simulated PLC (Modbus TCP), XRF heads ([xrf] kind), code reader (TCP) and lot
+    analyser (SciAps HTTP) on the ports in plant.toml."""
     from threadpoolctl import threadpool_limits
 
     from plant.commands.sim_hardware import SimHardware  # heavy: simulators, xraylib
@@ -52,6 +59,7 @@ def sim(
         max_cells=cells,
         dwell_scale=dwell_scale,
         warm_mixtures=warm_mixtures,
+        batch=batch,
     )
 
     async def main() -> None:
@@ -72,6 +80,11 @@ def sim(
             + (
                 f"; SciAps analyser on http://{cfg.sim.host}:{hw.analyser.port}"
                 if hw.analyser is not None
+                else ""
+            )
+            + (
+                f"; code reader on {cfg.sim.host}:{hw.reader.port} (TCP)"
+                if hw.reader is not None
                 else ""
             )
             + (f", {cells} cells" if cells else "")

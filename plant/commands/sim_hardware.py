@@ -1,5 +1,5 @@
-"""The simulated hardware `plant sim` serves: one line's PLC and XRF heads and the lab's SciAps
-analyser on loopback ports."""
+"""The simulated hardware `plant sim` serves: one line's PLC, XRF heads and code reader and the
+lab's SciAps analyser on loopback ports."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 from sqlalchemy import select
 
 from drivers.sim.cells import CellStream
+from drivers.sim.codereader import SimCodeReader
 from drivers.sim.dp5 import ConveyorLanes, SimDp5Station
 from drivers.sim.plc import Buffer, SimPlc
 from drivers.sim.sciaps import Pellet, SimSciaps, black_mass_pellet
 from drivers.sim.xrf import SimStation, SimXrfStation
+from plant.commands.sim_cells import cell_stream
 from plant.config import PlantConfig
 from plant.rig import tag_map
 from plant.store import CellRow, Store
@@ -21,13 +23,14 @@ from plant.store import CellRow, Store
 
 @dataclass
 class SimHardware:
-    """The simulated PLC, XRF heads (of `[xrf] kind`) and lot analyser of one line, on the
-    configured ports."""
+    """The simulated PLC, XRF heads (of `[xrf] kind`), code reader and lot analyser of one
+    line, on the configured ports."""
 
     plc: SimPlc
     xrf: SimStation[Any] | None
     analyser: SimSciaps | None = None
     pellets: TrueSamples | None = None
+    reader: SimCodeReader | None = None
 
     @classmethod
     def from_config(
@@ -40,9 +43,12 @@ class SimHardware:
         dwell_scale: float = 1.0,
         warm_mixtures: bool = False,
         port_offset: int = 0,
+        batch: str = "",
         **plc_options: Any,
     ) -> SimHardware:
-        stream = CellStream(cfg.sim.seed)
+        """`batch`: the delivery whose passports the labels carry (`plant run --simulate`
+        stores them under this name)."""
+        stream = cell_stream(cfg, batch)
         plc = SimPlc(
             tag_map(config_dir),
             host=cfg.sim.host,
@@ -70,8 +76,17 @@ class SimHardware:
             xrf = SimDp5Station(heads, lanes=ConveyorLanes(plc, heads), **options)
         elif heads:
             xrf = SimXrfStation(heads, **options)
+        reader = None
+        if cfg.sim.code_reader_port:  # it reads the cells in the order the conveyor brings them
+            at_reader = ConveyorLanes(plc, 1)
+            reader = SimCodeReader(
+                stream,
+                lambda: at_reader.take(0),
+                host=cfg.sim.host,
+                port=cfg.sim.code_reader_port + port_offset,
+            )
         if not cfg.sim.assay_analyser_port:
-            return cls(plc, xrf)
+            return cls(plc, xrf, reader=reader)
         pellets = TrueSamples(cfg.database.url, stream)
         analyser = SimSciaps(
             cfg.sim.host,
@@ -79,18 +94,22 @@ class SimHardware:
             seed=cfg.sim.seed,
             press=pellets,
         )
-        return cls(plc, xrf, analyser, pellets)
+        return cls(plc, xrf, analyser, pellets, reader)
 
     async def start(self) -> None:
-        """The analyser and the heads first: once the PLC's port answers, everything does
-        (UDP heads cannot be probed with a connect)."""
+        """The analyser, the code reader and the heads first: once the PLC's port answers,
+        everything does (UDP heads cannot be probed with a connect)."""
         if self.analyser is not None:
             await self.analyser.start()
+        if self.reader is not None:
+            await self.reader.start()
         if self.xrf is not None:
             await self.xrf.start()
         await self.plc.start()
 
     async def stop(self) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
         if self.xrf is not None:
             await self.xrf.stop()
         await self.plc.stop()

@@ -9,16 +9,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.sim.camera import SimCamera, SimCodeReader
-from drivers.sim.cells import CellStream, StreamMix
+from drivers.sim.camera import SimCamera
+from drivers.sim.cells import CellStream
 from drivers.sim.passports import SimIssuer, passport_document
 from models.credentials import Issuer, TrustList, public_key
 from models.passport import Passport
+from plant.commands.sim_cells import cell_stream
 from plant.config import PlantConfig
 from plant.domain import Chemistry, Route
 from plant.events import EventBus
+from plant.hardware import LabelReader
 from plant.hydromet_process import HydrometProcess
-from plant.line import LabelReader
 from plant.passports import Signature, upsert_passports
 from plant.rig import CameraLabels, Rig, open_rig
 from plant.routing import RoutingRules
@@ -35,11 +36,8 @@ def run_parts(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> RunParts:
     hydromet plant; simulated label readers when `[camera] kind` asks for them; the HMI."""
     # A simulated run labels its cells with passports of their own (another delivery), so a
     # second run on the same database meets no passport twice.
-    stream = CellStream(
-        cfg.sim.seed,
-        StreamMix(copied_label_share=cfg.sim.copied_label_share),
-        batch=f"{time.time_ns():x}" if opts.simulate else "",
-    )
+    batch = f"{time.time_ns():x}" if opts.simulate else ""
+    stream = cell_stream(cfg, batch)
     line = opts.line or cfg.plant.line
 
     def rig() -> Rig:
@@ -69,18 +67,17 @@ def run_parts(cfg: PlantConfig, config_dir: Path, opts: RunOptions) -> RunParts:
         hydromet=hydromet if opts.simulate else None,
         hmi=hmi if opts.hmi else None,
         score=score,
+        sim_args=("--batch", batch) if batch else (),
     )
 
 
 def simulated_labels(cfg: PlantConfig, stream: CellStream) -> LabelReader | None:
-    """The simulated label reader `[camera] kind` names (`sim_reader`, `sim`), else None.
+    """The simulated label images of `[camera] kind` `sim`, decoded here, else None (the TCP
+    code reader, `tcp_reader`, is a simulator of `plant sim`).
 
-    `stream` is shared with the passport import, which draws each cell's truth before the cell
-    arrives: the simulated reader then finds it drawn."""
-    if cfg.camera.kind == "sim_reader":
-        return SimCodeReader(cfg.sim.seed, stream)
+    `stream` is shared with the passport import: the labels carry the passports it stored."""
     if cfg.camera.kind == "sim":
-        return CameraLabels(SimCamera(cfg.sim.seed))
+        return CameraLabels(SimCamera(cfg.sim.seed, stream))
     return None
 
 

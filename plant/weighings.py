@@ -8,7 +8,7 @@ simulated mechanical stage, so all three check and audit alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,15 +119,31 @@ def record_weighing(
 ) -> dict[str, Any]:
     """Check and store one weighing with its audit entry, in one transaction (a time without a
     zone is UTC)."""
+    return record_weighings(store, {fraction: kg}, user=user, source=source, lot=lot, at=at)[0]
+
+
+def record_weighings(
+    store: Store,
+    fractions: Mapping[str, float],
+    *,
+    user: str,
+    source: str,
+    lot: str | None = None,
+    at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Several fractions of one lot, weighed at one time: all stored and audited, or none."""
     now = datetime.now(UTC)
     when = at or now
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     if when > now + CLOCK_SLACK:
         raise WeighingError("at", f"{when.isoformat()} is in the future")
+    out = []
     with store.begin() as s:
-        row = _add(s, check_fraction(fraction), check_kg(kg), lot, when, source, user)
-        store.audit(s, user, "weighing.add", f"weighing:{row.id}", None, _summary(row))
-        return weighing_json(row)
+        for fraction, kg in fractions.items():
+            row = _add(s, check_fraction(fraction), check_kg(kg), lot, when, source, user)
+            store.audit(s, user, "weighing.add", f"weighing:{row.id}", None, _summary(row))
+            out.append(weighing_json(row))
+    return out
 
 
 def _add(

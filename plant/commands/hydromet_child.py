@@ -19,7 +19,7 @@ from plant.hydromet import HydrometConfig, HydrometRunner, StepReport, load_hydr
 from plant.hydromet_process import serve
 from plant.purity import ProductsConfig, load_products
 from plant.store import CellRow, LotRow, Store, WeighingRow
-from plant.weighings import record_weighing
+from plant.weighings import record_weighings
 
 MECHANICAL_USER = "sim-mechanical"
 WEIGH_PER_STEP = 20  # a backlog (a database from before weighings) drains over several steps
@@ -57,10 +57,10 @@ def weigh_closed_lots(
             for lot in lots
         }
     for lot in lots:
-        for fraction, kg in stage.fractions_kg(_scaled(cells[lot.id], lot.mass_g)).items():
-            record_weighing(
-                store, fraction, kg, user=MECHANICAL_USER, source="simulated", lot=lot.id, at=now
-            )
+        weighed_kg = stage.fractions_kg(_scaled(cells[lot.id], lot.mass_g))
+        record_weighings(
+            store, weighed_kg, user=MECHANICAL_USER, source="simulated", lot=lot.id, at=now
+        )
     return [lot.id for lot in lots]
 
 

@@ -36,6 +36,9 @@ class InstrumentProfile:
     # Tube make-up: anode self-absorption depth (g/cm², 0 = typical), strength of the anode's
     # lines against the continuum, primary-beam filter (element, µm; 0 = none).
     anode_depth: float = 0.0
+    # Scatter against fluorescence: the scatter angle and the beam's polarisation set it
+    # (a factor on the scattered tube spectrum).
+    scatter_scale: float = 1.0
     tube_line_scale: float = 1.0
     tube_filter: str = "Al"
     tube_filter_um: float = 0.0
@@ -119,6 +122,7 @@ def wide_profiles(n: int = 20, seed: int = 2026) -> tuple[InstrumentProfile, ...
         kv = float(rng.choice([35.0, 40.0, 45.0, 50.0, 55.0, 60.0]))
         top = float(rng.uniform(max(kv, 41.5) + 0.5, 62.0))  # last channel's energy
         offset = float(rng.uniform(-0.12, 0.12))
+        top = min(top, offset + 0.042 * (n_ch - 1))  # at most 42 eV per channel
         out.append(
             InstrumentProfile(
                 f"wide_{i:02d}",
@@ -137,6 +141,7 @@ def wide_profiles(n: int = 20, seed: int = 2026) -> tuple[InstrumentProfile, ...
                 shelf=float(rng.uniform(0.001, 0.012)),
                 compton_doppler=float(rng.uniform(0.004, 0.014)),
                 anode_depth=float(10 ** rng.uniform(-3.5, -2.5)),
+                scatter_scale=float(10 ** rng.uniform(-0.8, 0.2)),
                 tube_line_scale=float(10 ** rng.uniform(-0.5, 0.5)),
                 tube_filter=(filt := _filter(rng))[0],
                 tube_filter_um=filt[1],

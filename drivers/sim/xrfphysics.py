@@ -194,6 +194,8 @@ class MakeUp:
     dopant_al: float = 0.0  # Al2O3 share of the active material
     dopant_ti: float = 0.0  # TiO2 share
     metal_spread: tuple[tuple[int, float], ...] = ()  # (Z, factor) on the electrode's metals
+    coating_gcm2: float = 0.022  # cathode loading per side
+    double_sided: bool = False  # a second cathode coating behind the Al collector
 
 
 NOMINAL = MakeUp()
@@ -234,6 +236,8 @@ def make_up(profile: InstrumentProfile, chemistry: str, fmt: CellFormat, variant
         dopant_al=float(rng.uniform(0.0, 0.02)) if chemistry in CATHODE_FORMULA else 0.0,
         dopant_ti=float(rng.uniform(0.0, 0.004)) if chemistry in CATHODE_FORMULA else 0.0,
         metal_spread=spread,
+        coating_gcm2=float(rng.uniform(0.010, 0.045)),
+        double_sided=bool(rng.random() < 0.5),
     )
 
 
@@ -288,8 +292,13 @@ def _cell_stack(
         interior: tuple[Layer, ...] = (_layer(chemistry, electrode, math.inf),)
     else:
         interior = (
-            _layer("cathode coating", _coating(chemistry, second, mk), 0.022),
+            _layer("cathode coating", _coating(chemistry, second, mk), mk.coating_gcm2),
             _layer("Al current collector", "Al", 15e-4 * 2.70),
+            *(
+                (_layer("cathode coating", _coating(chemistry, second, mk), mk.coating_gcm2),)
+                if mk.double_sided
+                else ()
+            ),
             _layer("separator", "C2H4", 20e-4 * 0.95),
             _layer("anode coating", _ANODE, 0.011),
             _layer("Cu current collector", "Cu", 10e-4 * 8.96),
@@ -798,6 +807,7 @@ class Presentation:
     gain_error: float  # relative error of the true gain against the file's calibration
     stoichiometry_sigma: float = 0.03  # element-to-element spread of the body's line intensities
     variant: int = 0  # the cell's make-up on a wide profile (make_up; 0 = nominal)
+    foil_scale: float = 1.0  # how much of the cell's bare Cu / Al foil the spot takes
 
 
 def draw_presentation(
@@ -814,7 +824,8 @@ def draw_presentation(
     if profile.variants > 1:  # wide training physics: make-up and composition spread
         variant = int(rng.integers(profile.variants))
         sigma = float(rng.uniform(0.02, 0.06))
-        return Presentation(casing, intensity, tuple(traces), gain, sigma, variant)
+        foils = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.0, 1.0))
+        return Presentation(casing, intensity, tuple(traces), gain, sigma, variant, foils)
     return Presentation(casing, intensity, tuple(traces), gain)
 
 
@@ -835,11 +846,11 @@ def render_cell(
         if name.startswith("trace:"):
             weights[i] = traces.get(name.removeprefix("trace:"), 0.0)
         elif name == "scatter":
-            weights[i] = 1.0
+            weights[i] = profile.scatter_scale
         else:
             weights[i] = rng.lognormal(0.0, presentation.stoichiometry_sigma)
     f_case = presentation.casing_fraction
-    f_cu, f_al = truth.cu_foil, truth.al_foil
+    f_cu, f_al = truth.cu_foil * presentation.foil_scale, truth.al_foil * presentation.foil_scale
     f_body = max(0.0, 1.0 - f_case - f_cu - f_al)
     rate = f_body * (weights @ body.rows)
     for part, frac in (("casing", f_case), ("cu_foil", f_cu), ("al_foil", f_al)):

@@ -113,13 +113,13 @@ REGIONS = (LOW, CD, REE, FOREIGN)
 # and Compton shifted to E' = E / (1 + E/511 keV) at 90°, Doppler-broadened by the electrons'
 # momenta (reference §1.2). Fitted as columns of their own, so scatter is never read as an
 # element (Rh Kβ2 at 23.17 keV sits on Cd Kα; W Lα at 8.40 keV beside Ni Kβ / Zn Kα). The
-# Kβ2 (K-N) line has a column of its own: tube spectra differ in the Kβ2/Kβ1 ratio.
+# K lines keep xraylib's Kβ2/Kβ1 ratio (atomic physics; a free Kβ2 column would be collinear
+# with Cd Kα and blind NiCd through a can).
 DEFAULT_ANODE = "Rh"  # when the file does not state its tube anode
 ANODE_KEYS = ("anode", "tube_anode", "tubeanode", "target", "tube_target", "xtube_anode")
 _TUBE_GROUPS = {
     "Ka": (xraylib.KL3_LINE, xraylib.KL2_LINE),
-    "Kb": (xraylib.KM3_LINE, xraylib.KM2_LINE),
-    "Kb2": (xraylib.KN3_LINE, xraylib.KN2_LINE),
+    "Kb": (xraylib.KM3_LINE, xraylib.KM2_LINE, xraylib.KN3_LINE, xraylib.KN2_LINE),
     # L3 lines (Lα1, Lα2, Ll, Lβ2, Lβ6, Lβ15: W Ll at 7.39 keV sits on Ni Kα) and L2 lines
     # (Lβ1, Lγ1, Lη): the tube's L2/L3 ratio depends on its voltage, so two columns.
     "L3": (
@@ -198,21 +198,20 @@ def tube_columns(
     """The anode's scattered lines that fall in a region: (column name, lines, Doppler sigma
     per keV; 0 for Rayleigh). A Rayleigh group that is already an element column of the
     region (Ag K in the Cd window, Rh L in the low window) is not repeated; a Compton group
-    is fitted only where its shift exceeds the detector's half width (one for Kβ1 and Kβ2
-    together: broadened, they overlap)."""
+    is fitted only where its shift exceeds the detector's half width."""
     cols = []
     for group in _TUBE_GROUPS:
         lines = _tube_lines(anode, group)
         own = anode in (region.l_lines if group.startswith("L") else region.k_lines)
         if lines and not own and region.lo_kev <= _main(lines) <= region.hi_kev:
             cols.append((f"tube_{group}_rayleigh", lines, 0.0))
-    for group, extra, share in (("Ka", "", 0.0), ("Kb", "Kb2", 1.0), ("L3", "L2", 0.4)):
+    for group, extra in (("Ka", ""), ("Kb", ""), ("L3", "L2")):
         lines = _tube_lines(anode, group)
         if extra and lines and _tube_lines(anode, extra):
             # rates are per shell: the L2 lines get about 0.4 of the L3 lines' intensity
-            first, second = _tube_lines(anode, extra), sum(w for _, w in lines)
-            scale = share * second / sum(w for _, w in first) if share != 1.0 else 1.0
-            lines = lines + tuple((e, w * scale) for e, w in first)
+            more = _tube_lines(anode, extra)
+            scale = 0.4 * sum(w for _, w in lines) / sum(w for _, w in more)
+            lines = lines + tuple((e, w * scale) for e, w in more)
         if not lines:
             continue
         main = _main(lines)

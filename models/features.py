@@ -606,54 +606,11 @@ def _ladder_position(resid: FloatArray) -> FloatArray:
     return np.clip(k + np.clip(t, -1.0, 1.0), 0.0, m - 1.0)
 
 
-def _pileup(counts: FloatArray, offset: float, gain: float, energies: FloatArray) -> FloatArray:
-    """Random-sum pile-up shape at `energies` (rows = spectra): the self-convolution of each
-    spectrum above 1 keV, on bins of about 40 eV, per count. Above 20 keV the sums of the
-    tube's scattered Kα with the low lines (Rh Kα + Ar K on Cd Kα, Rh Kα + Mn K on Cd Kβ)
-    are the strongest structure a high count rate adds."""
-    k = max(1, round(PILEUP_BIN_KEV / gain))
-    n = counts.shape[1] // k * k
-    start = min(n, max(0, math.ceil((1.0 - offset) / gain)))
-    start = start // k * k
-    coarse = counts[:, start:n].reshape(counts.shape[0], -1, k).sum(axis=2)
-    if coarse.shape[1] == 0:
-        return np.zeros((counts.shape[0], energies.size))
-    size = 1 << (2 * coarse.shape[1] - 1).bit_length()
-    spec = np.fft.rfft(coarse, size, axis=1)
-    pair = np.fft.irfft(spec * spec, size, axis=1)[:, : 2 * coarse.shape[1]]
-    e0 = offset + gain * (start + (k - 1) / 2)  # energy of the first coarse bin
-    where = (energies - 2 * e0) / (gain * k)  # fractional index of the sum energy
-    lo = np.clip(np.floor(where).astype(np.int64), 0, pair.shape[1] - 2)
-    t = np.clip(where - lo, 0.0, 1.0)
-    out = (1 - t) * pair[:, lo] + t * pair[:, lo + 1]
-    out[:, (where < 0) | (where > pair.shape[1] - 1)] = 0.0
-    return np.maximum(out, 0.0) / np.maximum(counts.sum(axis=1, keepdims=True), 1.0) / k
-
-
-PILEUP_BIN_KEV = 0.04
-PILEUP_REGIONS = ("cd", "ree")  # regions above the tube's Kα where sum peaks are fitted
-
-
-def _without_pileup(
-    design: _RegionDesign, y: FloatArray, amps: FloatArray, pile: FloatArray, position: FloatArray
-) -> FloatArray:
-    """Amplitudes with a non-negative pile-up column per spectrum fitted beside the design
-    (one extra least-squares direction, projected out of the region's columns)."""
-    fit = design.fits[int(np.clip(np.rint(np.median(position)), 0, len(design.fits) - 1))]
-    n_cols = fit.pinv.shape[0]
-    along = pile @ fit.pinv.T  # the design's amplitudes that the pile-up shape would take
-    perp = pile - along @ fit.ops[n_cols : 2 * n_cols]
-    norm = _rowdot(perp, perp)
-    c = np.where(norm > 0, _rowdot(perp, y) / np.where(norm > 0, norm, 1.0), 0.0)
-    return amps - np.maximum(c, 0.0)[:, None] * along
-
-
 def _fit_region(
     design: _RegionDesign,
     counts: FloatArray,
     position: FloatArray | None,
     shift: FloatArray | None,
-    pile: FloatArray | None = None,
 ) -> _RegionResult:
     """Fit one region for a batch (rows = spectra).
 
@@ -680,8 +637,6 @@ def _fit_region(
         proj = (y @ design.q_all).reshape(b, len(design.fits), n_cols)
         position = _ladder_position(yy[:, None] - np.einsum("ijk,ijk->ij", proj, proj))
     amps, var, bg, resid, s0 = _solve(design, y, position, shift, design.region is LOW)
-    if pile is not None:
-        amps = _without_pileup(design, y, amps, pile, position)
     dof = max(y.shape[1] - n_cols, 1)
     resid_norm = resid / np.maximum(np.maximum(y, 1.0).sum(axis=1), 1.0) * (y.shape[1] / dof)
     sigma = np.sqrt(np.maximum(var, 1.0))
@@ -768,10 +723,7 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
         idx = None if None in stated else np.asarray(stated, dtype=np.float64)
         scale: FloatArray | None = None
         for d in designs:
-            pile = None
-            if d.fits and d.region.name in PILEUP_REGIONS:
-                pile = _pileup(counts, offset, gain, d.energies)
-            res = _fit_region(d, counts, idx, scale, pile)
+            res = _fit_region(d, counts, idx, scale)
             if d.region is LOW and d.fits:
                 idx = res.position
                 scale = res.shift

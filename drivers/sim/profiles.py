@@ -39,6 +39,10 @@ class InstrumentProfile:
     # Scatter against fluorescence: the scatter angle and the beam's polarisation set it
     # (a factor on the scattered tube spectrum).
     scatter_scale: float = 1.0
+    # Relative line sensitivities of the transition metals (Ti..Zn) spread by this much (1 sigma,
+    # log) per instrument: what secondary fluorescence (Ni Kα exciting Mn, Fe), detector
+    # efficiency and geometry change and a primary-fluorescence model does not capture.
+    sensitivity_spread: float = 0.0
     tube_line_scale: float = 1.0
     tube_filter: str = "Al"
     tube_filter_um: float = 0.0
@@ -142,6 +146,7 @@ def wide_profiles(n: int = 20, seed: int = 2026) -> tuple[InstrumentProfile, ...
                 compton_doppler=float(rng.uniform(0.004, 0.014)),
                 anode_depth=float(10 ** rng.uniform(-3.5, -2.5)),
                 scatter_scale=float(10 ** rng.uniform(-0.8, 0.2)),
+                sensitivity_spread=0.08,
                 tube_line_scale=float(10 ** rng.uniform(-0.5, 0.5)),
                 tube_filter=(filt := _filter(rng))[0],
                 tube_filter_um=filt[1],

@@ -829,6 +829,16 @@ def draw_presentation(
     return Presentation(casing, intensity, tuple(traces), gain)
 
 
+@lru_cache(maxsize=4096)
+def _sensitivity(profile: InstrumentProfile, element: str) -> float:
+    """The profile's systematic factor on a transition metal's lines (sensitivity_spread)."""
+    z = xrl.SymbolToAtomicNumber(element)
+    if not profile.sensitivity_spread or not 22 <= z <= 30:
+        return 1.0
+    rng = np.random.default_rng([zlib.crc32(profile.name.encode()), z])
+    return float(rng.lognormal(0.0, profile.sensitivity_spread))
+
+
 def render_cell(
     truth: CellTruth,
     presentation: Presentation,
@@ -849,6 +859,7 @@ def render_cell(
             weights[i] = profile.scatter_scale
         else:
             weights[i] = rng.lognormal(0.0, presentation.stoichiometry_sigma)
+            weights[i] *= _sensitivity(profile, name)
     f_case = presentation.casing_fraction
     f_cu, f_al = truth.cu_foil * presentation.foil_scale, truth.al_foil * presentation.foil_scale
     f_body = max(0.0, 1.0 - f_case - f_cu - f_al)

@@ -105,13 +105,14 @@ def simulate_cells(
     profiles: Sequence[InstrumentProfile],
     hard_share: float,
     mix: str = "plant",
+    seqs: Sequence[int] | None = None,
 ) -> Iterator[SimulatedCell]:
     """The labelled simulated stream of `plant spectra generate` (and of `plant models
     calibrate`'s simulated part): deterministic in (seed, seq); `mix` names the chemistry mix
-    (MIXES: the infeed's, or balanced)."""
+    (MIXES: the infeed's, or balanced); `seqs` picks cells of the stream (default 0..n-1)."""
     normal_mix, hard_mix = MIXES[mix]
     normal, hard = CellStream(seed, normal_mix), CellStream(seed, hard_mix)
-    for seq in range(n):
+    for seq in range(n) if seqs is None else seqs:
         rng = np.random.default_rng([seed, seq, 0x5BEC])
         is_hard = bool(rng.random() < hard_share)
         truth = (hard if is_hard else normal).truth(seq)

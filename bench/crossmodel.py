@@ -68,10 +68,12 @@ def fisx_set(model: FisxModel, n: int, seed: int, hard_share: float = 0.15) -> L
     return out
 
 
-def sim_set(n: int, seed: int, profiles: Sequence[str], hard_share: float = 0.15) -> Labelled:
-    """The stream of `plant spectra generate` (the plant's own class mix)."""
+def sim_set(
+    n: int, seed: int, profiles: Sequence[str], hard_share: float = 0.15, mix: str = "plant"
+) -> Labelled:
+    """The stream of `plant spectra generate` (`mix`: the plant's own class mix or balanced)."""
     out = Labelled()
-    for c in simulate_cells(n, seed, [PROFILES[p] for p in profiles], hard_share):
+    for c in simulate_cells(n, seed, [PROFILES[p] for p in profiles], hard_share, mix):
         out.add(c.spectrum, c.truth.chemistry, c.truth.format.value, c.profile.name)
     return out
 
@@ -145,7 +147,7 @@ def run(n_test: int, n_train: int, n_sim: int, say: Any) -> dict[str, Any]:
     fisx_train = fisx_set(model, n_train, seed=101)
     fisx_test = fisx_set(model, n_test, seed=202)
     say(f"simulator: {n_sim} training (train instruments) + {n_test} held-out spectra")
-    sim_train = sim_set(n_sim, 11, TRAIN_PROFILES)
+    sim_train = sim_set(n_sim, 11, TRAIN_PROFILES, mix="balanced")  # as `calibrate` does
     sim_test = sim_balanced(max(n_test // len(CHEMISTRIES), 1), 99, HELDOUT_PROFILES)
     fx_x, _ = fisx_train.features()
     sim_x, _ = sim_train.features()

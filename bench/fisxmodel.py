@@ -236,6 +236,13 @@ def tube_spectrum(inst: Instrument, n: int = 16) -> tuple[FloatArray, FloatArray
     return energies, weights / weights.sum()
 
 
+def scatter_beam(inst: Instrument) -> tuple[FloatArray, FloatArray]:
+    """The tube spectrum for scatter, on points 50 eV apart: scattered, the continuum must stay
+    a continuum (16 points, enough for the excitation integral, showed as a comb of narrow
+    peaks, one on Cd Kα at 23.1 keV under the 50 kV Rh tube and one on Ce Lα under W)."""
+    return tube_spectrum(inst, n=round((inst.kv - 2.5) / 0.05) + 1)
+
+
 # --------------------------------------------------------------------------------- sample
 @dataclass(frozen=True)
 class Cell:
@@ -456,7 +463,7 @@ class FisxModel:
         if hit is None:
             beam = tube_spectrum(inst)
             casing = [(en, r, 0.0) for en, r in _fluorescence(_casing_layers(), beam)]
-            casing += _scatter(_casing_layers()[1][0], beam)
+            casing += _scatter(_casing_layers()[1][0], scatter_beam(inst))
             hit = self._casings[inst.name] = _response(inst, casing, axis, inst.kev_per_channel)
         return hit
 
@@ -469,7 +476,7 @@ class FisxModel:
             beam = tube_spectrum(inst)
             layers, mix = _layers(chemistry, fmt, rng)
             lines = [(en, r, 0.0) for en, r in _fluorescence(layers, beam)]
-            lines += _scatter(layers[0][0] if fmt == "steel_can" else mix, beam)
+            lines += _scatter(layers[0][0] if fmt == "steel_can" else mix, scatter_beam(inst))
             hit = self._cache[key] = _response(inst, lines, _axis(inst), inst.kev_per_channel)
         return hit
 

@@ -103,6 +103,10 @@ class Rules:
     # has. Simulated non-NiMH cells stay under 0.035.
     ree_l_min_share: float = 0.05
     ree_l_min_snr: float = 8.0
+    # A NiMH answer needs its own lines: La/Ce K at `heavy_min_snr`, or La/Ce L at that
+    # significance carrying `nimh_min_l_share` of the metal signal (an NMC811 cell with 40 % of
+    # the spot on the Ni-plated casing can look like NiMH's Ni/Co/Mn and nothing else).
+    nimh_min_l_share: float = 0.01
     ood_min_share: float = 0.1
     ood_min_snr: float = 5.0
     ood_max_residual: float = 500.0
@@ -415,6 +419,10 @@ class Classifier:
         can_like = can_signature(features, r)
         snr = {"NiCd": features[:, INDEX["snr_Cd"]], "NiMH": features[:, INDEX["snr_REE"]]}
         seen_at = np.log1p(r.heavy_min_snr)
+        ree_lines = (snr["NiMH"] >= seen_at) | (
+            (features[:, INDEX["snr_REE_L"]] >= seen_at)
+            & (features[:, INDEX["ree_l_share"]] >= np.log(r.nimh_min_l_share))
+        )
         named_at = np.log1p(r.heavy_id_snr)
         no_lines = ~(features[:, _LINE_SNR].max(axis=1) >= np.log1p(r.min_line_snr))  # NaN: none
         # More counts than any detector delivers (a unit or file error) overflow the fit's
@@ -431,6 +439,14 @@ class Classifier:
             res = self._decide(
                 probs, float(totals[i]), bool(can_like[i]), seen, named, bool(no_lines[i])
             )
+            if res.chemistry == "NiMH" and not ree_lines[i]:
+                res = SpectrumResult(
+                    UNKNOWN,
+                    res.confidence,
+                    AMBIGUOUS,
+                    probs,
+                    "read as NiMH but no La/Ce K or L lines: NiMH always shows them",
+                )
             if ree_l is not None and ree_l[i] and res.chemistry not in ("NiMH", UNKNOWN):
                 res = SpectrumResult(
                     UNKNOWN,

@@ -26,7 +26,7 @@ import xraylib
 
 from drivers.spectra import Spectrum
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -85,7 +85,6 @@ CD = _Region(
     (),
     (21.3, 22.3, 23.3, 24.3, 25.3, 26.3, 27.3),
 )
-CD_SCATTER = ("Rh",)  # Rh Kβ Rayleigh at 22.7 keV: a K group whose Kα sits below the window
 # La/Ce K (33.4/34.7 keV), with the other mischmetal rare earths of NiMH (reference §2.1).
 REE = _Region(
     "ree",
@@ -110,11 +109,42 @@ FOREIGN = _Region(
 SUM_PEAKS = ("Fe", "Co", "Ni", "Cu")
 REGIONS = (LOW, CD, REE, FOREIGN)
 
+# The tube's own lines reach the detector scattered by the sample: Rayleigh at the line energy
+# and Compton shifted to E' = E / (1 + E/511 keV) at 90°, Doppler-broadened by the electrons'
+# momenta (reference §1.2). Fitted as columns of their own, so scatter is never read as an
+# element (Rh Kβ2 at 23.17 keV sits on Cd Kα; W Lα at 8.40 keV beside Ni Kβ / Zn Kα). The
+# K lines keep xraylib's Kβ2/Kβ1 ratio (atomic physics; a free Kβ2 column would be collinear
+# with Cd Kα and blind NiCd through a can).
+DEFAULT_ANODE = "Rh"  # when the file does not state its tube anode
+ANODE_KEYS = ("anode", "tube_anode", "tubeanode", "target", "tube_target", "xtube_anode")
+_TUBE_GROUPS = {
+    "Ka": (xraylib.KL3_LINE, xraylib.KL2_LINE),
+    "Kb": (xraylib.KM3_LINE, xraylib.KM2_LINE, xraylib.KN3_LINE, xraylib.KN2_LINE),
+    # L3 lines (Lα1, Lα2, Ll, Lβ2, Lβ6, Lβ15: W Ll at 7.39 keV sits on Ni Kα) and L2 lines
+    # (Lβ1, Lγ1, Lη): the tube's L2/L3 ratio depends on its voltage, so two columns.
+    "L3": (
+        xraylib.L3M5_LINE,
+        xraylib.L3M4_LINE,
+        xraylib.L3M1_LINE,
+        xraylib.L3N5_LINE,
+        xraylib.L3N1_LINE,
+        xraylib.L3N4_LINE,
+    ),
+    "L2": (xraylib.L2M4_LINE, xraylib.L2N4_LINE, xraylib.L2M1_LINE),
+}
+# Doppler broadening of the Compton peak, sigma / E': it depends on the matrix (about 0.5 % for
+# metals, 1-1.5 % for plastics and light oxides); two widths side by side fit any in between.
+COMPTON_SIGMAS = (0.005, 0.012)
+
+
+def _z_of(element: str) -> int:
+    return _Z.get(element) or int(xraylib.SymbolToAtomicNumber(element))
+
 
 @cache
 def _k_group(element: str) -> tuple[tuple[float, float], ...]:
     """K lines of an element as (keV, relative intensity), from xraylib radiative rates."""
-    z = _Z[element]
+    z = _z_of(element)
     lines = []
     for line in (
         xraylib.KL3_LINE,
@@ -133,7 +163,7 @@ def _k_group(element: str) -> tuple[tuple[float, float], ...]:
 @cache
 def _l_group(element: str) -> tuple[tuple[float, float], ...]:
     """Main L lines (Lα1, Lβ1, Lβ2, Lγ1) with typical relative intensities."""
-    z = _Z[element]
+    z = _z_of(element)
     spec = (
         (xraylib.L3M5_LINE, 1.0),
         (xraylib.L2M4_LINE, 0.55),
@@ -143,18 +173,78 @@ def _l_group(element: str) -> tuple[tuple[float, float], ...]:
     return tuple((xraylib.LineEnergy(z, line), w) for line, w in spec)
 
 
+def compton_kev(energy_kev: float) -> float:
+    """Energy of a photon Compton-scattered through 90°."""
+    return energy_kev / (1.0 + energy_kev / 511.0)
+
+
+@cache
+def _tube_lines(anode: str, group: str) -> tuple[tuple[float, float], ...]:
+    """(keV, rate) of one group of the anode's lines (_TUBE_GROUPS)."""
+    z = _z_of(anode)
+    out = []
+    for line in _TUBE_GROUPS[group]:
+        try:
+            out.append((xraylib.LineEnergy(z, line), xraylib.RadRate(z, line)))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+@cache
+def tube_columns(
+    region: _Region, anode: str
+) -> tuple[tuple[str, tuple[tuple[float, float], ...], float], ...]:
+    """The anode's scattered lines that fall in a region: (column name, lines, Doppler sigma
+    per keV; 0 for Rayleigh). A Rayleigh group that is already an element column of the
+    region (Ag K in the Cd window, Rh L in the low window) is not repeated; a Compton group
+    is fitted only where its shift exceeds the detector's half width."""
+    cols = []
+    for group in _TUBE_GROUPS:
+        lines = _tube_lines(anode, group)
+        own = anode in (region.l_lines if group.startswith("L") else region.k_lines)
+        if lines and not own and region.lo_kev <= _main(lines) <= region.hi_kev:
+            cols.append((f"tube_{group}_rayleigh", lines, 0.0))
+    for group, extra in (("Ka", ""), ("Kb", ""), ("L3", "L2")):
+        lines = _tube_lines(anode, group)
+        if extra and lines and _tube_lines(anode, extra):
+            # rates are per shell: the L2 lines get about 0.4 of the L3 lines' intensity
+            more = _tube_lines(anode, extra)
+            scale = 0.4 * sum(w for _, w in lines) / sum(w for _, w in more)
+            lines = lines + tuple((e, w * scale) for e, w in more)
+        if not lines:
+            continue
+        main = _main(lines)
+        main_c = compton_kev(main)
+        if main - main_c > 0.5 * float(fwhm_at(main, 0.14)) and (
+            region.lo_kev - COMPTON_SIGMAS[-1] * main_c <= main_c <= region.hi_kev
+        ):
+            shifted = tuple((compton_kev(e), w) for e, w in lines)
+            for k, sigma in enumerate(COMPTON_SIGMAS):
+                cols.append((f"tube_{group}_compton{k}", shifted, sigma))
+    return tuple(cols)
+
+
+def _main(lines: Sequence[tuple[float, float]]) -> float:
+    """Energy of the strongest line of a group."""
+    return max(lines, key=lambda lw: lw[1])[0]
+
+
 def fwhm_at(energy_kev: FloatArray | float, fwhm_mn_kev: float) -> FloatArray:
     """Detector FWHM (keV) at an energy, given the FWHM at Mn Kα (Fano law)."""
     noise2 = max(fwhm_mn_kev**2 - _FANO_TERM * MN_KA_KEV, 1e-6)
     return np.sqrt(noise2 + _FANO_TERM * np.asarray(energy_kev, dtype=np.float64))
 
 
-def _group_shape(e: FloatArray, lines: Sequence[tuple[float, float]], fwhm_mn: float) -> FloatArray:
-    """Sum of unit-area Gaussians (per keV) of a line group, normalised to the group's total."""
+def _group_shape(
+    e: FloatArray, lines: Sequence[tuple[float, float]], fwhm_mn: float, doppler: float = 0.0
+) -> FloatArray:
+    """Sum of unit-area Gaussians (per keV) of a line group, normalised to the group's total;
+    `doppler` (sigma per keV) broadens Compton-scattered lines beyond the detector's width."""
     total = sum(w for _, w in lines)
     out = np.zeros_like(e)
     for energy, w in lines:
-        sigma = fwhm_at(energy, fwhm_mn) / 2.3548
+        sigma = np.sqrt((fwhm_at(energy, fwhm_mn) / 2.3548) ** 2 + (doppler * energy) ** 2)
         out += (
             (w / total) * np.exp(-0.5 * ((e - energy) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
         )
@@ -213,12 +303,15 @@ class _RegionDesign:
     peak_names: tuple[str, ...]
 
 
-def _region_design(region: _Region, energies: FloatArray, width_kev: float) -> _RegionDesign:
-    """Build the fit operators of one region for a channel energy axis."""
+def _region_design(
+    region: _Region, energies: FloatArray, width_kev: float, anode: str
+) -> _RegionDesign:
+    """Build the fit operators of one region for a channel energy axis and tube anode."""
+    tube = tube_columns(region, anode)
     peaks = (
         list(region.k_lines)
         + [f"{el}_L" for el in region.l_lines]
-        + ([f"{el}_scatter" for el in CD_SCATTER] if region is CD else [])
+        + [name for name, _, _ in tube]
         + ([f"{el}_sum" for el in SUM_PEAKS] if region is FOREIGN else [])
     )
     lo = int(np.searchsorted(energies, region.lo_kev))
@@ -236,8 +329,7 @@ def _region_design(region: _Region, energies: FloatArray, width_kev: float) -> _
         def peak_columns(x: FloatArray, fwhm: float = fwhm_mn) -> FloatArray:
             cols = [_group_shape(x, _k_group(el), fwhm) for el in region.k_lines]
             cols += [_group_shape(x, _l_group(el), fwhm) for el in region.l_lines]
-            if region is CD:
-                cols += [_group_shape(x, _k_group(el)[2:], fwhm) for el in CD_SCATTER]
+            cols += [_group_shape(x, lines, fwhm, dop) for _, lines, dop in tube]
             if region is FOREIGN:
                 cols += [
                     _group_shape(x, ((2 * _k_group(el)[0][0], 1.0),), fwhm) for el in SUM_PEAKS
@@ -293,21 +385,22 @@ def _fit_operators(
     )
 
 
-_CACHE: OrderedDict[tuple[int, float, float], tuple[_RegionDesign, ...]] = OrderedDict()
+_CACHE: OrderedDict[tuple[int, float, float, str], tuple[_RegionDesign, ...]] = OrderedDict()
 _CACHE_SIZE = 64
 
 
 def _designs(
-    n_channels: int, offset_kev: float, kev_per_channel: float
+    n_channels: int, offset_kev: float, kev_per_channel: float, anode: str = DEFAULT_ANODE
 ) -> tuple[_RegionDesign, ...]:
-    """Fit operators for a calibration, cached: spectra of one instrument share them."""
-    key = (n_channels, round(offset_kev, 9), round(kev_per_channel, 12))
+    """Fit operators for a calibration and tube anode, cached: spectra of one instrument
+    share them."""
+    key = (n_channels, round(offset_kev, 9), round(kev_per_channel, 12), anode)
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
         return hit
     energies = offset_kev + kev_per_channel * np.arange(n_channels, dtype=np.float64)
-    built = tuple(_region_design(r, energies, kev_per_channel) for r in REGIONS)
+    built = tuple(_region_design(r, energies, kev_per_channel, anode) for r in REGIONS)
     _CACHE[key] = built
     if len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -355,7 +448,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"snr_{el}" for el in (*TM, *LIGHT)),
     *(f"pb_{el}" for el in ("Cd", "La", "Ce", "REE")),
     *(f"snr_{el}" for el in ("Cd", "La", "Ce", "REE")),
+    # La + Ce L lines (4.6-5.3 keV): NiMH where the tube is too soft for their K lines
+    "ree_l_share",
+    "snr_REE_L",
     "tm_to_scatter",
+    "compton_to_rayleigh",
     "log_total_counts",
     "log_tm_counts",
     "fwhm_mn_kev",
@@ -383,6 +480,10 @@ class LineFit:
     residual: FloatArray  # low region: residual sum of squares / Poisson expectation
     shift: FloatArray  # (n, 2): fitted energy-scale error, offset (keV) and relative gain
     seen: dict[str, FloatArray]  # 1.0 where the region is on scale
+    # The tube's lines scattered by the sample, Compton and Rayleigh (counts): their ratio
+    # tells a light matrix (plastics, oxides: much Compton) from steel, whatever the tube.
+    tube_compton: FloatArray
+    tube_rayleigh: FloatArray
 
 
 # Largest energy-scale error the linearised correction is trusted with (gain drift of real
@@ -561,6 +662,20 @@ class _Batch:
     scatter: FloatArray
 
 
+def tube_anode(spectrum: Spectrum) -> str:
+    """The tube anode a spectrum's file states (element symbol), else DEFAULT_ANODE."""
+    for key, value in spectrum.metadata.items():
+        if key.lower() in ANODE_KEYS:
+            symbol = str(value).strip().capitalize()
+            try:
+                z = xraylib.SymbolToAtomicNumber(symbol)
+            except ValueError:
+                continue
+            if 22 <= z <= 92:
+                return symbol
+    return DEFAULT_ANODE
+
+
 def _channel_at(kev: float, offset: float, gain: float, n_ch: int) -> int:
     """First channel at or above `kev`, clipped to 0..n_ch (an absurd calibration puts it at
     +-inf: clipped, not an OverflowError)."""
@@ -571,9 +686,10 @@ def _channel_at(kev: float, offset: float, gain: float, n_ch: int) -> int:
 def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
     """Fit all regions of a batch of spectra, grouped by calibration."""
     n = len(spectra)
-    groups: dict[tuple[int, float, float], list[int]] = {}
+    groups: dict[tuple[int, float, float, str], list[int]] = {}
     for i, s in enumerate(spectra):
-        groups.setdefault((s.n_channels, s.offset_kev, s.kev_per_channel), []).append(i)
+        key = (s.n_channels, s.offset_kev, s.kev_per_channel, tube_anode(s))
+        groups.setdefault(key, []).append(i)
     area: dict[str, FloatArray] = {}
     sigma: dict[str, FloatArray] = {}
     back: dict[str, FloatArray] = {}
@@ -583,6 +699,8 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
     shift = np.zeros((n, 2))
     totals = np.zeros(n)
     scatter = np.zeros(n)
+    compton = np.zeros(n)
+    rayleigh = np.zeros(n)
 
     def put(target: dict[str, FloatArray], values: dict[str, FloatArray], rows: list[int]) -> None:
         if len(groups) == 1:  # one calibration (the line's usual batch): rows are all, in order
@@ -594,8 +712,9 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
                 column = target[name] = np.zeros(n)
             column[rows] = v
 
-    for (n_ch, offset, gain), rows in groups.items():
-        designs = _designs(n_ch, offset, gain)
+    for (n_ch, offset, gain, anode), rows in groups.items():
+        designs = _designs(n_ch, offset, gain, anode)
+        own = {anode, f"{anode}_L"}  # the tube's own lines, scattered: not in the sample
         counts = np.stack([spectra[i].counts for i in rows])
         totals[rows] = counts.sum(axis=1)
         lo, hi = (_channel_at(x, offset, gain, n_ch) for x in SCATTER_BAND_KEV)
@@ -612,10 +731,18 @@ def _fit_batch(spectra: Sequence[Spectrum]) -> _Batch:
                 residual[rows] = res.residual
                 shift[rows] = res.shift
             seen[d.region.name][rows] = 1.0 if d.fits else 0.0
+            for name, value in res.area.items():
+                if "_compton" in name:
+                    compton[rows] += np.maximum(value, 0.0)
+                elif "_rayleigh" in name or name in own:
+                    rayleigh[rows] += np.maximum(value, 0.0)
+            for name in own & set(res.area):
+                res.area[name] = np.zeros(len(rows))
             put(area, res.area, rows)
             put(sigma, res.sigma, rows)
             put(back, res.background, rows)
-    return _Batch(LineFit(area, sigma, back, fwhm, residual, shift, seen), totals, scatter)
+    fit = LineFit(area, sigma, back, fwhm, residual, shift, seen, compton, rayleigh)
+    return _Batch(fit, totals, scatter)
 
 
 def fit_lines(spectra: Sequence[Spectrum]) -> LineFit:
@@ -662,6 +789,7 @@ def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) ->
     def of(table: dict[str, FloatArray], elements: Sequence[str]) -> list[FloatArray]:
         return [table[el] for el in elements]
 
+    ree_l = fit.area["La_L"] + fit.area["Ce_L"]
     ree_area = fit.area["La"] + fit.area["Ce"] + fit.area["Pr"] + fit.area["Nd"]
     ree_bg = fit.background["La"] + fit.background["Ce"]
     ree_sigma = np.sqrt(sum(fit.sigma[el] ** 2 for el in ("La", "Ce", "Pr", "Nd")))
@@ -683,7 +811,12 @@ def _features_from_fit(fit: LineFit, totals: FloatArray, scatter: FloatArray) ->
         _slog(heavy / np.maximum(heavy_bg, 10.0)),
         _slog(heavy / heavy_sigma),
         side_by_side(
+            np.log((np.maximum(ree_l, 0.0) + k) / denom),
+            _slog(ree_l / np.sqrt(fit.sigma["La_L"] ** 2 + fit.sigma["Ce_L"] ** 2)),
+        ),
+        side_by_side(
             np.log((tm_total + 1.0) / (scatter + 1.0)),
+            np.log((fit.tube_compton + 10.0) / (fit.tube_rayleigh + 10.0)),
             np.log10(np.maximum(totals, 1.0)),
             np.log10(tm_total + 1.0),
             fit.fwhm_mn_kev,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import zlib
 from dataclasses import dataclass, replace
 from functools import cache, cached_property, lru_cache
 from itertools import permutations
@@ -78,6 +79,7 @@ _DETECTORS = {
     },
 }
 _TUBE_BE = 125e-4 * 1.848  # tube window, g/cm²
+_DENSITY = {"Al": 2.70, "Ti": 4.51, "Cu": 8.96, "Ni": 8.90}  # primary filters, g/cm³
 _ANODE_DEPTH = 1.0e-3  # effective anode self-absorption, g/cm² (shapes the low-energy continuum)
 _K_LINES = (xrl.KL3_LINE, xrl.KL2_LINE, xrl.KM3_LINE, xrl.KM2_LINE, xrl.KN3_LINE)
 _L_LINES = (
@@ -173,12 +175,103 @@ def _layer(name: str, comp: dict[int, float] | str, areal_density: float) -> Lay
     return Layer(name, _freeze(_compound(comp) if isinstance(comp, str) else comp), areal_density)
 
 
-def _coating(chemistry: str, second: str | None) -> dict[int, float]:
+@dataclass(frozen=True)
+class MakeUp:
+    """How one cell is built beyond its chemistry (wide training physics; `NOMINAL` is the
+    plain cell): laminate, can and plating, binder, carbon, electrolyte, additives, dopants,
+    and the spread of the electrode's metals around the nominal formula."""
+
+    pet_um: float = 12.0
+    laminate_al_um: float = 40.0
+    pp_um: float = 80.0
+    plating_um: float = 3.0  # Ni on the steel can
+    steel_mm: float = 0.25
+    steel_mn: float = 0.40  # wt% Mn of the can steel
+    binder: float = 0.03  # PVDF share of the coating
+    carbon: float = 0.025
+    lipf6: float = 0.005  # electrolyte salt left in the coating (P, F)
+    sulfur: float = 0.0  # electrolyte additives / sulfates (S)
+    dopant_al: float = 0.0  # Al2O3 share of the active material
+    dopant_ti: float = 0.0  # TiO2 share
+    metal_spread: tuple[tuple[int, float], ...] = ()  # (Z, factor) on the electrode's metals
+    coating_gcm2: float = 0.022  # cathode loading per side
+    double_sided: bool = False  # a second cathode coating behind the Al collector
+
+
+NOMINAL = MakeUp()
+
+
+def make_up(profile: InstrumentProfile, chemistry: str, fmt: CellFormat, variant: int) -> MakeUp:
+    """Make-up `variant` of a cell kind on a wide profile (0: nominal); deterministic."""
+    if variant == 0:
+        return NOMINAL
+    kinds = sorted(CHEMISTRIES)
+    rng = np.random.default_rng(
+        [
+            zlib.crc32(profile.name.encode()),
+            kinds.index(chemistry),
+            list(CellFormat).index(fmt),
+            variant,
+        ]
+    )
+    body = (
+        _compound(CATHODE_FORMULA[chemistry])
+        if chemistry in CATHODE_FORMULA
+        else OTHER_ELECTRODES[chemistry]
+    )
+    # non-stoichiometric cathodes (+-5 %), looser alloy / electrode recipes (+-12 %)
+    sigma = 0.05 if chemistry in CATHODE_FORMULA else 0.12
+    spread = tuple((z, float(rng.lognormal(0.0, sigma))) for z in sorted(body) if z >= 20)
+    return MakeUp(
+        pet_um=float(rng.uniform(8.0, 20.0)),
+        laminate_al_um=float(rng.uniform(20.0, 50.0)),
+        pp_um=float(rng.uniform(30.0, 100.0)),
+        plating_um=float(rng.uniform(0.8, 5.0)),
+        steel_mm=float(rng.uniform(0.18, 0.35)),
+        steel_mn=float(rng.uniform(0.2, 0.9)),
+        binder=float(rng.uniform(0.015, 0.05)),
+        carbon=float(rng.uniform(0.01, 0.045)),
+        lipf6=float(rng.uniform(0.001, 0.02)),
+        sulfur=float(rng.uniform(0.0, 0.003)),
+        dopant_al=float(rng.uniform(0.0, 0.02)) if chemistry in CATHODE_FORMULA else 0.0,
+        dopant_ti=float(rng.uniform(0.0, 0.004)) if chemistry in CATHODE_FORMULA else 0.0,
+        metal_spread=spread,
+        coating_gcm2=float(rng.uniform(0.010, 0.045)),
+        double_sided=bool(rng.random() < 0.5),
+    )
+
+
+def _spread(comp: dict[int, float], spread: tuple[tuple[int, float], ...]) -> dict[int, float]:
+    """Metals scaled by the make-up's factors, renormalised."""
+    if not spread:
+        return comp
+    factors = dict(spread)
+    out = {z: f * factors.get(z, 1.0) for z, f in comp.items()}
+    total = sum(out.values())
+    return {z: f / total for z, f in out.items()}
+
+
+def _coating(chemistry: str, second: str | None, mk: MakeUp = NOMINAL) -> dict[int, float]:
     """Cathode coating: 94 % active material, PVDF, carbon black, a little LiPF6 electrolyte."""
-    active: dict[int, float] = _compound(CATHODE_FORMULA[chemistry])
+    active: dict[int, float] = _spread(_compound(CATHODE_FORMULA[chemistry]), mk.metal_spread)
     if second is not None:  # 70/30 mixture of two cathodes
         active = _mix((active, 0.7), (_compound(CATHODE_FORMULA[second]), 0.3))
-    return _mix((active, 0.94), ("C2H2F2", 0.03), ("C", 0.025), ("LiPF6", 0.005))
+    if mk.dopant_al or mk.dopant_ti:
+        active = _mix(
+            (active, 1.0 - mk.dopant_al - mk.dopant_ti),
+            ("Al2O3", mk.dopant_al),
+            ("TiO2", mk.dopant_ti),
+        )
+    if mk is NOMINAL:
+        return _mix((active, 0.94), ("C2H2F2", 0.03), ("C", 0.025), ("LiPF6", 0.005))
+    rest = mk.binder + mk.carbon + mk.lipf6 + mk.sulfur
+    return _mix(
+        (active, 1.0 - rest),
+        ("C2H2F2", mk.binder),
+        ("C", mk.carbon),
+        ("LiPF6", mk.lipf6),
+        ("Li2SO4", mk.sulfur),
+    )
 
 
 def _air(profile: InstrumentProfile) -> Layer:
@@ -186,16 +279,26 @@ def _air(profile: InstrumentProfile) -> Layer:
 
 
 def _cell_stack(
-    profile: InstrumentProfile, chemistry: str, second: str | None, fmt: CellFormat
+    profile: InstrumentProfile,
+    chemistry: str,
+    second: str | None,
+    fmt: CellFormat,
+    mk: MakeUp = NOMINAL,
 ) -> tuple[tuple[Layer, ...], int]:
     """Layers the beam meets for a cell and how it is presented; also the index of the layer
     that carries surface/trace contamination."""
     if chemistry in OTHER_ELECTRODES:
-        interior: tuple[Layer, ...] = (_layer(chemistry, OTHER_ELECTRODES[chemistry], math.inf),)
+        electrode = _spread(OTHER_ELECTRODES[chemistry], mk.metal_spread)
+        interior: tuple[Layer, ...] = (_layer(chemistry, electrode, math.inf),)
     else:
         interior = (
-            _layer("cathode coating", _coating(chemistry, second), 0.022),
+            _layer("cathode coating", _coating(chemistry, second, mk), mk.coating_gcm2),
             _layer("Al current collector", "Al", 15e-4 * 2.70),
+            *(
+                (_layer("cathode coating", _coating(chemistry, second, mk), mk.coating_gcm2),)
+                if mk.double_sided
+                else ()
+            ),
             _layer("separator", "C2H4", 20e-4 * 0.95),
             _layer("anode coating", _ANODE, 0.011),
             _layer("Cu current collector", "Cu", 10e-4 * 8.96),
@@ -203,15 +306,16 @@ def _cell_stack(
         )
     if fmt is CellFormat.pouch:
         cover: tuple[Layer, ...] = (
-            _layer("PET", "C10H8O4", 12e-4 * 1.39),
-            _layer("laminate Al", "Al", 40e-4 * 2.70),
-            _layer("PP", "C3H6", 80e-4 * 0.90),
+            _layer("PET", "C10H8O4", mk.pet_um * 1e-4 * 1.39),
+            _layer("laminate Al", "Al", mk.laminate_al_um * 1e-4 * 2.70),
+            _layer("PP", "C3H6", mk.pp_um * 1e-4 * 0.90),
         )
     elif fmt is CellFormat.steel_can:
         # Ni-plated steel can, wall ~0.25 mm (reference §2.2).
+        steel = _STEEL if mk is NOMINAL else _mix((_STEEL, 1.0), ("Mn", mk.steel_mn / 100))
         cover = (
-            _layer("Ni plating", "Ni", 3e-4 * 8.9),
-            _layer("steel can", _STEEL, 0.025 * 7.87),
+            _layer("Ni plating", "Ni", mk.plating_um * 1e-4 * 8.9),
+            _layer("steel can", steel, mk.steel_mm / 10 * 7.87),
         )
     else:
         cover = ()
@@ -310,20 +414,35 @@ _COMPTON_EXC = np.array([xrl.ComptonEnergy(e, _THETA) for e in _EXC])
 
 
 @dataclass(frozen=True)
+class TubeMakeUp:
+    """What shapes a tube's output beyond anode and voltage: anode self-absorption depth
+    (g/cm²), the lines' strength against the continuum, a primary-beam filter (element, g/cm²)."""
+
+    anode_depth: float = _ANODE_DEPTH
+    line_scale: float = 1.0
+    filter: str = "Al"
+    filter_gcm2: float = 0.0
+
+
+@dataclass(frozen=True)
 class _Tube:
     continuum: Floats  # photons per grid bin (arbitrary units), on _EXC
     lines: tuple[tuple[float, float], ...]  # (energy keV, photons)
 
 
 @cache
-def _tube(kv: float, anode: str) -> _Tube:
+def _tube(kv: float, anode: str, make: TubeMakeUp | None = None) -> _Tube:
     """Tube output: Kramers continuum Z(E0-E)/E and the anode's K/L lines (Green-Cosslett
-    (U0-1)^1.67), both through anode self-absorption and the Be window."""
+    (U0-1)^1.67), both through anode self-absorption, the Be window and a primary filter."""
+    make = make or TubeMakeUp()
     z = xrl.SymbolToAtomicNumber(anode)
     mu_anode = _mu_grid(z)
     mu_be = _mu_grid(4)
     cont = np.clip(z * (kv - _EXC) / _EXC, 0.0, None) * _EXC_STEP
-    cont *= np.exp(-mu_anode * _ANODE_DEPTH - mu_be * _TUBE_BE)
+    cont *= np.exp(-mu_anode * make.anode_depth - mu_be * _TUBE_BE)
+    mu_filter = _mu_grid(xrl.SymbolToAtomicNumber(make.filter)) if make.filter_gcm2 else None
+    if mu_filter is not None:
+        cont *= np.exp(-mu_filter * make.filter_gcm2)
     lines: list[tuple[float, float]] = []
     for shell, lines_of_shell, scale in (
         (xrl.K_SHELL, _K_LINES, 800.0),
@@ -332,11 +451,15 @@ def _tube(kv: float, anode: str) -> _Tube:
         u0 = kv / xrl.EdgeEnergy(z, shell)
         if u0 <= 1.0:
             continue
-        ionisations = scale * (u0 - 1.0) ** 1.67
+        ionisations = scale * make.line_scale * (u0 - 1.0) ** 1.67
         for line in lines_of_shell:
             energy = float(xrl.LineEnergy(z, line))
             photons = ionisations * xrl.FluorYield(z, shell) * xrl.RadRate(z, line)
-            filt = math.exp(-_mu_at(z, energy) * _ANODE_DEPTH - _mu_at(4, energy) * _TUBE_BE)
+            filt = math.exp(-_mu_at(z, energy) * make.anode_depth - _mu_at(4, energy) * _TUBE_BE)
+            if mu_filter is not None:
+                filt *= math.exp(
+                    -_mu_at(xrl.SymbolToAtomicNumber(make.filter), energy) * make.filter_gcm2
+                )
             lines.append((energy, photons * filt))
     return _Tube(cont, tuple(lines))
 
@@ -353,10 +476,16 @@ class _Emission:
 
 
 def _emission(
-    stack: tuple[Layer, ...], trace_at: int | None, traces: tuple[int, ...], kv: float, anode: str
+    stack: tuple[Layer, ...],
+    trace_at: int | None,
+    traces: tuple[int, ...],
+    kv: float,
+    anode: str,
+    doppler: float = 0.011,
+    tube_make: TubeMakeUp | None = None,
 ) -> _Emission:
     """Primary fluorescence and scatter of a layer stack, Beer-Lambert in and out."""
-    tube = _tube(kv, anode)
+    tube = _tube(kv, anode, tube_make)
     line_e = np.array([e for e, _ in tube.lines])
     line_w = np.array([w for _, w in tube.lines])
     out = _Emission({}, {})
@@ -405,7 +534,7 @@ def _emission(
                     else f"trace:{xrl.AtomicNumberToSymbol(z)}"
                 )
                 out.lines.setdefault(name, []).append((energy, photons, 0.0))
-        _scatter(out, comp, t, inc_c, inc_l, line_e, mu_c, mu_l, exit_exponent)
+        _scatter(out, comp, t, inc_c, inc_l, line_e, mu_c, mu_l, exit_exponent, doppler)
         if math.isinf(t):
             break
         above_cont = above_cont + mu_c * t / _SIN_IN
@@ -431,6 +560,7 @@ def _scatter(
     mu_c: Floats,
     mu_l: Floats,
     exit_exponent: object,
+    doppler: float,
 ) -> None:
     """Rayleigh and Compton scatter of the tube continuum and lines by one layer."""
     ray = sum((f * _scatter_grid(z)[0] for z, f in comp), start=np.zeros_like(_EXC))
@@ -458,7 +588,7 @@ def _scatter(
         exit_c = math.exp(-float(exit_fn(np.array([e_c]))[0]))  # type: ignore[operator]
         lines.append((e, incoming * ray_l * slab_r / _SIN_IN * exit_r, 0.0))
         # Compton peaks are Doppler-broadened by the electrons' momenta (~2.5 % FWHM).
-        lines.append((e_c, incoming * com_l * slab_c / _SIN_IN * exit_c, 0.011 * e_c))
+        lines.append((e_c, incoming * com_l * slab_c / _SIN_IN * exit_c, doppler * e_c))
 
 
 @cache
@@ -491,9 +621,21 @@ def _sigma_kev(profile: InstrumentProfile, energy: Floats) -> Floats:
     return np.sqrt(a + _FANO_B * np.clip(energy, 0.0, None)) / 2.3548
 
 
+def _detector_make_up(profile: InstrumentProfile) -> dict[str, float]:
+    """The detector type's make-up with the profile's own window, pile-up and shelf."""
+    det = dict(_DETECTORS[profile.detector])
+    if profile.window_um:
+        det["be"] = profile.window_um * 1e-4 * 1.848
+    if profile.pileup_s:
+        det["pileup"] = profile.pileup_s
+    if profile.shelf:
+        det["shelf"] = profile.shelf
+    return det
+
+
 @cache
 def _detector(profile: InstrumentProfile) -> _Detector:
-    det = _DETECTORS[profile.detector]
+    det = _detector_make_up(profile)
     top = max(profile.tube_kv, profile.max_kev) + 1.0
     fine = np.asarray((np.arange(int(top / _FINE)) + 0.5) * _FINE, dtype=np.float64)
     safe = np.maximum(fine, 0.2)  # xraylib has no data below ~0.1 keV; nothing gets there
@@ -580,7 +722,18 @@ def _build(
     profile: InstrumentProfile, stack: tuple[Layer, ...], trace_at: int | None, scale: float
 ) -> _Template:
     emission = _emission(
-        stack, trace_at, _TRACE_Z if trace_at else (), profile.tube_kv, profile.anode
+        stack,
+        trace_at,
+        _TRACE_Z if trace_at else (),
+        profile.tube_kv,
+        profile.anode,
+        profile.compton_doppler,
+        TubeMakeUp(
+            profile.anode_depth or _ANODE_DEPTH,
+            profile.tube_line_scale,
+            profile.tube_filter,
+            profile.tube_filter_um * 1e-4 * _DENSITY.get(profile.tube_filter, 2.7),
+        ),
     )
     names = tuple(sorted(set(emission.lines) | set(emission.continuum)))
     rows = np.array([_detect(profile, emission, n) for n in names]) * scale
@@ -595,11 +748,16 @@ def _rate_scale(profile: InstrumentProfile) -> float:
     return profile.count_rate_cps / float(raw.total.sum())
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=8192)
 def _cell_template(
-    profile: InstrumentProfile, chemistry: str, second: str | None, fmt: CellFormat
+    profile: InstrumentProfile,
+    chemistry: str,
+    second: str | None,
+    fmt: CellFormat,
+    variant: int = 0,
 ) -> _Template:
-    stack, trace_at = _cell_stack(profile, chemistry, second, fmt)
+    mk = make_up(profile, chemistry, fmt, variant)
+    stack, trace_at = _cell_stack(profile, chemistry, second, fmt, mk)
     return _build(profile, stack, trace_at, _rate_scale(profile))
 
 
@@ -648,6 +806,8 @@ class Presentation:
     traces: tuple[tuple[str, float], ...]  # contamination: (element, wt%)
     gain_error: float  # relative error of the true gain against the file's calibration
     stoichiometry_sigma: float = 0.03  # element-to-element spread of the body's line intensities
+    variant: int = 0  # the cell's make-up on a wide profile (make_up; 0 = nominal)
+    foil_scale: float = 1.0  # how much of the cell's bare Cu / Al foil the spot takes
 
 
 def draw_presentation(
@@ -661,7 +821,22 @@ def draw_presentation(
         for i in rng.choice(len(TRACE_ELEMENTS), size=int(rng.integers(1, 3)), replace=False):
             traces.append((TRACE_ELEMENTS[int(i)], float(10 ** rng.uniform(-2.3, -0.5))))
     gain = float(rng.uniform(-profile.gain_drift, profile.gain_drift))
+    if profile.variants > 1:  # wide training physics: make-up and composition spread
+        variant = int(rng.integers(profile.variants))
+        sigma = float(rng.uniform(0.02, 0.06))
+        foils = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.0, 1.0))
+        return Presentation(casing, intensity, tuple(traces), gain, sigma, variant, foils)
     return Presentation(casing, intensity, tuple(traces), gain)
+
+
+@lru_cache(maxsize=4096)
+def _sensitivity(profile: InstrumentProfile, element: str) -> float:
+    """The profile's systematic factor on a transition metal's lines (sensitivity_spread)."""
+    z = xrl.SymbolToAtomicNumber(element)
+    if not profile.sensitivity_spread or not 22 <= z <= 30:
+        return 1.0
+    rng = np.random.default_rng([zlib.crc32(profile.name.encode()), z])
+    return float(rng.lognormal(0.0, profile.sensitivity_spread))
 
 
 def render_cell(
@@ -672,18 +847,21 @@ def render_cell(
     rng: np.random.Generator,
 ) -> Spectrum:
     """The spectrum of a cell in a given presentation (use simulate_cell to draw one)."""
-    body = _cell_template(profile, truth.chemistry, truth.second_chemistry, truth.format)
+    body = _cell_template(
+        profile, truth.chemistry, truth.second_chemistry, truth.format, presentation.variant
+    )
     weights = np.zeros(len(body.names))
     traces = dict(presentation.traces)
     for i, name in enumerate(body.names):
         if name.startswith("trace:"):
             weights[i] = traces.get(name.removeprefix("trace:"), 0.0)
         elif name == "scatter":
-            weights[i] = 1.0
+            weights[i] = profile.scatter_scale
         else:
             weights[i] = rng.lognormal(0.0, presentation.stoichiometry_sigma)
+            weights[i] *= _sensitivity(profile, name)
     f_case = presentation.casing_fraction
-    f_cu, f_al = truth.cu_foil, truth.al_foil
+    f_cu, f_al = truth.cu_foil * presentation.foil_scale, truth.al_foil * presentation.foil_scale
     f_body = max(0.0, 1.0 - f_case - f_cu - f_al)
     rate = f_body * (weights @ body.rows)
     for part, frac in (("casing", f_case), ("cu_foil", f_cu), ("al_foil", f_al)):
@@ -743,7 +921,7 @@ def _acquire(
     """Pile-up, gain drift and Poisson noise on an expected count rate per channel."""
     if not (math.isfinite(live_time_s) and live_time_s > 0):
         raise ValueError(f"{source}: live time must be > 0 s, got {live_time_s}")
-    det = _DETECTORS[profile.detector]
+    det = _detector_make_up(profile)
     input_rate = float(rate.sum())
     expected = rate * live_time_s
     n = expected.size

@@ -85,7 +85,7 @@ def calibrate(
     sim_truth, sim_spectra = [], []
     with progress_bar() as progress:
         task = progress.add_task("simulating training spectra", total=simulated)
-        for cell in simulate_cells(simulated, SIM_SEED, profiles, SIM_HARD_SHARE):
+        for cell in simulate_cells(simulated, SIM_SEED, profiles, SIM_HARD_SHARE, "balanced"):
             sim_truth.append(training_label(cell.truth.chemistry, cell.truth.format.value))
             sim_spectra.append(cell.spectrum)
             progress.advance(task)

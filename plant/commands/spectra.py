@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from drivers.sim.cells import CellFormat, CellStream, CellTruth, StreamMix
 from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES, InstrumentProfile
-from drivers.sim.xrfphysics import Presentation, draw_presentation, render_cell
+from drivers.sim.xrfphysics import CHEMISTRIES, Presentation, draw_presentation, render_cell
 from drivers.spectra import FORMATS, Spectrum, write_msa, write_spectrum
 from plant.commands import ctx_of, err, time_option
 from plant.spectrum_archive import decided_with_spectra
@@ -42,6 +42,13 @@ EXPORT_COLUMNS = ("cell_id", "line", "seq", *DECISION_COLUMNS, "file")
 
 # Hard cases: more steel cans and 70/30 mixtures than the infeed default (issue 4).
 HARD_MIX = StreamMix(formats={"pouch": 0.2, "opened": 0.5, "steel_can": 0.3}, mixture_share=0.4)
+# Every chemistry equally often (training: the rare NiCd, NiMH and alkaline cells of the
+# infeed mix would otherwise be a few dozen spread over all training instruments).
+BALANCED = {chem: 1.0 for chem in CHEMISTRIES}
+MIXES = {
+    "plant": (StreamMix(), HARD_MIX),
+    "balanced": (StreamMix(chemistry=BALANCED), replace(HARD_MIX, chemistry=BALANCED)),
+}
 
 
 def _profiles(spec: str) -> list[InstrumentProfile]:
@@ -93,12 +100,19 @@ class SimulatedCell:
 
 
 def simulate_cells(
-    n: int, seed: int, profiles: Sequence[InstrumentProfile], hard_share: float
+    n: int,
+    seed: int,
+    profiles: Sequence[InstrumentProfile],
+    hard_share: float,
+    mix: str = "plant",
+    seqs: Sequence[int] | None = None,
 ) -> Iterator[SimulatedCell]:
     """The labelled simulated stream of `plant spectra generate` (and of `plant models
-    calibrate`'s simulated part): deterministic in (seed, seq)."""
-    normal, hard = CellStream(seed), CellStream(seed, HARD_MIX)
-    for seq in range(n):
+    calibrate`'s simulated part): deterministic in (seed, seq); `mix` names the chemistry mix
+    (MIXES: the infeed's, or balanced); `seqs` picks cells of the stream (default 0..n-1)."""
+    normal_mix, hard_mix = MIXES[mix]
+    normal, hard = CellStream(seed, normal_mix), CellStream(seed, hard_mix)
+    for seq in range(n) if seqs is None else seqs:
         rng = np.random.default_rng([seed, seq, 0x5BEC])
         is_hard = bool(rng.random() < hard_share)
         truth = (hard if is_hard else normal).truth(seq)
@@ -130,8 +144,14 @@ def generate(
         ),
     ] = 0.15,
     force: Annotated[bool, typer.Option(help="Overwrite an existing labels.csv in OUT.")] = False,
+    mix: Annotated[
+        str, typer.Option(help="Chemistry mix: plant (the infeed's) or balanced (training).")
+    ] = "plant",
 ) -> None:
     """Write simulated XRF spectra of battery cells with their true chemistry in labels.csv."""
+    if mix not in MIXES:
+        err.print(f"[bold red]error:[/] --mix must be one of {', '.join(MIXES)}, got {mix!r}")
+        raise typer.Exit(2)
     if fmt not in FORMATS:
         err.print(f"[bold red]error:[/] --format must be one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
@@ -154,7 +174,7 @@ def generate(
         writer = csv.writer(fh)
         writer.writerow(LABEL_COLUMNS)
         task = progress.add_task("simulating spectra", total=n)
-        for cell in simulate_cells(n, seed, chosen, hard_share):
+        for cell in simulate_cells(n, seed, chosen, hard_share, mix):
             truth, pres = cell.truth, cell.presentation
             name = f"cell_{cell.seq:06d}.{fmt}"
             write_spectrum(cell.spectrum, out / name, fmt)

@@ -754,8 +754,10 @@ def _cell_template(
     chemistry: str,
     second: str | None,
     fmt: CellFormat,
-    variant: int = 0,
+    variant: int,
 ) -> _Template:
+    """A cell's cached template; every caller passes all five arguments positionally (the
+    cache keys `f(a, b)` and `f(a, b, 0)` apart, so a default would make `warm` miss)."""
     mk = make_up(profile, chemistry, fmt, variant)
     stack, trace_at = _cell_stack(profile, chemistry, second, fmt, mk)
     return _build(profile, stack, trace_at, _rate_scale(profile))
@@ -785,13 +787,13 @@ def warm(profiles: tuple[str, ...] | None = None, *, mixtures: bool = False) -> 
         profile = PROFILES[name]
         for chem in CHEMISTRIES:
             for fmt in CellFormat:
-                _cell_template(profile, chem, None, fmt)
+                _cell_template(profile, chem, None, fmt, 0)
         for part in ("casing", "cu_foil", "al_foil"):
             _part_template(profile, part)
         if mixtures:
             for chem, second in permutations(sorted(LI_ION), 2):
                 for fmt in (CellFormat.pouch, CellFormat.opened):
-                    _cell_template(profile, chem, second, fmt)
+                    _cell_template(profile, chem, second, fmt, 0)
 
 
 # ----------------------------------------------------------------------------- per spectrum
@@ -1037,7 +1039,7 @@ def plot_gallery(out_dir: Path, profile_name: str = "bench_sdd_2048", seed: int 
         pres = Presentation(casing, 1.0, (), 0.0, stoichiometry_sigma=0.0)
         live = 30.0 if fmt is CellFormat.steel_can else 10.0
         spectrum = render_cell(truth, pres, profile, live, rng)
-        template = _cell_template(profile, chem, None, fmt)
+        template = _cell_template(profile, chem, None, fmt, 0)
         labels = _label_lines(template, 0.002, _SIGNATURE.get(chem, frozenset()))
         if casing > 0 or fmt is CellFormat.steel_can:
             labels += _label_lines(_part_template(profile, "casing"), 0.002)

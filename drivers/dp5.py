@@ -40,6 +40,7 @@ MAX_DATA = 0xFFFF  # LEN is 16 bits
 MAX_REQUEST_DATA = 512  # a request's data field is at most 512 bytes
 UDP_CHUNK = 1472  # one Ethernet frame of UDP payload: longer packets come in several datagrams
 STATUS_SIZE = 64
+POLL_S = 0.002  # status poll period once the preset is due
 PRESET_GRACE_S = 1.0  # a head still counting this long after its preset time is faulty
 
 # Request PIDs (PID1, PID2)
@@ -581,22 +582,21 @@ class Dp5Client(HeadLink):
 
     async def _spectrum(self, preset: float) -> tuple[npt.NDArray[np.float64], Dp5Status]:
         """Spectrum + status once the preset time is reached: the status (64 bytes) is asked
-        at once (a head already done, as the simulator at dwell 0 in `plant bench`, is read
-        without waiting), then after the preset time and every 2 ms while the MCA counts; the
-        spectrum is read once (its readout takes ~10 ms)."""
+        at once, then again when the head's own accumulation time says the preset is due, and
+        every 2 ms after that while the MCA still counts (a head already done, as the simulator
+        at dwell 0 in `plant bench`, is read without waiting); the spectrum is read once (its
+        readout takes ~10 ms)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + preset + PRESET_GRACE_S + self.timeout_s
-        counting = (await self._status()).mca_enabled
-        if counting:
-            await asyncio.sleep(preset)
-        while counting:
+        head = await self._status()
+        while head.mca_enabled:
             if loop.time() > deadline:
                 raise XrfTimeoutError(
                     f"preset time {preset} s not reached {PRESET_GRACE_S + self.timeout_s} s late"
                 )
-            counting = (await self._status()).mca_enabled
-            if counting:
-                await asyncio.sleep(min(0.002, preset / 10))
+            left = preset - head.acc_time_s
+            await asyncio.sleep(left if left > POLL_S else min(POLL_S, preset / 10))
+            head = await self._status()
         reply = await self._request(REQ_SPECTRUM_STATUS)
         try:
             counts, status = parse_spectrum(reply)

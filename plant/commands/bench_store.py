@@ -55,7 +55,6 @@ CELLS_PER_S = 6.3  # a 10 kt/yr plant: 200 million 46 g cells a year
 PASSPORT_SHARE = 0.7  # Li-ion cells whose label carries a passport (drivers/sim/cells.py)
 IMPORTED_SHARE = 0.95  # of those, passports imported before the cell arrives; the rest miss
 QUARANTINE_SHARE = 0.02
-SPECTRUM_SHARE = 0.1  # default share of cells whose spectrum is still kept (retention)
 LIVE_TIME_S = 0.05  # config/plant.toml xrf_live_time_s
 LOT_CELLS = 330  # [lots] lot_close_kg = 20 at ~60 g a cell
 LOTS_PER_CAMPAIGN = 2  # hydromet [campaign] max_lots
@@ -68,7 +67,7 @@ TRACE_SAMPLES = 20
 SAMPLE_MAX_S = 30.0  # per figure: fewer samples of a slow query (its p99 is then its max)
 LINES = ("L1", "L2")
 
-# Issue #26 "Budgets" (10^7 cells on PostgreSQL, this 2-core machine): key -> (limit, at_most)
+# Issue #26 "Budgets" (10^7 cells on PostgreSQL, this 2-core machine): figure <= limit
 STORE_BUDGETS: dict[str, float] = {
     "passport_lookup_ms.p99": 10.0,
     "search_first_page_ms.worst_p99": 100.0,
@@ -140,7 +139,7 @@ class Pools:
                 spectrum_values(
                     0,
                     simulate_cell(
-                        CellTruth.bare(chem, list(CellFormat)[k % 3]), profile, 0.05, rng
+                        CellTruth.bare(chem, list(CellFormat)[k % 3]), profile, LIVE_TIME_S, rng
                     ),
                     now,
                 )

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -122,6 +123,8 @@ class PassportRow(Base):
     """An imported battery passport, looked up by id when a label is read."""
 
     __tablename__ = "passports"
+    # plant/passports.py finds UUID ids case-insensitively: lower(id) must be an index probe
+    __table_args__ = (Index("ix_passports_id_lower", func.lower(text("id"))),)
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     model: Mapped[str] = mapped_column(String(64))

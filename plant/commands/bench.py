@@ -89,6 +89,8 @@ def bench(
     ] = None,
 ) -> None:
     """Measure the line's speed on this machine (simulated hardware) against the budgets."""
+    if ctx.invoked_subcommand is not None:
+        return
     from models.registry import RegistryError
     from plant.commands.bench_harness import BenchError, run_bench
 
@@ -113,5 +115,87 @@ def bench(
         raise typer.Exit(1)
 
 
+STORE_ROWS = (
+    ("Insert rate", "insert_cells_per_s", "cells/s"),
+    ("Passport lookup p99 (find_passport)", "passport_lookup_ms.p99", "ms"),
+    ("HMI cell search first page, worst filter p99", "search_first_page_ms.worst_p99", "ms"),
+    ("Trace batch -> lots -> cells -> passports p99", "trace_batch_ms.p99", "ms"),
+    ("Trace passport -> batches p99", "trace_passport_ms.p99", "ms"),
+    ("Bytes per cell record (indexes included)", "bytes_per_cell", "B"),
+    ("Bytes per kept spectrum", "bytes_per_spectrum", "B"),
+)
+
+
+def _store_table(result: dict[str, Any]) -> Table:
+    from plant.commands.bench_harness import figure
+    from plant.commands.bench_store import STORE_BUDGETS
+
+    table = Table(
+        title=f"plant bench store: {result['cells']:,} cells on {result['backend']}, "
+        f"commit {str(result['commit'])[:10]}",
+        caption=f"{result['spectra']:,} spectra, {result['passports']:,} passports, "
+        f"{result['lots']:,} lots, {result['batches']:,} batches; worst search filter: "
+        f"{result['search_first_page_ms']['worst_filter']}",
+    )
+    for column in ("figure", "measured", "budget (issue #26)", ""):
+        table.add_column(column, justify="right" if column == "measured" else "left")
+    for label, key, unit in STORE_ROWS:
+        value = figure(result, key)
+        met = result["budgets_met"].get(key)
+        table.add_row(
+            label,
+            "-" if value is None else f"{value:g} {unit}",
+            f"<= {STORE_BUDGETS[key]:g} {unit}" if key in STORE_BUDGETS else "",
+            {True: "[green]ok[/]", False: "[red]missed[/]", None: ""}[met],
+        )
+    return table
+
+
+def bench_store(
+    cells: Annotated[int, typer.Option(min=100, help="Synthetic cells to load.")] = 100_000,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="URL of an EMPTY database to load (default: a temporary SQLite file, "
+            "deleted afterwards). Never the plant's own database."
+        ),
+    ] = None,
+    spectrum_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of cells whose spectrum is still kept."),
+    ] = 0.1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Load N synthetic cells into a fresh store and time the line's and the HMI's queries."""
+    import tempfile
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from plant.commands.bench_harness import BenchError
+    from plant.commands.bench_store import run_store_bench
+    from plant.store import StoreError
+
+    with tempfile.TemporaryDirectory(prefix="plant-bench-store-") as tmp:
+        url = database or f"sqlite:///{tmp}/store-bench.db"
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+        try:
+            with Progress(*columns, console=err, transient=True) as progress:
+                result = run_store_bench(
+                    url, cells, spectrum_share=spectrum_share, seed=1, progress=progress
+                )
+        except (BenchError, StoreError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(_store_table(result))
+
+
 def register(root: typer.Typer) -> None:
-    root.command()(bench)
+    app = typer.Typer(help="The software's speed on this machine.")
+    app.callback(invoke_without_command=True)(bench)
+    app.command("store")(bench_store)
+    root.add_typer(app, name="bench")

@@ -1,0 +1,66 @@
+"""`plant bench store` as a user runs it: a fresh store loaded, its figures, its cells there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from linerig import CONFIG, plant_cmd, plant_env
+from sqlalchemy import func, select
+
+from plant.store import BatchRow, CellRow, CellSpectrumRow, PassportRow, Store
+
+CELLS = 2000
+
+
+def bench_store(db_url: str) -> subprocess.CompletedProcess[str]:
+    argv = plant_cmd(CONFIG, "bench", "store", "--cells", str(CELLS), "--json")
+    return subprocess.run(
+        [*argv, "--database", db_url],
+        capture_output=True,
+        text=True,
+        env=plant_env(),
+        timeout=300,
+        check=False,
+    )
+
+
+def test_bench_store_reports_figures_of_the_cells_it_stored(db_url: str) -> None:
+    done = bench_store(db_url)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+
+    assert result["cells"] == CELLS
+    assert result["backend"] == db_url.split(":")[0].split("+")[0]
+    assert result["insert_cells_per_s"] > 0
+    lookup = result["passport_lookup_ms"]
+    assert 0 < lookup["p50"] <= lookup["p99"] <= lookup["max"]
+    search = result["search_first_page_ms"]
+    for name in ("none", "passport_id", "chemistry", "route", "state", "line", "since", "until"):
+        assert 0 < search[name]["p99"] <= search["worst_p99"], name
+    assert result["trace_batch_ms"]["p99"] > 0 and result["batches"] > 0
+    assert result["trace_passport_ms"]["p99"] > 0
+    # A cell row with its indexes takes between 100 B and a few KB; a spectrum under 16 KB raw.
+    assert 100 < result["bytes_per_cell"] < 4000
+    assert 100 < result["bytes_per_spectrum"] < 16_384
+    assert set(result["budgets_met"]) == set(result["budgets"])
+
+    store = Store(db_url)
+    try:
+        with store.session() as s:
+            assert s.scalar(select(func.count(CellRow.id))) == CELLS
+            assert s.scalar(select(func.count(PassportRow.id))) == result["passports"] > 0
+            assert s.scalar(select(func.count(CellSpectrumRow.cell_id))) == result["spectra"] > 0
+            assert s.scalar(select(func.count(BatchRow.id))) == result["batches"]
+            chemistries = set(s.scalars(select(CellRow.chemistry).distinct()))
+    finally:
+        store.close()
+    assert {"LFP", "NMC811", "NCA"} <= chemistries  # the infeed's mix, not one kind of cell
+
+
+def test_bench_store_refuses_a_database_that_holds_cells(db_url: str) -> None:
+    assert bench_store(db_url).returncode == 0
+    again = bench_store(db_url)
+    assert again.returncode == 2
+    assert "already holds cells: give an empty database" in again.stderr
+    assert again.stdout == ""

@@ -47,6 +47,7 @@ PRESET_GRACE_S = 1.0  # a head still counting this long after its preset time is
 REQ_STATUS = (0x01, 0x01)
 REQ_SPECTRUM = (0x02, 0x01)
 REQ_SPECTRUM_STATUS = (0x02, 0x03)
+REQ_SPECTRUM_STATUS_CLEAR = (0x02, 0x04)  # read, then clear spectrum, counters and timers
 REQ_CONFIG_SET = (0x20, 0x02)
 REQ_CONFIG_READ = (0x20, 0x03)
 REQ_CLEAR = (0xF0, 0x01)
@@ -101,6 +102,8 @@ class Dp5AckError(XrfInstrumentError):
 
 def checksum(data: bytes) -> int:
     """16-bit two's complement of the sum of `data` (every packet byte before the checksum)."""
+    if len(data) > 256:  # a spectrum: numpy sums 12 KB ten times faster than Python
+        return -int(np.frombuffer(data, dtype=np.uint8).sum(dtype=np.uint64)) & 0xFFFF
     return -sum(data) & 0xFFFF
 
 
@@ -449,6 +452,7 @@ class Dp5Client(HeadLink):
         REQ_STATUS: "status",
         REQ_SPECTRUM: "spectrum",
         REQ_SPECTRUM_STATUS: "spectrum",
+        REQ_SPECTRUM_STATUS_CLEAR: "spectrum",
         REQ_CONFIG_READ: "config",
     }
 
@@ -478,6 +482,7 @@ class Dp5Client(HeadLink):
         self.retries = max(0, retries)
         self.detector = DetectorHealth()
         self._settings: dict[str, str] = {}  # what this client last configured
+        self._cleared = False  # the last read cleared the MCA (2,4): no clear before enabling
         self._transport: asyncio.DatagramTransport | None = None
         self._rx: _Receiver | None = None
 
@@ -525,9 +530,12 @@ class Dp5Client(HeadLink):
             await self._ensure_open()
             try:
                 await self._configure({"PRET": f"{preset:g}"})
-                await self._request(REQ_CLEAR)
+                if not self._cleared:
+                    await self._request(REQ_CLEAR)
                 await self._request(REQ_ENABLE)
+                self._cleared = False
                 counts, status = await self._spectrum(preset)
+                self._cleared = True
             except Dp5AckError as exc:  # the head answered: the link is fine
                 raise Dp5AckError(exc.code, f"{self._where()}: {exc}") from None
             except XrfError as exc:
@@ -585,7 +593,8 @@ class Dp5Client(HeadLink):
         at once, then again when the head's own accumulation time says the preset is due, and
         every 2 ms after that while the MCA still counts (a head already done, as the simulator
         at dwell 0 in `plant bench`, is read without waiting); the spectrum is read once (its
-        readout takes ~10 ms)."""
+        readout takes ~10 ms), with "clear" (2,4), so the next acquisition needs no clear
+        request. That read is not resent: a resend would read the cleared MCA."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + preset + PRESET_GRACE_S + self.timeout_s
         head = await self._status()
@@ -597,7 +606,7 @@ class Dp5Client(HeadLink):
             left = preset - head.acc_time_s
             await asyncio.sleep(left if left > POLL_S else min(POLL_S, preset / 10))
             head = await self._status()
-        reply = await self._request(REQ_SPECTRUM_STATUS)
+        reply = await self._request(REQ_SPECTRUM_STATUS_CLEAR, retries=0)
         try:
             counts, status = parse_spectrum(reply)
         except ValueError as exc:
@@ -619,7 +628,9 @@ class Dp5Client(HeadLink):
             await self._request(REQ_CONFIG_SET, config_text(changed))
             self._settings.update(changed)
 
-    async def _request(self, pid: tuple[int, int], data: bytes = b"") -> Packet:
+    async def _request(
+        self, pid: tuple[int, int], data: bytes = b"", *, retries: int | None = None
+    ) -> Packet:
         """Send one request and return its reply; resend after each timeout, `retries` times.
 
         A DP5 answers each request in order and has no transaction ids, so a reply is matched
@@ -629,7 +640,8 @@ class Dp5Client(HeadLink):
         message = encode(pid, data)
         expected = self._REPLIES.get(pid, "ack")
         what = f"request {pid[0]:02X},{pid[1]:02X}"
-        for attempt in range(self.retries + 1):
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             self._rx.drain()
             self._transport.sendto(message)
             try:
@@ -642,9 +654,9 @@ class Dp5Client(HeadLink):
                         if reply is not None:
                             return reply
             except TimeoutError:
-                if attempt == self.retries:
+                if attempt == retries:
                     raise XrfTimeoutError(
-                        f"no answer to {what} in {self.timeout_s} s ({self.retries + 1} tries)"
+                        f"no answer to {what} in {self.timeout_s} s ({retries + 1} tries)"
                     ) from None
         raise AssertionError("unreachable")
 
@@ -688,6 +700,7 @@ class Dp5Client(HeadLink):
         except OSError as exc:
             self._fail(XrfConnectionError(f"{self._where()}: {exc.strerror or exc}"))
         self._settings.clear()  # a head that was away may have been reset
+        self._cleared = False
         try:
             self._note(await self._status())
         except XrfError as exc:

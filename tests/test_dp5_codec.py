@@ -14,6 +14,7 @@ from drivers.dp5 import (
     CHANNELS,
     REQ_ENABLE,
     REQ_SPECTRUM_STATUS,
+    REQ_SPECTRUM_STATUS_CLEAR,
     REQ_STATUS,
     Calibration,
     Dp5AckError,
@@ -41,6 +42,7 @@ def test_status_request_is_the_guides_byte_sequence() -> None:
     assert decode(STATUS_REQUEST) == Packet(1, 1, b"")
     # sum of F5 FA 02 03 = 0x1F4 -> FE0C; of F5 FA F0 02 = 0x2E1 -> FD1F; ACK OK 0x2EE -> FD12
     assert encode(REQ_SPECTRUM_STATUS) == bytes.fromhex("F5 FA 02 03 00 00 FE 0C")
+    assert encode(REQ_SPECTRUM_STATUS_CLEAR) == bytes.fromhex("F5 FA 02 04 00 00 FE 0B")
     assert encode(REQ_ENABLE) == bytes.fromhex("F5 FA F0 02 00 00 FD 1F")
     assert ack(0) == bytes.fromhex("F5 FA FF 00 00 00 FD 12")
 
@@ -49,6 +51,8 @@ def test_checksum_is_the_twos_complement_of_the_byte_sum() -> None:
     packet = encode((0x20, 0x02), b"PRET=0.05;MCAC=2048;")
     assert (sum(packet[:-2]) + int.from_bytes(packet[-2:], "big")) & 0xFFFF == 0
     assert checksum(b"\xf5\xfa\x01\x01\x00\x00") == 0xFE0F
+    spectrum = bytes(range(256)) * 48  # numpy sums long packets: the same two's complement
+    assert checksum(spectrum) == -sum(spectrum) & 0xFFFF
 
 
 def test_status_reply_fields_where_the_guide_puts_them() -> None:

@@ -94,6 +94,9 @@ def test_a_client_written_from_the_guide_reads_status_and_spectrum_and_gets_its_
                 acc_s = st[12] * 0.001 + int.from_bytes(st[13:16], "little") * 0.1
                 assert sum(counts) == slow > 1000 and fast >= slow
                 assert acc_s == pytest.approx(0.2) and st[35] & 0x80  # preset time reached
+                assert await client.ask(transport, packet(2, 4)) == (pid1, pid2, data)
+                _, _, cleared = await client.ask(transport, packet(2, 3))  # read, clear: zero
+                assert not any(cleared[: 3 * 1024]) and not any(cleared[3 * 1024 : 3 * 1024 + 16])
                 bad = bytearray(packet(1, 1))
                 bad[-1] ^= 0x01
                 assert await client.ask(transport, bytes(bad)) == (0xFF, 4, b"")  # checksum
@@ -176,6 +179,25 @@ def test_a_lane_station_measures_each_cell_on_the_head_in_front_of_it() -> None:
     run(body)
 
 
+def test_the_driver_reads_and_clears_in_one_request_so_the_next_cell_needs_no_clear() -> None:
+    """clear (once, after connecting), then per cell: enable, status until the preset is
+    reached, spectrum + status + clear (2,4); each spectrum holds only its own counts."""
+
+    async def body() -> None:
+        async with SimDp5Head(port=0, dwell_scale=1.0) as head:
+            client = Dp5Client("127.0.0.1", head.port, calibration=Calibration(n_channels=1024))
+            await client.connect()
+            first = await client.measure("a", 0.05)
+            assert head.requests[0xF0, 0x01] == 1  # the clear after connecting
+            second = await client.measure("b", 0.05)
+            assert head.requests[0xF0, 0x01] == 1 and head.requests[0x02, 0x04] == 2
+            assert second.real_time_s == pytest.approx(0.05, abs=0.002)  # timers were cleared
+            assert second.counts.sum() == pytest.approx(first.counts.sum(), rel=0.2)
+            await client.close()
+
+    run(body)
+
+
 def test_detector_health_follows_the_heads_status() -> None:
     """High voltage and cooling switched off on the head (HVSE=OFF, TECS=OFF) show as HV off and
     detector temperature problems after the next measurement; an unknown command is refused."""
@@ -235,6 +257,60 @@ def test_a_request_without_answer_is_sent_again_then_the_head_is_down() -> None:
             assert not once.health.connected and once.health.failures == 1
         finally:
             transport.close()
+
+    run(body)
+
+
+class DropFirstSpectrum(asyncio.DatagramProtocol):
+    """A link to `head` that loses the first spectrum reply (PID1 0x81), every datagram of it."""
+
+    def __init__(self, head: tuple[str, int]) -> None:
+        self.head = head
+        self.client: Any = None
+        self.transport: Any = None
+        self.spectra = 0
+        self.dropping = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if addr != self.head:
+            self.client = addr
+            self.transport.sendto(data, self.head)
+            return
+        if data[:2] == b"\xf5\xfa":  # a packet starts: its continuation datagrams follow it
+            self.spectra += data[2] == 0x81
+            self.dropping = data[2] == 0x81 and self.spectra == 1
+        if not self.dropping:
+            self.transport.sendto(data, self.client)
+
+
+def test_a_lost_read_and_clear_is_not_resent_and_the_next_cell_starts_clean() -> None:
+    """A resent 2,4 would read the MCA it had cleared: the cell gets a timeout instead."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        async with SimDp5Head(port=0, dwell_scale=1.0) as head:
+            link, _ = await loop.create_datagram_endpoint(
+                lambda: DropFirstSpectrum(("127.0.0.1", head.port)), local_addr=("127.0.0.1", 0)
+            )
+            port = link.get_extra_info("sockname")[1]
+            client = Dp5Client("127.0.0.1", port, timeout_s=0.2, retries=2, name="xrf1")
+            client.calibration = Calibration(n_channels=1024)
+            try:
+                await client.connect()
+                with pytest.raises(XrfTimeoutError, match=r"no answer to request 02,04 .*1 tries"):
+                    await client.measure("a", 0.05)
+                assert head.requests[0x02, 0x04] == 1
+                while not client.ready:  # the link is down until its reconnect back-off ends
+                    await asyncio.sleep(0.05)
+                spectrum = await client.measure("b", 0.05)
+                assert head.requests[0xF0, 0x01] == 2  # cleared again before "b"
+                assert spectrum.real_time_s == pytest.approx(0.05, abs=0.002)
+            finally:
+                await client.close()
+                link.close()
 
     run(body)
 

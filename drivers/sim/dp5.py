@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from drivers.dp5 import (
     REQ_ENABLE,
     REQ_SPECTRUM,
     REQ_SPECTRUM_STATUS,
+    REQ_SPECTRUM_STATUS_CLEAR,
     REQ_STATUS,
     UDP_CHUNK,
     Dp5Status,
@@ -56,7 +57,15 @@ log = logging.getLogger(__name__)
 LINK_BPS = 10e6  # the DP5's 10BASE-T Ethernet
 AMBIENT_K = 295.0
 _NO_DATA = frozenset(
-    {REQ_STATUS, REQ_SPECTRUM, REQ_SPECTRUM_STATUS, REQ_CLEAR, REQ_ENABLE, REQ_DISABLE}
+    {
+        REQ_STATUS,
+        REQ_SPECTRUM,
+        REQ_SPECTRUM_STATUS,
+        REQ_SPECTRUM_STATUS_CLEAR,
+        REQ_CLEAR,
+        REQ_ENABLE,
+        REQ_DISABLE,
+    }
 )
 
 
@@ -150,7 +159,7 @@ class SimDp5Head:
         }
         # the cell (None: the reference pellet) of each recent acquisition, for tests and logs
         self.measured: deque[int | None] = deque(maxlen=100_000)
-        self.requests = 0
+        self.requests: Counter[tuple[int, int]] = Counter()  # packets received, by PID
         self.inbox: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
         self._seeds = np.random.SeedSequence([seed, zlib.crc32(name.encode())])
         self._mca = _Acquisition(np.zeros(profile.n_channels))
@@ -275,7 +284,7 @@ class SimDp5Head:
     async def _serve(self) -> None:
         while True:
             data, addr = await self.inbox.get()
-            self.requests += 1
+            self.requests[(data[2], data[3]) if len(data) >= 4 else (-1, -1)] += 1
             try:
                 reply = await self._answer(data)
             except Exception as exc:  # a simulator bug: say so in the log, answer FPGA error
@@ -297,9 +306,12 @@ class SimDp5Head:
             return ack(3)
         if pid == REQ_STATUS:
             return encode(REPLY_STATUS, self.status().encode())
-        if pid in (REQ_SPECTRUM, REQ_SPECTRUM_STATUS):
-            status = self.status() if pid == REQ_SPECTRUM_STATUS else None
-            return spectrum_packet(self._mca.counts, status)
+        if pid in (REQ_SPECTRUM, REQ_SPECTRUM_STATUS, REQ_SPECTRUM_STATUS_CLEAR):
+            status = self.status() if pid != REQ_SPECTRUM else None
+            reply = spectrum_packet(self._mca.counts, status)
+            if pid == REQ_SPECTRUM_STATUS_CLEAR:
+                await self._clear()
+            return reply
         if pid == REQ_CONFIG_SET:
             return self._configure(packet.data)
         if pid == REQ_CONFIG_READ:

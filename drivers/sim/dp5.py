@@ -5,7 +5,9 @@ A head is never told what it measures. When its MCA is enabled it sees whatever 
 geometry (`ConveyorLanes`, fed by the simulated PLC's conveyor) puts in front of it: the oldest
 cell of its lane not yet measured, or the belt's reference pellet when the lane is empty.
 Timing: the acquisition lasts the preset time (x `dwell_scale`); a spectrum reply takes its
-size over a 10 Mbit/s link to read out and comes in datagrams of one Ethernet frame.
+size over a 10 Mbit/s link to read out and comes in datagrams of one Ethernet frame. At
+`dwell_scale` 0 (`plant bench`) an acquisition takes no time: it is over, its spectrum
+computed, when the enable is acknowledged, as an SCPI head answers a measurement.
 """
 
 from __future__ import annotations
@@ -321,6 +323,8 @@ class SimDp5Head:
             return ack(ACK_OK)
         if pid == REQ_ENABLE:
             self._enable()
+            if self.dwell_scale == 0 and self._job is not None:
+                await self._job  # an acquisition in no time is over before its enable is acked
             return ack(ACK_OK)
         if pid == REQ_DISABLE:
             await self._disable()

@@ -495,7 +495,9 @@ def disk_bytes(store: Store) -> dict[str, int]:
     with store.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             size = text(
-                "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(:t) WHERE isleaf"
+                "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(pg_total_relation_size(relid)) "
+                "FROM pg_partition_tree(c.oid) WHERE isleaf) ELSE pg_total_relation_size(c.oid) "
+                "END FROM pg_class c WHERE c.oid = to_regclass(:t)"
             )
             return {t: int(conn.scalar(size, {"t": t}) or 0) for t in TABLES}
         rows = conn.execute(

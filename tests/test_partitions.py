@@ -16,8 +16,8 @@ from drivers.spectra import Spectrum
 from plant import cell_records
 from plant.cell_view import CellQuery, cell_spectrum, search_cells
 from plant.partitions import maintain, month_of, month_partitions, next_month
-from plant.spectrum_archive import archive_file, keep_spectra
-from plant.store import CellRow, CellSpectrumRow, Store, StoreError, utcnow
+from plant.spectrum_archive import archive_file, keep_spectra, spectrum_values, stored_spectrum
+from plant.store import CellRow, CellSpectrumRow, Store, StoreError, upgrade, utcnow
 
 
 def _spectrum(k: int) -> Spectrum:
@@ -129,3 +129,47 @@ def test_a_cell_is_updated_by_id_and_created_at_or_not_silently(store: Store) ->
 
 def pg(store: Store) -> bool:
     return store.engine.dialect.name == "postgresql"
+
+
+def test_upgrade_keeps_the_cells_and_spectra_of_a_0008_store(db_url: str) -> None:
+    upgrade(db_url, "0008")
+    at = datetime(2026, 6, 30, 23, 59, 59, tzinfo=UTC)
+    spectrum = _spectrum(1)
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        for seq, (state, route, source) in enumerate(
+            [("confirmed", "hydromet", "fused"), ("quarantined", "quarantine", "spectrum"),
+             ("detected", None, None)], start=1,
+        ):  # fmt: skip
+            conn.execute(
+                text(
+                    "INSERT INTO cells (line, epoch, seq, state, route, decision_source, "
+                    "created_at, updated_at) VALUES ('L1', 1, :seq, :state, :route, :source, "
+                    ":at, :at)"
+                ),
+                {"seq": seq, "state": state, "route": route, "source": source, "at": at},
+            )
+        first = conn.scalar(text("SELECT min(id) FROM cells"))
+        values = spectrum_values(first, spectrum, at + timedelta(seconds=2))  # stored later
+        conn.execute(text(
+            "INSERT INTO cell_spectra (cell_id, channels, kev_per_channel, offset_kev, "
+            "live_time_s, real_time_s, tube_kv, source, instrument, encoding, counts, created_at) "
+            "VALUES (:cell_id, :channels, :kev_per_channel, :offset_kev, :live_time_s, "
+            ":real_time_s, :tube_kv, :source, :instrument, :encoding, :counts, :created_at)"
+        ), values)  # fmt: skip
+    upgrade(db_url)
+    rows = search_cells(store, CellQuery())
+    assert [(r.seq, r.state, r.route, r.decision_source) for r in rows] == [
+        (3, "detected", None, None),
+        (2, "quarantined", "quarantine", "spectrum"),
+        (1, "confirmed", "hydromet", "fused"),
+    ]
+    with store.session() as s:
+        kept = stored_spectrum(s, first)
+        assert kept is not None and np.array_equal(kept.counts, spectrum.counts)
+        dated = s.scalar(select(CellSpectrumRow.created_at).where(CellSpectrumRow.cell_id == first))
+        assert dated is not None and dated.replace(tzinfo=UTC) == at  # dated as its cell
+    if pg(store):
+        with store.engine.connect() as conn:
+            assert month_of(at) in month_partitions(conn, "cells")  # the month it held
+    store.close()

@@ -73,6 +73,13 @@ def _coded(names: str, *, words: bool = False) -> str:
     return ", ".join(out)
 
 
+def _dated_as_cells() -> str:
+    """The spectra's columns from `s`, dated as their cells `c` (the partition key they share)."""
+    return ", ".join(
+        "c.created_at" if n == "created_at" else f"s.{n}" for n in SPECTRUM_NAMES.split(", ")
+    )
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         _partition()
@@ -104,7 +111,8 @@ def _sqlite_spectra_without_fk() -> None:
         "counts BLOB NOT NULL, created_at DATETIME NOT NULL)"
     )
     op.execute(
-        f"INSERT INTO cell_spectra_new ({SPECTRUM_NAMES}) SELECT {SPECTRUM_NAMES} FROM cell_spectra"
+        f"INSERT INTO cell_spectra_new ({SPECTRUM_NAMES}) SELECT {_dated_as_cells()} "
+        "FROM cell_spectra s JOIN cells c ON c.id = s.cell_id"
     )
     op.execute("DROP TABLE cell_spectra")
     op.execute("ALTER TABLE cell_spectra_new RENAME TO cell_spectra")
@@ -139,9 +147,8 @@ def _partition() -> None:
     ensure_months(conn, month_of(oldest) if oldest is not None else now, last)
 
     op.execute(f"INSERT INTO cells ({CELL_NAMES}) SELECT {_coded(CELL_NAMES)} FROM cells_v8")
-    spectra = SPECTRUM_NAMES.replace("created_at", "c.created_at").replace("cell_id,", "s.cell_id,")
     op.execute(
-        f"INSERT INTO cell_spectra ({SPECTRUM_NAMES}) SELECT {spectra} "
+        f"INSERT INTO cell_spectra ({SPECTRUM_NAMES}) SELECT {_dated_as_cells()} "
         "FROM cell_spectra_v8 s JOIN cells_v8 c ON c.id = s.cell_id"
     )
     op.execute("DROP TABLE cell_spectra_v8")

@@ -2,7 +2,7 @@
 
 On PostgreSQL `cells` and `cell_spectra` are partitioned by range of `created_at`, one partition
 per calendar month (UTC), plus a default partition that takes any row no month partition holds
-yet, so no cell is ever refused for want of a partition (migration 0009, docs/store.md). A
+yet, so no cell is ever refused for want of a partition (migration 0009, docs/spectra.md). A
 spectrum's `created_at` is its cell's, so a cell and its spectrum live in the same month.
 `maintain` creates the months ahead (moving rows the default partition holds for them) and moves
 the spectra of months older than the archive age to Parquet files (zstd) that
@@ -17,7 +17,6 @@ lock timeout, retried.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Iterator
@@ -32,7 +31,6 @@ from sqlalchemy.exc import OperationalError
 from plant.spectrum_archive import archive_file, write_archive
 from plant.store import CellSpectrumRow, Store, db_error_line, table_of, utcnow
 
-log = logging.getLogger(__name__)
 _SPECTRA = table_of(CellSpectrumRow)
 
 PARTITIONED = ("cells", "cell_spectra")
@@ -59,6 +57,12 @@ def months(first: date, last: date) -> Iterator[date]:
     while m <= last:
         yield m
         m = next_month(m)
+
+
+def months_after(m: date, n: int) -> date:
+    for _ in range(n):
+        m = next_month(m)
+    return m
 
 
 def partition_name(table: str, month: date) -> str:
@@ -197,9 +201,7 @@ def maintain(
     t0 = time.perf_counter()
     if backend == "postgresql":
         now = month_of(utcnow())
-        last = now
-        for _ in range(months_ahead):
-            last = next_month(last)
+        last = months_after(now, months_ahead)
         with store.engine.begin() as conn:
             if not is_partitioned(conn):
                 raise MaintainError("table cells is not partitioned: run `plant db upgrade` first")

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 
 from drivers.spectra import Spectrum
 from plant.cell_records import count_routes
-from plant.partitions import month_of, month_partitions, next_month
+from plant.partitions import month_of, month_partitions, months_after
 from plant.spectrum_archive import keep_spectra
 from plant.store import CellRow, CellSpectrumRow, Store, upgrade, utcnow
 
@@ -82,9 +82,7 @@ def test_maintain_while_a_line_writes(pg_url: str, tmp_path: Path) -> None:
         assert store.count_cells("L1") > before, "the line stopped writing"
         assert proc.poll() is None, "the line ended before maintain did: slow it down"
 
-        ahead = month_of(utcnow())
-        for _ in range(6):
-            ahead = next_month(ahead)
+        ahead = months_after(month_of(utcnow()), 6)
         with store.engine.connect() as conn:
             cells_months = month_partitions(conn, "cells")
             spectra_months = month_partitions(conn, "cell_spectra")

@@ -10,14 +10,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from alembic import command
 from sqlalchemy import func, select, text
 
 from drivers.spectra import Spectrum
 from plant import cell_records
 from plant.cell_view import CellQuery, cell_spectrum, search_cells
-from plant.partitions import maintain, month_of, month_partitions, next_month
+from plant.partitions import maintain, month_of, month_partitions, months_after
 from plant.spectrum_archive import archive_file, keep_spectra, spectrum_values, stored_spectrum
-from plant.store import CellRow, CellSpectrumRow, Store, StoreError, upgrade, utcnow
+from plant.store import (
+    CellRow,
+    CellSpectrumRow,
+    Store,
+    StoreError,
+    _alembic_config,
+    upgrade,
+    utcnow,
+)
 
 
 def _spectrum(k: int) -> Spectrum:
@@ -68,9 +77,7 @@ def test_maintain_creates_months_ahead_and_archives_old_spectra(store: Store, tm
             months = month_partitions(conn, "cells")
             spectra_months = month_partitions(conn, "cell_spectra")
             default = conn.scalar(text("SELECT count(*) FROM cells_default"))
-        ahead = month_of(now)
-        for _ in range(5):
-            ahead = next_month(ahead)
+        ahead = months_after(month_of(now), 5)
         assert {month_of(old), month_of(now), ahead} <= set(months)
         assert month_of(old) not in spectra_months and ahead in spectra_months
         assert default == 0
@@ -172,4 +179,14 @@ def test_upgrade_keeps_the_cells_and_spectra_of_a_0008_store(db_url: str) -> Non
     if pg(store):
         with store.engine.connect() as conn:
             assert month_of(at) in month_partitions(conn, "cells")  # the month it held
+
+    command.downgrade(_alembic_config(db_url), "0008")  # and back: words again, one table
+    with store.engine.connect() as conn:
+        back = conn.execute(text("SELECT seq, state, route FROM cells ORDER BY seq")).all()
+        assert [tuple(r) for r in back] == [
+            (1, "confirmed", "hydromet"), (2, "quarantined", "quarantine"), (3, "detected", None)
+        ]  # fmt: skip
+        assert conn.scalar(text("SELECT count(*) FROM cell_spectra")) == 1
+    upgrade(db_url)
+    assert len(search_cells(store, CellQuery())) == 3
     store.close()

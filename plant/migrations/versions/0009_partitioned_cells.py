@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-from plant.partitions import MONTHS_AHEAD, create_default, ensure_months, month_of, next_month
+from plant.partitions import MONTHS_AHEAD, create_default, ensure_months, month_of, months_after
 from plant.store import CELL_CODES, UNFINISHED
 
 revision = "0009"
@@ -59,18 +59,25 @@ SPECTRUM_NAMES = (
 )
 
 
+def _case(name: str, *, words: bool = False) -> str:
+    """SQL of a route, state or decision source column as its code (`words`: back to words);
+    any other column as it is."""
+    code = CELL_CODES.get(name)
+    if code is None:
+        return name
+    pairs = zip(code.words, code.codes, strict=True)
+    whens = " ".join(f"WHEN '{c if words else w}' THEN '{w if words else c}'" for w, c in pairs)
+    return f"CASE {name} {whens} ELSE {name} END"
+
+
 def _coded(names: str, *, words: bool = False) -> str:
-    """The column list with route, state and decision source as their codes (or back)."""
-    out = []
-    for name in names.split(", "):
-        code = CELL_CODES.get(name)
-        if code is None:
-            out.append(name)
-            continue
-        pairs = zip(code.words, code.codes, strict=True)
-        whens = " ".join(f"WHEN '{c if words else w}' THEN '{w if words else c}'" for w, c in pairs)
-        out.append(f"CASE {name} {whens} ELSE {name} END")
-    return ", ".join(out)
+    return ", ".join(_case(n, words=words) for n in names.split(", "))
+
+
+def _recode_sqlite(*, words: bool = False) -> None:
+    op.execute(
+        "UPDATE cells SET " + ", ".join(f"{n} = {_case(n, words=words)}" for n in CELL_CODES)
+    )
 
 
 def _dated_as_cells() -> str:
@@ -84,13 +91,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         _partition()
         return
-    op.execute(
-        "UPDATE cells SET "
-        + ", ".join(
-            f"{n} = {e}"
-            for n, e in zip(CELL_CODES, _coded(", ".join(CELL_CODES)).split(", "), strict=True)
-        )
-    )
+    _recode_sqlite()
     with op.batch_alter_table("cells") as batch:
         batch.drop_index("ix_cells_created_at")
         batch.drop_index("ix_cells_state")
@@ -141,10 +142,9 @@ def _partition() -> None:
     create_default(conn)
     oldest = conn.scalar(sa.text("SELECT min(created_at) FROM cells_v8"))
     now = month_of(datetime.now(UTC))
-    last = now
-    for _ in range(MONTHS_AHEAD):
-        last = next_month(last)
-    ensure_months(conn, month_of(oldest) if oldest is not None else now, last)
+    ensure_months(
+        conn, month_of(oldest) if oldest is not None else now, months_after(now, MONTHS_AHEAD)
+    )
 
     op.execute(f"INSERT INTO cells ({CELL_NAMES}) SELECT {_coded(CELL_NAMES)} FROM cells_v8")
     op.execute(
@@ -177,14 +177,7 @@ def downgrade() -> None:
             batch.create_index("ix_cells_route", ["route"])
             batch.create_index("ix_cells_state", ["state"])
             batch.create_index("ix_cells_created_at", ["created_at"])
-        names = ", ".join(CELL_CODES)
-        op.execute(
-            "UPDATE cells SET "
-            + ", ".join(
-                f"{n} = {e}"
-                for n, e in zip(CELL_CODES, _coded(names, words=True).split(", "), strict=True)
-            )
-        )
+        _recode_sqlite(words=True)
         return  # cell_spectra keeps no foreign key: the code of 0008 does not need it
     op.execute("ALTER TABLE cells RENAME TO cells_v9")
     op.execute("ALTER TABLE cell_spectra RENAME TO cell_spectra_v9")

@@ -238,10 +238,14 @@ def cell(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
 
 @router.get("/cells/{cell_id}/spectrum", responses=errors(*AUTH, 404, 422))
 def cell_spectrum_plot(cell_id: RowId, _: Viewer, c: Ctx) -> dict[str, Any]:
-    """The cell's XRF spectrum in keV with element lines: stored with the cell, or its file."""
+    """The cell's XRF spectrum in keV with element lines: stored, archived, or its file."""
     try:
         found = cell_spectrum(
-            c.store, cell_id, c.config.plant.data_dir, c.config.spectra.retention_days
+            c.store,
+            cell_id,
+            c.config.plant.data_dir,
+            c.config.spectra.retention_days,
+            c.config.spectra_archive_dir(),
         )
     except CellError as exc:
         raise HTTPException(404, str(exc)) from None

@@ -2,24 +2,27 @@
 
 The engine (plant/line.py) runs these on its database thread, each inside the transaction the
 worker opens; they only read and write rows, and decide nothing. Statements are built once, in
-Core (plant/store.py `update_by_id` says why).
+Core (plant/store.py `update_by_id` says why). A cell row is updated by its id and `created_at`:
+on PostgreSQL that is the month partition and its primary key (created_at, id); `id` alone has
+only a block-range index there (docs/bench.md, bytes per cell).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Update, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from plant.domain import CellState, Decision, Route
 from plant.routing import as_duplicate
-from plant.store import DECISION_COLUMNS, CellRow, Store, table_of, update_by_id, utcnow
+from plant.store import DECISION_COLUMNS, CellRow, Store, StoreError, table_of, utcnow
 
 ROUTES = tuple(r.value for r in Route)
 
 _CELLS = table_of(CellRow)
-_FIND_CELL = select(_CELLS.c.id, _CELLS.c.state).where(
+_FIND_CELL = select(_CELLS.c.id, _CELLS.c.state, _CELLS.c.created_at).where(
     _CELLS.c.line == bindparam("b_line"),
     _CELLS.c.epoch == bindparam("b_epoch"),
     _CELLS.c.seq == bindparam("b_seq"),
@@ -30,12 +33,18 @@ _FIND_PASSPORT = (
     .limit(1)
 )
 _INSERT_CELL = insert(_CELLS)
-_RECORD_DECISION = update_by_id(
-    _CELLS,
+
+
+def _update_cell(**values: Any) -> Update:
+    """UPDATE of one cell by `b_id` and `b_created_at`."""
+    key = (_CELLS.c.id == bindparam("b_id"), _CELLS.c.created_at == bindparam("b_created_at"))
+    return update(_CELLS).where(*key).values(**values)
+
+
+_RECORD_DECISION = _update_cell(
     **{c: bindparam(f"b_{c}") for c in (*DECISION_COLUMNS, "spectrum_ref", "state", "updated_at")},
 )
-_MARK_FINAL = update_by_id(
-    _CELLS,
+_MARK_FINAL = _update_cell(
     state=bindparam("b_state"),
     route=bindparam("b_route"),
     updated_at=bindparam("b_updated_at"),
@@ -54,20 +63,27 @@ class Unfinished(NamedTuple):
     route: str | None
     chemistry: str | None
     epoch: int
+    created_at: datetime
+
+
+def _updated(result: Any, row_id: int, created_at: datetime | None) -> None:
+    """Every update of a cell finds its row, or says so (a decision is never dropped quietly)."""
+    if result.rowcount != 1:
+        raise StoreError(f"cell row {row_id} created at {created_at} not found to update")
 
 
 def detected(
     s: Session, line: str, epoch: int, seq: int, mass_g: float, *, may_exist: bool
-) -> tuple[int, str]:
-    """The row id and state of a detected cell: its existing row (left by a crash or a take in
-    doubt; looked for only when `may_exist`) or a new `detected` row."""
+) -> tuple[int, str, datetime]:
+    """The row id, state and creation time of a detected cell: its existing row (left by a
+    crash or a take in doubt; looked for only when `may_exist`) or a new `detected` row."""
     conn = s.connection()
     if may_exist:
         existing = conn.execute(
             _FIND_CELL, {"b_line": line, "b_epoch": epoch, "b_seq": seq}
         ).first()
         if existing is not None:
-            return int(existing[0]), str(existing[1])
+            return int(existing[0]), str(existing[1]), existing[2]
     now = utcnow()
     res = conn.execute(
         _INSERT_CELL,
@@ -83,11 +99,16 @@ def detected(
     )
     pk = res.inserted_primary_key
     assert pk is not None
-    return int(pk[0]), CellState.detected
+    return int(pk[0]), CellState.detected, now
 
 
 def record_decision(
-    s: Session, row_id: int, d: Decision, passport_id: str | None, spectrum_ref: str | None
+    s: Session,
+    row_id: int,
+    created_at: datetime | None,
+    d: Decision,
+    passport_id: str | None,
+    spectrum_ref: str | None,
 ) -> Decision:
     """Commit the decision; a passport already on another cell (any line) makes it a
     duplicate first, in the same transaction, so no command goes out before it is known."""
@@ -101,10 +122,11 @@ def record_decision(
                 f"passport {passport_id} was on cell #{cell_id} "
                 f"(line {line}, epoch {epoch}, seq {seq})",
             )
-    conn.execute(
+    res = conn.execute(
         _RECORD_DECISION,
         {
             "b_id": row_id,
+            "b_created_at": created_at,
             "b_passport_id": passport_id,
             "b_spectrum_ref": spectrum_ref,
             "b_chemistry": d.chemistry,
@@ -117,17 +139,25 @@ def record_decision(
             "b_updated_at": utcnow(),
         },
     )
+    _updated(res, row_id, created_at)
     return d
 
 
 def mark_final(
-    s: Session, row_id: int, state: str, route: str, reason: str | None, lot_id: str | None
+    s: Session,
+    row_id: int,
+    created_at: datetime | None,
+    state: str,
+    route: str,
+    reason: str | None,
+    lot_id: str | None,
 ) -> None:
     """The cell's final state and route (a reason or lot already on the row is kept)."""
-    s.connection().execute(
+    res = s.connection().execute(
         _MARK_FINAL,
         {
             "b_id": row_id,
+            "b_created_at": created_at,
             "b_state": state,
             "b_route": route,
             "b_updated_at": utcnow(),
@@ -135,6 +165,7 @@ def mark_final(
             "b_lot_id": lot_id,
         },
     )
+    _updated(res, row_id, created_at)
 
 
 def max_seq(s: Session, line: str, epoch: int) -> int:
@@ -156,6 +187,7 @@ def unfinished(s: Session, line: str) -> list[Unfinished]:
             CellRow.route,
             CellRow.chemistry,
             CellRow.epoch,
+            CellRow.created_at,
         )
         .where(
             CellRow.line == line,

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, tuple_
 
 from drivers.spectra import Spectrum, SpectrumError, read_spectrum
 from plant.domain import CellState, DecisionSource, Route
-from plant.spectrum_archive import stored_spectrum
-from plant.store import CellRow, PassportRow, Store, utcnow
+from plant.spectrum_archive import ArchiveError, archived_spectrum, stored_spectrum
+from plant.store import CellRow, Code, PassportRow, Store, utcnow
 
 # Kα1/Kβ1 line energies in keV, from docs/reference/xrf-and-process.md §1.1 (xraylib).
 ELEMENT_LINES_KEV: dict[str, tuple[float, float]] = {
@@ -89,7 +89,10 @@ def cell_json(row: CellRow) -> dict[str, Any]:
 
 
 def search_cells(store: Store, q: CellQuery) -> list[CellRow]:
-    """Newest first; page with `before_id` = the last id of the previous page."""
+    """Newest first by (created_at, id), the key of the cells' primary key on PostgreSQL and of
+    `ix_cells_created_id` on SQLite, so every page starts at an index position whatever the
+    filters (keyset paging; docs/bench.md says why); page on with `before_id` = the last id of
+    the previous page."""
     stmt = select(CellRow)
     if q.passport_id:
         stmt = stmt.where(CellRow.passport_id == q.passport_id)
@@ -99,16 +102,23 @@ def search_cells(store: Store, q: CellQuery) -> list[CellRow]:
         (CellRow.state, q.state),
         (CellRow.line, q.line),
     ):
+        if value and isinstance(col.type, Code) and not col.type.knows(value):
+            return []  # no cell has a route or state outside the vocabulary
         if value:
             stmt = stmt.where(col == value)
     if q.since:
         stmt = stmt.where(CellRow.created_at >= q.since)
     if q.until:
         stmt = stmt.where(CellRow.created_at <= q.until)
-    if q.before_id:
-        stmt = stmt.where(CellRow.id < q.before_id)
     with store.session() as s:
-        return list(s.scalars(stmt.order_by(CellRow.id.desc()).limit(q.limit)))
+        if q.before_id:
+            after = s.scalar(select(CellRow.created_at).where(CellRow.id == q.before_id))
+            if after is None:  # no such cell: no page after it
+                return []
+            key = tuple_(CellRow.created_at, CellRow.id)
+            stmt = stmt.where(key < tuple_(literal(after, CellRow.created_at.type), q.before_id))
+        newest_first = (CellRow.created_at.desc(), CellRow.id.desc())
+        return list(s.scalars(stmt.order_by(*newest_first).limit(q.limit)))
 
 
 def cell_detail(store: Store, cell_id: int) -> dict[str, Any] | None:
@@ -166,10 +176,16 @@ def _just_decided(row: CellRow, seconds: float = JUST_DECIDED_S) -> bool:
 
 
 def cell_spectrum(
-    store: Store, cell_id: int, data_dir: Path, retention_days: float, wait_s: float = 5.0
+    store: Store,
+    cell_id: int,
+    data_dir: Path,
+    retention_days: float,
+    archive_dir: Path,
+    wait_s: float = 5.0,
 ) -> dict[str, Any] | None:
-    """The plot of a cell's spectrum: stored with the cell (live cells), else the file its
-    `spectrum_ref` names (imported cells); None if there is no such cell.
+    """The plot of a cell's spectrum: stored with the cell (live cells), else in the archive
+    `plant db maintain` moved it to, else the file its `spectrum_ref` names (imported cells);
+    None if there is no such cell.
 
     Raises CellError saying why a cell has no spectrum; messages show no server paths. A cell
     still being measured is waited for up to `wait_s`, one decided in the last second for its
@@ -187,6 +203,11 @@ def cell_spectrum(
         if row.state != CellState.detected and not _just_decided(row):
             break
         time.sleep(0.1)
+    if spec is None and row.spectrum_ref:
+        try:
+            spec = archived_spectrum(archive_dir, cell_id, row.created_at)
+        except ArchiveError as exc:
+            raise CellError(f"cell {cell_id}: {exc}") from None
     if spec is not None:
         return spectrum_plot(spec, spec.source)
     if row.state == CellState.detected:

@@ -277,6 +277,11 @@ class SpectraSection(Strict):
         allow_inf_nan=False,
         description="the running plant deletes spectra older than this (0: keep forever)",
     )
+    archive_dir: Path = Field(
+        Path("spectra-archive"),
+        description="`plant db maintain` moves old months of spectra here as Parquet files, "
+        "which the cell page reads (relative: under [plant] data_dir)",
+    )
 
 
 class PlantConfig(Strict):
@@ -293,6 +298,10 @@ class PlantConfig(Strict):
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
     spectra: SpectraSection = SpectraSection()
+
+    def spectra_archive_dir(self) -> Path:
+        """Where archived spectra are: [spectra] archive_dir, under [plant] data_dir if relative."""
+        return self.plant.data_dir / self.spectra.archive_dir
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -145,6 +145,7 @@ class Flight:
     t_detect: float  # perf_counter when the PLC showed it
     epoch: int = 0  # the PLC numbering `seq` belongs to
     row_id: int = 0
+    created_at: datetime | None = None  # the row's, with row_id its key (plant/cell_records.py)
     decision: Decision | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     force_reason: str | None = None  # a fault sends it to quarantine with this reason
@@ -240,7 +241,8 @@ class LineEngine:
         self._not_executing = False  # the PLC answers but its heartbeat stands still
         self._buffer_hold = False  # the quarantine buffer is full: no cell is taken
         self._passports_in_flight: dict[str, Flight] = {}
-        self._spectra: list[tuple[int, Spectrum]] = []  # decided cells' spectra not yet stored
+        # decided cells' spectra not yet stored: (row id, its created_at, spectrum)
+        self._spectra: list[tuple[int, datetime | None, Spectrum]] = []
         decider.coming = lambda: self._measuring
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -582,8 +584,8 @@ class LineEngine:
             # (if that fails, the cells stay untaken and these measurements are dropped).
             measuring = [self._spawn(self._measure(f)) for f in new]
             rows = await self.db.run(lambda s: [self._detected(s, f) for f in new])
-            for f, (row_id, state), task in zip(new, rows, measuring, strict=True):
-                f.row_id = row_id
+            for f, (row_id, state, created_at), task in zip(new, rows, measuring, strict=True):
+                f.row_id, f.created_at = row_id, created_at
                 if state in FINAL_STATES:  # decided while its take was in doubt: just take it
                     task.cancel()
                     continue
@@ -596,7 +598,7 @@ class LineEngine:
         await self.plc.write("infeed.taken_seq", last)
         self._last_taken = last
 
-    def _detected(self, s: Session, f: Flight) -> tuple[int, str]:
+    def _detected(self, s: Session, f: Flight) -> tuple[int, str, datetime]:
         """The cell's row: no row can exist yet above the newest seq stored."""
         row = cell_records.detected(
             s, self.line, f.epoch, f.seq, f.mass_g, may_exist=f.seq <= self._stored_max_seq
@@ -625,7 +627,7 @@ class LineEngine:
             ref = evidence.spectrum.source if evidence.spectrum is not None else None
             decision = await self.db.run(
                 lambda s: cell_records.record_decision(
-                    s, f.row_id, decision, evidence.passport_id, ref
+                    s, f.row_id, f.created_at, decision, evidence.passport_id, ref
                 )
             )
         except asyncio.CancelledError:
@@ -644,7 +646,7 @@ class LineEngine:
         if code in PASSPORT_ALARMS:
             self._set_alarm("passport", code, f"cell {f.seq}: {decision.reason}", event=True)
         if evidence.spectrum is not None:
-            self._spectra.append((f.row_id, evidence.spectrum))
+            self._spectra.append((f.row_id, f.created_at, evidence.spectrum))
 
     async def _measure(self, f: Flight) -> Evidence:
         """Label + passport and XRF spectrum, concurrently."""
@@ -732,7 +734,11 @@ class LineEngine:
         if not kept:
             return
         try:
-            await self.db.run(lambda s: keep_spectra(s, kept))
+            await self.db.run(
+                lambda s: keep_spectra(
+                    s, [(i, sp) for i, _, sp in kept], {i: t for i, t, _ in kept}
+                )
+            )
         except Exception as exc:
             log.error("spectra of %d cells not kept: %s", len(kept), exc)
 
@@ -1001,7 +1007,7 @@ class LineEngine:
         closed: list[str] = []
         if lot and f.decision is not None:
             lot_id, closed = self.lots.add(s, route, f.decision.chemistry, f.mass_g, utcnow())
-        cell_records.mark_final(s, f.row_id, state, route, reason, lot_id)
+        cell_records.mark_final(s, f.row_id, f.created_at, state, route, reason, lot_id)
         return closed
 
     def _count(self, f: Flight, route: str) -> None:
@@ -1139,8 +1145,8 @@ class LineEngine:
         earlier = [r for r in rows if r.epoch != self.epoch.number]
         rows = [r for r in rows if r.epoch == self.epoch.number]
         why = "PLC restarted while the controller was down: manual check"
-        for row_id, seq, mass, _state, _route, _chem, epoch in earlier:
-            f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id=row_id)
+        for row_id, seq, mass, _state, _route, _chem, epoch, created in earlier:
+            f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id, created)
             f.decision = _undecided(why)
             self._book(f, CellState.quarantined, Route.quarantine, why, lot=False)
         if earlier:
@@ -1151,10 +1157,10 @@ class LineEngine:
         self._apply_ack(plc)
         ack, taken = self._ack_seq, int(plc["infeed.taken_seq"])
         self._done.update(self._view.executions(plc))
-        for row_id, seq, mass, state, route, chem, epoch in rows:
+        for row_id, seq, mass, state, route, chem, epoch, created in rows:
             if seq > taken:
                 continue  # never taken: still the FIFO head, the infeed loop picks it up
-            f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id=row_id)
+            f = Flight(seq, mass or 0.0, time.perf_counter(), epoch, row_id, created)
             f.decision = Decision(
                 chemistry=Chemistry(chem) if chem else Chemistry.UNKNOWN,
                 confidence=0.0,

@@ -6,22 +6,27 @@ zigzag deltas between channels first; counts that are not whole numbers are stor
 byte planes, so every spectrum round-trips bit for bit. The line writes the spectra of its decided
 cells in batches (`keep_spectra`, on the database worker thread, at most SPECTRA_FLUSH_S after each
 decision); the running plant deletes spectra older than `[spectra] retention_days`
-(`keep_within_retention`).
+(`keep_within_retention`). `plant db maintain` (plant/partitions.py) moves whole months of them
+to Parquet files, one per month, that `archived_spectrum` reads back for the cell page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, select
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, Executable, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -109,18 +114,23 @@ def decode_counts(encoding: str, blob: bytes, channels: int) -> npt.NDArray[np.f
 _SPECTRA = table_of(CellSpectrumRow)
 
 
-def _upsert(insert: Any) -> Any:
+def _upsert(insert: Any, key: tuple[str, ...]) -> Any:
     """INSERT, or replace the spectrum when a cell is decided again after an unsure take."""
     stmt = insert(_SPECTRA)
-    kept = {c.name: stmt.excluded[c.name] for c in _SPECTRA.columns if c.name != "cell_id"}
-    return stmt.on_conflict_do_update(index_elements=[_SPECTRA.c.cell_id], set_=kept)
+    kept = {c.name: stmt.excluded[c.name] for c in _SPECTRA.columns if c.name not in key}
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=kept)
 
 
-_UPSERT = {"sqlite": _upsert(sqlite.insert), "postgresql": _upsert(postgresql.insert)}
+# The primary key: on PostgreSQL the month partitions' (cell_id, created_at), plant/partitions.py
+_UPSERT = {
+    "sqlite": _upsert(sqlite.insert, ("cell_id",)),
+    "postgresql": _upsert(postgresql.insert, ("cell_id", "created_at")),
+}
+_CREATED = select(CellRow.id, CellRow.created_at)
 
 
-def spectrum_values(cell_id: int, spectrum: Spectrum, now: datetime) -> dict[str, Any]:
-    """The `cell_spectra` row of a cell's spectrum (counts compressed here)."""
+def spectrum_values(cell_id: int, spectrum: Spectrum, created_at: datetime) -> dict[str, Any]:
+    """The `cell_spectra` row of a cell's spectrum (counts compressed here), dated as the cell."""
     encoding, blob = encode_counts(spectrum.counts)
     meta = spectrum.metadata
     return {
@@ -135,17 +145,29 @@ def spectrum_values(cell_id: int, spectrum: Spectrum, now: datetime) -> dict[str
         "instrument": (meta.get("instrument") or meta.get("head") or None),
         "encoding": encoding,
         "counts": blob,
-        "created_at": now,
+        "created_at": created_at,
     }
 
 
-def keep_spectra(s: Session, kept: Sequence[tuple[int, Spectrum]]) -> None:
-    """Store (cell id, spectrum) pairs in the caller's transaction, one statement for all."""
+def keep_spectra(
+    s: Session,
+    kept: Sequence[tuple[int, Spectrum]],
+    created: Mapping[int, datetime | None] | None = None,
+) -> None:
+    """Store (cell id, spectrum) pairs in the caller's transaction, one statement for all; a
+    spectrum is dated as its cell (`created`: the cells' created_at, as the line knows them;
+    else read), so both lie in the same month partition."""
     if not kept:
         return
     conn = s.connection()
-    now = utcnow()
-    conn.execute(_UPSERT[conn.dialect.name], [spectrum_values(c, sp, now) for c, sp in kept])
+    if created is None or None in created.values():
+        rows = conn.execute(_CREATED.where(CellRow.id.in_([c for c, _ in kept])))
+        created = {int(i): t for i, t in rows}
+    missing = [c for c, _ in kept if c not in created]
+    if missing:
+        raise ArchiveError(f"spectra of cells {missing[:5]} not kept: no such cells")
+    values = [spectrum_values(c, sp, created[c]) for c, sp in kept]  # type: ignore[arg-type]
+    conn.execute(_UPSERT[conn.dialect.name], values)
 
 
 def keep_spectrum(s: Session, cell_id: int, spectrum: Spectrum) -> None:
@@ -155,17 +177,22 @@ def keep_spectrum(s: Session, cell_id: int, spectrum: Spectrum) -> None:
 
 def row_spectrum(row: CellSpectrumRow) -> Spectrum:
     """A stored spectrum as the shared Spectrum type; `source` is the instrument's label."""
-    metadata = {"cell_id": str(row.cell_id)}
-    if row.instrument:
-        metadata["instrument"] = row.instrument
+    return values_spectrum({c.name: getattr(row, c.name) for c in _SPECTRA.columns})
+
+
+def values_spectrum(v: Mapping[str, Any]) -> Spectrum:
+    """A `cell_spectra` row's values (from the database or an archive file) as a Spectrum."""
+    metadata = {"cell_id": str(v["cell_id"])}
+    if v["instrument"]:
+        metadata["instrument"] = v["instrument"]
     return Spectrum(
-        counts=decode_counts(row.encoding, row.counts, row.channels),
-        offset_kev=row.offset_kev,
-        kev_per_channel=row.kev_per_channel,
-        live_time_s=row.live_time_s,
-        real_time_s=row.real_time_s,
-        tube_kv=row.tube_kv,
-        source=row.source,
+        counts=decode_counts(v["encoding"], v["counts"], v["channels"]),
+        offset_kev=v["offset_kev"],
+        kev_per_channel=v["kev_per_channel"],
+        live_time_s=v["live_time_s"],
+        real_time_s=v["real_time_s"],
+        tube_kv=v["tube_kv"],
+        source=v["source"],
         metadata=metadata,
     )
 
@@ -174,6 +201,12 @@ def stored_spectrum(s: Session, cell_id: int) -> Spectrum | None:
     """The cell's stored spectrum, or None (never measured, imported, or past retention)."""
     row = s.get(CellSpectrumRow, cell_id)
     return None if row is None else row_spectrum(row)
+
+
+# A spectrum's cell, by the cells' key on PostgreSQL (their month and primary key)
+_same_cell = (CellSpectrumRow.cell_id == CellRow.id) & (
+    CellSpectrumRow.created_at == CellRow.created_at
+)
 
 
 @dataclass(frozen=True)
@@ -198,7 +231,7 @@ def decided_with_spectra(
     while True:
         q = (
             select(CellRow, CellSpectrumRow)
-            .join(CellSpectrumRow, CellSpectrumRow.cell_id == CellRow.id)
+            .join(CellSpectrumRow, _same_cell)
             .where(CellRow.id > after, CellRow.created_at >= since, CellRow.chemistry.is_not(None))
         )
         if until is not None:
@@ -223,7 +256,7 @@ def purge_before(store: Store, line: str, cutoff: datetime, limit: int = PURGE_B
         ids = list(
             s.scalars(
                 select(CellSpectrumRow.cell_id)
-                .join(CellRow, CellRow.id == CellSpectrumRow.cell_id)
+                .join(CellRow, _same_cell)
                 .where(CellRow.line == line, CellSpectrumRow.created_at < cutoff)
                 .limit(limit)
             )
@@ -252,3 +285,74 @@ async def keep_within_retention(store: Store, line: str, retention_days: float) 
         except Exception as exc:  # the database may be away: the next period tries again
             log.warning("spectrum retention: %s (retrying in %g s)", exc, period)
         await asyncio.sleep(period)
+
+
+# --------------------------------------------------------------------------- Parquet archive
+
+ARCHIVE_SCHEMA = pa.schema(
+    [
+        ("cell_id", pa.int64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("channels", pa.int32()),
+        ("kev_per_channel", pa.float64()),
+        ("offset_kev", pa.float64()),
+        ("live_time_s", pa.float64()),
+        ("real_time_s", pa.float64()),
+        ("tube_kv", pa.float64()),
+        ("source", pa.string()),
+        ("instrument", pa.string()),
+        ("encoding", pa.string()),
+        ("counts", pa.binary()),
+    ]
+)
+# Rows per row group: the reader of one cell's spectrum decompresses one group (~3 MB), found
+# by the groups' cell_id statistics (rows are written in cell_id order).
+ARCHIVE_ROW_GROUP = 2048
+
+
+def archive_file(archive_dir: Path, month: date) -> Path:
+    """The Parquet file of one month's spectra."""
+    return archive_dir / f"cell_spectra-{month:%Y-%m}.parquet"
+
+
+def write_archive(conn: Connection, rows_of: Executable, path: Path) -> int:
+    """Write the spectra `rows_of` selects (in cell_id order) to `path` (zstd), durably, merged
+    with the spectra the file already holds; how many it wrote from the database."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    names = ARCHIVE_SCHEMA.names
+    n = 0
+    with pq.ParquetWriter(tmp, ARCHIVE_SCHEMA, compression="zstd") as out:
+        if path.exists():  # an earlier run archived part of this month (SQLite)
+            out.write_table(pq.read_table(path, schema=ARCHIVE_SCHEMA))
+        streamed = {"stream_results": True, "yield_per": ARCHIVE_ROW_GROUP}
+        for part in conn.execute(rows_of, execution_options=streamed).mappings().partitions():
+            cols = {k: [r[k] for r in part] for k in names}
+            cols["created_at"] = [_utc(t) for t in cols["created_at"]]
+            out.write_table(pa.table(cols, schema=ARCHIVE_SCHEMA), ARCHIVE_ROW_GROUP)
+            n += len(part)
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a crash before the rows are deleted
+    finally:
+        os.close(fd)
+    return n
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def archived_spectrum(archive_dir: Path, cell_id: int, created_at: datetime) -> Spectrum | None:
+    """The cell's spectrum from the archive file of its month, or None (not archived)."""
+    path = archive_file(archive_dir, _utc(created_at).astimezone(UTC).date().replace(day=1))
+    if not path.is_file():
+        return None
+    try:
+        found = pq.read_table(path, filters=[("cell_id", "=", cell_id)]).to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise ArchiveError(f"archive {path.name} cannot be read: {exc}") from None
+    return values_spectrum(found[-1]) if found else None

@@ -4,20 +4,24 @@ Loads N cells at the simulated infeed's mix (drivers/sim/cells.py) with their pa
 hydromet campaigns and batches and the kept share of their spectra (compressed as
 plant/spectrum_archive.py keeps them) through bulk Core inserts, then times the queries the
 line and the HMI really make: plant/passports.py `find_passport`, plant/cell_view.py
-`search_cells` for each filter the HMI offers, plant/genealogy.py traces. docs/bench.md says
-how each figure is measured.
+`search_cells` for each filter the HMI offers, plant/genealogy.py traces, then times
+`plant db maintain` (plant/partitions.py) archiving the loaded month and the cell page reading
+spectra back from the archive. docs/bench.md says how each figure is measured.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,10 +34,11 @@ from drivers.sim.passports import passport_document
 from drivers.sim.profiles import PROFILES
 from drivers.sim.xrf import DEFAULT_PROFILE
 from drivers.sim.xrfphysics import simulate_cell
-from plant.cell_view import CellQuery, search_cells
+from plant.cell_view import CellQuery, cell_spectrum, search_cells
 from plant.commands.bench_harness import BenchError, figure, git_commit, load_avg, machine_info
 from plant.domain import CellState, DecisionSource, Route
 from plant.genealogy import trace_batch, trace_passport
+from plant.partitions import MONTHS_AHEAD, ensure_months, maintain, month_of
 from plant.passports import find_passport
 from plant.routing import DEFAULT_ROUTES
 from plant.spectrum_archive import spectrum_values
@@ -66,6 +71,9 @@ LOOKUP_SAMPLES = 2000
 TRACE_SAMPLES = 20
 SAMPLE_MAX_S = 30.0  # per figure: fewer samples of a slow query (its p99 is then its max)
 LINES = ("L1", "L2")
+ARCHIVE_BEFORE_DAYS = 30.0  # the loaded months (from START) are older: maintain archives them
+ARCHIVE_READS = 50
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 # Issue #26 "Budgets" (10^7 cells on PostgreSQL, this 2-core machine): figure <= limit
 STORE_BUDGETS: dict[str, float] = {
@@ -364,7 +372,7 @@ def load(store: Store, plant: Plant, progress: Progress) -> float:
     elapsed = time.perf_counter() - t0
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE"))  # as autovacuum would soon after a day of cells
+            conn.execute(text("VACUUM ANALYZE"))  # as autovacuum would soon after a day of cells
     return elapsed
 
 
@@ -478,15 +486,20 @@ def traces(store: Store, rng: random.Random) -> dict[str, Any]:
     return result
 
 
+TABLES = ("cells", "cell_spectra", "passports", "lots", "batches", "hydromet_campaigns")
+
+
 def disk_bytes(store: Store) -> dict[str, int]:
-    """Bytes on disk per table, its indexes (and PostgreSQL's TOAST) included."""
-    names = ("cells", "cell_spectra", "passports", "lots", "batches", "hydromet_campaigns")
+    """Bytes on disk per table, its indexes (and PostgreSQL's TOAST) included; a partitioned
+    table's are its partitions'."""
     with store.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
-            return {
-                t: int(conn.scalar(text("SELECT pg_total_relation_size(:t)"), {"t": t}) or 0)
-                for t in names
-            }
+            size = text(
+                "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(pg_total_relation_size(relid)) "
+                "FROM pg_partition_tree(c.oid) WHERE isleaf) ELSE pg_total_relation_size(c.oid) "
+                "END FROM pg_class c WHERE c.oid = to_regclass(:t)"
+            )
+            return {t: int(conn.scalar(size, {"t": t}) or 0) for t in TABLES}
         rows = conn.execute(
             text(
                 "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat d "
@@ -494,7 +507,81 @@ def disk_bytes(store: Store) -> dict[str, int]:
             )
         )
         sizes = {str(t): int(b) for t, b in rows}
-    return {t: sizes.get(t, 0) for t in names}
+    return {t: sizes.get(t, 0) for t in TABLES}
+
+
+def cell_bytes(store: Store) -> dict[str, int]:
+    """Bytes of the cell table: `heap` (PostgreSQL: with TOAST) and each index, summed over the
+    partitions (a partition's copy of an index is named after the partition)."""
+    with store.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            heap = conn.scalar(
+                text(
+                    "SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('cells') WHERE isleaf"
+                )
+            )
+            rows = conn.execute(
+                text(
+                    "SELECT regexp_replace(i.relname, '^cells_(y[0-9]{4}m[0-9]{2}|default)_', ''), "
+                    "sum(pg_relation_size(i.oid)) FROM pg_partition_tree('cells') t "
+                    "JOIN pg_index x ON x.indrelid = t.relid JOIN pg_class i "
+                    "ON i.oid = x.indexrelid WHERE t.isleaf GROUP BY 1"
+                )
+            )
+        else:
+            heap = conn.scalar(text("SELECT SUM(pgsize) FROM dbstat WHERE name = 'cells'"))
+            rows = conn.execute(
+                text(
+                    "SELECT d.name, SUM(d.pgsize) FROM dbstat d JOIN sqlite_master m "
+                    "ON m.name = d.name WHERE m.tbl_name = 'cells' AND m.type = 'index' "
+                    "GROUP BY d.name"
+                )
+            )
+        return {"heap": int(heap or 0)} | {str(n): int(b) for n, b in rows}
+
+
+def maintained(store: Store, plant: Plant, rng: random.Random) -> dict[str, Any]:
+    """`plant db maintain` over the loaded store (months ahead, the loaded months archived),
+    then the cell page's spectrum of archived cells (Parquet, plant/spectrum_archive.py)."""
+    archive = Path(tempfile.mkdtemp(prefix="plant-bench-archive-"))
+    try:
+        t0 = time.perf_counter()
+        report = maintain(
+            store,
+            months_ahead=MONTHS_AHEAD,
+            archive_before_days=ARCHIVE_BEFORE_DAYS,
+            archive_dir=archive,
+        )
+        seconds = time.perf_counter() - t0
+        with store.engine.connect() as conn:
+            kept = list(
+                conn.scalars(
+                    select(CellRow.id).where(
+                        CellRow.spectrum_ref.is_not(None),
+                        CellRow.id.in_(_sample_ids(plant, rng)),
+                    )
+                )
+            )
+        reads: dict[str, Any] | None = None
+        if kept and report.spectra_archived:
+
+            def read(cell_id: int) -> None:
+                if cell_spectrum(store, cell_id, archive, 0, archive, wait_s=0) is None:
+                    raise BenchError(f"archived spectrum of cell {cell_id} not found")
+
+            reads = percentiles_ms(timed_calls(ARCHIVE_READS, lambda: rng.choice(kept), read))
+    finally:
+        shutil.rmtree(archive, ignore_errors=True)
+    return {
+        "seconds": round(seconds, 2),
+        "report": report.json(),
+        "bytes_per_archived_spectrum": (
+            round(report.archive_bytes / report.spectra_archived, 1)
+            if report.spectra_archived
+            else None
+        ),
+        "archived_spectrum_read_ms": reads,
+    }
 
 
 def _backend(url: str) -> str:
@@ -515,11 +602,14 @@ def run_store_bench(
         started = load_avg()
         commit = git_commit()  # before the run: files edited meanwhile are not what ran
         pools = Pools.build(seed)
-        start = datetime(2026, 1, 1, tzinfo=UTC)
-        plant = Plant(seed, cells, spectrum_share, start, pools)
+        plant = Plant(seed, cells, spectrum_share, START, pools)
+        if store.engine.dialect.name == "postgresql":  # the loaded months' partitions
+            last = month_of(START + timedelta(seconds=cells / CELLS_PER_S))
+            with store.engine.begin() as conn:
+                ensure_months(conn, START.date(), last)
         load_s = load(store, plant, progress)
         rng = random.Random(seed)
-        task = progress.add_task("measuring", total=3)
+        task = progress.add_task("measuring", total=4)
         lookup = lookups(store, plant, rng)
         progress.advance(task)
         search = searches(store, plant, rng)
@@ -527,7 +617,10 @@ def run_store_bench(
         trace = traces(store, rng)
         progress.advance(task)
         sizes = disk_bytes(store)
+        cell_sizes = cell_bytes(store)
         stored = store.count_cells()
+        maintenance = maintained(store, plant, rng)
+        progress.advance(task)
     finally:
         store.close()
     result: dict[str, Any] = {
@@ -550,12 +643,16 @@ def run_store_bench(
         "passports_per_batch": trace.get("passports_per_batch"),
         "disk_bytes": sizes,
         "bytes_per_cell": round(sizes["cells"] / stored, 1) if stored else None,
+        "cell_bytes_per_cell": {
+            k: round(v / stored, 1) if stored else None for k, v in cell_sizes.items()
+        },
         "bytes_per_spectrum": (
             round(sizes["cell_spectra"] / plant.spectra, 1) if plant.spectra else None
         ),
         "bytes_per_passport": (
             round(sizes["passports"] / plant.passports, 1) if plant.passports else None
         ),
+        "maintain": maintenance,
         "load_avg_1min_start": started,
         "load_avg_1min_end": load_avg(),
         "budgets": STORE_BUDGETS,

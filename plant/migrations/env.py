@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from plant.partitions import not_a_partition
 from plant.store import Base, make_engine
 
 config = context.config
@@ -18,6 +19,7 @@ def run_migrations() -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
+            include_name=not_a_partition,
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():

@@ -504,6 +504,13 @@ class Classifier:
                 chem = named[0]
                 conf = probs.get(chem, 0.0) + probs.get(CAN, 0.0)
                 return SpectrumResult(chem, conf, OK, probs, f"{chem}: {line} lines seen")
+            if len(named) == 2 and best in named and p >= r.reject_below:
+                # Cd K and La/Ce K lines together: both chemistries go to reject, and a NiCd
+                # cell's strong Cd K lines pile up with its Ni K lines at La K (Cd Kβ + Ni Kα
+                # = 33.6 keV); the model, which has seen such spectra, tells them apart.
+                return SpectrumResult(
+                    best, p, OK, probs, f"{best} {p:.2f}: Cd K and La/Ce K lines seen"
+                )
             return SpectrumResult(
                 UNKNOWN, p, AMBIGUOUS, probs, f"{line} lines in a spectrum read as {best}"
             )

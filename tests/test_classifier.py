@@ -253,3 +253,33 @@ def test_small_and_large_batches_give_sklearn_probabilities(model: Classifier) -
         np.testing.assert_allclose(
             model.predict_proba(x[:rows]), model.estimator.predict_proba(x[:rows]), atol=1e-12
         )
+
+
+def _with_k_lines(s: Spectrum, lines: tuple[tuple[float, float], ...], area: float) -> Spectrum:
+    """The spectrum with extra detector-wide peaks (keV, relative area), `area` counts in all."""
+    e = s.energies()
+    sigma = 0.11
+    extra = sum(
+        w * area * np.exp(-0.5 * ((e - c) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+        for c, w in lines
+    )
+    s.counts = s.counts + np.random.default_rng(2).poisson(extra * s.kev_per_channel)
+    return s
+
+
+LA_K = ((33.44, 1.0), (33.03, 0.55), (37.8, 0.3))
+CD_K = ((23.17, 1.0), (22.98, 0.53), (26.1, 0.3))
+
+
+def test_nicd_with_la_k_lines_too_stays_nicd(model: Classifier) -> None:
+    # A NiCd cell's Cd Kβ piles up with Ni Kα at La Kα: with both kinds of lines the model,
+    # not the first line rule, decides (both chemistries are rejected).
+    r = model.predict(_with_k_lines(measure("NiCd", CellFormat.opened, 3.0, 1), LA_K, 1000))
+    assert (r.chemistry, r.reason) == ("NiCd", "ok")
+    assert "Cd K and La/Ce K lines seen" in r.detail
+
+
+def test_cd_and_la_k_lines_in_a_cathode_spectrum_are_ambiguous(model: Classifier) -> None:
+    s = _with_k_lines(measure("NMC622", CellFormat.opened, 3.0, 1), LA_K + CD_K, 1000)
+    r = model.predict(s)
+    assert (r.chemistry, r.reason) == ("UNKNOWN", AMBIGUOUS)

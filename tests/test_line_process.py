@@ -276,8 +276,7 @@ def test_a_model_activated_while_the_line_runs_decides_the_cells_after_it(tmp_pa
         with store.session() as s:
             before = s.scalar(select(func.max(CellRow.seq)).where(CellRow.route.is_not(None)))
         activate = subprocess.run(
-            # forced: the promotion gate (tests/test_promotion_gate.py) is not this test's subject
-            plant_cmd(cfg, "models", "activate", "second", "--force", "--reason", "mid-run test"),
+            plant_cmd(cfg, "models", "activate", "second"),
             env=plant_env(),
             cwd=tmp_path,
             capture_output=True,

@@ -165,3 +165,18 @@ def test_without_a_reference_set_the_gate_warns_or_refuses_on_held_out_misroutes
     assert done.returncode == 0, done.stderr
     assert lines(done.stderr)[0].startswith("warning: no site reference set")
     assert active(registry) == "clean"
+
+
+def test_a_copy_of_the_committed_default_passes_the_gate(tmp_path: Path) -> None:
+    # The default's own validation split misroutes nothing, so the gate has no reason to refuse
+    # it registered under another name (a site returning to it without --force).
+    cfg = config_copy(tmp_path, db_url=f"sqlite:///{tmp_path / 'plant.db'}")
+    registry = tmp_path / "var" / "models"
+    (registry / "copy").mkdir(parents=True)
+    shutil.copyfile(DEFAULT_DIR / "default.skops", registry / "copy" / "model.skops")
+    meta = json.loads((DEFAULT_DIR / "default.json").read_text())
+    assert meta["metrics"]["validation_split"]["misrouted"] == 0
+    (registry / "copy" / "model.json").write_text(json.dumps(meta | {"name": "copy"}))
+    done = plant(cfg, "models", "activate", "copy")
+    assert done.returncode == 0, done.stderr
+    assert active(registry) == "copy"

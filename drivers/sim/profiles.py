@@ -114,16 +114,21 @@ PROFILES: dict[str, InstrumentProfile] = {
 ANODES = ("Rh", "W", "Ag", "Au")
 
 
-def wide_profiles(n: int = 20, seed: int = 2026) -> tuple[InstrumentProfile, ...]:
+TUBE_KV = (35.0, 40.0, 45.0, 50.0, 55.0, 60.0)
+
+
+def wide_profiles(n: int = 24, seed: int = 2026) -> tuple[InstrumentProfile, ...]:
     """Randomised training instruments, so that the world's heads fall inside the training
-    physics: tube anode (Rh, W, Ag, Au) and 35-60 kV, detector kind, resolution, window,
-    pile-up and shelf, air path, channel count, gain and offset, gain drift, count rate."""
+    physics: tube anode (Rh, W, Ag, Au) and 35-60 kV (every anode at every voltage of
+    `TUBE_KV` when n >= 24: which lines a tube excites depends on both), detector kind,
+    resolution, window, pile-up and shelf, air path, channel count, gain and offset, gain
+    drift, count rate."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         sdd = bool(rng.random() < 0.65)
         n_ch = int(rng.choice([1024, 2048, 4096]))
-        kv = float(rng.choice([35.0, 40.0, 45.0, 50.0, 55.0, 60.0]))
+        kv = TUBE_KV[(i // len(ANODES) + i) % len(TUBE_KV)]
         top = float(rng.uniform(max(kv, 41.5) + 0.5, 62.0))  # last channel's energy
         offset = float(rng.uniform(-0.12, 0.12))
         top = min(top, offset + 0.042 * (n_ch - 1))  # at most 42 eV per channel
@@ -146,7 +151,7 @@ def wide_profiles(n: int = 20, seed: int = 2026) -> tuple[InstrumentProfile, ...
                 compton_doppler=float(rng.uniform(0.004, 0.014)),
                 anode_depth=float(10 ** rng.uniform(-3.5, -2.5)),
                 scatter_scale=float(10 ** rng.uniform(-0.8, 0.2)),
-                sensitivity_spread=0.08,
+                sensitivity_spread=0.12,
                 tube_line_scale=float(10 ** rng.uniform(-0.5, 0.5)),
                 tube_filter=(filt := _filter(rng))[0],
                 tube_filter_um=filt[1],

@@ -219,8 +219,8 @@ def make_up(profile: InstrumentProfile, chemistry: str, fmt: CellFormat, variant
         if chemistry in CATHODE_FORMULA
         else OTHER_ELECTRODES[chemistry]
     )
-    # non-stoichiometric cathodes (+-5 %), looser alloy / electrode recipes (+-12 %)
-    sigma = 0.05 if chemistry in CATHODE_FORMULA else 0.12
+    # non-stoichiometric and off-grade cathodes (+-7 %), looser alloy / electrode recipes (+-12 %)
+    sigma = 0.07 if chemistry in CATHODE_FORMULA else 0.12
     spread = tuple((z, float(rng.lognormal(0.0, sigma))) for z in sorted(body) if z >= 20)
     return MakeUp(
         pet_um=float(rng.uniform(8.0, 20.0)),
@@ -825,7 +825,7 @@ def draw_presentation(
     gain = float(rng.uniform(-profile.gain_drift, profile.gain_drift))
     if profile.variants > 1:  # wide training physics: make-up and composition spread
         variant = int(rng.integers(profile.variants))
-        sigma = float(rng.uniform(0.02, 0.06))
+        sigma = float(rng.uniform(0.02, 0.08))
         foils = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.0, 1.0))
         return Presentation(casing, intensity, tuple(traces), gain, sigma, variant, foils)
     return Presentation(casing, intensity, tuple(traces), gain)

@@ -26,7 +26,7 @@ from plant.alarms import Alarms
 from plant.config import Strict, config_dir, load_file
 from plant.domain import AlarmPriority
 from plant.events import Event, EventBus
-from plant.historian import Historian
+from plant.historian import HYDROMET_TAGS, Historian
 from plant.purity import (
     PHYSICAL_UNITS,
     ProductsConfig,
@@ -438,7 +438,7 @@ class HydrometRunner:
         self.bus = bus
         self.plant = plant
         self.line = line
-        self.historian = Historian(store)
+        self.historian = Historian(store, line, writes=HYDROMET_TAGS)
         self._ph = _Welford()
         self._leach = {tag: _Welford() for tag in LEACH_TAGS}
         self._last_ph = config.process.ph_setpoint

@@ -332,7 +332,7 @@ async def _run_line(
         bus.publish(Event("counts", line, status.as_json()))
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
 
-    historian = Historian(store)
+    historian = Historian(store, line, writes=PROCESS_TAGS)
     limits = LiveLimits(store, line, bus)
     routing = LiveRouting(config_dir, rules, classifier, Alarms(store, line, bus))
     if hydromet_started is not None:

@@ -52,8 +52,8 @@ def fill(store: Store, days: int) -> dict[str, int]:
             b = x.reshape(-1, res)
             base = t0 + day * DAY
             rows += [
-                {"line": LINE, "tag": TAG, "res_s": res, "bucket": base + i * res, "n": res, "vmin": float(lo),
-                 "vmax": float(hi), "vsum": float(sm), "vsumsq": float(sq)}
+                {"line": LINE, "tag": TAG, "res_s": res, "bucket": base + i * res, "n": res,
+                 "vmin": float(lo), "vmax": float(hi), "vsum": float(sm), "vsumsq": float(sq)}
                 for i, (lo, hi, sm, sq) in enumerate(
                     zip(b.min(1), b.max(1), b.sum(1), (b * b).sum(1), strict=True)
                 )

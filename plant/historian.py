@@ -103,7 +103,7 @@ class Historian:
         for tag, ts, value in samples:
             if tag not in self.writes:
                 raise ValueError(
-                    f"historian: {tag} is not written by this writer of line {self.line}"
+                    f"historian: {tag} is not written by this writer of {self.line}"
                     f" (it writes {', '.join(sorted(self.writes)) or 'nothing'})"
                 )
             v = float(value)
@@ -126,8 +126,8 @@ class Historian:
         if not raw:
             return 0
         rows = [
-            {"line": self.line, "tag": t, "res_s": r, "bucket": b, "n": int(a[0]), "vmin": a[1], "vmax": a[2],
-             "vsum": a[3], "vsumsq": a[4]}
+            {"line": self.line, "tag": t, "res_s": r, "bucket": b, "n": int(a[0]), "vmin": a[1],
+             "vmax": a[2], "vsum": a[3], "vsumsq": a[4]}
             for (t, r, b), a in sorted(agg.items())
         ]  # fmt: skip
         with self.store.begin() as s:

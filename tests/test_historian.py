@@ -67,18 +67,19 @@ def test_not_a_number_is_refused_and_nothing_is_half_written(store: Store) -> No
 
 def test_two_lines_keep_their_own_samples_and_each_tag_has_one_writer(store: Store) -> None:
     plc = {line: Historian(store, line, writes=PROCESS_TAGS) for line in ("L1", "L2")}
-    for k, (line, h) in enumerate(plc.items()):
+    for k, h in enumerate(plc.values()):
         # Same tag, same seconds, different values: a line column keeps them apart.
         h.record([("leach.orp_mv", T0 + timedelta(seconds=i), 560.0 - 110 * k) for i in range(90)])
     for line, want in (("L1", 560.0), ("L2", 450.0)):
         for max_points in (1000, 2):  # raw samples, then the 1-minute roll-ups
-            got = Historian(store, line).trend("leach.orp_mv", T0, T0 + timedelta(hours=1), max_points)
+            got = Historian(store, line).trend("leach.orp_mv", T0, T0 + timedelta(hours=1),
+                                               max_points)  # fmt: skip
             assert sum(b.n for b in got) == 90
             assert {b.min for b in got} == {want} and {b.max for b in got} == {want}
     assert lines_recording(store, "leach.orp_mv") == ["L1", "L2"]
     assert lines_recording(store, "purification.ph") == []
     # The hydromet runner owns purification.ph; the controller's writer refuses it, and back.
-    with pytest.raises(ValueError, match=r"purification\.ph is not written by this writer of line L1"):
+    with pytest.raises(ValueError, match=r"purification\.ph is not written by this writer of L1"):
         plc["L1"].record([("purification.ph", T0, 4.0)])
     with pytest.raises(ValueError, match=r"leach\.orp_mv is not written by this writer"):
         Historian(store, "L1", writes=HYDROMET_TAGS).record([("leach.orp_mv", T0, 450.0)])

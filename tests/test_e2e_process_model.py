@@ -6,6 +6,7 @@ report."""
 from __future__ import annotations
 
 import statistics
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,15 @@ def test_a_low_cyanex_ph_leaves_co_with_the_ni_and_puts_niso4_off_spec(tmp_path:
 
         off = _wait("NiSO4 off spec for Co", co_off_spec, proc)
         assert _wait("off-spec alarm", lambda: _alarms(client, "purity"), proc)
+
         # The loop the setpoint moved is the one the historian records and the model read.
-        trend = client.get("/api/trends", params={"tag": "sx_co.ph", "points": 60})
-        assert trend.status_code == 200, trend.text
-        last = trend.json()["buckets"][-1]
-        assert trend.json()["line"] == "L1" and last["mean"] == pytest.approx(4.3, abs=0.1)
+        def loop_at_setpoint() -> bool:
+            since = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+            r = client.get("/api/trends", params={"tag": "sx_co.ph", "since": since})
+            assert r.status_code == 200 and r.json()["line"] == "L1", r.text
+            return abs(r.json()["buckets"][-1]["mean"] - 4.3) < 0.1
+
+        _wait("sx_co.ph at 4.3 in the historian", loop_at_setpoint, proc)
     finally:
         _stop(proc)
     assert all(_ppm(b, "Co") < 50 for b in before), [_ppm(b, "Co") for b in before]
@@ -91,7 +96,7 @@ def test_a_bad_lot_spreads_over_the_next_batches_through_the_hold_up_tank(
         _wait("6 clean campaigns", lambda: len(mn_batches()) >= 6, proc)
         # For a short while LFP goes to the hydromet line: a lot or two full of Fe and P.
         routes("hydromet")
-        _wait("a campaign of LFP", lambda: _lfp_cells_per_campaign(db), proc)
+        _wait("12 LFP cells leached", lambda: sum(_lfp_cells_per_campaign(db).values()) >= 12, proc)
         routes("black_mass")
         # Lots closed before the switch back may still hold LFP; wait for 4 clean campaigns after.
 
@@ -111,7 +116,7 @@ def test_a_bad_lot_spreads_over_the_next_batches_through_the_hold_up_tank(
     after = [fe[c] for c in sorted(fe) if c > last_bad and c not in lfp][:4]
     peak = max(fe[c] for c in lfp if c in fe)
     # The bad lots' own batches carry only part of their Fe: the tank blended it ...
-    assert peak > 3 * baseline, (baseline, peak, lfp)
+    assert peak > 2 * baseline + 1.0, (baseline, peak, lfp)
     # ... and the clean lots after them still carry it, less with each batch.
     assert after[0] > baseline + 0.25 * (peak - baseline), (baseline, peak, after)
     assert after[0] > after[2] and after[1] > after[3], after

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from plant.historian import RESOLUTIONS_S, Historian
+from plant.historian import HYDROMET_TAGS, RESOLUTIONS_S, Historian
 from plant.store import ProcessValueRow, RollupRow, Store, upgrade
 
 TAG = "purification.ph"
+LINE = "L1"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 DAY = 86_400
 
@@ -51,8 +52,8 @@ def fill(store: Store, days: int) -> dict[str, int]:
             b = x.reshape(-1, res)
             base = t0 + day * DAY
             rows += [
-                {"tag": TAG, "res_s": res, "bucket": base + i * res, "n": res, "vmin": float(lo),
-                 "vmax": float(hi), "vsum": float(sm), "vsumsq": float(sq)}
+                {"line": LINE, "tag": TAG, "res_s": res, "bucket": base + i * res, "n": res,
+                 "vmin": float(lo), "vmax": float(hi), "vsum": float(sm), "vsumsq": float(sq)}
                 for i, (lo, hi, sm, sq) in enumerate(
                     zip(b.min(1), b.max(1), b.sum(1), (b * b).sum(1), strict=True)
                 )
@@ -60,7 +61,7 @@ def fill(store: Store, days: int) -> dict[str, int]:
             counts[res] += len(b)
         if day == days - 1:
             last = START + timedelta(days=day)
-            Historian(store).record(
+            Historian(store, LINE, writes=HYDROMET_TAGS).record(
                 (TAG, last + timedelta(seconds=i), float(v)) for i, v in enumerate(x)
             )
         else:
@@ -70,7 +71,7 @@ def fill(store: Store, days: int) -> dict[str, int]:
 
 
 def measure(store: Store, repeats: int) -> dict[str, dict[str, float]]:
-    h = Historian(store)
+    h = Historian(store, LINE)
     end = START + timedelta(days=365)
     ranges = {
         "year": (START, end),

@@ -42,7 +42,7 @@ from plant.cell_view import (
     search_cells,
 )
 from plant.domain import AlarmPriority, AlarmState, Chemistry, Role, Route
-from plant.historian import PROCESS_TAGS, Historian
+from plant.historian import RECORDED_TAGS, Historian, lines_recording
 from plant.hydromet import load_hydromet
 from plant.lot_assays import AnalyserFailed, LotAssayError, NotFound, assay_lot
 from plant.model_catalog import GateRefused
@@ -462,22 +462,33 @@ SETPOINT_PEN = {"leach.ph": "leach.ph_setpoint"}
 def trends(
     _: Viewer,
     c: Ctx,
-    tag: Annotated[str, Query(description="one of " + ", ".join(PROCESS_TAGS))],
+    tag: Annotated[str, Query(description="one of " + ", ".join(RECORDED_TAGS))],
+    line: Annotated[
+        str | None, Query(max_length=32, description="default: the one line recording the tag")
+    ] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     points: Annotated[int, Query(ge=10, le=5000)] = 600,
 ) -> dict[str, Any]:
-    """A historian pen over [since, until) (default: the last hour), downsampled to about
-    `points` buckets (min/max/mean), with its alarm limits and its setpoint's pen."""
-    if tag not in PROCESS_TAGS:
-        raise HTTPException(422, f"tag: {tag!r} is not recorded; one of {', '.join(PROCESS_TAGS)}")
+    """A historian pen of one line over [since, until) (default: the last hour), downsampled to
+    about `points` buckets (min/max/mean), with its alarm limits and its setpoint's pen."""
+    if tag not in RECORDED_TAGS:
+        raise HTTPException(422, f"tag: {tag!r} is not recorded; one of {', '.join(RECORDED_TAGS)}")
     end = utc(until) or datetime.now(UTC)
     start = utc(since) or end - timedelta(hours=1)
     if start >= end:
         raise HTTPException(422, "since: must be before until")
-    buckets = Historian(c.store).trend(tag, start, end, points)
+    if line is None:
+        recording = lines_recording(c.store, tag)
+        if len(recording) > 1:
+            raise HTTPException(
+                422, f"line: lines {', '.join(recording)} record {tag}; give one of them"
+            )
+        line = recording[0] if recording else None
+    buckets = Historian(c.store, line).trend(tag, start, end, points) if line else []
     return {
         "tag": tag,
+        "line": line,
         "since": start.isoformat(),
         "until": end.isoformat(),
         "buckets": [b.as_json() for b in buckets],

@@ -19,7 +19,7 @@ from hmi.api import login_or_raise
 from hmi.auth import COOKIE, Principal, close_session, open_session, principal_of
 from hmi.context import HmiContext, ctx
 from plant.domain import AlarmPriority, CellState, Chemistry, Role, Route
-from plant.historian import PROCESS_TAGS
+from plant.historian import PROCESS_TAGS, RECORDED_TAGS
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[HmiContext, Depends(ctx)]
@@ -256,6 +256,7 @@ ALARMS = """
 
 TRENDS = """
 <form id=trend-form class=filters>
+ <label>Line <select name=line></select></label>
  <fieldset class=pens><legend>Pens</legend>{pens}</fieldset>
  <label>Range <select name=range>
   <option value=900>15 min</option><option value=3600 selected>1 h</option>
@@ -270,7 +271,7 @@ TRENDS = """
     pens="".join(
         f"<label class=check><input type=checkbox name=pen value='{t}'"
         f"{' checked' if t in ('leach.ph', 'leach.temp_c') else ''}> {t}</label>"
-        for t in PROCESS_TAGS
+        for t in RECORDED_TAGS
     )
 )
 

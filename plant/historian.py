@@ -1,5 +1,8 @@
 """Historian: process values into the store, with roll-ups that keep year-long trends fast.
 
+Samples belong to a line: two lines on one database keep their own. Each tag has one writer:
+the line controller records the PLC's values (`PROCESS_TAGS`), the hydromet runner its own
+control loops (`HYDROMET_TAGS`); a `Historian` made to write one set refuses the other's tags.
 Each sample goes into `process_values` (raw). The same call also folds it into
 `process_rollups` at 1-minute, 1-hour and 1-day resolution (count, min, max, sum, sum of squares),
 maintained incrementally with one upsert per bucket touched. A trend query picks the coarsest
@@ -10,7 +13,7 @@ resolution that still gives about `max_points` buckets over the range, so a year
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +35,10 @@ PROCESS_TAGS = (
     "dosing.naoh_lpm",
     "leach.ph_setpoint",
 )
+# The hydromet line's own loops, recorded by its runner: impurity removal and the two solvent
+# extraction circuits (drivers/sim/hydromet.py).
+HYDROMET_TAGS = ("purification.ph", "sx_mn.ph", "sx_co.ph")
+RECORDED_TAGS = PROCESS_TAGS + HYDROMET_TAGS
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,20 @@ def _epoch(ts: datetime) -> int:
 
 
 class Historian:
-    """Record samples and answer downsampled trend queries over one store."""
+    """Record one line's samples and answer downsampled trend queries over them."""
 
-    def __init__(self, store: Store, resolutions: tuple[int, ...] = RESOLUTIONS_S) -> None:
+    def __init__(
+        self,
+        store: Store,
+        line: str,
+        *,
+        writes: Sequence[str] = (),
+        resolutions: tuple[int, ...] = RESOLUTIONS_S,
+    ) -> None:
+        """`writes`: the tags this writer owns (one writer per tag); empty for a reader."""
         self.store = store
+        self.line = line
+        self.writes = frozenset(writes)
         self.resolutions = tuple(sorted(resolutions))
         self._dialect = store.engine.dialect.name
 
@@ -78,16 +95,22 @@ class Historian:
         """Store (tag, timestamp, value) samples and fold them into the roll-ups, atomically.
 
         A non-finite value raises ValueError naming the tag: a historian must not chart a NaN as
-        a number, and the caller (the poller) must know its source is bad.
+        a number, and the caller (the poller) must know its source is bad. A tag this writer
+        does not own raises ValueError too: two sources of one tag interleave on a chart.
         """
         raw: list[dict[str, Any]] = []
         agg: dict[tuple[str, int, int], list[float]] = {}
         for tag, ts, value in samples:
+            if tag not in self.writes:
+                raise ValueError(
+                    f"historian: {tag} is not written by this writer of {self.line}"
+                    f" (it writes {', '.join(sorted(self.writes)) or 'nothing'})"
+                )
             v = float(value)
             if not math.isfinite(v):
                 raise ValueError(f"historian: {tag} at {ts.isoformat()} is {value!r}, not a number")
             when = _utc(ts)
-            raw.append({"tag": tag, "ts": when, "value": v})
+            raw.append({"line": self.line, "tag": tag, "ts": when, "value": v})
             sec = _epoch(when)
             for res in self.resolutions:
                 key = (tag, res, sec - sec % res)
@@ -103,8 +126,8 @@ class Historian:
         if not raw:
             return 0
         rows = [
-            {"tag": t, "res_s": r, "bucket": b, "n": int(a[0]), "vmin": a[1], "vmax": a[2],
-             "vsum": a[3], "vsumsq": a[4]}
+            {"line": self.line, "tag": t, "res_s": r, "bucket": b, "n": int(a[0]), "vmin": a[1],
+             "vmax": a[2], "vsum": a[3], "vsumsq": a[4]}
             for (t, r, b), a in sorted(agg.items())
         ]  # fmt: skip
         with self.store.begin() as s:
@@ -127,7 +150,7 @@ class Historian:
             raise NotImplementedError(f"historian roll-ups on {self._dialect}")
         ex = ins.excluded
         return ins.on_conflict_do_update(
-            index_elements=["tag", "res_s", "bucket"],
+            index_elements=["line", "tag", "res_s", "bucket"],
             set_={
                 "n": table.c.n + ex.n,
                 "vmin": lo(table.c.vmin, ex.vmin),
@@ -166,6 +189,7 @@ class Historian:
                     func.sum(RollupRow.vsumsq),
                 )
                 .where(
+                    RollupRow.line == self.line,
                     RollupRow.tag == tag,
                     RollupRow.res_s == res,
                     RollupRow.bucket >= origin,
@@ -180,6 +204,7 @@ class Historian:
             q = (
                 select(k, func.count(v), func.min(v), func.max(v), func.sum(v), func.sum(v * v))
                 .where(
+                    ProcessValueRow.line == self.line,
                     ProcessValueRow.tag == tag,
                     ProcessValueRow.ts >= datetime.fromtimestamp(origin, UTC),
                     ProcessValueRow.ts < _utc(end),
@@ -203,3 +228,11 @@ class Historian:
         if self._dialect == "postgresql":
             return cast(func.floor(func.extract("epoch", ProcessValueRow.ts)), BigInteger)
         return cast(func.strftime("%s", ProcessValueRow.ts), Integer)
+
+
+def lines_recording(store: Store, tag: str) -> list[str]:
+    """The lines with samples of `tag` (from the daily roll-ups: a few rows per line and day)."""
+    day = RESOLUTIONS_S[-1]
+    with store.session() as s:
+        q = select(RollupRow.line).where(RollupRow.tag == tag, RollupRow.res_s == day).distinct()
+        return sorted(s.scalars(q))

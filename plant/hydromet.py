@@ -26,7 +26,7 @@ from plant.alarms import Alarms
 from plant.config import Strict, config_dir, load_file
 from plant.domain import AlarmPriority
 from plant.events import Event, EventBus
-from plant.historian import Historian
+from plant.historian import HYDROMET_TAGS, Historian
 from plant.purity import (
     PHYSICAL_UNITS,
     ProductsConfig,
@@ -63,6 +63,33 @@ class LeachSection(Strict):
 
     solid_liquid_g_per_l: float = Field(100.0, gt=0, le=1000, description="pulp density")
     residence_min: float = Field(120.0, gt=0, le=1440, description="leach residence time")
+
+
+class SxLoopSection(Strict):
+    """A solvent-extraction circuit's pH loop: the extraction stages' pH, held by NaOH dosing."""
+
+    ph_setpoint: float = Field(gt=0, lt=14)
+    ph_noise: float = Field(0.03, ge=0, description="pH loop noise, 1 sigma")
+
+
+class SolventExtractionSection(Strict):
+    """The two SX circuits: D2EHPA takes Mn (and the residual Fe, Al, Cu), Cyanex 272 then Co
+    from Ni. Their isotherms, stages and scrubs are the process model's (docs/purity.md)."""
+
+    d2ehpa: SxLoopSection = SxLoopSection(ph_setpoint=2.5)
+    cyanex272: SxLoopSection = SxLoopSection(ph_setpoint=5.0)
+
+    def loops(self) -> dict[str, SxLoopSection]:
+        """The loops by historian tag."""
+        return {"sx_mn.ph": self.d2ehpa, "sx_co.ph": self.cyanex272}
+
+
+class TanksSection(Strict):
+    """Hold-up between the leach filter and the purification: lots blend over time."""
+
+    pls_holdup_l: float = Field(
+        100.0, ge=0, le=1e6, description="mixed volume of the pregnant-leach-solution tank"
+    )
 
 
 class CampaignSection(Strict):
@@ -107,6 +134,10 @@ class BlackMassSection(Strict):
 class MassBalanceSection(Strict):
     saleable_byproducts: list[str] = Field(
         default_factory=lambda: ["foil concentrate", "Cu cement"]
+    )
+    holdup_streams: list[str] = Field(
+        default_factory=lambda: ["tank hold-up"],
+        description="streams that are what the tanks gained (inventory, not a loss)",
     )
 
 
@@ -153,6 +184,8 @@ class HydrometConfig(Strict):
     historian_period_s: float = Field(1.0, gt=0)
     process: ProcessSection = ProcessSection()
     leach: LeachSection = LeachSection()
+    solvent_extraction: SolventExtractionSection = SolventExtractionSection()
+    tanks: TanksSection = TanksSection()
     campaign: CampaignSection = CampaignSection()
     spc: SpcSection = SpcSection()
     black_mass: BlackMassSection = BlackMassSection()
@@ -193,6 +226,10 @@ class CampaignMade(Protocol):
     def products(self) -> Sequence[ProductMade]: ...
     @property
     def residues_g(self) -> dict[str, dict[str, float]]: ...
+    @property
+    def tank_g(self) -> dict[str, float]:
+        """What the hold-up tank holds after the campaign (carried to the next one)."""
+        ...
 
 
 class PelletMade(Protocol):
@@ -207,9 +244,11 @@ class PelletMade(Protocol):
 
 
 class HydrometPlant(Protocol):
-    """The hydromet process the runner drives: its pH loop, campaigns and pellet assays."""
+    """The hydromet process the runner drives: its pH loops, campaigns and pellet assays."""
 
-    ph_setpoint: float  # the impurity-removal pH setpoint
+    def set_setpoint(self, tag: str, value: float) -> None:
+        """The setpoint of the pH loop recorded as `tag` (HYDROMET_TAGS)."""
+        ...
 
     def sample(self, dt_s: float) -> dict[str, float]:
         """Advance dt_s seconds; the process values (tag -> value) now."""
@@ -223,10 +262,14 @@ class HydrometPlant(Protocol):
         ph_mean: float,
         ph_sd: float,
         leach: Mapping[str, float],
+        *,
+        sx_ph: Mapping[str, float],
+        tank_g: Mapping[str, float] | None,
     ) -> CampaignMade:
         """Campaign `number` of the line: its feed (grams per metal) into assayed products.
         `leach`: the mean leach pH, temperature and ORP the PLC reported (LEACH_TAGS) since the
-        last campaign, plus solid_liquid_g_per_l and residence_min."""
+        last campaign, plus solid_liquid_g_per_l and residence_min; `sx_ph`: the SX loops'
+        mean pH since then (by tag); `tank_g`: the hold-up tank as the last campaign left it."""
         ...
 
     def pellet_assay(
@@ -438,9 +481,10 @@ class HydrometRunner:
         self.bus = bus
         self.plant = plant
         self.line = line
-        self.historian = Historian(store)
+        self.historian = Historian(store, line, writes=HYDROMET_TAGS)
         self._ph = _Welford()
         self._leach = {tag: _Welford() for tag in LEACH_TAGS}
+        self._sx = {tag: _Welford() for tag in config.solvent_extraction.loops()}
         self._last_ph = config.process.ph_setpoint
         self._last_sample: datetime | None = None
 
@@ -483,6 +527,9 @@ class HydrometRunner:
             values = self.plant.sample(dt)
             self.historian.record((tag, now, v) for tag, v in values.items())
             self._last_sample = now
+            for tag, w in self._sx.items():
+                if tag in values:
+                    w.add(values[tag])
             ph = values[self.config.process.ph_tag]
         self._ph.add(ph)
         self._last_ph = ph
@@ -514,13 +561,18 @@ class HydrometRunner:
         leach = {tag: w.mean for tag, w in self._leach.items() if w.n}
         leach["solid_liquid_g_per_l"] = self.config.leach.solid_liquid_g_per_l
         leach["residence_min"] = self.config.leach.residence_min
+        loops = self.config.solvent_extraction.loops()
+        sx_ph = {tag: w.mean if w.n else loops[tag].ph_setpoint for tag, w in self._sx.items()}
         try:
-            cid = self._write_campaign(lots, feed, mass, ph_mean, ph_sd, leach, now, report)
+            cid = self._write_campaign(
+                lots, feed, mass, (ph_mean, ph_sd), leach, sx_ph, now, report
+            )
         except _LotsTaken:
             return False
         report.campaigns.append(cid)
         self._ph = _Welford()
         self._leach = {tag: _Welford() for tag in LEACH_TAGS}
+        self._sx = {tag: _Welford() for tag in loops}
         batches = [b for b in report.batches if b.id.startswith(f"{cid}-")]
         # Every campaign's batches are charted, also when one step runs several campaigns.
         self._check_spc(sorted({b.product for b in batches}), report)
@@ -535,12 +587,13 @@ class HydrometRunner:
         lots: list[LotRow],
         feed: dict[str, float],
         mass: float,
-        ph_mean: float,
-        ph_sd: float,
+        ph: tuple[float, float],
         leach: dict[str, float],
+        sx_ph: dict[str, float],
         now: datetime,
         report: StepReport,
     ) -> str:
+        ph_mean, ph_sd = ph
         with self.store.begin() as s:
             n = int(s.scalar(select(func.count()).where(CampaignRow.line == self.line)) or 0) + 1
             cid = f"{self.line}-HC{n:05d}"
@@ -551,7 +604,15 @@ class HydrometRunner:
             )
             if claimed.rowcount != len(lots):  # type: ignore[attr-defined]
                 raise _LotsTaken(cid)  # another runner claimed them first: roll back
-            result = self.plant.campaign(n, feed, mass, ph_mean, ph_sd, leach)
+            tank_g = s.scalar(
+                select(CampaignRow.tank_g)
+                .where(CampaignRow.line == self.line)
+                .order_by(CampaignRow.started_at.desc(), CampaignRow.id.desc())
+                .limit(1)
+            )
+            result = self.plant.campaign(
+                n, feed, mass, ph_mean, ph_sd, leach, sx_ph=sx_ph, tank_g=tank_g
+            )
             s.add(
                 CampaignRow(
                     id=cid,
@@ -561,6 +622,7 @@ class HydrometRunner:
                     ph_sd=round(ph_sd, 4),
                     feed_g={k: round(v, 3) for k, v in sorted(feed.items())},
                     residues_g=result.residues_g,
+                    tank_g=result.tank_g,
                 )
             )
             s.flush()

@@ -10,7 +10,7 @@ valued, alarm) come back to the controller's event bus, so the HMI and MQTT see 
 The child is `python -m <child> FD`: a module of the command line (plant/commands/hydromet_child.py
 for the simulated plant) whose main calls `serve` with the runner it builds. Messages are JSON
 lines over a private socket pair. Parent to child: `init` (store URL, config
-directory, line, seed), `step` (a timestamp), `ph` (the impurity-removal setpoint). Child to
+directory, line, seed), `step` (a timestamp), `setpoint` (a pH loop's tag and setpoint). Child to
 parent: `ready`, `event`, `done` (with `error` when the step failed). A child that dies is
 started again at the next step; meanwhile the line runs on (the hydromet side only lags).
 """
@@ -74,7 +74,7 @@ class HydrometProcess:
         self._ready: asyncio.Future[None] | None = None
         self._step: asyncio.Future[None] | None = None  # the step the child is working on
         self._failing = False  # log a failing child once, not every second
-        self._ph: float | None = None
+        self._setpoints: dict[str, float] = {}
         self._backoff = Backoff(*RESTART_BACKOFF_S)
         self._cpu_done = 0.0  # CPU seconds of children already stopped
 
@@ -94,8 +94,8 @@ class HydrometProcess:
         self._ready = loop.create_future()
         self._reader_task = asyncio.create_task(self._read(reader))
         self._send({"init": self.init})
-        if self._ph is not None:
-            self._send({"ph": self._ph})
+        for tag, value in self._setpoints.items():
+            self._send({"setpoint": [tag, value]})
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await asyncio.shield(self._ready)
@@ -132,11 +132,11 @@ class HydrometProcess:
         if wait:
             await asyncio.shield(self._step)
 
-    def set_ph(self, value: float) -> None:
-        """The impurity-removal pH setpoint of the process (kept across restarts)."""
-        self._ph = value
+    def set_setpoint(self, tag: str, value: float) -> None:
+        """The setpoint of the hydromet pH loop recorded as `tag` (kept across restarts)."""
+        self._setpoints[tag] = value
         if self.running:
-            self._send({"ph": value})
+            self._send({"setpoint": [tag, value]})
 
     def cpu_seconds(self) -> float:
         """CPU seconds the hydromet processes used so far (Linux /proc; for `plant bench`)."""
@@ -260,8 +260,9 @@ def serve(argv: list[str], build: BuildRunner) -> None:
     try:
         for line in inbox:
             msg = json.loads(line)
-            if "ph" in msg:
-                runner.plant.ph_setpoint = float(msg["ph"])
+            if "setpoint" in msg:
+                tag, value = msg["setpoint"]
+                runner.plant.set_setpoint(tag, float(value))
             elif "step" in msg:
                 error = None
                 try:

@@ -347,13 +347,15 @@ def bad_side(variable: str) -> int:
 
 @dataclass(frozen=True)
 class MetalBalance:
-    """One metal: in (lot estimates) against out (products, by-products, residues)."""
+    """One metal: in (lot estimates) against out (products, by-products, residues) and what the
+    hold-up tanks gained meanwhile (negative: they gave back)."""
 
     metal: str
     in_g: float
     products_g: float
     byproducts_g: float
     residues_g: dict[str, float]
+    holdup_g: float = 0.0
 
     @property
     def recovered_g(self) -> float:
@@ -361,7 +363,7 @@ class MetalBalance:
 
     @property
     def out_g(self) -> float:
-        return self.recovered_g + math.fsum(self.residues_g.values())
+        return self.recovered_g + math.fsum(self.residues_g.values()) + self.holdup_g
 
     @property
     def unaccounted_g(self) -> float:
@@ -369,7 +371,9 @@ class MetalBalance:
 
     @property
     def recovery_pct(self) -> float | None:
-        return 100.0 * self.recovered_g / self.in_g if self.in_g > 0 else None
+        """Recovered / the metal that went through (in less what the tanks kept)."""
+        through = self.in_g - self.holdup_g
+        return 100.0 * self.recovered_g / through if through > 0 else None
 
     def as_json(self) -> dict[str, Any]:
         rec = self.recovery_pct
@@ -378,6 +382,7 @@ class MetalBalance:
             "products_g": round(self.products_g, 1),
             "byproducts_g": round(self.byproducts_g, 1),
             "residues_g": {k: round(v, 1) for k, v in sorted(self.residues_g.items())},
+            "holdup_g": round(self.holdup_g, 1),
             "out_g": round(self.out_g, 1),
             "unaccounted_g": round(self.unaccounted_g, 1),
             "recovery_pct": None if rec is None else round(rec, 2),
@@ -394,25 +399,32 @@ def mass_balance(
     products: Iterable[tuple[str, float]],
     residues: Iterable[Mapping[str, Mapping[str, float]]],
     saleable: Iterable[str],
+    holdup: Iterable[str] = (),
 ) -> dict[str, MetalBalance]:
     """Per-metal balance: feeds (metal->g), products ((metal, g) from assays), residue streams
-    (stream->metal->g); streams named in `saleable` count as recovered by-products."""
+    (stream->metal->g); streams named in `saleable` count as recovered by-products, those in
+    `holdup` as what the tanks gained."""
     fed: dict[str, float] = {}
     for f in feeds:
         _sum_into(fed, f)
     made: dict[str, float] = {}
     for metal, g in products:
         made[metal] = made.get(metal, 0.0) + g
-    sold_streams = set(saleable)
+    sold_streams, held_streams = set(saleable), set(holdup)
     by: dict[str, float] = {}
+    held: dict[str, float] = {}
     rest: dict[str, dict[str, float]] = {}
     for r in residues:
         for stream, grams in r.items():
             if stream in sold_streams:
                 _sum_into(by, grams)
+            elif stream in held_streams:
+                _sum_into(held, grams)
             else:
                 _sum_into(rest.setdefault(stream, {}), grams)
-    metals = sorted(set(fed) | set(made) | set(by) | {m for v in rest.values() for m in v})
+    metals = sorted(
+        set(fed) | set(made) | set(by) | set(held) | {m for v in rest.values() for m in v}
+    )
     return {
         m: MetalBalance(
             metal=m,
@@ -420,6 +432,7 @@ def mass_balance(
             products_g=made.get(m, 0.0),
             byproducts_g=by.get(m, 0.0),
             residues_g={s: v[m] for s, v in rest.items() if m in v},
+            holdup_g=held.get(m, 0.0),
         )
         for m in metals
     }

@@ -145,6 +145,7 @@ def balance_of(
         made,
         (c.residues_g for c in campaigns),
         config.mass_balance.saleable_byproducts,
+        config.mass_balance.holdup_streams,
     )
 
 
@@ -363,6 +364,8 @@ def reconciliation_streams(
         add(f"{metal} by-products", "residue", b.byproducts_g, metal, -1)
         for name, g in sorted(b.residues_g.items()):
             add(f"{metal} {name}", "residue", g, metal, -1)
+        if b.holdup_g:
+            add(f"{metal} tank hold-up", "residue", b.holdup_g, metal, -1)
     return streams
 
 

@@ -54,7 +54,7 @@ from plant.rig import Rig, detector_problems, head_health
 from plant.routing import RoutingRules, load_rules
 from plant.routing_live import LiveRouting
 from plant.scheduling import Realtime, normal_priority, policy_of
-from plant.setpoints import mark_applied, pending_setpoints
+from plant.setpoints import HYDROMET_LOOPS, mark_applied, pending_setpoints
 from plant.spectrum_archive import keep_within_retention
 from plant.status import LineStatus, write_status
 from plant.store import AlarmRow, CellRow, Store, utcnow
@@ -332,7 +332,7 @@ async def _run_line(
         bus.publish(Event("counts", line, status.as_json()))
         await extend_passports(engine.last_seq + PASSPORT_CHUNK // 2)
 
-    historian = Historian(store)
+    historian = Historian(store, line, writes=PROCESS_TAGS)
     limits = LiveLimits(store, line, bus)
     routing = LiveRouting(config_dir, rules, classifier, Alarms(store, line, bus))
     if hydromet_started is not None:
@@ -379,8 +379,8 @@ async def _run_line(
             except PlcError as exc:
                 log.warning("setpoint %s=%s not applied yet: %s", name, value, exc)
                 return
-        elif name == "impurity_removal.ph" and hydromet is not None:
-            hydromet.set_ph(value)
+        elif name in HYDROMET_LOOPS and hydromet is not None:
+            hydromet.set_setpoint(HYDROMET_LOOPS[name], value)
         else:
             return
         await asyncio.to_thread(mark_applied, store, name, value)

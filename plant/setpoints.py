@@ -36,7 +36,17 @@ SETPOINTS: dict[str, SetpointSpec] = {
     for s in (
         SetpointSpec("leach.ph", "Leach pH", "pH", 0.0, 2.0, 1.0),
         SetpointSpec("impurity_removal.ph", "Fe/Al removal pH", "pH", 3.0, 5.0, 4.0),
+        # D2EHPA takes Mn at pH ~2.5 (reference §4.2 item 3); Cyanex 272 takes Co from Ni at
+        # pH ~5 (docs/purity.md, "Solvent extraction").
+        SetpointSpec("sx_mn.ph", "SX D2EHPA (Mn) pH", "pH", 1.5, 4.0, 2.5),
+        SetpointSpec("sx_co.ph", "SX Cyanex 272 (Co) pH", "pH", 3.5, 6.5, 5.0),
     )
+}
+# The hydromet pH loop each hydromet setpoint moves (its historian tag).
+HYDROMET_LOOPS = {
+    "impurity_removal.ph": "purification.ph",
+    "sx_mn.ph": "sx_mn.ph",
+    "sx_co.ph": "sx_co.ph",
 }
 
 

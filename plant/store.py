@@ -254,6 +254,8 @@ class CampaignRow(Base):
     ph_sd: Mapped[float] = mapped_column(Float)
     feed_g: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     residues_g: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the line's hold-up tank holds after this campaign (element -> g, "insolubles" g).
+    tank_g: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class CampaignLotRow(Base):
@@ -267,10 +269,11 @@ class CampaignLotRow(Base):
 
 
 class RollupRow(Base):
-    """Historian roll-up: min/max/sum/count of one tag per bucket of `res_s` seconds."""
+    """Historian roll-up: min/max/sum/count of a line's tag per bucket of `res_s` seconds."""
 
     __tablename__ = "process_rollups"
 
+    line: Mapped[str] = mapped_column(String(32), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)
     res_s: Mapped[int] = mapped_column(Integer, primary_key=True)
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch s of bucket start
@@ -312,12 +315,13 @@ class WeighingRow(Base):
 
 
 class ProcessValueRow(Base):
-    """Historian sample of one PLC tag."""
+    """Historian sample of one tag of one line."""
 
     __tablename__ = "process_values"
-    __table_args__ = (Index("ix_process_values_tag_ts", "tag", "ts"),)
+    __table_args__ = (Index("ix_process_values_line_tag_ts", "line", "tag", "ts"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    line: Mapped[str] = mapped_column(String(32))
     tag: Mapped[str] = mapped_column(String(64))
     ts: Mapped[datetime] = mapped_column()
     value: Mapped[float] = mapped_column(Float)

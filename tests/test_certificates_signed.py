@@ -23,7 +23,7 @@ from plant.certificates import (
     waste_origin,
 )
 from plant.commands.hydromet_child import simulated_plant
-from plant.hydromet import HydrometRunner, load_hydromet
+from plant.hydromet import HydrometRunner, TanksSection, load_hydromet
 from plant.purity import load_products
 from plant.store import PassportRow, Store
 
@@ -46,7 +46,8 @@ def _lot(store: Store, runner: HydrometRunner, i: int, lfp: int = 0) -> str:
 
 @pytest.fixture
 def runner(store: Store) -> HydrometRunner:
-    cfg = load_hydromet(REPO / "config")
+    # No hold-up tank: each campaign's batches are made of its own lot alone.
+    cfg = load_hydromet(REPO / "config").model_copy(update={"tanks": TanksSection(pls_holdup_l=0)})
     return HydrometRunner(
         store, cfg, load_products(REPO / "config"), Alarms(store, "L1"),
         plant=simulated_plant(cfg, 1), line="L1",

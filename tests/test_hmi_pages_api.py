@@ -14,7 +14,7 @@ import pytest
 from test_hmi_api import Hmi, hmi, make_hmi  # noqa: F401 (fixture)
 
 from plant.alarms import Alarms
-from plant.historian import Historian
+from plant.historian import PROCESS_TAGS, Historian
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -22,7 +22,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 def test_a_trend_gives_the_pen_its_limits_and_its_setpoint(hmi: Hmi) -> None:  # noqa: F811
     eng = hmi.token("engineer")
-    Historian(hmi.store).record(
+    Historian(hmi.store, "L1", writes=PROCESS_TAGS).record(
         [("leach.ph", NOW - timedelta(seconds=30 - i), 1.5 + i / 100) for i in range(30)]
     )
     limit = {"tag": "leach.ph", "kind": "high", "limit": 1.8, "unit": "pH"}
@@ -121,3 +121,24 @@ def test_batches_come_with_each_products_spec(hmi: Hmi) -> None:  # noqa: F811
     assert set(specs) == set(configured)
     for product, spec in configured.items():  # every configured limit, as configured
         assert {k: specs[product][k] for k in spec} == spec
+
+
+def test_a_trend_is_one_lines_pen(hmi: Hmi) -> None:  # noqa: F811
+    for line, orp in (("L1", 560.0), ("L2", 450.0)):
+        Historian(hmi.store, line, writes=PROCESS_TAGS).record(
+            [("leach.orp_mv", NOW - timedelta(seconds=20 - i), orp) for i in range(20)]
+        )
+    viewer = hmi.token("viewer")
+    since = (NOW - timedelta(minutes=5)).isoformat()
+    both = hmi.client.get(
+        "/api/trends", params={"tag": "leach.orp_mv", "since": since}, headers=viewer
+    )
+    assert both.status_code == 422 and "L1, L2" in both.json()["detail"]
+    for line, orp in (("L1", 560.0), ("L2", 450.0)):
+        r = hmi.client.get(
+            "/api/trends",
+            params={"tag": "leach.orp_mv", "line": line, "since": since},
+            headers=viewer,
+        ).json()
+        assert r["line"] == line and {b["mean"] for b in r["buckets"]} == {orp}
+    assert sum(b["n"] for b in r["buckets"]) == 20

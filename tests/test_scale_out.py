@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from sqlalchemy import func, select
 
 from plant.cell_records import count_routes
 from plant.domain import CellState
-from plant.store import CellRow, LotRow, Store, upgrade
+from plant.historian import Historian, lines_recording
+from plant.store import CellRow, LotRow, ProcessValueRow, Store, upgrade
 from plant.users import add_user
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +85,33 @@ def test_two_lines_on_one_postgres(pg_url: str, tmp_path: Path) -> None:
     assert per_line == {"L1": n, "L2": n}
     assert dupes == [] and open_states == 0
     assert lot_lines == {"L1", "L2"}
+
+    # The historian keeps each line's samples apart, and each tag has one writer: no tag of a
+    # line sampled twice at one instant, the ORP only the PLC's (~561 mV at pH 1.5, not a
+    # second model's ~450 mV interleaved).
+    with store.session() as s:
+        twice = s.execute(
+            select(ProcessValueRow.line, ProcessValueRow.tag, ProcessValueRow.ts)
+            .group_by(ProcessValueRow.line, ProcessValueRow.tag, ProcessValueRow.ts)
+            .having(func.count() > 1)
+        ).all()
+        orp = dict(
+            s.execute(
+                select(ProcessValueRow.line, func.count())
+                .where(ProcessValueRow.tag == "leach.orp_mv")
+                .group_by(ProcessValueRow.line)
+            ).all()
+        )
+        first, last = s.execute(
+            select(func.min(ProcessValueRow.ts), func.max(ProcessValueRow.ts))
+        ).one()
+    assert twice == []
+    assert set(orp) == {"L1", "L2"} and min(orp.values()) > 10
+    assert lines_recording(store, "purification.ph") == ["L1", "L2"]
+    for line in ("L1", "L2"):
+        pen = Historian(store, line).trend("leach.orp_mv", first, last + timedelta(seconds=1))
+        assert sum(b.n for b in pen) == orp[line]
+        assert min(b.min for b in pen) > 500 and max(b.max for b in pen) < 620
 
     # One HMI process shows both lines from the shared database.
     from hmi.app import create_app

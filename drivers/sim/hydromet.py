@@ -12,10 +12,19 @@ pH ~4, solvent extraction, crystallisation of the sulfates and Li2CO3 precipitat
   PLC reports), a reductant term on ORP for Ni/Co/Mn and a pulp-density term; constants in
   docs/purity.md. A starved leach leaves unleached solids whose fines pass the filter into the
   products as water-insoluble matter.
+- Hold-up: the leach liquor goes through a mixed tank (the pregnant-leach-solution tank) before
+  the purification, so a campaign's liquor blends with what the tank held: a bad lot shows up
+  diluted in the next batches too.
 - Process: a low or unsteady impurity-removal pH leaves Fe/Al/P in solution. Impurities then
   carry over into the products; P co-precipitates as Li3PO4 with Li2CO3 and lowers its content.
   A high pH co-precipitates Ni/Co/Li with the hydroxide cake and lowers recovery. The losses
   grow with the amount of cake (reference §4.2, item 2).
+- Solvent extraction: two counter-current circuits, D2EHPA (Mn with the residual Fe, Al, Cu) and
+  Cyanex 272 (Co from Ni), each with extraction stages at the pH its loop holds, a scrub whose
+  liquor returns to the feed, and a strip. Each metal's distribution ratio follows its
+  extraction isotherm, log D = n (pH - pH50); the stages follow the Kremser equation. The strip
+  liquors crystallise MnSO4 and CoSO4, the Cyanex raffinate NiSO4, its mother liquor Li2CO3;
+  each crystal takes up the impurities of its liquor in proportion (homogeneous distribution).
 Every gram of metal fed ends in a product, a by-product or a named residue, so the mass balance
 closes up to the assays' measurement noise.
 """
@@ -44,15 +53,18 @@ LI_IN_LI3PO4 = 3 * 6.941 / 115.79  # g Li per g Li3PO4
 XRF_ELEMENTS = ("Ni", "Co", "Mn", "Cu", "Al", "Fe")  # what a pellet XRF reports (reference §3)
 
 
-def _default_partition() -> dict[str, dict[str, float]]:
-    # Share of each element left in solution after Fe/Al removal that ends up in each product.
-    # The rest goes to the SX strip or the raffinate. Co in NiSO4 and Ni in CoSO4 come from an
-    # incomplete Co/Ni separation.
+def _default_crystal_carry() -> dict[str, dict[str, float]]:
+    # Homogeneous distribution coefficient k of each impurity between a product's crystals and
+    # its liquor: (impurity/main) in the crystals = k x (impurity/main) in the liquor, so the
+    # crystals take k x crystallised share of the liquor's impurity [U]. Co and Ni substitute for
+    # each other in the sulfate lattice (k ~0.5), Fe(II) in CoSO4·7H2O too (FeSO4·7H2O is
+    # isomorphous with it: k ~1); Fe/Al/Cu otherwise mostly by occluded mother liquor.
+    # P in Li2CO3: the Li3PO4 that comes down with the carbonate.
     return {
-        "NiSO4·6H2O": {"Fe": 0.02, "Al": 0.004, "Cu": 0.0001, "P": 0.005, "Co": 3e-4},
-        "CoSO4·7H2O": {"Fe": 0.05, "Al": 0.004, "Cu": 0.00004, "P": 0.005, "Ni": 4e-6},
-        "MnSO4·H2O": {"Fe": 0.12, "Al": 0.01, "Cu": 0.00003, "P": 0.01, "Ni": 3e-5, "Co": 5e-5},
-        "Li2CO3": {"Fe": 0.002, "Al": 0.002, "Cu": 0.00005, "P": 0.12},
+        "NiSO4·6H2O": {"Fe": 0.02, "Al": 0.004, "Cu": 0.0001, "P": 0.005, "Co": 0.5, "Mn": 0.2},
+        "CoSO4·7H2O": {"Fe": 1.0, "Al": 0.004, "Cu": 0.01, "P": 0.005, "Ni": 0.5, "Mn": 0.5},
+        "MnSO4·H2O": {"Fe": 0.12, "Al": 0.01, "Cu": 3e-5, "P": 0.01, "Ni": 0.3, "Co": 0.3},
+        "Li2CO3": {"Fe": 0.002, "Al": 0.002, "Cu": 5e-5, "P": 0.12},
     }
 
 
@@ -96,6 +108,80 @@ class LeachConditions:
     orp_mv: float = 561.2  # the PLC's ORP at pH 1.5 (drivers/sim/process.py)
     solid_liquid_g_per_l: float = 100.0
     residence_min: float = 120.0
+
+
+@dataclass(frozen=True)
+class SxCircuit:
+    """A counter-current solvent-extraction circuit: `stages` extraction stages at the pH its loop
+    holds, `scrub_stages` scrub stages at `scrub_ph` whose liquor returns to the feed, a strip.
+    Metals without a `ph50` (P) stay in the aqueous; `entrainment` is the share of every
+    element of the feed that reaches the strip as entrained aqueous the scrub does not wash out.
+    Constants and their sources: docs/purity.md, "Solvent extraction"."""
+
+    extractant: str
+    ph_tag: str
+    ph: float  # the pH the circuit is run at when no loop reports one
+    ph50: Mapping[str, float]  # pH of D = 1 (50 % extracted in one contact at O/A 1)
+    slope: Mapping[str, float]  # n in log D = n (pH - pH50): the ion's charge, ideally
+    scrub_ph: float
+    stages: int = 4
+    oa: float = 1.0  # organic/aqueous flow ratio in extraction
+    scrub_stages: int = 2
+    scrub_ao: float = 0.2  # scrub aqueous/organic flow ratio
+    entrainment: float = 1e-6
+
+
+def _d2ehpa() -> SxCircuit:
+    # 20-40 % v/v D2EHPA in kerosene at pH 2.5 takes Mn, Fe, Al and Cu (reference §4.2 item 3).
+    return SxCircuit(
+        extractant="D2EHPA",
+        ph_tag="sx_mn.ph",
+        ph=2.5,
+        ph50={"Fe": 2.4, "Al": 1.6, "Mn": 1.9, "Cu": 2.2, "Co": 3.1, "Ni": 3.5, "Li": 4.5},
+        slope={"Fe": 2.0, "Al": 3.0, "Mn": 2.0, "Cu": 2.0, "Co": 2.0, "Ni": 2.0, "Li": 1.0},
+        scrub_ph=2.0,
+    )
+
+
+def _cyanex272() -> SxCircuit:
+    # Cyanex 272 separates Co from Ni at pH 5-5.5: its Co and Ni isotherms lie ~2 pH units apart.
+    return SxCircuit(
+        extractant="Cyanex 272",
+        ph_tag="sx_co.ph",
+        ph=5.0,
+        ph50={"Fe": 3.0, "Al": 2.5, "Mn": 3.5, "Cu": 3.6, "Co": 4.1, "Ni": 6.1, "Li": 7.0},
+        slope={"Fe": 2.0, "Al": 3.0, "Mn": 2.0, "Cu": 2.0, "Co": 2.0, "Ni": 2.0, "Li": 1.0},
+        scrub_ph=4.0,
+    )
+
+
+def kremser(factor: float, stages: int) -> float:
+    """Share of a solute NOT transferred in `stages` ideal counter-current stages with transfer
+    factor `factor` (D x O/A for extraction): (f - 1) / (f^(N+1) - 1), 1/(N+1) at f = 1."""
+    if abs(factor - 1.0) < 1e-9:
+        return 1.0 / (stages + 1)
+    if factor > 1.0:  # the same formula divided through by f^(N+1): no overflow at large f
+        inv = 1.0 / factor
+        return (inv**stages - inv ** (stages + 1)) / (1.0 - inv ** (stages + 1))
+    return (1.0 - factor) / (1.0 - factor ** (stages + 1))
+
+
+def distribution_ratio(c: SxCircuit, element: str, ph: float) -> float:
+    """D = [M]org / [M]aq on the element's extraction isotherm, log D = n (pH - pH50)."""
+    log_d = c.slope[element] * (ph - c.ph50[element])
+    return 10.0 ** max(-15.0, min(15.0, log_d))
+
+
+def sx_to_strip(c: SxCircuit, element: str, ph: float) -> float:
+    """Share of the circuit's feed of `element` that reaches its strip liquor at this pH."""
+    if element not in c.ph50:
+        return c.entrainment
+    extracted = 1.0 - kremser(distribution_ratio(c, element, ph) * c.oa, c.stages)
+    # The scrub strips back what the loaded organic holds at the scrub pH; its liquor goes back
+    # to the feed, so at steady state loaded = extracted x (feed + scrubbed).
+    kept = kremser(c.scrub_ao / distribution_ratio(c, element, c.scrub_ph), c.scrub_stages)
+    stripped = extracted * kept / (1.0 - extracted * (1.0 - kept))
+    return min(1.0, stripped + c.entrainment * (1.0 - stripped))
 
 
 @dataclass(frozen=True)
@@ -156,7 +242,9 @@ class HydrometModel:
         default_factory=lambda: {"Ni": 0.985, "Co": 0.98, "Mn": 0.97, "Li": 0.88}
     )
     cu_cementation: float = 0.6  # share of the Cu in solution won back as Cu cement
-    partition: Mapping[str, Mapping[str, float]] = field(default_factory=_default_partition)
+    crystal_carry: Mapping[str, Mapping[str, float]] = field(default_factory=_default_crystal_carry)
+    sx_mn: SxCircuit = field(default_factory=_d2ehpa)  # first: Mn and the residual Fe/Al/Cu
+    sx_co: SxCircuit = field(default_factory=_cyanex272)  # then Co from Ni
     background_ppm: Mapping[str, Mapping[str, float]] = field(default_factory=_default_background)
     moisture_pct: float = 0.12  # free water and insolubles, counted against purity
     # Excess water of crystallisation lowers the main-element content, not the purity: NiSO4·6H2O
@@ -189,6 +277,19 @@ class CampaignResult:
 
     products: list[ProductAssay]
     residues_g: dict[str, dict[str, float]]
+    tank_g: dict[str, float] = field(default_factory=dict)  # the hold-up tank after it
+
+
+@dataclass(frozen=True)
+class Tank:
+    """The pregnant-leach-solution tank between the leach filter and the purification: a mixed
+    volume of `holdup_l` litres holding `held_g` (element -> g; "insolubles": filter fines)."""
+
+    holdup_l: float
+    held_g: Mapping[str, float] = field(default_factory=dict)
+
+
+INSOLUBLES = "insolubles"  # the tank's filter fines, g
 
 
 def residual_fraction(element: str, ph_mean: float, ph_sd: float, model: HydrometModel) -> float:
@@ -233,8 +334,13 @@ def run_campaign(
     rng: np.random.Generator,
     model: HydrometModel | None = None,
     leach: LeachConditions | None = None,
+    *,
+    sx_ph: Mapping[str, float] | None = None,
+    tank: Tank | None = None,
 ) -> CampaignResult:
-    """Process one campaign's feed (grams per metal) into assayed products and residues."""
+    """Process one campaign's feed (grams per metal) into assayed products and residues.
+    `sx_ph`: the mean pH of each SX circuit's loop (by tag; default the circuits' own); `tank`:
+    the hold-up tank as the previous campaign left it (None: no tank)."""
     m = model or HydrometModel()
     cond = leach or LeachConditions()
     feed = {el: max(0.0, float(feed_g.get(el, 0.0))) for el in TRACKED}
@@ -243,15 +349,29 @@ def run_campaign(
     foils: dict[str, float] = {}
     leach_residue: dict[str, float] = {}
     cake: dict[str, float] = {}
-    raffinate: dict[str, float] = {}
     cement: dict[str, float] = {}
+    raffinate: dict[str, float] = {}
+    in_products: dict[str, float] = {}
     for el in ("Cu", "Al"):
         _add(foils, el, feed[el] * m.foil_separation)
         feed[el] -= feed[el] * m.foil_separation
-    solution: dict[str, float] = {}
+    liquor: dict[str, float] = {}
     for el in TRACKED:
-        solution[el] = feed[el] * leach_extraction(el, cond, m)
-        _add(leach_residue, el, feed[el] - solution[el])
+        liquor[el] = feed[el] * leach_extraction(el, cond, m)
+        _add(leach_residue, el, feed[el] - liquor[el])
+    liquor[INSOLUBLES] = sum(leach_residue.values()) * m.fines_to_product
+    solution, held, holdup = liquor, dict(tank.held_g) if tank else {}, {}
+    if tank is not None and tank.holdup_l > 0:
+        # A mixed tank: this campaign's liquor joins what it holds, and as much leaves.
+        volume_l = feed_mass_g * m.black_mass_yield / cond.solid_liquid_g_per_l
+        draw = volume_l / (volume_l + tank.holdup_l)
+        mixed = {
+            el: liquor.get(el, 0.0) + float(held.get(el, 0.0)) for el in (*TRACKED, INSOLUBLES)
+        }
+        solution = {el: g * draw for el, g in mixed.items()}
+        held = {el: g - solution[el] for el, g in mixed.items()}
+        holdup = {el: liquor[el] - solution[el] for el in TRACKED}
+    fines_g = solution.pop(INSOLUBLES)
     for el in IMPURITIES:
         kept = solution[el] * residual_fraction(el, ph_mean, ph_sd, m)
         _add(cake, el, solution[el] - kept)
@@ -262,19 +382,35 @@ def run_campaign(
         lost = solution[el] * min(0.5, m.coprecipitation[el] * severity)
         _add(cake, el, lost)
         solution[el] -= lost
-    made = {metal: solution[metal] * m.product_yield[metal] for metal, _ in PRODUCTS.values()}
+    liquors = solvent_extraction(solution, sx_ph or {}, m)
+    made = {
+        metal: liquors[product].get(metal, 0.0) * m.product_yield[metal]
+        for product, (metal, _) in PRODUCTS.items()
+        if product in liquors
+    }
+    made["Li"] = liquors["NiSO4·6H2O"].get("Li", 0.0) * m.product_yield["Li"]
     salt_total = sum(made[metal] / (pct / 100.0) for metal, pct in PRODUCTS.values()) or 1.0
-    fines_g = sum(leach_residue.values()) * m.fines_to_product
     products: list[ProductAssay] = []
-    carried: dict[str, float] = {}
+    bleed: dict[str, float] = {}
     for product, (metal, theory_pct) in PRODUCTS.items():
-        metal_g = made[metal]
-        _add(raffinate, metal, solution[metal] - metal_g)
+        left = dict(liquors[product])
+        metal_g = left.get(metal, 0.0) * m.product_yield[metal]
+        left[metal] = left.get(metal, 0.0) - metal_g
+        foreign = {
+            el: left.get(el, 0.0) * k * m.product_yield[metal]
+            for el, k in m.crystal_carry[product].items()
+            if metal_g > 0
+        }
+        for el, g in foreign.items():
+            left[el] -= g
+            _add(in_products, el, g)
+        if product == "NiSO4·6H2O":
+            liquors["Li2CO3"] = left  # the Ni mother liquor carries the Li on
+        else:
+            for el, g in left.items():
+                _add(bleed, el, g)
         if metal_g <= 0:
             continue
-        foreign = {el: solution[el] * share for el, share in m.partition[product].items()}
-        for el, g in foreign.items():
-            carried[el] = carried.get(el, 0.0) + g
         # P in the Li liquor precipitates as Li3PO4 with the carbonate and takes Li with it.
         li3po4_g = foreign.get("P", 0.0) * LI3PO4_PER_P if metal == "Li" else 0.0
         salt_g = (metal_g - li3po4_g * LI_IN_LI3PO4) / (theory_pct / 100.0)
@@ -309,22 +445,42 @@ def run_campaign(
                 },
             )
         )
-    for el in IMPURITIES:
-        left = max(0.0, solution[el] - carried.get(el, 0.0))
-        won = left * m.cu_cementation if el == "Cu" else 0.0
+    for el, g in bleed.items():  # the mother liquors: Cu is cemented out, the rest bled
+        won = g * m.cu_cementation if el == "Cu" else 0.0
         _add(cement, el, won)
-        _add(raffinate, el, left - won)
+        _add(raffinate, el, g - won)
     residues = {
         "foil concentrate": foils,
         "Cu cement": cement,
         "leach residue": leach_residue,
         "Fe/Al/P cake": cake,
         "raffinate": raffinate,
+        "impurities in products": in_products,
     }
+    if tank is not None:
+        residues["tank hold-up"] = {el: g for el, g in holdup.items() if abs(g) > 0}
     return CampaignResult(
         products=products,
         residues_g={k: {el: round(g, 3) for el, g in v.items()} for k, v in residues.items()},
+        tank_g={el: round(g, 4) for el, g in held.items()},
     )
+
+
+def solvent_extraction(
+    solution: Mapping[str, float], sx_ph: Mapping[str, float], model: HydrometModel
+) -> dict[str, dict[str, float]]:
+    """The purified liquor through the D2EHPA then the Cyanex 272 circuit: each product's
+    crystalliser feed (MnSO4 and CoSO4: the strip liquors; NiSO4: the Cyanex raffinate)."""
+    out: dict[str, dict[str, float]] = {p: {} for p in ("MnSO4·H2O", "CoSO4·7H2O", "NiSO4·6H2O")}
+    ph_mn = sx_ph.get(model.sx_mn.ph_tag, model.sx_mn.ph)
+    ph_co = sx_ph.get(model.sx_co.ph_tag, model.sx_co.ph)
+    for el, g in solution.items():
+        to_mn = g * sx_to_strip(model.sx_mn, el, ph_mn)
+        to_co = (g - to_mn) * sx_to_strip(model.sx_co, el, ph_co)
+        out["MnSO4·H2O"][el] = to_mn
+        out["CoSO4·7H2O"][el] = to_co
+        out["NiSO4·6H2O"][el] = g - to_mn - to_co
+    return out
 
 
 @dataclass(frozen=True)
@@ -361,58 +517,63 @@ def pellet_assay(
 
 
 @dataclass
-class ProcessSim:
-    """The line's live process values: a pH loop held at its setpoint with noise and drift."""
+class PhLoop:
+    """A pH loop held at its setpoint with noise, a first-order pull-back and a drift."""
 
-    ph_setpoint: float
-    ph_noise: float
-    rng: np.random.Generator
-    ph_drift_per_h: float = 0.0
+    setpoint: float
+    noise: float
+    drift_per_h: float = 0.0
     ph: float = field(init=False)
     _offset: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        self.ph = self.ph_setpoint
+        self.ph = self.setpoint
+
+    def step(self, dt_s: float, rng: np.random.Generator) -> float:
+        self._offset += self.drift_per_h * dt_s / 3600.0
+        theta = min(1.0, dt_s / 30.0)  # the loop pulls back with a 30 s time constant
+        self.ph += theta * (self.setpoint + self._offset - self.ph) + self.noise * math.sqrt(
+            theta
+        ) * float(rng.normal())
+        return round(self.ph, 3)
+
+
+class ProcessSim:
+    """The hydromet line's own pH loops (impurity removal, the SX circuits), by historian tag.
+    The leach's pH, temperature and ORP are the PLC's (drivers/sim/process.py): one writer per
+    tag in the historian."""
+
+    def __init__(self, loops: Mapping[str, PhLoop], rng: np.random.Generator) -> None:
+        self.loops = dict(loops)
+        self.rng = rng
 
     def step(self, dt_s: float) -> dict[str, float]:
         """Advance dt_s seconds; return the tag values a PLC would show now."""
-        self._offset += self.ph_drift_per_h * dt_s / 3600.0
-        target = self.ph_setpoint + self._offset
-        theta = min(1.0, dt_s / 30.0)  # the loop pulls back with a 30 s time constant
-        self.ph += theta * (target - self.ph) + self.ph_noise * math.sqrt(theta) * float(
-            self.rng.normal()
-        )
-        # The leach's pH, temperature and ORP are the PLC's (drivers/sim/process.py): one
-        # writer per tag in the historian.
-        return {"purification.ph": round(self.ph, 3)}
+        return {tag: loop.step(dt_s, self.rng) for tag, loop in self.loops.items()}
 
 
 class SimHydrometPlant:
-    """The simulated hydromet plant as plant/hydromet.py's runner drives it: the pH loop,
-    campaigns and pellet assays, each seeded from `seed` (and the campaign or lot) so a run
-    repeats exactly."""
+    """The simulated hydromet plant as plant/hydromet.py's runner drives it: the pH loops,
+    campaigns through the hold-up tank and pellet assays, each seeded from `seed` (and the
+    campaign or lot) so a run repeats exactly."""
 
     def __init__(
         self,
         seed: int,
-        ph_setpoint: float,
-        ph_noise: float,
-        ph_drift_per_h: float = 0.0,
+        loops: Mapping[str, PhLoop],
         model: HydrometModel | None = None,
+        holdup_l: float = 0.0,
     ) -> None:
+        """`loops`: pH loops by tag (`purification.ph` and the SX circuits' tags);
+        `holdup_l`: the pregnant-leach-solution tank's mixed volume (0: no tank)."""
         self.seed = seed
         self.model = model or HydrometModel()
-        self.process = ProcessSim(
-            ph_setpoint, ph_noise, np.random.default_rng([seed, 7]), ph_drift_per_h
-        )
+        self.holdup_l = holdup_l
+        self.process = ProcessSim(loops, np.random.default_rng([seed, 7]))
 
-    @property
-    def ph_setpoint(self) -> float:
-        return self.process.ph_setpoint
-
-    @ph_setpoint.setter
-    def ph_setpoint(self, value: float) -> None:
-        self.process.ph_setpoint = value
+    def set_setpoint(self, tag: str, value: float) -> None:
+        """The setpoint of the pH loop recorded as `tag` (KeyError for a loop it has not)."""
+        self.process.loops[tag].setpoint = value
 
     def sample(self, dt_s: float) -> dict[str, float]:
         return self.process.step(dt_s)
@@ -425,6 +586,9 @@ class SimHydrometPlant:
         ph_mean: float,
         ph_sd: float,
         leach: Mapping[str, float],
+        *,
+        sx_ph: Mapping[str, float],
+        tank_g: Mapping[str, float] | None,
     ) -> CampaignResult:
         rng = np.random.default_rng([self.seed, number])
         ref = LeachConditions()
@@ -435,7 +599,10 @@ class SimHydrometPlant:
             solid_liquid_g_per_l=leach.get("solid_liquid_g_per_l", ref.solid_liquid_g_per_l),
             residence_min=leach.get("residence_min", ref.residence_min),
         )
-        return run_campaign(feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model, cond)
+        tank = Tank(self.holdup_l, tank_g or {})
+        return run_campaign(
+            feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model, cond, sx_ph=sx_ph, tank=tank
+        )
 
     def pellet_assay(
         self,

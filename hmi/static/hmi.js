@@ -347,12 +347,18 @@ async function renderProducts() {
     }),
   );
 }
-// Sparklines: the last 15 minutes of each key process value, with its alarm limits.
+// The lines the historian keeps pens for: every line the plant reports, sorted.
+async function historianLines() {
+  return (await api("/api/lines")).map((s) => s.line).sort();
+}
+// Sparklines: the last 15 minutes of each key process value of the first line, with its limits.
 const SPARK_S = 900;
 async function renderSparks() {
+  const [line] = await historianLines();
+  const lineArg = line ? `&line=${encodeURIComponent(line)}` : "";
   for (const box of document.querySelectorAll(".spark")) {
     const since = new Date(Date.now() - SPARK_S * 1000).toISOString();
-    const t = await api(`/api/trends?tag=${encodeURIComponent(box.dataset.tag)}&since=${since}&points=90`);
+    const t = await api(`/api/trends?tag=${encodeURIComponent(box.dataset.tag)}&since=${since}&points=90${lineArg}`);
     const pts = t.buckets;
     const last = pts.length ? pts[pts.length - 1].mean : null;
     const bad = t.limits.some((l) => l.enabled && last !== null && (l.kind === "high" ? last > l.limit : last < l.limit));
@@ -802,11 +808,12 @@ function alarms() {
 
 // ---------------------------------------------------------------- trends
 const trendState = { plots: [], data: {}, zoomed: false };
-async function loadPen(tag, since, until) {
-  const t = await api(`/api/trends?tag=${encodeURIComponent(tag)}&since=${since}&until=${until}&points=600`);
+async function loadPen(tag, line, since, until) {
+  const lineArg = line ? `&line=${encodeURIComponent(line)}` : "";
+  const t = await api(`/api/trends?tag=${encodeURIComponent(tag)}&since=${since}&until=${until}&points=600${lineArg}`);
   let sp = null;
   if (t.setpoint_tag)
-    sp = await api(`/api/trends?tag=${encodeURIComponent(t.setpoint_tag)}&since=${since}&until=${until}&points=600`);
+    sp = await api(`/api/trends?tag=${encodeURIComponent(t.setpoint_tag)}&since=${since}&until=${until}&points=600${lineArg}`);
   return { t, sp };
 }
 async function drawTrends() {
@@ -815,7 +822,7 @@ async function drawTrends() {
   const end = Date.now();
   const since = new Date(end - Number(form.range.value) * 1000).toISOString();
   const until = new Date(end).toISOString();
-  const results = await Promise.all(pens.map((p) => loadPen(p, since, until)));
+  const results = await Promise.all(pens.map((p) => loadPen(p, form.line.value, since, until)));
   const box = $("#trend-charts");
   trendState.plots.forEach((u) => u.destroy());
   trendState.plots = [];
@@ -875,8 +882,9 @@ async function drawTrends() {
     );
   });
 }
-function trends() {
+async function trends() {
   const form = $("#trend-form");
+  form.line.replaceChildren(...(await historianLines()).map((l) => el("option", { value: l }, l)));
   form.addEventListener("change", () => {
     trendState.zoomed = false;
     drawTrends();

@@ -59,7 +59,8 @@ def _print_report(rep: dict[str, Any]) -> None:
     else:
         out.print("SPC alarms: none")
     m = Table(title="Mass balance (g)")
-    for col in ("metal", "in", "products", "by-products", "residues", "unaccounted", "recovery %"):
+    cols = ("metal", "in", "products", "by-products", "residues", "tank gain", "unaccounted")
+    for col in (*cols, "recovery %"):
         m.add_column(col, justify="right")
     for metal, b in rep["mass_balance"].items():
         m.add_row(
@@ -68,6 +69,7 @@ def _print_report(rep: dict[str, Any]) -> None:
             f"{b['products_g']:.0f}",
             f"{b['byproducts_g']:.0f}",
             f"{sum(b['residues_g'].values()):.0f}",
+            f"{b['holdup_g']:.0f}",
             f"{b['unaccounted_g']:.0f}",
             "-" if b["recovery_pct"] is None else f"{b['recovery_pct']:.1f}",
         )

@@ -106,7 +106,7 @@ def test_two_lines_on_one_postgres(pg_url: str, tmp_path: Path) -> None:
             select(func.min(ProcessValueRow.ts), func.max(ProcessValueRow.ts))
         ).one()
     assert twice == []
-    assert set(orp) == {"L1", "L2"} and min(orp.values()) > 10
+    assert set(orp) == {"L1", "L2"} and min(orp.values()) >= 3  # sampled through each run
     assert lines_recording(store, "purification.ph") == ["L1", "L2"]
     for line in ("L1", "L2"):
         pen = Historian(store, line).trend("leach.orp_mv", first, last + timedelta(seconds=1))

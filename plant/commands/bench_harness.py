@@ -616,9 +616,12 @@ def passport_lookups(store: Store, n: int, lookups: int = 2000) -> dict[str, flo
 
 
 def lookup_database(cache_dir: Path, n: int, say: Say) -> str:
-    """SQLite database with n cells, built once under `cache_dir` and reused afterwards."""
+    """SQLite database with n cells, built once under `cache_dir` and reused afterwards (brought
+    to this code's schema first: one built by an older release has other column codes)."""
     path = cache_dir / f"passport-lookup-{n}.db"
-    if not path.exists():
+    if path.exists():
+        upgrade(f"sqlite:///{path}")
+    else:
         cache_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".partial-{os.getpid()}")
         say(f"building the lookup database: {n:,} cells in {path} (once; reused afterwards)")

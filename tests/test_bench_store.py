@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from linerig import CONFIG, plant_cmd, plant_env
 from sqlalchemy import func, select
 
 from plant.store import BatchRow, CellRow, CellSpectrumRow, PassportRow, Store
+
+# `plant bench store` processes loading thousands of cells: slow tests, not in `make test`.
+pytestmark = pytest.mark.slow
 
 CELLS = 2000
 

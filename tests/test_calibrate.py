@@ -94,6 +94,7 @@ def test_calibrate_refuses_a_class_with_too_few_spectra_in_one_line(
     assert not (tmp_path / "var" / "models" / "few").exists()
 
 
+@pytest.mark.slow
 def test_train_refuses_too_small_data_in_one_line_instead_of_a_traceback(
     cfg: Path, tmp_path: Path
 ) -> None:

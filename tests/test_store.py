@@ -44,6 +44,7 @@ def test_migrate_empty_database_to_head(db_url: str) -> None:
     store.close()
 
 
+@pytest.mark.slow
 def test_100k_cells_roundtrip_and_lookup(store: Store) -> None:
     rows = _cells(100_000)
     for start in range(0, len(rows), 20_000):

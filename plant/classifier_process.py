@@ -22,7 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -220,6 +220,12 @@ def main(argv: list[str]) -> None:
         data = pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL)
         sock.sendall(_LENGTH.pack(len(data)) + data)
 
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # the parent was killed
+        _answer(sock, send)
+
+
+def _answer(sock: socket.socket, send: Callable[[str, Any], None]) -> None:
+    """Answer the parent's requests until it closes the socket."""
     registry: Registry | None = None
     model: LoadedModel | None = None
     rules: RoutingRules | None = None

@@ -258,20 +258,25 @@ def serve(argv: list[str], build: BuildRunner) -> None:
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()
     try:
-        for line in inbox:
-            msg = json.loads(line)
-            if "setpoint" in msg:
-                tag, value = msg["setpoint"]
-                runner.plant.set_setpoint(tag, float(value))
-            elif "step" in msg:
-                error = None
-                try:
-                    runner.step(
-                        datetime.fromisoformat(msg["step"]), process=msg.get("process") or {}
-                    )
-                except Exception as exc:  # the parent logs it; the next step tries again
-                    error = f"{type(exc).__name__}: {exc}"
-                out.write(json.dumps({"done": True, "error": error}) + "\n")
-                out.flush()
+        _answer(inbox, out, runner)
+    except (ConnectionResetError, BrokenPipeError):  # the parent was killed
+        pass
     finally:
         store.close()
+
+
+def _answer(inbox: TextIO, out: TextIO, runner: HydrometRunner) -> None:
+    """Step and set the runner as the parent asks until it closes the socket."""
+    for line in inbox:
+        msg = json.loads(line)
+        if "setpoint" in msg:
+            tag, value = msg["setpoint"]
+            runner.plant.set_setpoint(tag, float(value))
+        elif "step" in msg:
+            error = None
+            try:
+                runner.step(datetime.fromisoformat(msg["step"]), process=msg.get("process") or {})
+            except Exception as exc:  # the parent logs it; the next step tries again
+                error = f"{type(exc).__name__}: {exc}"
+            out.write(json.dumps({"done": True, "error": error}) + "\n")
+            out.flush()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +143,23 @@ def test_a_classifier_that_cannot_start_is_retried_after_a_backoff_not_for_every
             await proc.close()
 
     asyncio.run(scenario())
+
+
+def test_a_child_whose_parent_was_killed_exits_without_a_traceback() -> None:
+    """After SIGKILL of `plant run` the child's socket is reset (its last answer was never read):
+    it ends quietly, it does not print a traceback into the plant's log."""
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plant.classifier_process", str(child.fileno())],
+        pass_fds=[child.fileno()],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child.close()
+    body = pickle.dumps(("decide", []))  # not understood before "init": the child answers
+    parent.sendall(struct.pack("!I", len(body)) + body)
+    time.sleep(1.0)  # the answer waits, unread, in the parent's socket
+    parent.close()  # with unread data: the child's next read is reset, as after SIGKILL
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "Traceback" not in err, err

@@ -7,48 +7,25 @@ from __future__ import annotations
 import json
 import subprocess
 import tomllib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from linerig import add_user, answers, config_copy, plant_cmd, plant_env, start_run, stop_run, until
 from sqlalchemy import func, select, text
+from storefill import CHANNELS, confirmed_cells, spectrum_of
 
-from drivers.spectra import Spectrum
 from plant.cell_records import count_routes
 from plant.partitions import month_of, month_partitions, months_after
-from plant.spectrum_archive import keep_spectra
-from plant.store import CellRow, CellSpectrumRow, Store, upgrade, utcnow
+from plant.store import CellSpectrumRow, Store, upgrade, utcnow
 
 pytestmark = pytest.mark.e2e
 
 CELLS = 1500
 RATE = 25.0
 PASSWORD = "maintain-viewer-pw-1"
-
-
-def _old_cells(store: Store, at: datetime, n: int) -> list[int]:
-    """Cells of a line months ago with their spectra, as a plant's store holds them."""
-    with store.begin() as s:
-        rows = [
-            CellRow(line="L0", seq=k + 1, state="confirmed", chemistry="LFP", route="black_mass",
-                    spectrum_ref=f"xrf0:CELL:{k + 1}", created_at=at + timedelta(seconds=k),
-                    updated_at=at + timedelta(seconds=k))
-            for k in range(n)
-        ]  # fmt: skip
-        s.add_all(rows)
-        s.flush()
-        rng = np.random.default_rng(7)
-        spectra = [
-            Spectrum(counts=rng.poisson(30.0, 2048).astype(float), offset_kev=0.0,
-                     kev_per_channel=0.02, live_time_s=0.2, source=f"xrf0:CELL:{r.seq}")
-            for r in rows
-        ]  # fmt: skip
-        keep_spectra(s, [(r.id, sp) for r, sp in zip(rows, spectra, strict=True)])
-        return [r.id for r in rows]
 
 
 def _summary(log: str) -> dict[str, Any]:
@@ -62,7 +39,7 @@ def test_maintain_while_a_line_writes(pg_url: str, tmp_path: Path) -> None:
     upgrade(pg_url)
     store = Store(pg_url)
     old = datetime(utcnow().year - 1, 3, 1, 6, tzinfo=UTC)  # a month with no partition yet
-    old_ids = _old_cells(store, old, 40)
+    old_ids = confirmed_cells(store, "L0", old, 40)
     cfg = config_copy(tmp_path, db_url=pg_url, heads=2)
     add_user(cfg, tmp_path, "vera", "viewer", PASSWORD)
     proc = start_run(cfg, tmp_path, "--cells", str(CELLS), "--rate", f"{RATE:g}")
@@ -107,7 +84,8 @@ def test_maintain_while_a_line_writes(pg_url: str, tmp_path: Path) -> None:
         r = client.get(f"/api/cells/{old_ids[3]}/spectrum")
         assert r.status_code == 200, r.text
         shown = r.json()
-        assert shown["source"] == "xrf0:CELL:4" and shown["channels"] == 2048
+        assert shown["source"] == f"xrf0:CELL:{old_ids[3]}" and shown["channels"] == CHANNELS
+        assert sum(shown["counts"]) == spectrum_of(old_ids[3]).counts.sum()
         cell = client.get(f"/api/cells/{old_ids[3]}").json()
         assert cell["route"] == "black_mass" and cell["state"] == "confirmed"
 

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from alembic import command
 from sqlalchemy import func, select, text
+from storefill import confirmed_cells, spectrum_of
 
-from drivers.spectra import Spectrum
 from plant import cell_records
 from plant.cell_view import CellQuery, cell_spectrum, search_cells
 from plant.partitions import maintain, month_of, month_partitions, months_after
-from plant.spectrum_archive import archive_file, keep_spectra, spectrum_values, stored_spectrum
+from plant.spectrum_archive import archive_file, spectrum_values, stored_spectrum
 from plant.store import (
     CellRow,
     CellSpectrumRow,
@@ -29,34 +29,12 @@ from plant.store import (
 )
 
 
-def _spectrum(k: int) -> Spectrum:
-    counts = np.random.default_rng(k).poisson(40.0, 1024).astype(float)
-    return Spectrum(counts=counts, offset_kev=0.0, kev_per_channel=0.04, live_time_s=0.05,
-                    source=f"xrf0:CELL:{k}")  # fmt: skip
-
-
-def _cells(store: Store, line: str, at: datetime, n: int, spectra: bool = True) -> list[int]:
-    with store.begin() as s:
-        rows = [
-            CellRow(line=line, seq=k + 1, state="confirmed", chemistry="LFP", route="black_mass",
-                    spectrum_ref=f"xrf0:CELL:{k}", created_at=at + timedelta(seconds=k),
-                    updated_at=at + timedelta(seconds=k))
-            for k in range(n)
-        ]  # fmt: skip
-        s.add_all(rows)
-        s.flush()
-        ids = [r.id for r in rows]
-        if spectra:
-            keep_spectra(s, [(i, _spectrum(i)) for i in ids])
-    return ids
-
-
 def test_maintain_creates_months_ahead_and_archives_old_spectra(store: Store, tmp_path: Path):
     now = utcnow()
     old = datetime(2026, 1, 10, tzinfo=UTC)  # months before now: archived at 30 days
     archive = tmp_path / "archive"
-    old_ids = _cells(store, "L1", old, 30)
-    new_ids = _cells(store, "L2", now - timedelta(minutes=5), 5)
+    old_ids = confirmed_cells(store, "L1", old, 30)
+    new_ids = confirmed_cells(store, "L2", now - timedelta(minutes=5), 5)
     pg = store.engine.dialect.name == "postgresql"
     if pg:
         with store.engine.connect() as conn:
@@ -88,7 +66,7 @@ def test_maintain_creates_months_ahead_and_archives_old_spectra(store: Store, tm
     for cell_id in (old_ids[0], old_ids[-1], new_ids[0]):  # archived and stored alike
         plot = cell_spectrum(store, cell_id, tmp_path, 0, archive)
         assert plot is not None and plot["source"] == f"xrf0:CELL:{cell_id}"
-        assert sum(plot["counts"]) == _spectrum(cell_id).counts.sum()
+        assert sum(plot["counts"]) == spectrum_of(cell_id).counts.sum()
 
     again = maintain(store, months_ahead=5, archive_before_days=30, archive_dir=archive)
     assert again.partitions_created == [] and again.spectra_archived == 0
@@ -96,8 +74,8 @@ def test_maintain_creates_months_ahead_and_archives_old_spectra(store: Store, tm
 
 def test_cell_search_pages_newest_first_by_time(store: Store) -> None:
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
-    late = _cells(store, "L1", t0 + timedelta(hours=1), 150, spectra=False)
-    early = _cells(store, "L2", t0, 150, spectra=False)  # inserted later, created earlier
+    late = confirmed_cells(store, "L1", t0 + timedelta(hours=1), 150, spectra=False)
+    early = confirmed_cells(store, "L2", t0, 150, spectra=False)  # inserted later, created earlier
     pages, before = [], None
     while True:
         page = search_cells(store, CellQuery(before_id=before, limit=40))
@@ -141,7 +119,7 @@ def pg(store: Store) -> bool:
 def test_upgrade_keeps_the_cells_and_spectra_of_a_0008_store(db_url: str) -> None:
     upgrade(db_url, "0008")
     at = datetime(2026, 6, 30, 23, 59, 59, tzinfo=UTC)
-    spectrum = _spectrum(1)
+    spectrum = spectrum_of(1)
     store = Store(db_url)
     with store.engine.begin() as conn:
         for seq, (state, route, source) in enumerate(

@@ -4,10 +4,15 @@ and a child that died is started again at the next step."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hydromet_feed import add_lot, nmc_mix
 from linerig import CONFIG
 from sqlalchemy import func, select
@@ -85,3 +90,26 @@ def test_a_child_that_died_is_started_again_at_the_next_step(sqlite_url: str) ->
         assert _waiting(store) == 0
     finally:
         store.close()
+
+
+@pytest.mark.slow  # ~10 s: the child imports the hydromet model
+def test_a_child_whose_parent_was_killed_exits_without_a_traceback(sqlite_url: str) -> None:
+    """After SIGKILL of `plant run` the child's socket is reset (its "ready" was never read): it
+    ends quietly, it does not print a traceback into the plant's log."""
+    upgrade(sqlite_url)
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", HYDROMET_CHILD, str(child.fileno())],
+        pass_fds=[child.fileno()],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child.close()
+    init = {"url": sqlite_url, "config_dir": str(CONFIG), "line": "L1", "seed": 3}
+    parent.sendall((json.dumps({"init": init}) + "\n").encode())
+    parent.settimeout(60)
+    assert parent.recv(1, socket.MSG_PEEK) == b"{"  # "ready" waits, unread, in our socket
+    parent.close()  # with unread data: the child's next read is reset, as after SIGKILL
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "Traceback" not in err, err

@@ -6,9 +6,10 @@ calls. In a child process the classification runs on the other core and the even
 not wait for it (docs/bench.md has the figures). The child loads the model itself from the
 registry (skops, checked as everywhere); only evidence and decisions cross the socket.
 
-Frames are a 4-byte length and a pickle, between this process and the child it started (a
-socketpair, no address anyone else can reach). A child that dies fails the batch it held (those
-cells go to quarantine, as any failed decision) and is started again for the next batch.
+Frames are JSON with the spectra's counts after it (plant/classifier_frames.py), between this
+process and the child it started (a socketpair, no address anyone else can reach). A child that
+dies fails the batch it held (those cells go to quarantine, as any failed decision) and is
+started again for the next batch.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 import signal
 import socket
-import struct
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -30,12 +30,21 @@ from threadpoolctl import threadpool_limits
 from drivers.backoff import Backoff
 from models.registry import LoadedModel, Registry
 from plant.children import cpu_of, reap
+from plant.classifier_frames import (
+    HEAD,
+    Frame,
+    decisions_frame,
+    decisions_of,
+    error_frame,
+    evidence_frame,
+    evidence_of,
+    ok_frame,
+)
 from plant.decide import Evidence, decide_batch
 from plant.domain import Decision
 from plant.routing import RoutingRules
 
 log = logging.getLogger(__name__)
-_LENGTH = struct.Struct("!I")
 START_TIMEOUT_S = 120.0  # the child imports scikit-learn and loads the model first
 DECIDE_TIMEOUT_S = 30.0  # a batch takes ms; a child this late is stuck (its cells: quarantine)
 # After a failed start (model will not load, no memory, ...): wait this long before the next try,
@@ -86,8 +95,7 @@ class ClassifierProcess:
                         f"next start attempt in {left:.1f} s"
                     )
                 await self._start()
-            decisions: list[Decision] = await self._ask(("decide", list(items)), DECIDE_TIMEOUT_S)
-            return decisions
+            return decisions_of(await self._ask(evidence_frame(list(items)), DECIDE_TIMEOUT_S))
 
     async def use(self, model_name: str) -> str:
         """Load another model from the registry (activated by an engineer); its version."""
@@ -96,7 +104,9 @@ class ClassifierProcess:
                 self.model_name = model_name
                 await self._start()
             else:
-                self.model_version = await self._ask(("model", model_name), START_TIMEOUT_S)
+                self.model_version = await self._ask(
+                    Frame({"kind": "model", "name": model_name}), START_TIMEOUT_S
+                )
                 self.model_name = model_name
             assert self.model_version is not None
             return self.model_version
@@ -108,7 +118,7 @@ class ClassifierProcess:
             if self._sock is None:
                 return
             try:
-                await self._ask(("rules", rules), DECIDE_TIMEOUT_S)
+                await self._ask(_rules_frame("rules", rules), DECIDE_TIMEOUT_S)
             except ClassifierProcessError as exc:  # stopped: the next batch starts a new one
                 log.warning("new routing rules reach the next classifier process: %s", exc)
 
@@ -140,8 +150,13 @@ class ClassifierProcess:
                 )
             parent.setblocking(False)
             self._proc, self._sock = proc, parent
-            init = (*self.registry, self.model_name, self.rules)
-            self.model_version = await self._ask(("init", init), START_TIMEOUT_S)
+            root, default_dir = self.registry
+            init = _rules_frame("init", self.rules).message | {
+                "root": str(root),
+                "default_dir": str(default_dir),
+                "name": self.model_name,
+            }
+            self.model_version = await self._ask(Frame(init), START_TIMEOUT_S)
         except (ClassifierProcessError, OSError) as exc:
             await self._stop()
             self._start_error = f"start failed: {exc}"
@@ -151,17 +166,16 @@ class ClassifierProcess:
             raise ClassifierProcessError(f"classifier process not started: {exc}") from None
         self._backoff.succeeded()
 
-    async def _ask(self, request: tuple[str, Any], timeout: float) -> Any:
+    async def _ask(self, request: Frame, timeout: float) -> Any:
         """Send one request and return its answer; a child that is gone or stuck is stopped
         (the next request starts a new one), an error it reports is raised."""
         assert self._sock is not None
-        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await loop.sock_sendall(self._sock, _LENGTH.pack(len(data)) + data)
-                (size,) = _LENGTH.unpack(await self._read(_LENGTH.size))
-                status, value = pickle.loads(await self._read(size))
+                await loop.sock_sendall(self._sock, request.to_bytes())
+                head, counts = HEAD.unpack(await self._read(HEAD.size))
+                answer = Frame.parse(await self._read(head), await self._read(counts))
         except TimeoutError:
             await self._stop()
             raise ClassifierProcessError(
@@ -175,9 +189,9 @@ class ClassifierProcess:
                 if code is not None
                 else f"classifier process lost: {exc}"
             ) from None
-        if status != "ok":
-            raise ClassifierProcessError(f"classifier process: {value}")
-        return value
+        if answer.message.get("status") != "ok":
+            raise ClassifierProcessError(f"classifier process: {answer.message.get('value')}")
+        return answer.message["value"]
 
     async def _read(self, n: int) -> bytes:
         assert self._sock is not None
@@ -216,43 +230,54 @@ def main(argv: list[str]) -> None:
     threadpool_limits(1)  # small matrix products; an idle BLAS thread would spin on a core
     sock = socket.socket(fileno=int(argv[0]))
 
-    def send(status: str, value: Any) -> None:
-        data = pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL)
-        sock.sendall(_LENGTH.pack(len(data)) + data)
-
     with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # the parent was killed
-        _answer(sock, send)
+        _answer(sock)
 
 
-def _answer(sock: socket.socket, send: Callable[[str, Any], None]) -> None:
+def _answer(sock: socket.socket) -> None:
     """Answer the parent's requests until it closes the socket."""
     registry: Registry | None = None
     model: LoadedModel | None = None
     rules: RoutingRules | None = None
-    while True:
-        head = _read_exact(sock, _LENGTH.size)
-        body = _read_exact(sock, _LENGTH.unpack(head)[0]) if head is not None else None
-        if body is None:
-            return
-        kind, arg = pickle.loads(body)
+    while (request := _read_frame(sock)) is not None:
+        msg = request.message
+        kind = msg.get("kind")
         try:
             if kind == "init":
-                root, default_dir, name, rules = arg
-                registry = Registry(root, default_dir)
-                model = registry.load(name)
-                send("ok", model.version)
+                rules = RoutingRules.model_validate(msg["rules"])
+                registry = Registry(Path(msg["root"]), Path(msg["default_dir"]))
+                model = registry.load(msg["name"])
+                answer = ok_frame(model.version)
             elif kind == "model" and registry is not None:
-                model = registry.load(arg)
-                send("ok", model.version)
+                model = registry.load(msg["name"])
+                answer = ok_frame(model.version)
             elif kind == "rules" and model is not None:
-                rules = arg
-                send("ok", None)
+                rules = RoutingRules.model_validate(msg["rules"])
+                answer = ok_frame(None)
             elif kind == "decide" and model is not None and rules is not None:
-                send("ok", decide_batch(arg, model.classifier, rules, model.version))
+                cells = evidence_of(request)
+                answer = decisions_frame(
+                    decide_batch(cells, model.classifier, rules, model.version)
+                )
             else:
-                send("error", f"request {kind!r} not understood here")
+                answer = error_frame(f"request {kind!r} not understood here")
         except Exception as exc:  # the parent fails this request and goes on
-            send("error", f"{type(exc).__name__}: {exc}")
+            answer = error_frame(f"{type(exc).__name__}: {exc}")
+        sock.sendall(answer.to_bytes())
+
+
+def _rules_frame(kind: str, rules: RoutingRules) -> Frame:
+    return Frame({"kind": kind, "rules": rules.model_dump(mode="json")})
+
+
+def _read_frame(sock: socket.socket) -> Frame | None:
+    """The next request, None once the parent has closed its end."""
+    head = _read_exact(sock, HEAD.size)
+    if head is None:
+        return None
+    json_size, counts_size = HEAD.unpack(head)
+    body = _read_exact(sock, json_size + counts_size)
+    return None if body is None else Frame.parse(body[:json_size], body[json_size:])
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes | None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from drivers.sim.profiles import PROFILES
 from drivers.sim.xrf import DEFAULT_PROFILE
 from drivers.sim.xrfphysics import simulate_cell
 from models.registry import Registry
+from plant.classifier_frames import Frame
 from plant.classifier_process import ClassifierProcess, ClassifierProcessError
 from plant.decide import Evidence, InThread
 from plant.routing import load_rules
@@ -156,8 +155,8 @@ def test_a_child_whose_parent_was_killed_exits_without_a_traceback() -> None:
         text=True,
     )
     child.close()
-    body = pickle.dumps(("decide", []))  # not understood before "init": the child answers
-    parent.sendall(struct.pack("!I", len(body)) + body)
+    # "decide" before "init" is not understood: the child answers with an error
+    parent.sendall(Frame({"kind": "decide", "cells": []}).to_bytes())
     time.sleep(1.0)  # the answer waits, unread, in the parent's socket
     parent.close()  # with unread data: the child's next read is reset, as after SIGKILL
     _, err = proc.communicate(timeout=30)

@@ -11,7 +11,6 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -48,14 +47,15 @@ pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parent.parent
 CHEMISTRIES = {c.value for c in Chemistry}
 
-# Per-example deadline: a parser that takes longer than this on a small file is as bad as a hang
-# for a line that sees a cell per 5 ms; pytest-timeout (above) catches a real hang.
+# No per-example deadline: on a loaded CI machine one example took 2.8 s where its rerun took
+# 6 ms, so a deadline here measured the machine, not the parser. pytest-timeout (above) catches a
+# real hang; parsing speed is `plant bench`'s to measure.
 FAST = settings(
     max_examples=200,
-    deadline=timedelta(seconds=2),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SLOW = settings(FAST, max_examples=60, deadline=timedelta(seconds=10))
+SLOW = settings(FAST, max_examples=60)
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import zipfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.timeout(300)
 
 FUZZ = settings(
     max_examples=50,
-    deadline=timedelta(seconds=5),
+    deadline=None,  # pytest-timeout catches a hang; a deadline measured the loaded machine
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

@@ -482,7 +482,10 @@ class Dp5Client(HeadLink):
         self.retries = max(0, retries)
         self.detector = DetectorHealth()
         self._settings: dict[str, str] = {}  # what this client last configured
-        self._cleared = False  # the last read cleared the MCA (2,4): no clear before enabling
+        self._cleared = False  # the MCA was cleared since the last acquisition
+        self._acquisitions = 0  # enables sent: a deferred clear must not hit a newer one
+        self._clearing: asyncio.Task[None] | None = None  # the clear after a read, deferred
+        self._at_once = True  # the last acquisition was over when its enable was acknowledged
         self._transport: asyncio.DatagramTransport | None = None
         self._rx: _Receiver | None = None
 
@@ -496,6 +499,11 @@ class Dp5Client(HeadLink):
             await self._configure({"MCAC": str(self.calibration.n_channels)})
 
     async def close(self) -> None:
+        clearing, self._clearing = self._clearing, None
+        if clearing is not None:
+            clearing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clearing
         async with self._lock:
             self._drop()
             self.health.connected = False
@@ -534,13 +542,16 @@ class Dp5Client(HeadLink):
                     await self._request(REQ_CLEAR)
                 await self._request(REQ_ENABLE)
                 self._cleared = False
+                self._acquisitions += 1
                 counts, status = await self._spectrum(preset)
-                self._cleared = True
             except Dp5AckError as exc:  # the head answered: the link is fine
                 raise Dp5AckError(exc.code, f"{self._where()}: {exc}") from None
             except XrfError as exc:
                 self._fail(_located(exc, self._where()))
             self._ok(self._ident())
+            self._clearing = asyncio.create_task(
+                self._clear_after(self._acquisitions), name=f"{self.name}-clear"
+            )
         self._note(status)
         return self._to_spectrum(sample_id, counts, status)
 
@@ -589,15 +600,24 @@ class Dp5Client(HeadLink):
     # ----------------------------------------------------------------- requests
 
     async def _spectrum(self, preset: float) -> tuple[npt.NDArray[np.float64], Dp5Status]:
-        """Spectrum + status once the preset time is reached: the status (64 bytes) is asked
-        at once, then again when the head's own accumulation time says the preset is due, and
-        every 2 ms after that while the MCA still counts (a head already done, as the simulator
-        at dwell 0 in `plant bench`, is read without waiting); the spectrum is read once (its
-        readout takes ~10 ms), with "clear" (2,4), so the next acquisition needs no clear
-        request. That read is not resent: a resend would read the cleared MCA."""
+        """Spectrum + status (2,3) once the preset time is reached.
+
+        A head whose last acquisition was over when its enable was acknowledged (the simulator
+        at dwell 0 in `plant bench`, or a preset shorter than the round trip) is read at once:
+        the read does not clear, so a read that finds the MCA still counting is only a look, and
+        the driver falls back to polling. Otherwise the status (64 bytes) is asked, then again
+        when the head's own accumulation time says the preset is due, and every 2 ms after that
+        while the MCA still counts; then the spectrum is read (its readout takes ~10 ms)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + preset + PRESET_GRACE_S + self.timeout_s
-        head = await self._status()
+        if self._at_once:
+            counts, head = await self._read()
+            self._at_once = not head.mca_enabled
+            if self._at_once:
+                return counts, head
+        else:
+            head = await self._status()
+            self._at_once = not head.mca_enabled
         while head.mca_enabled:
             if loop.time() > deadline:
                 raise XrfTimeoutError(
@@ -606,7 +626,11 @@ class Dp5Client(HeadLink):
             left = preset - head.acc_time_s
             await asyncio.sleep(left if left > POLL_S else min(POLL_S, preset / 10))
             head = await self._status()
-        reply = await self._request(REQ_SPECTRUM_STATUS_CLEAR, retries=0)
+        return await self._read()
+
+    async def _read(self) -> tuple[npt.NDArray[np.float64], Dp5Status]:
+        """Spectrum + status (2,3): it leaves the MCA as it is, so a lost reply is asked again."""
+        reply = await self._request(REQ_SPECTRUM_STATUS)
         try:
             counts, status = parse_spectrum(reply)
         except ValueError as exc:
@@ -614,6 +638,17 @@ class Dp5Client(HeadLink):
         if status is None:
             raise XrfError(f"spectrum reply PID2 {reply.pid2} carries no status")
         return counts, status
+
+    async def _clear_after(self, acquisition: int) -> None:
+        """Clear (F0,1) the MCA for the next cell once this cell's spectrum is read, off the
+        cell's path. Skipped if another acquisition began meanwhile; if it fails, the next
+        measurement clears first (and reports a head that is gone)."""
+        async with self._lock:
+            if acquisition != self._acquisitions or self._cleared or self._transport is None:
+                return
+            with contextlib.suppress(XrfError):
+                await self._request(REQ_CLEAR)
+                self._cleared = True
 
     async def _status(self) -> Dp5Status:
         reply = await self._request(REQ_STATUS)

@@ -483,8 +483,7 @@ class Dp5Client(HeadLink):
         self.detector = DetectorHealth()
         self._settings: dict[str, str] = {}  # what this client last configured
         self._cleared = False  # the MCA was cleared since the last acquisition
-        self._acquisitions = 0  # enables sent: a deferred clear must not hit a newer one
-        self._clearing: asyncio.Task[None] | None = None  # the clear after a read, deferred
+        self._clear_sent = False  # a clear went out after the last read; its ACK not yet seen
         self._at_once = True  # the last acquisition was over when its enable was acknowledged
         self._transport: asyncio.DatagramTransport | None = None
         self._rx: _Receiver | None = None
@@ -499,11 +498,6 @@ class Dp5Client(HeadLink):
             await self._configure({"MCAC": str(self.calibration.n_channels)})
 
     async def close(self) -> None:
-        clearing, self._clearing = self._clearing, None
-        if clearing is not None:
-            clearing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await clearing
         async with self._lock:
             self._drop()
             self.health.connected = False
@@ -537,21 +531,20 @@ class Dp5Client(HeadLink):
         async with self._lock:
             await self._ensure_open()
             try:
+                if self._clear_sent:
+                    await self._settle_clear()
                 await self._configure({"PRET": f"{preset:g}"})
                 if not self._cleared:
                     await self._request(REQ_CLEAR)
                 await self._request(REQ_ENABLE)
                 self._cleared = False
-                self._acquisitions += 1
                 counts, status = await self._spectrum(preset)
             except Dp5AckError as exc:  # the head answered: the link is fine
                 raise Dp5AckError(exc.code, f"{self._where()}: {exc}") from None
             except XrfError as exc:
                 self._fail(_located(exc, self._where()))
             self._ok(self._ident())
-            self._clearing = asyncio.create_task(
-                self._clear_after(self._acquisitions), name=f"{self.name}-clear"
-            )
+            self._send_clear()
         self._note(status)
         return self._to_spectrum(sample_id, counts, status)
 
@@ -639,16 +632,33 @@ class Dp5Client(HeadLink):
             raise XrfError(f"spectrum reply PID2 {reply.pid2} carries no status")
         return counts, status
 
-    async def _clear_after(self, acquisition: int) -> None:
-        """Clear (F0,1) the MCA for the next cell once this cell's spectrum is read, off the
-        cell's path. Skipped if another acquisition began meanwhile; if it fails, the next
-        measurement clears first (and reports a head that is gone)."""
-        async with self._lock:
-            if acquisition != self._acquisitions or self._cleared or self._transport is None:
-                return
-            with contextlib.suppress(XrfError):
-                await self._request(REQ_CLEAR)
-                self._cleared = True
+    def _send_clear(self) -> None:
+        """Clear (F0,1) the MCA for the next cell without waiting for the ACK: the cell's
+        spectrum is read, and the ACK is looked for before the next request (`_settle_clear`)."""
+        if self._transport is not None and self._rx is not None:
+            self._rx.drain()
+            self._transport.sendto(encode(REQ_CLEAR))
+            self._clear_sent = True
+
+    async def _settle_clear(self) -> None:
+        """Take the ACK of the clear sent after the last read (by then it has usually come);
+        without it (lost, or refused) clear again and wait for the answer this time."""
+        self._clear_sent = False
+        assert self._rx is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    item = await self._rx.packets.get()
+                    if isinstance(item, Exception):
+                        break
+                    with contextlib.suppress(PacketError):
+                        packet = decode(item)
+                        if packet.pid1 == ACK_PID1:
+                            self._cleared = packet.pid2 == ACK_OK
+                            break
+        if not self._cleared:
+            await self._request(REQ_CLEAR)
+            self._cleared = True
 
     async def _status(self) -> Dp5Status:
         reply = await self._request(REQ_STATUS)
@@ -672,6 +682,8 @@ class Dp5Client(HeadLink):
         by its PID; anything left over from an earlier request is dropped before sending."""
         if self._transport is None or self._rx is None:
             raise XrfConnectionError("not connected")
+        if self._clear_sent:
+            await self._settle_clear()
         message = encode(pid, data)
         expected = self._REPLIES.get(pid, "ack")
         what = f"request {pid[0]:02X},{pid[1]:02X}"
@@ -735,7 +747,7 @@ class Dp5Client(HeadLink):
         except OSError as exc:
             self._fail(XrfConnectionError(f"{self._where()}: {exc.strerror or exc}"))
         self._settings.clear()  # a head that was away may have been reset
-        self._cleared = False
+        self._cleared = self._clear_sent = False
         try:
             self._note(await self._status())
         except XrfError as exc:

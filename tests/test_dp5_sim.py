@@ -190,9 +190,10 @@ def test_the_driver_clears_each_head_after_reading_it_so_the_next_cell_starts_cl
             first = await client.measure("a", 0.05)
             second = await client.measure("b", 0.05)
             third = await client.measure("c", 0.05)
+            await client.status()  # the next request makes sure the last clear was answered
             await client.close()
             assert head.requests[0xF0, 0x02] == 3  # one enable per cell
-            assert head.requests[0xF0, 0x01] == 3  # a clear before "a", after "a" and after "b"
+            assert head.requests[0xF0, 0x01] == 4  # a clear before "a", and after each cell
             # the first cell read at once, found the head counting and waited for it;
             # from then on the driver polls the status first and reads once
             assert head.requests[0x02, 0x03] == 4 and head.requests[0x02, 0x04] == 0
@@ -213,10 +214,11 @@ def test_a_head_done_at_once_is_read_without_a_status_poll() -> None:
             await client.connect()
             statuses = head.requests[0x01, 0x01]  # the connect's
             spectra = [await client.measure(f"CELL:{i}", 0.05) for i in range(1, 6)]
-            await client.close()
             assert head.requests[0x01, 0x01] == statuses
+            await client.status()  # the next request makes sure the last clear was answered
+            await client.close()
             assert head.requests[0xF0, 0x02] == head.requests[0x02, 0x03] == 5
-            assert head.requests[0xF0, 0x01] == 5  # before the first, then after each but the last
+            assert head.requests[0xF0, 0x01] == 6  # before the first, then after each
             assert all(s.real_time_s == pytest.approx(0.05, abs=0.002) for s in spectra)
 
     run(body)
@@ -329,6 +331,60 @@ def test_a_lost_spectrum_reply_is_asked_again_and_the_cell_is_measured() -> None
                 assert head.requests[0x02, 0x03] == 2  # the first reply was lost, then asked again
                 assert spectrum.real_time_s == pytest.approx(0.05, abs=0.002)
                 assert client.health.connected and client.health.failures == 0
+            finally:
+                await client.close()
+                link.close()
+
+    run(body)
+
+
+class DropRequest(asyncio.DatagramProtocol):
+    """A link to `head` that loses the `nth` request with PID `pid` on its way to the head."""
+
+    def __init__(self, head: tuple[str, int], pid: tuple[int, int], nth: int) -> None:
+        self.head, self.pid, self.nth = head, pid, nth
+        self.seen = 0
+        self.client: Any = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if addr == self.head:
+            self.transport.sendto(data, self.client)
+            return
+        self.client = addr
+        if (data[2], data[3]) == self.pid:
+            self.seen += 1
+            if self.seen == self.nth:
+                return
+        self.transport.sendto(data, self.head)
+
+
+def test_a_clear_lost_after_a_cell_is_sent_again_before_the_next_cell() -> None:
+    """The clear after a read is not waited for; when its ACK never comes, the driver clears
+    again before enabling the head, so the next spectrum holds only its own counts."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        async with SimDp5Head(port=0, dwell_scale=1.0) as head:
+            link, proxy = await loop.create_datagram_endpoint(
+                lambda: DropRequest(("127.0.0.1", head.port), (0xF0, 0x01), nth=2),
+                local_addr=("127.0.0.1", 0),
+            )
+            port = link.get_extra_info("sockname")[1]
+            client = Dp5Client("127.0.0.1", port, timeout_s=0.2, retries=2, name="xrf1")
+            client.calibration = Calibration(n_channels=1024)
+            try:
+                await client.connect()
+                first = await client.measure("a", 0.05)  # the clear after it is lost
+                second = await client.measure("b", 0.05)
+                assert proxy.seen == 3 and head.requests[0xF0, 0x01] == 2
+                assert len(head.measured) == 2  # a head not cleared would give "a" again
+                assert second.real_time_s == pytest.approx(0.05, abs=0.002)
+                assert second.counts.sum() == pytest.approx(first.counts.sum(), rel=0.2)
+                assert (second.counts != first.counts).any()
             finally:
                 await client.close()
                 link.close()

@@ -347,9 +347,11 @@ class SimDp5Head:
     def _enable(self) -> None:
         if self.enabled:
             return
+        preset = self._preset()
+        if preset is not None and self._mca.preset_reached and self._mca.acc_s >= preset:
+            return  # not cleared since its preset was reached: over at once, the old counts kept
         self._sample = self.view()
         self._enabled_at = asyncio.get_running_loop().time()
-        preset = self._preset()
         if preset is not None:
             self._job = asyncio.create_task(self._run(preset), name=f"{self.name}-acquire")
 

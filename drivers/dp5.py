@@ -482,7 +482,9 @@ class Dp5Client(HeadLink):
         self.retries = max(0, retries)
         self.detector = DetectorHealth()
         self._settings: dict[str, str] = {}  # what this client last configured
-        self._cleared = False  # the last read cleared the MCA (2,4): no clear before enabling
+        self._cleared = False  # the MCA was cleared since the last acquisition
+        self._clear_sent = False  # a clear went out after the last read; its ACK not yet seen
+        self._at_once = True  # the last acquisition was over when its enable was acknowledged
         self._transport: asyncio.DatagramTransport | None = None
         self._rx: _Receiver | None = None
 
@@ -529,18 +531,20 @@ class Dp5Client(HeadLink):
         async with self._lock:
             await self._ensure_open()
             try:
+                if self._clear_sent:
+                    await self._settle_clear()
                 await self._configure({"PRET": f"{preset:g}"})
                 if not self._cleared:
                     await self._request(REQ_CLEAR)
                 await self._request(REQ_ENABLE)
                 self._cleared = False
                 counts, status = await self._spectrum(preset)
-                self._cleared = True
             except Dp5AckError as exc:  # the head answered: the link is fine
                 raise Dp5AckError(exc.code, f"{self._where()}: {exc}") from None
             except XrfError as exc:
                 self._fail(_located(exc, self._where()))
             self._ok(self._ident())
+            self._send_clear()
         self._note(status)
         return self._to_spectrum(sample_id, counts, status)
 
@@ -589,15 +593,24 @@ class Dp5Client(HeadLink):
     # ----------------------------------------------------------------- requests
 
     async def _spectrum(self, preset: float) -> tuple[npt.NDArray[np.float64], Dp5Status]:
-        """Spectrum + status once the preset time is reached: the status (64 bytes) is asked
-        at once, then again when the head's own accumulation time says the preset is due, and
-        every 2 ms after that while the MCA still counts (a head already done, as the simulator
-        at dwell 0 in `plant bench`, is read without waiting); the spectrum is read once (its
-        readout takes ~10 ms), with "clear" (2,4), so the next acquisition needs no clear
-        request. That read is not resent: a resend would read the cleared MCA."""
+        """Spectrum + status (2,3) once the preset time is reached.
+
+        A head whose last acquisition was over when its enable was acknowledged (the simulator
+        at dwell 0 in `plant bench`, or a preset shorter than the round trip) is read at once:
+        the read does not clear, so a read that finds the MCA still counting is only a look, and
+        the driver falls back to polling. Otherwise the status (64 bytes) is asked, then again
+        when the head's own accumulation time says the preset is due, and every 2 ms after that
+        while the MCA still counts; then the spectrum is read (its readout takes ~10 ms)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + preset + PRESET_GRACE_S + self.timeout_s
-        head = await self._status()
+        if self._at_once:
+            counts, head = await self._read()
+            self._at_once = not head.mca_enabled
+            if self._at_once:
+                return counts, head
+        else:
+            head = await self._status()
+            self._at_once = not head.mca_enabled
         while head.mca_enabled:
             if loop.time() > deadline:
                 raise XrfTimeoutError(
@@ -606,7 +619,11 @@ class Dp5Client(HeadLink):
             left = preset - head.acc_time_s
             await asyncio.sleep(left if left > POLL_S else min(POLL_S, preset / 10))
             head = await self._status()
-        reply = await self._request(REQ_SPECTRUM_STATUS_CLEAR, retries=0)
+        return await self._read()
+
+    async def _read(self) -> tuple[npt.NDArray[np.float64], Dp5Status]:
+        """Spectrum + status (2,3): it leaves the MCA as it is, so a lost reply is asked again."""
+        reply = await self._request(REQ_SPECTRUM_STATUS)
         try:
             counts, status = parse_spectrum(reply)
         except ValueError as exc:
@@ -614,6 +631,34 @@ class Dp5Client(HeadLink):
         if status is None:
             raise XrfError(f"spectrum reply PID2 {reply.pid2} carries no status")
         return counts, status
+
+    def _send_clear(self) -> None:
+        """Clear (F0,1) the MCA for the next cell without waiting for the ACK: the cell's
+        spectrum is read, and the ACK is looked for before the next request (`_settle_clear`)."""
+        if self._transport is not None and self._rx is not None:
+            self._rx.drain()
+            self._transport.sendto(encode(REQ_CLEAR))
+            self._clear_sent = True
+
+    async def _settle_clear(self) -> None:
+        """Take the ACK of the clear sent after the last read (by then it has usually come);
+        without it (lost, or refused) clear again and wait for the answer this time."""
+        self._clear_sent = False
+        assert self._rx is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    item = await self._rx.packets.get()
+                    if isinstance(item, Exception):
+                        break
+                    with contextlib.suppress(PacketError):
+                        packet = decode(item)
+                        if packet.pid1 == ACK_PID1:
+                            self._cleared = packet.pid2 == ACK_OK
+                            break
+        if not self._cleared:
+            await self._request(REQ_CLEAR)
+            self._cleared = True
 
     async def _status(self) -> Dp5Status:
         reply = await self._request(REQ_STATUS)
@@ -637,6 +682,8 @@ class Dp5Client(HeadLink):
         by its PID; anything left over from an earlier request is dropped before sending."""
         if self._transport is None or self._rx is None:
             raise XrfConnectionError("not connected")
+        if self._clear_sent:
+            await self._settle_clear()
         message = encode(pid, data)
         expected = self._REPLIES.get(pid, "ack")
         what = f"request {pid[0]:02X},{pid[1]:02X}"
@@ -700,7 +747,7 @@ class Dp5Client(HeadLink):
         except OSError as exc:
             self._fail(XrfConnectionError(f"{self._where()}: {exc.strerror or exc}"))
         self._settings.clear()  # a head that was away may have been reset
-        self._cleared = False
+        self._cleared = self._clear_sent = False
         try:
             self._note(await self._status())
         except XrfError as exc:

@@ -558,7 +558,11 @@ class XrfStation:
         self.heads = list(heads)
         self.lanes = lanes
         self._idle: list[Head] = list(heads)
-        self._changed = asyncio.Condition()
+        lock = asyncio.Lock()
+        self._changed = asyncio.Condition(lock)  # a head was freed: samples any head may take
+        # With lanes, one per head on the same lock: a freed head wakes the cell waiting for
+        # that head, not every cell waiting for a head.
+        self._freed = [asyncio.Condition(lock) for _ in self.heads]
 
     @property
     def busy(self) -> int:
@@ -605,9 +609,12 @@ class XrfStation:
         finally:
             async with self._changed:
                 self._idle.append(head)
-                if head.ready and not self.lanes:  # lanes: the waiter may want this very head
+                freed = self._freed[self.heads.index(head)]
+                if head.ready:
+                    freed.notify()
                     self._changed.notify()
-                else:
+                else:  # every waiter learns the head is down
+                    freed.notify_all()
                     self._changed.notify_all()
 
     async def check(self, live_time_s: float) -> list[Spectrum | XrfError]:
@@ -630,8 +637,9 @@ class XrfStation:
     async def _take(self, lane: Head | None = None) -> Head:
         async with self._changed:
             if lane is not None:
+                freed = self._freed[self.heads.index(lane)]
                 while lane not in self._idle:
-                    await self._changed.wait()
+                    await freed.wait()
                 if not lane.ready:
                     raise XrfUnavailableError(f"{lane.name}: down: {lane.health.last_error}")
                 self._idle.remove(lane)

@@ -15,7 +15,7 @@ from drivers.dp5 import Calibration, Dp5AckError, Dp5Client, Dp5Status
 from drivers.sim.cells import CellStream
 from drivers.sim.dp5 import ConveyorLanes, SimDp5Head, SimDp5Station
 from drivers.sim.plc import SimPlc
-from drivers.xrf import XrfStation, XrfTimeoutError
+from drivers.xrf import XrfConnectionError, XrfStation, XrfTimeoutError, XrfUnavailableError
 from plant.rig import tag_map
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -179,21 +179,47 @@ def test_a_lane_station_measures_each_cell_on_the_head_in_front_of_it() -> None:
     run(body)
 
 
-def test_the_driver_reads_and_clears_in_one_request_so_the_next_cell_needs_no_clear() -> None:
-    """clear (once, after connecting), then per cell: enable, status until the preset is
-    reached, spectrum + status + clear (2,4); each spectrum holds only its own counts."""
+def test_the_driver_clears_each_head_after_reading_it_so_the_next_cell_starts_clean() -> None:
+    """Per cell: enable, status until the preset is reached, spectrum + status (2,3), then a
+    clear off the cell's path; each spectrum holds only its own counts and time."""
 
     async def body() -> None:
         async with SimDp5Head(port=0, dwell_scale=1.0) as head:
             client = Dp5Client("127.0.0.1", head.port, calibration=Calibration(n_channels=1024))
             await client.connect()
             first = await client.measure("a", 0.05)
-            assert head.requests[0xF0, 0x01] == 1  # the clear after connecting
             second = await client.measure("b", 0.05)
-            assert head.requests[0xF0, 0x01] == 1 and head.requests[0x02, 0x04] == 2
-            assert second.real_time_s == pytest.approx(0.05, abs=0.002)  # timers were cleared
-            assert second.counts.sum() == pytest.approx(first.counts.sum(), rel=0.2)
+            third = await client.measure("c", 0.05)
+            await client.status()  # the next request makes sure the last clear was answered
             await client.close()
+            assert head.requests[0xF0, 0x02] == 3  # one enable per cell
+            assert head.requests[0xF0, 0x01] == 4  # a clear before "a", and after each cell
+            # the first cell read at once, found the head counting and waited for it;
+            # from then on the driver polls the status first and reads once
+            assert head.requests[0x02, 0x03] == 4 and head.requests[0x02, 0x04] == 0
+            for spectrum in (second, third):  # timers and counts were cleared in between
+                assert spectrum.real_time_s == pytest.approx(0.05, abs=0.002)
+                assert spectrum.counts.sum() == pytest.approx(first.counts.sum(), rel=0.2)
+
+    run(body)
+
+
+def test_a_head_done_at_once_is_read_without_a_status_poll() -> None:
+    """At dwell 0 the acquisition is over when the enable is acknowledged: a cell then costs
+    enable and read on its path, and the clear after it."""
+
+    async def body() -> None:
+        async with SimDp5Head(port=0, dwell_scale=0.0) as head:
+            client = Dp5Client("127.0.0.1", head.port, calibration=Calibration(n_channels=1024))
+            await client.connect()
+            statuses = head.requests[0x01, 0x01]  # the connect's
+            spectra = [await client.measure(f"CELL:{i}", 0.05) for i in range(1, 6)]
+            assert head.requests[0x01, 0x01] == statuses
+            await client.status()  # the next request makes sure the last clear was answered
+            await client.close()
+            assert head.requests[0xF0, 0x02] == head.requests[0x02, 0x03] == 5
+            assert head.requests[0xF0, 0x01] == 6  # before the first, then after each
+            assert all(s.real_time_s == pytest.approx(0.05, abs=0.002) for s in spectra)
 
     run(body)
 
@@ -286,8 +312,9 @@ class DropFirstSpectrum(asyncio.DatagramProtocol):
             self.transport.sendto(data, self.client)
 
 
-def test_a_lost_read_and_clear_is_not_resent_and_the_next_cell_starts_clean() -> None:
-    """A resent 2,4 would read the MCA it had cleared: the cell gets a timeout instead."""
+def test_a_lost_spectrum_reply_is_asked_again_and_the_cell_is_measured() -> None:
+    """The spectrum read (2,3) does not clear the head, so a lost reply is asked again: the cell
+    gets its whole spectrum and the head stays up."""
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
@@ -300,14 +327,64 @@ def test_a_lost_read_and_clear_is_not_resent_and_the_next_cell_starts_clean() ->
             client.calibration = Calibration(n_channels=1024)
             try:
                 await client.connect()
-                with pytest.raises(XrfTimeoutError, match=r"no answer to request 02,04 .*1 tries"):
-                    await client.measure("a", 0.05)
-                assert head.requests[0x02, 0x04] == 1
-                while not client.ready:  # the link is down until its reconnect back-off ends
-                    await asyncio.sleep(0.05)
-                spectrum = await client.measure("b", 0.05)
-                assert head.requests[0xF0, 0x01] == 2  # cleared again before "b"
+                spectrum = await client.measure("a", 0.05)
+                assert head.requests[0x02, 0x03] == 2  # the first reply was lost, then asked again
                 assert spectrum.real_time_s == pytest.approx(0.05, abs=0.002)
+                assert client.health.connected and client.health.failures == 0
+            finally:
+                await client.close()
+                link.close()
+
+    run(body)
+
+
+class DropRequest(asyncio.DatagramProtocol):
+    """A link to `head` that loses the `nth` request with PID `pid` on its way to the head."""
+
+    def __init__(self, head: tuple[str, int], pid: tuple[int, int], nth: int) -> None:
+        self.head, self.pid, self.nth = head, pid, nth
+        self.seen = 0
+        self.client: Any = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if addr == self.head:
+            self.transport.sendto(data, self.client)
+            return
+        self.client = addr
+        if (data[2], data[3]) == self.pid:
+            self.seen += 1
+            if self.seen == self.nth:
+                return
+        self.transport.sendto(data, self.head)
+
+
+def test_a_clear_lost_after_a_cell_is_sent_again_before_the_next_cell() -> None:
+    """The clear after a read is not waited for; when its ACK never comes, the driver clears
+    again before enabling the head, so the next spectrum holds only its own counts."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        async with SimDp5Head(port=0, dwell_scale=1.0) as head:
+            link, proxy = await loop.create_datagram_endpoint(
+                lambda: DropRequest(("127.0.0.1", head.port), (0xF0, 0x01), nth=2),
+                local_addr=("127.0.0.1", 0),
+            )
+            port = link.get_extra_info("sockname")[1]
+            client = Dp5Client("127.0.0.1", port, timeout_s=0.2, retries=2, name="xrf1")
+            client.calibration = Calibration(n_channels=1024)
+            try:
+                await client.connect()
+                first = await client.measure("a", 0.05)  # the clear after it is lost
+                second = await client.measure("b", 0.05)
+                assert proxy.seen == 3 and head.requests[0xF0, 0x01] == 2
+                assert len(head.measured) == 2  # a head not cleared would give "a" again
+                assert second.real_time_s == pytest.approx(0.05, abs=0.002)
+                assert second.counts.sum() == pytest.approx(first.counts.sum(), rel=0.2)
+                assert (second.counts != first.counts).any()
             finally:
                 await client.close()
                 link.close()
@@ -343,3 +420,24 @@ def test_xrf_settings_are_checked_at_load(tmp_path: Path, edit: str, says: str) 
     toml.write_text(text)
     with pytest.raises(ConfigError, match=says):
         load_plant(tmp_path / "config")
+
+
+def test_cells_waiting_for_a_head_that_goes_down_fail_instead_of_waiting_forever() -> None:
+    """With lanes, cells queue for the head in front of them; when that head stops answering
+    the first gets the error and every cell queued behind it is told the head is down."""
+
+    async def body() -> None:
+        head = SimDp5Head(port=0, dwell_scale=0.0)
+        await head.start()
+        client = Dp5Client("127.0.0.1", head.port, name="xrf1", timeout_s=0.1, retries=0)
+        station = XrfStation([client], lanes=True)
+        await station.connect()
+        await head.stop()
+        results = await asyncio.gather(
+            *(station.measure(f"CELL:{seq}", 0.05) for seq in (1, 2, 3)), return_exceptions=True
+        )
+        await station.close()
+        assert isinstance(results[0], XrfConnectionError)  # ICMP: port unreachable
+        assert all(isinstance(r, XrfUnavailableError) for r in results[1:]), results
+
+    run(body)

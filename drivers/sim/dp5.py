@@ -293,7 +293,7 @@ class SimDp5Head:
                 log.exception("%s: failed on %s", self.name, data[:8].hex(" "))
                 reply = ack(8, str(exc)[:60].encode())
             if reply and self._transport is not None:
-                if len(reply) > 1024:  # readout of a spectrum over the head's link
+                if len(reply) > 1024 and self.dwell_scale > 0:  # readout over the head's link
                     await asyncio.sleep(len(reply) * 8 / LINK_BPS * self.dwell_scale)
                 for i in range(0, len(reply), UDP_CHUNK):
                     self._transport.sendto(reply[i : i + UDP_CHUNK], addr)
@@ -347,9 +347,11 @@ class SimDp5Head:
     def _enable(self) -> None:
         if self.enabled:
             return
+        preset = self._preset()
+        if preset is not None and self._mca.preset_reached and self._mca.acc_s >= preset:
+            return  # not cleared since its preset was reached: over at once, the old counts kept
         self._sample = self.view()
         self._enabled_at = asyncio.get_running_loop().time()
-        preset = self._preset()
         if preset is not None:
             self._job = asyncio.create_task(self._run(preset), name=f"{self.name}-acquire")
 

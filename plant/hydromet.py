@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from plant.alarms import Alarms
-from plant.config import Strict, config_dir, load_file
+from plant.config import SPC_RULES, Strict, config_dir, load_file
 from plant.domain import AlarmPriority
 from plant.events import Event, EventBus
 from plant.historian import HYDROMET_TAGS, Historian
@@ -45,7 +45,6 @@ from plant.store import AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow,
 
 log = logging.getLogger(__name__)
 
-SPC_RULES = ("WE1", "WE2", "WE3", "WE4", "N3", "MR", "EWMA")
 LEACH_TAGS = ("leach.ph", "leach.temp_c", "leach.orp_mv")  # the PLC's: the leach model's inputs
 
 

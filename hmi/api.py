@@ -22,11 +22,13 @@ from hmi.auth import (
 from hmi.context import APPLIES_LIVE, HmiContext, ctx
 from plant import __version__
 from plant.alarms import (
+    ALL_LINES,
     ANNUNCIATED_STATES,
     AlarmError,
     alarm_journal,
     alarm_json,
     alarm_limits,
+    check_line,
     delete_alarm_limit,
     limit_json,
     search_alarms,
@@ -409,13 +411,27 @@ def suppress(alarm_id: RowId, body: SuppressIn, who: Engineer, c: Ctx) -> dict[s
     return _alarm_action(c.alarms.suppress, alarm_id, who.user.name, body.reason)
 
 
-@router.get("/alarm-limits", responses=errors(*AUTH))
-def get_limits(_: Viewer, c: Ctx) -> list[dict[str, object]]:
-    """Analog alarm limits with deadband and on-delay."""
-    return [limit_json(r) for r in alarm_limits(c.store)]
+@router.get("/alarm-limits", responses=errors(*AUTH, 422))
+def get_limits(
+    _: Viewer,
+    c: Ctx,
+    line: Annotated[
+        str | None,
+        Query(max_length=32, description="only the limits acting on this line"),
+    ] = None,
+) -> list[dict[str, object]]:
+    """Analog alarm limits with deadband and on-delay, each with its line ("*": every line
+    without a limit of its own); with `line`, those acting on that line."""
+    if line is not None:
+        try:
+            check_line(line)
+        except AlarmError as exc:
+            raise HTTPException(422, str(exc)) from None
+    return [limit_json(r) for r in alarm_limits(c.store, line)]
 
 
 class LimitIn(ApiIn):
+    line: str = Field(ALL_LINES, min_length=1, max_length=32, description='"*": every line')
     tag: str = Field(min_length=1, max_length=64)
     kind: str = Field(pattern="^(high|low)$")
     limit: float
@@ -444,13 +460,19 @@ def delete_limit(
     kind: Annotated[str, Path(pattern="^(high|low)$")],
     who: Engineer,
     c: Ctx,
+    line: Annotated[str, Query(min_length=1, max_length=32)] = ALL_LINES,
 ) -> dict[str, str]:
-    """Remove an alarm limit (engineer; audited); its standing alarm clears within seconds."""
+    """Remove an alarm limit of `line` (engineer; audited); its standing alarm clears within
+    seconds."""
     try:
-        delete_alarm_limit(c.store, who.user.name, tag=tag, kind=kind)
+        check_line(line)
+    except AlarmError as exc:
+        raise HTTPException(422, str(exc)) from None
+    try:
+        delete_alarm_limit(c.store, who.user.name, tag=tag, kind=kind, line=line)
     except AlarmError as exc:
         raise HTTPException(404, str(exc)) from None
-    return {"deleted": f"{tag}.{kind}"}
+    return {"deleted": f"{tag}.{kind}", "line": line}
 
 
 # -- trends -----------------------------------------------------------------------------------
@@ -492,9 +514,18 @@ def trends(
         "since": start.isoformat(),
         "until": end.isoformat(),
         "buckets": [b.as_json() for b in buckets],
-        "limits": [limit_json(r) for r in alarm_limits(c.store) if r.tag == tag],
+        "limits": [limit_json(r) for r in alarm_limits(c.store, line or ALL_LINES) if r.tag == tag],
         "setpoint_tag": SETPOINT_PEN.get(tag),
+        "spc": _process_spc_limits(c, line, tag),
     }
+
+
+def _process_spc_limits(c: HmiContext, line: str | None, tag: str) -> dict[str, Any] | None:
+    """The line's SPC chart limits of `tag` (plant/process_spc.py), as its controller last
+    reported them in its status; None while the tag is not charted or has no baseline yet."""
+    status = next((s for s in read_statuses(c.store) if s.line == line), None)
+    limits = (status.extra.get("process_spc") or {}).get(tag) if status else None
+    return dict(limits) if limits else None
 
 
 # -- purity -----------------------------------------------------------------------------------

@@ -236,9 +236,11 @@ ALARMS = """
 <th>source</th><th>event</th><th>by</th><th>note</th></tr></thead><tbody></tbody></table>
 </section>
 <section><h2>Alarm limits</h2>
-<table class=grid id=limits><thead><tr><th>tag</th><th>kind</th><th>limit</th><th>deadband</th>
+<table class=grid id=limits><thead><tr><th>line</th><th>tag</th><th>kind</th><th>limit</th>
+<th>deadband</th>
 <th>on-delay</th><th>priority</th><th>changed by</th></tr></thead><tbody></tbody></table>
 <form id=limit-form class='filters engineer-only' hidden>
+ <label>Line <input name=line value='*' size=4 title='a line id, or * for every line'></label>
  <label>Tag <select name=tag required>{tags}</select></label>
  <label>Kind <select name=kind><option>high</option><option>low</option></select></label>
  <label>Limit <input name=limit type=number step=any required size=6></label>

@@ -516,16 +516,43 @@ class LimitAlarm:
         return cls(kind, row.limit, row.deadband, row.on_delay_s)
 
 
-def alarm_limits(store: Store) -> list[AlarmLimitRow]:
-    """Every configured analog limit, by tag and kind."""
+ALL_LINES = "*"  # the `line` of a limit that acts on every line without one of its own
+
+
+def alarm_limits(store: Store, line: str | None = None) -> list[AlarmLimitRow]:
+    """The analog limits by tag and kind: every one configured (`line` None), or those acting on
+    `line`: its own, and each every-line limit whose tag and kind it has none of."""
     with store.session() as s:
-        return list(
-            s.scalars(select(AlarmLimitRow).order_by(AlarmLimitRow.tag, AlarmLimitRow.kind))
+        rows = list(
+            s.scalars(
+                select(AlarmLimitRow).order_by(
+                    AlarmLimitRow.tag, AlarmLimitRow.kind, AlarmLimitRow.line
+                )
+            )
         )
+    if line is None:
+        return rows
+    own = {(r.tag, r.kind) for r in rows if r.line == line}
+    return [
+        r for r in rows if r.line == line or (r.line == ALL_LINES and (r.tag, r.kind) not in own)
+    ]
+
+
+def check_line(line: str) -> str:
+    """`line` if it names a line (or ALL_LINES); else AlarmError naming the problem."""
+    if line != ALL_LINES and not (
+        0 < len(line) <= 32 and all(c.isalnum() or c in "-_" for c in line)
+    ):
+        raise AlarmError(
+            f"line {line!r}: give a line id (letters, digits, - and _, up to 32) or "
+            f"{ALL_LINES!r} for every line"
+        )
+    return line
 
 
 def limit_json(row: AlarmLimitRow) -> dict[str, object]:
     return {
+        "line": row.line,
         "tag": row.tag,
         "kind": row.kind,
         "limit": row.limit,
@@ -551,8 +578,11 @@ def set_alarm_limit(
     priority: str = AlarmPriority.medium.value,
     unit: str = "",
     enabled: bool = True,
+    line: str = ALL_LINES,
 ) -> AlarmLimitRow:
-    """Create or change one limit; validated like `LimitAlarm`, audited with old and new."""
+    """Create or change one limit of `line` (ALL_LINES: of every line without its own);
+    validated like `LimitAlarm`, audited with old and new."""
+    check_line(line)
     if kind not in ("high", "low"):
         raise AlarmError(f"limit kind {kind!r}: expected 'high' or 'low'")
     if tag not in PROCESS_TAGS:
@@ -566,12 +596,10 @@ def set_alarm_limit(
     except ValueError as exc:
         raise AlarmError(str(exc)) from None
     with store.begin() as s:
-        row = s.scalars(
-            select(AlarmLimitRow).where(AlarmLimitRow.tag == tag, AlarmLimitRow.kind == kind)
-        ).first()
+        row = _limit_row(s, line, tag, kind)
         old = None if row is None else _limit_text(row)
         if row is None:
-            row = AlarmLimitRow(tag=tag, kind=kind)
+            row = AlarmLimitRow(line=line, tag=tag, kind=kind)
             s.add(row)
         row.limit = limit
         row.deadband = deadband
@@ -581,21 +609,38 @@ def set_alarm_limit(
         row.enabled = enabled
         row.updated_by = user
         row.updated_at = utcnow()
-        store.audit(s, user, "alarm.limit", f"limit:{tag}:{kind}", old, _limit_text(row))
+        store.audit(s, user, "alarm.limit", _limit_target(line, tag, kind), old, _limit_text(row))
         s.flush()
     return row
 
 
-def delete_alarm_limit(store: Store, user: str, *, tag: str, kind: str) -> None:
-    """Remove one limit (its standing alarm clears at the controller's next check); audited."""
+def delete_alarm_limit(
+    store: Store, user: str, *, tag: str, kind: str, line: str = ALL_LINES
+) -> None:
+    """Remove one limit of `line` (its standing alarm clears at the controller's next check,
+    or follows the every-line limit if there is one); audited."""
+    check_line(line)
     with store.begin() as s:
-        row = s.scalars(
-            select(AlarmLimitRow).where(AlarmLimitRow.tag == tag, AlarmLimitRow.kind == kind)
-        ).first()
+        row = _limit_row(s, line, tag, kind)
         if row is None:
-            raise AlarmError(f"no {kind} limit on {tag!r}")
-        store.audit(s, user, "alarm.limit_delete", f"limit:{tag}:{kind}", _limit_text(row), None)
+            where = "every line" if line == ALL_LINES else f"line {line}"
+            raise AlarmError(f"no {kind} limit on {tag!r} for {where}")
+        target = _limit_target(line, tag, kind)
+        store.audit(s, user, "alarm.limit_delete", target, _limit_text(row), None)
         s.delete(row)
+
+
+def _limit_row(s: Session, line: str, tag: str, kind: str) -> AlarmLimitRow | None:
+    return s.scalars(
+        select(AlarmLimitRow).where(
+            AlarmLimitRow.line == line, AlarmLimitRow.tag == tag, AlarmLimitRow.kind == kind
+        )
+    ).first()
+
+
+def _limit_target(line: str, tag: str, kind: str) -> str:
+    """The audit target: `limit:<tag>:<kind>` for every line, as before lines had their own."""
+    return f"limit:{tag}:{kind}" if line == ALL_LINES else f"limit:{line}:{tag}:{kind}"
 
 
 def _limit_text(row: AlarmLimitRow) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from plant.domain import Route
+from plant.historian import RECORDED_TAGS
 
 DEFAULT_CONFIG_DIR = Path("config")
 CONFIG_DIR_ENV = "PLANT_CONFIG_DIR"
@@ -284,6 +285,67 @@ class SpectraSection(Strict):
     )
 
 
+SPC_RULES = ("WE1", "WE2", "WE3", "WE4", "N3", "MR", "EWMA")  # plant/purity.py's rules
+
+
+class ProcessSpcSection(Strict):
+    """`[process_spc]` in config/plant.toml: which process variables are charted and how."""
+
+    tags: list[str] = Field(
+        default_factory=lambda: [
+            "leach.ph",
+            "leach.temp_c",
+            "leach.orp_mv",
+            "purification.ph",
+            "sx_mn.ph",
+            "sx_co.ph",
+            "carbonation.temp_c",
+        ]
+    )
+    subgroup_s: int = Field(60, ge=1, le=86400, description="seconds of samples per point")
+    baseline_points: int = Field(20, ge=2, le=1000, description="first N points set the limits")
+    recent_points: int = Field(30, ge=8, le=1000, description="points the rules look at")
+    trend_run: int = Field(6, ge=3)
+    rules: list[str] = Field(default_factory=lambda: ["WE1", "WE2", "WE3", "WE4", "N3", "EWMA"])
+    ewma_lambda: float = Field(0.2, gt=0, le=1)
+    ewma_l: float = Field(2.7, gt=0)
+    # The smallest credible sigma of a point, in the tag's unit (a probe's repeatability): a
+    # quiet baseline must not set limits tighter than the instrument can tell apart.
+    sigma_floor: dict[str, float] = Field(
+        default_factory=lambda: {"ph": 0.01, "temp_c": 0.2, "orp_mv": 2.0, "pct": 0.1}
+    )
+
+    @field_validator("subgroup_s")
+    @classmethod
+    def _whole_rollups(cls, v: int) -> int:
+        if v >= 60 and v % 60:
+            raise ValueError(f"{v} s: give under 60 s or whole minutes (the historian's roll-ups)")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _recorded(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in RECORDED_TAGS]
+        if unknown:
+            raise ValueError(f"not recorded by the historian: {unknown}; known: {RECORDED_TAGS}")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(SPC_RULES))
+        if unknown:
+            raise ValueError(f"unknown SPC rule(s) {unknown}; known: {list(SPC_RULES)}")
+        return v
+
+    def floor_of(self, tag: str) -> float:
+        """The sigma floor of `tag`: the entry its name ends with (`ph` for `leach.ph`)."""
+        return next(
+            (f for suffix, f in self.sigma_floor.items() if tag.endswith(suffix)),
+            0.0,
+        )
+
+
 class PlantConfig(Strict):
     """config/plant.toml."""
 
@@ -298,6 +360,7 @@ class PlantConfig(Strict):
     line: LineSection = LineSection()
     mqtt: MqttSection = MqttSection()
     spectra: SpectraSection = SpectraSection()
+    process_spc: ProcessSpcSection = ProcessSpcSection()
 
     def spectra_archive_dir(self) -> Path:
         """Where archived spectra are: [spectra] archive_dir, under [plant] data_dir if relative."""

@@ -35,9 +35,15 @@ PROCESS_TAGS = (
     "dosing.naoh_lpm",
     "leach.ph_setpoint",
 )
-# The hydromet line's own loops, recorded by its runner: impurity removal and the two solvent
-# extraction circuits (drivers/sim/hydromet.py).
-HYDROMET_TAGS = ("purification.ph", "sx_mn.ph", "sx_co.ph")
+# The hydromet line's own loops, recorded by its runner: impurity removal, the two solvent
+# extraction circuits and the Li2CO3 carbonation (drivers/sim/hydromet.py).
+HYDROMET_TAGS = (
+    "purification.ph",
+    "sx_mn.ph",
+    "sx_co.ph",
+    "carbonation.temp_c",
+    "carbonation.bleed_pct",
+)
 RECORDED_TAGS = PROCESS_TAGS + HYDROMET_TAGS
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from plant.alarms import Alarms
-from plant.config import Strict, config_dir, load_file
+from plant.config import SPC_RULES, Strict, config_dir, load_file
 from plant.domain import AlarmPriority
 from plant.events import Event, EventBus
 from plant.historian import HYDROMET_TAGS, Historian
@@ -45,7 +45,6 @@ from plant.store import AssayRow, BatchRow, CampaignLotRow, CampaignRow, LotRow,
 
 log = logging.getLogger(__name__)
 
-SPC_RULES = ("WE1", "WE2", "WE3", "WE4", "N3", "MR", "EWMA")
 LEACH_TAGS = ("leach.ph", "leach.temp_c", "leach.orp_mv")  # the PLC's: the leach model's inputs
 
 
@@ -82,6 +81,30 @@ class SolventExtractionSection(Strict):
     def loops(self) -> dict[str, SxLoopSection]:
         """The loops by historian tag."""
         return {"sx_mn.ph": self.d2ehpa, "sx_co.ph": self.cyanex272}
+
+
+class CarbonationSection(Strict):
+    """The Li2CO3 precipitation from the Li liquor (docs/purity.md, "Li2CO3 precipitation"): its
+    temperature and mother-liquor bleed are setpoints (`carbonation.temp_c`,
+    `carbonation.bleed_pct`); these are their values at start."""
+
+    temp_setpoint_c: float = Field(90.0, ge=20, le=100, description="carbonation temperature")
+    temp_noise_c: float = Field(0.3, ge=0, description="temperature loop noise, 1 sigma")
+    bleed_pct: float = Field(
+        30.0, ge=5, le=100, description="share of the mother liquor bled; the rest is recycled"
+    )
+    na2co3_excess_pct: float = Field(10.0, ge=0, le=100, description="Na2CO3 over stoichiometric")
+    evaporation_factor: float = Field(
+        4.0, ge=1, le=50, description="Li liquor volume / carbonation feed volume"
+    )
+
+    def loops(self) -> dict[str, tuple[float, float, float]]:
+        """The loops by historian tag: (setpoint, noise, time constant in s). The bleed is a
+        flow ratio on a valve: it follows its setpoint within seconds."""
+        return {
+            "carbonation.temp_c": (self.temp_setpoint_c, self.temp_noise_c, 30.0),
+            "carbonation.bleed_pct": (self.bleed_pct, 0.0, 3.0),
+        }
 
 
 class TanksSection(Strict):
@@ -185,6 +208,7 @@ class HydrometConfig(Strict):
     process: ProcessSection = ProcessSection()
     leach: LeachSection = LeachSection()
     solvent_extraction: SolventExtractionSection = SolventExtractionSection()
+    carbonation: CarbonationSection = CarbonationSection()
     tanks: TanksSection = TanksSection()
     campaign: CampaignSection = CampaignSection()
     spc: SpcSection = SpcSection()
@@ -265,11 +289,14 @@ class HydrometPlant(Protocol):
         *,
         sx_ph: Mapping[str, float],
         tank_g: Mapping[str, float] | None,
+        carbonation: Mapping[str, float],
     ) -> CampaignMade:
         """Campaign `number` of the line: its feed (grams per metal) into assayed products.
         `leach`: the mean leach pH, temperature and ORP the PLC reported (LEACH_TAGS) since the
         last campaign, plus solid_liquid_g_per_l and residence_min; `sx_ph`: the SX loops'
-        mean pH since then (by tag); `tank_g`: the hold-up tank as the last campaign left it."""
+        mean pH since then (by tag); `tank_g`: the hold-ups as the last campaign left them;
+        `carbonation`: the carbonation loops' means since then (by tag), plus
+        na2co3_excess_pct and evaporation_factor."""
         ...
 
     def pellet_assay(
@@ -484,9 +511,16 @@ class HydrometRunner:
         self.historian = Historian(store, line, writes=HYDROMET_TAGS)
         self._ph = _Welford()
         self._leach = {tag: _Welford() for tag in LEACH_TAGS}
-        self._sx = {tag: _Welford() for tag in config.solvent_extraction.loops()}
+        self._loops = {tag: _Welford() for tag in self._loop_setpoints()}
         self._last_ph = config.process.ph_setpoint
         self._last_sample: datetime | None = None
+
+    def _loop_setpoints(self) -> dict[str, float]:
+        """The SX and carbonation loops' configured setpoints, by tag: what a campaign runs at
+        when a loop reported nothing since the last one."""
+        sx = {tag: c.ph_setpoint for tag, c in self.config.solvent_extraction.loops().items()}
+        carb = {tag: sp for tag, (sp, _, _) in self.config.carbonation.loops().items()}
+        return {**sx, **carb}
 
     # -- the periodic step ------------------------------------------------------------------
     def step(
@@ -527,7 +561,7 @@ class HydrometRunner:
             values = self.plant.sample(dt)
             self.historian.record((tag, now, v) for tag, v in values.items())
             self._last_sample = now
-            for tag, w in self._sx.items():
+            for tag, w in self._loops.items():
                 if tag in values:
                     w.add(values[tag])
             ph = values[self.config.process.ph_tag]
@@ -561,18 +595,24 @@ class HydrometRunner:
         leach = {tag: w.mean for tag, w in self._leach.items() if w.n}
         leach["solid_liquid_g_per_l"] = self.config.leach.solid_liquid_g_per_l
         leach["residence_min"] = self.config.leach.residence_min
-        loops = self.config.solvent_extraction.loops()
-        sx_ph = {tag: w.mean if w.n else loops[tag].ph_setpoint for tag, w in self._sx.items()}
+        setpoints = self._loop_setpoints()
+        means = {tag: w.mean if w.n else setpoints[tag] for tag, w in self._loops.items()}
+        sx_ph = {
+            tag: v for tag, v in means.items() if tag in self.config.solvent_extraction.loops()
+        }
+        carb = {tag: v for tag, v in means.items() if tag in self.config.carbonation.loops()}
+        carb["na2co3_excess_pct"] = self.config.carbonation.na2co3_excess_pct
+        carb["evaporation_factor"] = self.config.carbonation.evaporation_factor
         try:
             cid = self._write_campaign(
-                lots, feed, mass, (ph_mean, ph_sd), leach, sx_ph, now, report
+                lots, feed, mass, (ph_mean, ph_sd), leach, (sx_ph, carb), now, report
             )
         except _LotsTaken:
             return False
         report.campaigns.append(cid)
         self._ph = _Welford()
         self._leach = {tag: _Welford() for tag in LEACH_TAGS}
-        self._sx = {tag: _Welford() for tag in loops}
+        self._loops = {tag: _Welford() for tag in setpoints}
         batches = [b for b in report.batches if b.id.startswith(f"{cid}-")]
         # Every campaign's batches are charted, also when one step runs several campaigns.
         self._check_spc(sorted({b.product for b in batches}), report)
@@ -589,11 +629,13 @@ class HydrometRunner:
         mass: float,
         ph: tuple[float, float],
         leach: dict[str, float],
-        sx_ph: dict[str, float],
+        loops: tuple[dict[str, float], dict[str, float]],
         now: datetime,
         report: StepReport,
     ) -> str:
+        """`loops`: the SX loops' and the carbonation's means since the last campaign."""
         ph_mean, ph_sd = ph
+        sx_ph, carbonation = loops
         with self.store.begin() as s:
             n = int(s.scalar(select(func.count()).where(CampaignRow.line == self.line)) or 0) + 1
             cid = f"{self.line}-HC{n:05d}"
@@ -611,8 +653,9 @@ class HydrometRunner:
                 .limit(1)
             )
             result = self.plant.campaign(
-                n, feed, mass, ph_mean, ph_sd, leach, sx_ph=sx_ph, tank_g=tank_g
-            )
+                n, feed, mass, ph_mean, ph_sd, leach, sx_ph=sx_ph, tank_g=tank_g,
+                carbonation=carbonation,
+            )  # fmt: skip
             s.add(
                 CampaignRow(
                     id=cid,

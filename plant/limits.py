@@ -2,9 +2,10 @@
 
 `LimitWatch` is pure: give it the configured limits (`configure`) and process samples
 (`update`); it answers which alarms to raise or clear (deadband and on-delay by
-`plant.alarms.LimitAlarm`). `LiveLimits` is the controller's side: it reads the limits from the
-store at every check, so a limit changed or deleted through the HMI acts at the next sample,
-and raises and clears the alarms (source `process`, code `<tag>.<kind>`, e.g. `leach.ph.high`).
+`plant.alarms.LimitAlarm`). `LiveLimits` is the controller's side: it reads its line's limits
+(its own, else the every-line ones) from the store at every check, so a limit changed or
+deleted through the HMI acts at the next sample, and raises and clears the alarms (source
+`process`, code `<tag>.<kind>`, e.g. `leach.ph.high`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class LiveLimits:
 
     def __init__(self, store: Store, line: str, bus: EventBus | None) -> None:
         self.store = store
+        self.line = line
         self.alarms = Alarms(store, line, bus)
         self._watch: LimitWatch | None = None
 
@@ -118,7 +120,7 @@ class LiveLimits:
         """One sample (blocking: database reads and writes; run it in a worker thread)."""
         if self._watch is None:
             self._watch = LimitWatch(standing_codes(self.alarms.active()))
-        specs = [LimitSpec.from_row(r) for r in alarm_limits(self.store) if r.enabled]
+        specs = [LimitSpec.from_row(r) for r in alarm_limits(self.store, self.line) if r.enabled]
         for e in self._watch.configure(specs) + self._watch.update(values, t):
             if e.transition == "raise":
                 self.alarms.raise_(SOURCE, e.code, e.message, AlarmPriority(e.priority))

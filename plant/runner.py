@@ -50,6 +50,7 @@ from plant.line import LineEngine, percentiles
 from plant.metrics import DECISION_LATENCY
 from plant.mqtt import publishing as mqtt_publishing
 from plant.passports import find_passport
+from plant.process_spc import LiveProcessSpc
 from plant.rig import Rig, detector_problems, head_health
 from plant.routing import RoutingRules, load_rules
 from plant.routing_live import LiveRouting
@@ -324,6 +325,7 @@ async def _run_line(
             extra={
                 **{k: st[k] for k in ("plc_counters", "in_flight", "db_health", "buffers_full")},
                 "xrf_heads": head_health(rig.heads),
+                "process_spc": process_spc.limits,
             },
         )
         for head, code, text, priority in detector_problems(rig.heads):
@@ -334,13 +336,14 @@ async def _run_line(
 
     historian = Historian(store, line, writes=PROCESS_TAGS)
     limits = LiveLimits(store, line, bus)
+    process_spc = LiveProcessSpc(store, line, bus, cfg.process_spc)
     routing = LiveRouting(config_dir, rules, classifier, Alarms(store, line, bus))
     if hydromet_started is not None:
         await hydromet_started
 
     async def process_tick(engine: LineEngine) -> None:
-        """Once a second: historian samples and alarm limits, pending setpoints, routing rules
-        changed on the HMI, the simulated hydromet line."""
+        """Once a second: historian samples and alarm limits, SPC on the process variables,
+        pending setpoints, routing rules changed on the HMI, the simulated hydromet line."""
         now = utcnow()
         samples: dict[str, float] = {}
         try:
@@ -350,6 +353,7 @@ async def _run_line(
             await asyncio.to_thread(limits.check, samples, time.monotonic())
         except PlcError:
             pass  # the engine already alarms on the PLC; the historian just has a gap
+        await asyncio.to_thread(process_spc.check, now)
         await routing.poll()
         for row in await asyncio.to_thread(pending_setpoints, store):
             await apply_setpoint(row.name, row.value)

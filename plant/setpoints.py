@@ -40,6 +40,12 @@ SETPOINTS: dict[str, SetpointSpec] = {
         # pH ~5 (docs/purity.md, "Solvent extraction").
         SetpointSpec("sx_mn.ph", "SX D2EHPA (Mn) pH", "pH", 1.5, 4.0, 2.5),
         SetpointSpec("sx_co.ph", "SX Cyanex 272 (Co) pH", "pH", 3.5, 6.5, 5.0),
+        # Li2CO3 precipitates hot (inverse solubility); a bleed keeps Na2SO4 from building up
+        # in the recycled mother liquor (docs/purity.md, "Li2CO3 precipitation").
+        SetpointSpec(
+            "carbonation.temp_c", "Li2CO3 carbonation temperature", "°C", 20.0, 100.0, 90.0
+        ),
+        SetpointSpec("carbonation.bleed_pct", "Li2CO3 mother-liquor bleed", "%", 5.0, 100.0, 30.0),
     )
 }
 # The hydromet pH loop each hydromet setpoint moves (its historian tag).
@@ -47,6 +53,8 @@ HYDROMET_LOOPS = {
     "impurity_removal.ph": "purification.ph",
     "sx_mn.ph": "sx_mn.ph",
     "sx_co.ph": "sx_co.ph",
+    "carbonation.temp_c": "carbonation.temp_c",
+    "carbonation.bleed_pct": "carbonation.bleed_pct",
 }
 
 

@@ -431,9 +431,13 @@ class AlarmLimitRow(Base):
     """An analog alarm limit (high or low) with deadband and on-delay, editable by engineers."""
 
     __tablename__ = "alarm_limits"
-    __table_args__ = (UniqueConstraint("tag", "kind", name="uq_alarm_limits_tag_kind"),)
+    __table_args__ = (
+        UniqueConstraint("line", "tag", "kind", name="uq_alarm_limits_line_tag_kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The line it acts on; "*": every line without a limit of its own for this tag and kind.
+    line: Mapped[str] = mapped_column(String(32), default="*")
     tag: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(8))
     limit: Mapped[float] = mapped_column(Float)

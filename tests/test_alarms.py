@@ -119,6 +119,24 @@ def test_limit_alarm_on_delay_and_deadband_stop_chatter() -> None:
         LimitAlarm("high", math.inf)
 
 
+def test_a_line_s_own_limit_acts_on_it_and_the_every_line_limit_on_the_others(
+    store: Store,
+) -> None:
+    from plant.limits import LiveLimits
+
+    set_alarm_limit(store, "erik", tag="leach.ph", kind="high", limit=2.5)
+    set_alarm_limit(store, "erik", tag="leach.ph", kind="high", limit=1.0, line="L2")
+    with pytest.raises(AlarmError, match="line 'L 2'"):
+        set_alarm_limit(store, "erik", tag="leach.ph", kind="high", limit=1.0, line="L 2")
+    assert [(r.line, r.limit) for r in alarm_limits(store, "L1")] == [("*", 2.5)]
+    assert [(r.line, r.limit) for r in alarm_limits(store, "L2")] == [("L2", 1.0)]
+    assert len(alarm_limits(store)) == 2
+    for line in ("L1", "L2"):
+        LiveLimits(store, line, None).check({"leach.ph": 1.5}, 0.0)
+    assert [a.code for a in Alarms(store, "L2").active()] == ["leach.ph.high"]
+    assert Alarms(store, "L1").active() == []
+
+
 def test_alarm_limits_are_validated_and_audited(store: Store) -> None:
     set_alarm_limit(store, "erik", tag="leach.ph", kind="high", limit=2.0, deadband=0.1, unit="pH")
     set_alarm_limit(store, "erik", tag="leach.ph", kind="high", limit=1.8, deadband=0.1, unit="pH")

@@ -33,10 +33,17 @@ def _plant(cfg: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def _start(tmp: Path, *, lfp_to_hydromet: bool, cells: int) -> tuple[Path, subprocess.Popen[bytes]]:
+def _start(
+    tmp: Path, *, lfp_to_hydromet: bool, cells: int, hydromet: dict[str, str] | None = None
+) -> tuple[Path, subprocess.Popen[bytes]]:
+    """`hydromet`: replacements (old -> new) in the copy of config/hydromet.toml."""
     url = f"sqlite:///{tmp / 'plant.db'}"
     upgrade(url)
     cfg = config_copy(tmp, db_url=url, heads=2)
+    for old, new in (hydromet or {}).items():
+        text = (cfg / "hydromet.toml").read_text()
+        assert old in text, old
+        (cfg / "hydromet.toml").write_text(text.replace(old, new))
     if lfp_to_hydromet:
         routing = (cfg / "routing.toml").read_text()
         assert '\nLFP = "black_mass"' in routing

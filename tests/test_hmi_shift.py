@@ -1,7 +1,8 @@
 """An operator's shift on `plant run --simulate`, in real Chromium with no network beyond the
 plant: products against their specs on the overview, an alarm raised by an engineer's limit on
 leach.ph acknowledged, shelved with a preset and returned to service, the leach.ph trend with its
-limit, every page (screenshots for docs/hmi.md), and /docs offline."""
+limit and the leach temperature's with its SPC limits, every page (screenshots for docs/hmi.md),
+and /docs offline."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from linerig import add_user, answers, config_copy, start_run, stop_run, until
 from test_e2e_live_config import Api
 from test_hmi_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS  # skips without Chromium
 
+from plant.commands.bench_harness import toml_text
 from plant.store import upgrade
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -45,6 +47,10 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
     url = f"sqlite:///{tmp / 'plant.db'}"
     upgrade(url)
     cfg = config_copy(tmp, db_url=url, heads=2, lot_close_kg=1.0)
+    data = tomllib.loads((cfg / "plant.toml").read_text())
+    # A control chart of the leach temperature with limits after a few seconds.
+    data["process_spc"] = {"tags": ["leach.temp_c"], "subgroup_s": 1, "baseline_points": 5}
+    (cfg / "plant.toml").write_text(toml_text(data))
     for name, role in (("olga", "operator"), ("eve", "engineer"), ("ada", "admin")):
         add_user(cfg, tmp, name, role, PASSWORDS[name])
     port = tomllib.loads((cfg / "plant.toml").read_text())["hmi"]["port"]
@@ -180,6 +186,9 @@ def test_an_operators_shift(plant: Plant) -> None:
             expect(ph.locator(".u-legend")).to_contain_text("high limit 1.2 pH", timeout=WAIT_MS)
             expect(ph.locator(".u-legend")).to_contain_text("setpoint (leach.ph_setpoint)")
             expect(ph.locator("canvas")).to_be_visible()
+            temp = page.locator(".trend[data-tag='leach.temp_c']")
+            expect(temp.locator(".u-legend")).to_contain_text("SPC UCL 70", timeout=WAIT_MS)
+            expect(temp.locator(".u-legend")).to_contain_text("SPC LCL 69")
             shot(page, "shift-trends")
 
             for path, ready in (

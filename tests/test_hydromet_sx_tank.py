@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from drivers.sim.hydromet import (
+    RECYCLED_LI,
     TRACKED,
     CampaignResult,
     HydrometModel,
@@ -82,4 +83,4 @@ def test_the_tank_blends_a_bad_lot_into_the_next_batches_and_loses_nothing() -> 
     # The bad lot's own batch carries only part of its Fe; the clean ones after it the rest.
     assert fe[1] < fe[2] < undiluted
     assert fe[3] > fe[4] > fe[5] > fe[1]
-    assert set(res.tank_g) == {*TRACKED, "insolubles"}
+    assert set(res.tank_g) == {*TRACKED, "insolubles", RECYCLED_LI}

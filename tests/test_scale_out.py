@@ -127,3 +127,68 @@ def test_two_lines_on_one_postgres(pg_url: str, tmp_path: Path) -> None:
     shown = {item["line"]: item for item in (lines["lines"] if isinstance(lines, dict) else lines)}
     assert set(shown) == {"L1", "L2"}
     store.close()
+
+
+def test_alarm_limits_per_line_on_one_postgres(pg_url: str, tmp_path: Path) -> None:
+    """Two running lines on one database, their limits set through one HMI's API: a limit of
+    L2 alarms on L2 alone, the every-line limit acts on the line without its own."""
+    from hmi.app import create_app
+
+    upgrade(pg_url)
+    store = Store(pg_url)
+    add_user(store, "erin", "engineer", "engineer-password-1")
+    (tmp_path / "hmi").mkdir()
+    app = create_app(config_copy(tmp_path / "hmi", db_url=pg_url), store=store)
+    with TestClient(app) as client:
+        token = client.post(
+            "/api/login", json={"name": "erin", "password": "engineer-password-1"}
+        ).json()["token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+
+        def put(limit: dict[str, object]) -> None:
+            r = client.put("/api/alarm-limits", json=limit | {"tag": "leach.ph", "unit": "pH"})
+            assert r.status_code == 200, r.text
+
+        # The leach runs at pH 1.5: a high limit of 1.0 is crossed, one of 2.5 is not.
+        put({"kind": "high", "limit": 2.5})  # every line
+        put({"kind": "high", "limit": 1.0, "line": "L2"})
+        r = client.put("/api/alarm-limits", json={"tag": "leach.ph", "kind": "high",
+                                                   "limit": 1.0, "line": "L 2"})  # fmt: skip
+        assert r.status_code == 422 and "line" in r.text
+        acting = {
+            line: [(x["line"], x["limit"]) for x in client.get(
+                "/api/alarm-limits", params={"line": line}).json()]
+            for line in ("L1", "L2")
+        }  # fmt: skip
+        assert acting == {"L1": [("*", 2.5)], "L2": [("L2", 1.0)]}
+
+        procs = {}
+        for line, seed in (("L1", 11), ("L2", 22)):
+            d = tmp_path / line
+            d.mkdir()
+            cfg = config_copy(d, db_url=pg_url, heads=2, seed=seed)
+            procs[line] = _run(cfg, line, 1500, d)
+        for proc in procs.values():
+            _out, err = proc.communicate(timeout=400)
+            assert proc.returncode == 0, err[-3000:]
+
+        def high(line: str) -> list[dict[str, object]]:
+            r = client.get("/api/alarms", params={"view": "history", "line": line,
+                                                  "source": "process"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            return [a for a in r.json()["alarms"] if a["code"] == "leach.ph.high"]
+
+        (l2,) = high("L2")
+        assert l2["line"] == "L2" and "limit 1" in str(l2["message"])
+        assert high("L1") == []
+        r = client.get("/api/trends", params={"tag": "leach.ph", "line": "L2"})
+        assert [x["line"] for x in r.json()["limits"]] == ["L2"]
+        # Deleting L2's own limit leaves it the every-line one.
+        r = client.delete("/api/alarm-limits/leach.ph/high", params={"line": "L2"})
+        assert r.status_code == 200, r.text
+        assert [x["line"] for x in client.get(
+            "/api/alarm-limits", params={"line": "L2"}).json()] == ["*"]  # fmt: skip
+        audit = client.get("/api/audit", params={"action": "alarm.limit"}).json()
+        targets = {a["target"] for a in (audit["entries"] if isinstance(audit, dict) else audit)}
+        assert {"limit:leach.ph:high", "limit:L2:leach.ph:high"} <= targets
+    store.close()

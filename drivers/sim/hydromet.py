@@ -25,6 +25,10 @@ pH ~4, solvent extraction, crystallisation of the sulfates and Li2CO3 precipitat
   extraction isotherm, log D = n (pH - pH50); the stages follow the Kremser equation. The strip
   liquors crystallise MnSO4 and CoSO4, the Cyanex raffinate NiSO4, its mother liquor Li2CO3;
   each crystal takes up the impurities of its liquor in proportion (homogeneous distribution).
+- Carbonation: the Li liquor, concentrated by evaporation, meets Na2CO3 solution; Li2CO3 comes
+  down to its solubility at the carbonation temperature (inverse solubility: ~13 g/L at 25 °C,
+  ~7 g/L at 100 °C), lowered by the carbonate excess (common ion, ideal Ksp). The mother liquor
+  is partly bled, the rest returns to the evaporator with its Li.
 Every gram of metal fed ends in a product, a by-product or a named residue, so the mass balance
 closes up to the assays' measurement noise.
 """
@@ -96,6 +100,38 @@ def _default_background() -> dict[str, dict[str, float]]:
 
 
 R_J_PER_MOL_K = 8.314
+M_LI = 6.941  # g/mol
+M_LI2CO3 = 73.89
+M_NA2CO3 = 105.99
+# Solubility of Li2CO3 in water, g per 100 g water, by temperature (°C): A. Seidell,
+# Solubilities of Inorganic and Metal Organic Compounds, 3rd ed., vol. 1, Van Nostrand 1940,
+# pp. 909-911. It falls as the temperature rises (inverse solubility).
+LI2CO3_SOLUBILITY = ((0.0, 1.53), (25.0, 1.27), (50.0, 1.01), (75.0, 0.85), (100.0, 0.72))
+
+
+def li2co3_solubility_g_per_l(temp_c: float) -> float:
+    """Li2CO3 soluble in pure water at `temp_c`, g per litre (1 L of liquor taken as 1 kg of
+    water), interpolated linearly in Seidell's table and held flat beyond its ends."""
+    temps = [t for t, _ in LI2CO3_SOLUBILITY]
+    values = [v for _, v in LI2CO3_SOLUBILITY]
+    return float(np.interp(temp_c, temps, values)) * 10.0
+
+
+def li_in_mother_liquor_g_per_l(temp_c: float, excess_carbonate_mol_l: float) -> float:
+    """Li left dissolved beside Li2CO3 crystals with `excess_carbonate_mol_l` of carbonate beyond
+    the Li2CO3: the common-ion effect on an ideal solubility product, (2s)^2 (s + c) = Ksp with
+    Ksp = 4 s0^3 from the pure-water solubility s0 (activities taken as 1). Returns 2 s M_Li."""
+    s0 = li2co3_solubility_g_per_l(temp_c) / M_LI2CO3
+    ksp = 4.0 * s0**3
+    c = max(0.0, excess_carbonate_mol_l)
+    lo, hi = 0.0, s0
+    for _ in range(60):  # 4 s^2 (s + c) rises with s: bisect on [0, s0]
+        mid = 0.5 * (lo + hi)
+        if 4.0 * mid * mid * (mid + c) > ksp:
+            hi = mid
+        else:
+            lo = mid
+    return 2.0 * 0.5 * (lo + hi) * M_LI
 
 
 @dataclass(frozen=True)
@@ -108,6 +144,54 @@ class LeachConditions:
     orp_mv: float = 561.2  # the PLC's ORP at pH 1.5 (drivers/sim/process.py)
     solid_liquid_g_per_l: float = 100.0
     residence_min: float = 120.0
+
+
+@dataclass(frozen=True)
+class Carbonation:
+    """The Li2CO3 precipitation as it is run: the carbonation temperature its loop holds, the
+    share of the mother liquor bled (the rest returns to the evaporator), the Na2CO3 dosed beyond
+    the stoichiometric and how far the evaporator concentrates the Li liquor."""
+
+    temp_c: float = 90.0
+    bleed_pct: float = 30.0
+    na2co3_excess_pct: float = 10.0
+    evaporation_factor: float = 4.0  # Li liquor volume / carbonation feed volume
+
+
+@dataclass(frozen=True)
+class Precipitation:
+    """Li through one carbonation: precipitated as Li2CO3, bled with the mother liquor, and
+    returned with it to the evaporator (the next campaign's carbonation feed)."""
+
+    precipitated_g: float
+    bled_g: float
+    recycled_g: float
+    li_feed_g_per_l: float
+    li_mother_liquor_g_per_l: float
+
+
+def precipitate_li2co3(
+    li_g: float, liquor_l: float, cond: Carbonation, model: HydrometModel
+) -> Precipitation:
+    """Carbonate `li_g` of Li (this campaign's and the recycled mother liquor's) from a Li liquor
+    of `liquor_l` litres: concentrated `evaporation_factor` times, Na2CO3 added as solution at
+    `model.na2co3_solution_g_per_l` with `na2co3_excess_pct` over 2 Li + CO3 -> Li2CO3. The
+    mother liquor holds Li at Li2CO3's solubility with the excess carbonate; `bleed_pct` of it
+    leaves, the rest is recycled."""
+    feed_l = max(1e-9, liquor_l / max(1.0, cond.evaporation_factor))
+    li_mol = max(0.0, li_g) / M_LI
+    soda_mol = li_mol / 2.0 * (1.0 + cond.na2co3_excess_pct / 100.0)
+    ml_l = feed_l + soda_mol * M_NA2CO3 / model.na2co3_solution_g_per_l
+    excess_mol_l = (soda_mol - li_mol / 2.0) / ml_l
+    dissolved_g = min(li_g, li_in_mother_liquor_g_per_l(cond.temp_c, excess_mol_l) * ml_l)
+    bleed = min(1.0, max(0.0, cond.bleed_pct / 100.0))
+    return Precipitation(
+        precipitated_g=li_g - dissolved_g,
+        bled_g=dissolved_g * bleed,
+        recycled_g=dissolved_g * (1.0 - bleed),
+        li_feed_g_per_l=li_g / feed_l,
+        li_mother_liquor_g_per_l=dissolved_g / ml_l,
+    )
 
 
 @dataclass(frozen=True)
@@ -238,9 +322,12 @@ class HydrometModel:
     coprecipitation: Mapping[str, float] = field(
         default_factory=lambda: {"Ni": 1.0, "Co": 0.6, "Mn": 0.8, "Li": 1.0}
     )
+    # Crystallisation yield of the sulfates per pass [U]; Li's follows from Li2CO3's solubility
+    # (precipitate_li2co3).
     product_yield: Mapping[str, float] = field(
-        default_factory=lambda: {"Ni": 0.985, "Co": 0.98, "Mn": 0.97, "Li": 0.88}
+        default_factory=lambda: {"Ni": 0.985, "Co": 0.98, "Mn": 0.97}
     )
+    na2co3_solution_g_per_l: float = 300.0  # soda ash dosed as a ~25 % solution [U]
     cu_cementation: float = 0.6  # share of the Cu in solution won back as Cu cement
     crystal_carry: Mapping[str, Mapping[str, float]] = field(default_factory=_default_crystal_carry)
     sx_mn: SxCircuit = field(default_factory=_d2ehpa)  # first: Mn and the residual Fe/Al/Cu
@@ -277,7 +364,9 @@ class CampaignResult:
 
     products: list[ProductAssay]
     residues_g: dict[str, dict[str, float]]
-    tank_g: dict[str, float] = field(default_factory=dict)  # the hold-up tank after it
+    # The hold-ups after it: the PLS tank by element, and the recycled mother liquor's Li.
+    tank_g: dict[str, float] = field(default_factory=dict)
+    carbonation: Precipitation | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +379,7 @@ class Tank:
 
 
 INSOLUBLES = "insolubles"  # the tank's filter fines, g
+RECYCLED_LI = "Li recycled"  # g of Li in the mother liquor returned to the evaporator
 
 
 def residual_fraction(element: str, ph_mean: float, ph_sd: float, model: HydrometModel) -> float:
@@ -337,12 +427,16 @@ def run_campaign(
     *,
     sx_ph: Mapping[str, float] | None = None,
     tank: Tank | None = None,
+    carbonation: Carbonation | None = None,
 ) -> CampaignResult:
     """Process one campaign's feed (grams per metal) into assayed products and residues.
     `sx_ph`: the mean pH of each SX circuit's loop (by tag; default the circuits' own); `tank`:
-    the hold-up tank as the previous campaign left it (None: no tank)."""
+    the hold-ups as the previous campaign left them (None: no tank, no recycled Li);
+    `carbonation`: the Li2CO3 precipitation's conditions."""
     m = model or HydrometModel()
     cond = leach or LeachConditions()
+    carb = carbonation or Carbonation()
+    recycled_in = float(tank.held_g.get(RECYCLED_LI, 0.0)) if tank else 0.0
     feed = {el: max(0.0, float(feed_g.get(el, 0.0))) for el in TRACKED}
     tramp_fe = m.tramp_fe_g_per_kg * feed_mass_g / 1000.0
     feed["Fe"] += tramp_fe
@@ -361,9 +455,10 @@ def run_campaign(
         _add(leach_residue, el, feed[el] - liquor[el])
     liquor[INSOLUBLES] = sum(leach_residue.values()) * m.fines_to_product
     solution, held, holdup = liquor, dict(tank.held_g) if tank else {}, {}
+    held.pop(RECYCLED_LI, None)
+    volume_l = feed_mass_g * m.black_mass_yield / cond.solid_liquid_g_per_l
     if tank is not None and tank.holdup_l > 0:
         # A mixed tank: this campaign's liquor joins what it holds, and as much leaves.
-        volume_l = feed_mass_g * m.black_mass_yield / cond.solid_liquid_g_per_l
         draw = volume_l / (volume_l + tank.holdup_l)
         mixed = {
             el: liquor.get(el, 0.0) + float(held.get(el, 0.0)) for el in (*TRACKED, INSOLUBLES)
@@ -388,16 +483,27 @@ def run_campaign(
         for product, (metal, _) in PRODUCTS.items()
         if product in liquors
     }
-    made["Li"] = liquors["NiSO4·6H2O"].get("Li", 0.0) * m.product_yield["Li"]
+    # The Ni mother liquor carries the Li to the carbonation, where the recycled liquor joins it.
+    precip = precipitate_li2co3(
+        liquors["NiSO4·6H2O"].get("Li", 0.0) + recycled_in, volume_l, carb, m
+    )
+    made["Li"] = precip.precipitated_g
+    li_share = precip.precipitated_g / max(1e-12, precip.precipitated_g + precip.bled_g
+                                           + precip.recycled_g)  # fmt: skip
+    yields = {**m.product_yield, "Li": li_share}
     salt_total = sum(made[metal] / (pct / 100.0) for metal, pct in PRODUCTS.values()) or 1.0
     products: list[ProductAssay] = []
     bleed: dict[str, float] = {}
     for product, (metal, theory_pct) in PRODUCTS.items():
         left = dict(liquors[product])
-        metal_g = left.get(metal, 0.0) * m.product_yield[metal]
+        if metal == "Li":
+            left["Li"] = left.get("Li", 0.0) + recycled_in
+        metal_g = made[metal] if metal == "Li" else left.get(metal, 0.0) * yields[metal]
         left[metal] = left.get(metal, 0.0) - metal_g
+        if metal == "Li":  # what the bleed does not take goes back to the evaporator
+            left["Li"] -= precip.recycled_g
         foreign = {
-            el: left.get(el, 0.0) * k * m.product_yield[metal]
+            el: left.get(el, 0.0) * k * yields[metal]
             for el, k in m.crystal_carry[product].items()
             if metal_g > 0
         }
@@ -458,11 +564,17 @@ def run_campaign(
         "impurities in products": in_products,
     }
     if tank is not None:
+        # What the hold-ups gained: the PLS tank, and the Li the recycled mother liquor holds.
+        holdup["Li"] = holdup.get("Li", 0.0) + precip.recycled_g - recycled_in
+        held[RECYCLED_LI] = precip.recycled_g
         residues["tank hold-up"] = {el: g for el, g in holdup.items() if abs(g) > 0}
+    else:  # nowhere to keep a recycle: the whole mother liquor is bled
+        _add(raffinate, "Li", precip.recycled_g)
     return CampaignResult(
         products=products,
         residues_g={k: {el: round(g, 3) for el, g in v.items()} for k, v in residues.items()},
         tank_g={el: round(g, 4) for el, g in held.items()},
+        carbonation=precip,
     )
 
 
@@ -517,33 +629,35 @@ def pellet_assay(
 
 
 @dataclass
-class PhLoop:
-    """A pH loop held at its setpoint with noise, a first-order pull-back and a drift."""
+class ControlLoop:
+    """A control loop (a pH, the carbonation temperature, the bleed share) held at its setpoint
+    with noise, a first-order pull-back with time constant `tau_s` and a drift."""
 
     setpoint: float
     noise: float
     drift_per_h: float = 0.0
-    ph: float = field(init=False)
+    tau_s: float = 30.0
+    value: float = field(init=False)
     _offset: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        self.ph = self.setpoint
+        self.value = self.setpoint
 
     def step(self, dt_s: float, rng: np.random.Generator) -> float:
         self._offset += self.drift_per_h * dt_s / 3600.0
-        theta = min(1.0, dt_s / 30.0)  # the loop pulls back with a 30 s time constant
-        self.ph += theta * (self.setpoint + self._offset - self.ph) + self.noise * math.sqrt(
+        theta = min(1.0, dt_s / self.tau_s)
+        self.value += theta * (self.setpoint + self._offset - self.value) + self.noise * math.sqrt(
             theta
         ) * float(rng.normal())
-        return round(self.ph, 3)
+        return round(self.value, 3)
 
 
 class ProcessSim:
-    """The hydromet line's own pH loops (impurity removal, the SX circuits), by historian tag.
+    """The hydromet line's own loops (impurity removal and SX pH, carbonation), by historian tag.
     The leach's pH, temperature and ORP are the PLC's (drivers/sim/process.py): one writer per
     tag in the historian."""
 
-    def __init__(self, loops: Mapping[str, PhLoop], rng: np.random.Generator) -> None:
+    def __init__(self, loops: Mapping[str, ControlLoop], rng: np.random.Generator) -> None:
         self.loops = dict(loops)
         self.rng = rng
 
@@ -553,18 +667,18 @@ class ProcessSim:
 
 
 class SimHydrometPlant:
-    """The simulated hydromet plant as plant/hydromet.py's runner drives it: the pH loops,
+    """The simulated hydromet plant as plant/hydromet.py's runner drives it: the control loops,
     campaigns through the hold-up tank and pellet assays, each seeded from `seed` (and the
     campaign or lot) so a run repeats exactly."""
 
     def __init__(
         self,
         seed: int,
-        loops: Mapping[str, PhLoop],
+        loops: Mapping[str, ControlLoop],
         model: HydrometModel | None = None,
         holdup_l: float = 0.0,
     ) -> None:
-        """`loops`: pH loops by tag (`purification.ph` and the SX circuits' tags);
+        """`loops`: control loops by tag (`purification.ph`, the SX circuits', the carbonation's);
         `holdup_l`: the pregnant-leach-solution tank's mixed volume (0: no tank)."""
         self.seed = seed
         self.model = model or HydrometModel()
@@ -572,7 +686,7 @@ class SimHydrometPlant:
         self.process = ProcessSim(loops, np.random.default_rng([seed, 7]))
 
     def set_setpoint(self, tag: str, value: float) -> None:
-        """The setpoint of the pH loop recorded as `tag` (KeyError for a loop it has not)."""
+        """The setpoint of the loop recorded as `tag` (KeyError for a loop it has not)."""
         self.process.loops[tag].setpoint = value
 
     def sample(self, dt_s: float) -> dict[str, float]:
@@ -589,8 +703,16 @@ class SimHydrometPlant:
         *,
         sx_ph: Mapping[str, float],
         tank_g: Mapping[str, float] | None,
+        carbonation: Mapping[str, float],
     ) -> CampaignResult:
         rng = np.random.default_rng([self.seed, number])
+        c = Carbonation()
+        carb = Carbonation(
+            temp_c=carbonation.get("carbonation.temp_c", c.temp_c),
+            bleed_pct=carbonation.get("carbonation.bleed_pct", c.bleed_pct),
+            na2co3_excess_pct=carbonation.get("na2co3_excess_pct", c.na2co3_excess_pct),
+            evaporation_factor=carbonation.get("evaporation_factor", c.evaporation_factor),
+        )
         ref = LeachConditions()
         cond = LeachConditions(
             ph=leach.get("leach.ph", ref.ph),
@@ -601,8 +723,9 @@ class SimHydrometPlant:
         )
         tank = Tank(self.holdup_l, tank_g or {})
         return run_campaign(
-            feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model, cond, sx_ph=sx_ph, tank=tank
-        )
+            feed_g, feed_mass_g, ph_mean, ph_sd, rng, self.model, cond, sx_ph=sx_ph, tank=tank,
+            carbonation=carb,
+        )  # fmt: skip
 
     def pellet_assay(
         self,

@@ -722,6 +722,7 @@ async function refreshLimits() {
           el(
             "tr",
             {},
+            el("td", {}, l.line === "*" ? "every line" : l.line),
             el("td", {}, l.tag),
             el("td", {}, l.kind),
             el("td", { class: "num" }, `${l.limit} ${l.unit}`),
@@ -731,7 +732,7 @@ async function refreshLimits() {
             el("td", {}, `${l.updated_by || ""} ${fmtTime(l.updated_at)}`),
           ),
         )
-      : [el("tr", { class: "empty" }, el("td", { colspan: 7, class: "muted" }, "No alarm limits set."))],
+      : [el("tr", { class: "empty" }, el("td", { colspan: 8, class: "muted" }, "No alarm limits set."))],
   );
 }
 function alarms() {
@@ -849,6 +850,13 @@ async function drawTrends() {
     for (const l of t.limits.filter((l) => l.enabled)) {
       series.push({ label: `${l.kind} limit ${l.limit} ${l.unit}`.trim(), stroke: "#555", width: 1, dash: [4, 4] });
       data.push(xs.map(() => l.limit));
+    }
+    if (t.spc) {
+      // the control chart's centre and 3-sigma limits (SPC alarms, source spc, code process/<tag>)
+      for (const [name, v] of [["SPC centre", t.spc.center], ["SPC UCL", t.spc.ucl], ["SPC LCL", t.spc.lcl]]) {
+        series.push({ label: `${name} ${Number(v.toPrecision(4))}`, stroke: "#8a5a00", width: 1, dash: [1, 3] });
+        data.push(xs.map(() => v));
+      }
     }
     trendState.data[t.tag] = { series, data };
     const wrap = el("div", { class: "chart trend", "data-tag": t.tag });

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from drivers.sim.hydromet import PhLoop, SimHydrometPlant
+from drivers.sim.hydromet import ControlLoop, SimHydrometPlant
 from drivers.sim.mechanical import SimMechanicalStage
 from plant.alarms import Alarms
 from plant.events import EventBus
@@ -113,12 +113,14 @@ def simulated_runner(
 
 
 def simulated_plant(config: HydrometConfig, seed: int) -> SimHydrometPlant:
-    """The simulated plant with the pH loops of config/hydromet.toml (`[process]`, the
-    `[solvent_extraction]` circuits) and its `[tanks]` hold-up."""
+    """The simulated plant with the loops of config/hydromet.toml (`[process]`, the
+    `[solvent_extraction]` circuits, `[carbonation]`) and its `[tanks]` hold-up."""
     p = config.process
-    loops = {p.ph_tag: PhLoop(p.ph_setpoint, p.ph_noise, p.ph_drift_per_h)}
+    loops = {p.ph_tag: ControlLoop(p.ph_setpoint, p.ph_noise, p.ph_drift_per_h)}
     for tag, sx in config.solvent_extraction.loops().items():
-        loops[tag] = PhLoop(sx.ph_setpoint, sx.ph_noise)
+        loops[tag] = ControlLoop(sx.ph_setpoint, sx.ph_noise)
+    for tag, (setpoint, noise, tau_s) in config.carbonation.loops().items():
+        loops[tag] = ControlLoop(setpoint, noise, tau_s=tau_s)
     return SimHydrometPlant(seed, loops, holdup_l=config.tanks.pls_holdup_l)
 
 

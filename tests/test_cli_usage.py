@@ -130,3 +130,13 @@ def test_malformed_database_url_in_plant_toml_names_file_and_key(tmp_path: Path)
     line = one_error_line(result)
     assert line.startswith(f"{toml}: database.url: ")
     assert "not a database URL" in line
+
+
+@pytest.mark.parametrize("command", [("bench",), ("bench", "store")])
+def test_bench_refuses_the_plants_own_database(tmp_path: Path, command: tuple[str, ...]) -> None:
+    cfg = config_copy(tmp_path, db_url="sqlite:///plant.db")  # relative: in the working directory
+    own = f"sqlite:///{tmp_path / 'plant.db'}"
+    result = plant("--config", str(cfg), *command, "--database", own, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is the plant's own database: give " in one_error_line(result)
+    assert not (tmp_path / "plant.db").exists()  # nothing written to it

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 from linerig import each_cell_once, sim_line
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from drivers.sim.xrf import XrfFault
 from plant.domain import Route
@@ -78,17 +79,21 @@ def test_plc_exception_storm_stops_alarms_and_recovers(sqlite_url: str) -> None:
     store.close()
 
 
-def _pg_restart_command() -> list[str] | None:
+def _pg_restart_command(url: str) -> list[str] | None:
+    """`pg_ctlcluster` restart of the cluster serving `url`'s port, never another one (the
+    machine may run a second cluster for long benchmarks)."""
     if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or not shutil.which("pg_lsclusters"):
         return None
-    out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()
-    if len(out) < 2:
-        return None
-    return ["pg_ctlcluster", out[0], out[1], "restart"]
+    port = str(make_url(url).port or 5432)
+    out = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    for version, cluster, cluster_port, *_ in (line.split() for line in out.splitlines()):
+        if cluster_port == port:
+            return ["pg_ctlcluster", version, cluster, "restart"]
+    return None
 
 
 def test_postgres_restart_during_a_run_loses_nothing(pg_url: str) -> None:
-    cmd = _pg_restart_command()
+    cmd = _pg_restart_command(pg_url)
     if cmd is None:
         if os.environ.get("PLANT_REQUIRE_SERVICES"):
             raise RuntimeError("cannot restart the local PostgreSQL cluster (need root)")

@@ -87,12 +87,20 @@ def bench(
             "(default: 200, or half the measured throughput if lower).",
         ),
     ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="URL of a database the line runs write their cells to, e.g. a store at plant "
+            "scale (default: a fresh SQLite file per run). Never the plant's own database."
+        ),
+    ] = None,
 ) -> None:
     """Measure the line's speed on this machine (simulated hardware) against the budgets."""
     if ctx.invoked_subcommand is not None:
         return
     from models.registry import RegistryError
     from plant.commands.bench_harness import BenchError, run_bench
+    from plant.store import StoreError
 
     def say(message: str) -> None:
         err.print(message, markup=False, highlight=False)
@@ -100,9 +108,14 @@ def bench(
     c = ctx_of(ctx)
     try:
         result = run_bench(
-            c.config_dir, cells=cells, quick=quick, say=say, latency_rate=latency_rate
+            c.config_dir,
+            cells=cells,
+            quick=quick,
+            say=say,
+            latency_rate=latency_rate,
+            database=database,
         )
-    except (BenchError, RegistryError) as exc:
+    except (BenchError, RegistryError, StoreError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
@@ -123,6 +136,16 @@ STORE_ROWS = (
     ("Trace passport -> batches p99", "trace_passport_ms.p99", "ms"),
     ("Bytes per cell record (indexes included)", "bytes_per_cell", "B"),
     ("Bytes per kept spectrum", "bytes_per_spectrum", "B"),
+    ("Line throughput, store loaded", "line_vs_empty.loaded.throughput_cells_per_s", "cells/s"),
+    ("Line throughput, empty store", "line_vs_empty.empty.throughput_cells_per_s", "cells/s"),
+    ("Line throughput, loaded / empty", "line_vs_empty.throughput_ratio", "x"),
+    (
+        "Decision latency p99, store loaded",
+        "line_vs_empty.loaded.decision_latency_ms_p99",
+        "ms",
+    ),
+    ("Decision latency p99, empty store", "line_vs_empty.empty.decision_latency_ms_p99", "ms"),
+    ("Decision latency p99, loaded / empty", "line_vs_empty.decision_latency_p99_ratio", "x"),
 )
 
 
@@ -130,9 +153,10 @@ def _store_table(result: dict[str, Any]) -> Table:
     from plant.commands.bench_harness import figure
     from plant.commands.bench_store import STORE_BUDGETS
 
+    budgets = {b.key: b for b in STORE_BUDGETS}
     table = Table(
         title=f"plant bench store: {result['cells']:,} cells on {result['backend']}, "
-        f"commit {str(result['commit'])[:10]}",
+        f"commit {str(result['commit'])[:10]}" + (" (+ local changes)" if result["dirty"] else ""),
         caption=f"{result['spectra']:,} spectra, {result['passports']:,} passports, "
         f"{result['lots']:,} lots, {result['batches']:,} batches; worst search filter: "
         f"{result['search_first_page_ms']['worst_filter']}",
@@ -145,13 +169,14 @@ def _store_table(result: dict[str, Any]) -> Table:
         table.add_row(
             label,
             "-" if value is None else f"{value:g} {unit}",
-            f"<= {STORE_BUDGETS[key]:g} {unit}" if key in STORE_BUDGETS else "",
+            f"{budgets[key].words()} {unit}" if key in budgets else "",
             {True: "[green]ok[/]", False: "[red]missed[/]", None: ""}[met],
         )
     return table
 
 
 def bench_store(
+    ctx: typer.Context,
     cells: Annotated[int, typer.Option(min=100, help="Synthetic cells to load.")] = 100_000,
     database: Annotated[
         str | None,
@@ -167,31 +192,68 @@ def bench_store(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the figures as one JSON object on stdout.")
     ] = False,
+    line: Annotated[
+        bool,
+        typer.Option(
+            help="Also run the line (`plant bench`'s line runs) on the loaded store and on an "
+            "empty database beside it, alternated, and compare."
+        ),
+    ] = True,
+    line_cells: Annotated[
+        int, typer.Option(min=100, help="Cells through the simulated line in each line run.")
+    ] = 2000,
+    line_pairs: Annotated[
+        int, typer.Option(min=1, help="Line measurements on each store (loaded, empty).")
+    ] = 2,
 ) -> None:
     """Load N synthetic cells into a fresh store and time the line's and the HMI's queries."""
     import tempfile
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from plant.commands.bench_harness import BenchError
+    from models.registry import RegistryError
+    from plant.commands.bench_harness import BenchError, same_database
     from plant.commands.bench_store import run_store_bench
-    from plant.store import StoreError
+    from plant.config import load_plant
+    from plant.store import StoreError, safe_url
 
+    config_dir = ctx_of(ctx).config_dir
+    cfg = load_plant(config_dir)
+    if database is not None and same_database(database, cfg.database.url):
+        err.print(
+            f"[bold red]error:[/] --database {safe_url(database)} is the plant's own database: "
+            "give an empty one",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     with tempfile.TemporaryDirectory(prefix="plant-bench-store-") as tmp:
         url = database or f"sqlite:///{tmp}/store-bench.db"
         columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
         try:
             with Progress(*columns, console=err, transient=True) as progress:
                 result = run_store_bench(
-                    url, cells, spectrum_share=spectrum_share, seed=1, progress=progress
+                    url,
+                    cells,
+                    spectrum_share=spectrum_share,
+                    seed=1,
+                    progress=progress,
+                    line=(config_dir, cfg.plant.data_dir.resolve()) if line else None,
+                    line_cells=line_cells,
+                    line_pairs=line_pairs,
                 )
-        except (BenchError, StoreError) as exc:
+        except (BenchError, StoreError, RegistryError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(result))
     else:
         out.print(_store_table(result))
+    line_figures = result["line_vs_empty"] or {}
+    for problem in line_figures.get("errors", []):
+        err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+    if line_figures.get("lost_records") or line_figures.get("errors"):
+        raise typer.Exit(1)
 
 
 def register(root: typer.Typer) -> None:

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 from pymodbus.client import AsyncModbusTcpClient
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from drivers.camera import DETECTORS, QrDecoder, passport_id_from_payload
 from drivers.plc import TagMap
@@ -51,7 +53,7 @@ from plant.domain import CellState
 from plant.line import PollView, percentiles
 from plant.rig import tag_map
 from plant.runner import RunOptions, final_count, spawn_sim, wait_ports
-from plant.store import CellRow, Store, upgrade
+from plant.store import CellRow, Store, safe_url, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 FULL_SPEED_RATE = 1000.0  # feeder cells/s for the throughput run: the controller is the bottleneck
@@ -242,10 +244,12 @@ def line_config(
     data_dir: Path,
     heads: int | None = None,
     seed: int | None = None,
+    line_id: str | None = None,
     **line: Any,
 ) -> Path:
     """A copy of config directory `source` at `out` with free ports, the given database and
-    data directory, and optional [line] overrides: a private line for a bench or a test."""
+    data directory, and optional line id and [line] overrides: a private line for a bench or a
+    test."""
     shutil.copytree(source, out)
     data = tomllib.loads((out / "plant.toml").read_text())
     sections = ("plant", "database", "sim", "plc", "xrf", "hmi", "camera", "line")
@@ -272,6 +276,8 @@ def line_config(
     data["xrf"].update(port=base + 2, heads=heads)
     data["hmi"].update(port=base + 1)
     data["plant"]["data_dir"] = str(data_dir)
+    if line_id is not None:
+        data["plant"]["line"] = line_id
     data["line"].update(line)
     (out / "plant.toml").write_text(toml_text(data))
     return out
@@ -290,13 +296,34 @@ def toml_text(data: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def private_line(source: Path, work: Path, name: str, data_dir: Path) -> tuple[Path, PlantConfig]:
-    """A fresh SQLite database and config copy under `work/name`, loaded."""
+def same_database(a: str, b: str) -> bool:
+    """Whether two database URLs name the same database (one SQLite file, or one server's
+    database; localhost and 127.0.0.1 alike)."""
+    ua, ub = make_url(a), make_url(b)
+    if ua.get_backend_name() != ub.get_backend_name():
+        return False
+    if ua.get_backend_name() == "sqlite":
+        return Path(ua.database or "").resolve() == Path(ub.database or "").resolve()
+
+    def where(u: Any) -> tuple[str, int | None, str | None]:
+        host = u.host or "localhost"
+        port = u.port or (5432 if u.get_backend_name() == "postgresql" else None)
+        return ("127.0.0.1" if host == "localhost" else host, port, u.database)
+
+    return where(ua) == where(ub)
+
+
+def private_line(
+    source: Path, work: Path, name: str, data_dir: Path, database: str | None = None
+) -> tuple[Path, PlantConfig]:
+    """A config copy under `work/name`, loaded, on a fresh SQLite database there, or on
+    `database` under a line id of its own (that database may hold other runs' cells)."""
     root = work / name
     root.mkdir(parents=True)
-    url = f"sqlite:///{root / 'plant.db'}"
+    url = database or f"sqlite:///{root / 'plant.db'}"
     upgrade(url)
-    cfg_dir = line_config(source, root / "config", db_url=url, data_dir=data_dir)
+    line_id = None if database is None else f"bench-{uuid.uuid4().hex[:8]}"
+    cfg_dir = line_config(source, root / "config", db_url=url, data_dir=data_dir, line_id=line_id)
     cfg = load_plant(cfg_dir)
     # $PLANT_DATABASE_URL must not send a bench run into the plant's own database
     cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": url})})
@@ -724,6 +751,26 @@ def hmi_event_latency(n: int = 500, rate: float = 100.0) -> dict[str, Any]:
     }
 
 
+def run_figures(r: LineRun) -> dict[str, Any]:
+    """One line run's figures as `plant bench` reports them under "runs"."""
+    return {
+        "feeder_cells_per_s": r.rate,
+        "sent": r.sent,
+        "stored": r.stored,
+        "final": r.final,
+        "seconds": round(r.seconds, 3),
+        "decision_latency_ms": r.summary["decision_latency_ms"] if r.summary else None,
+        "routes": r.summary["routes"] if r.summary else None,
+        "plc_counters": r.summary["plc_counters"] if r.summary else None,
+        "cpu_s": r.cpu_s,
+        "controller_cpu_ms_per_cell": round(1000 * r.cpu_s["controller"] / r.final, 1)
+        if r.final
+        else None,
+        "cpu_steal_pct": r.steal_pct,
+        "scheduling": r.summary.get("scheduling") if r.summary else None,
+    }
+
+
 # -- everything --------------------------------------------------------------------------------
 def latency_run_size(
     throughput: float | None, cells: int, rate: float | None = None
@@ -738,11 +785,50 @@ def latency_run_size(
     return rate, min(cells, max(500, int(rate * LATENCY_RUN_S)))
 
 
+def line_runs(
+    config_dir: Path,
+    work: Path,
+    data_dir: Path,
+    *,
+    cells: int,
+    say: Say,
+    latency_rate: float | None = None,
+    database: str | None = None,
+    steps: tuple[str, str] = ("", ""),
+) -> tuple[LineRun, LineRun, Path, PlantConfig]:
+    """The line at full speed, then at the latency run's rate (`latency_run_size`), each on a
+    private line (`private_line`) under `work`; the latency run's config directory and config."""
+    say(f"{steps[0]}line at full speed: {cells} cells, feeder {FULL_SPEED_RATE:g} cells/s")
+    t_dir, t_cfg = private_line(config_dir, work, "throughput", data_dir, database)
+    full = eventloop.run(line_run(t_cfg, t_dir, cells=cells, rate=FULL_SPEED_RATE))
+    rate, n = latency_run_size(full.throughput, cells, latency_rate)
+    say(f"{steps[1]}line at {rate:g} cells/s for decision latency: {n} cells")
+    if full.throughput and rate > full.throughput:
+        say(
+            f"warning: {rate:g} cells/s is above the throughput just measured "
+            f"({full.throughput:g} cells/s): the latency will be mostly queueing"
+        )
+    l_dir, l_cfg = private_line(config_dir, work, "latency", data_dir, database)
+    paced = eventloop.run(line_run(l_cfg, l_dir, cells=n, rate=rate))
+    return full, paced, l_dir, l_cfg
+
+
 def run_bench(
-    config_dir: Path, *, cells: int, quick: bool, say: Say, latency_rate: float | None = None
+    config_dir: Path,
+    *,
+    cells: int,
+    quick: bool,
+    say: Say,
+    latency_rate: float | None = None,
+    database: str | None = None,
 ) -> dict[str, Any]:
-    """All figures of `plant bench` as one JSON-ready object (see docs/bench.md)."""
+    """All figures of `plant bench` as one JSON-ready object (see docs/bench.md); the line
+    runs on `database` if given, else on fresh SQLite files."""
     cfg = load_plant(config_dir)
+    if database is not None and same_database(database, cfg.database.url):
+        raise BenchError(
+            f"--database {safe_url(database)} is the plant's own database: give another one"
+        )
     data_dir = cfg.plant.data_dir.resolve()
     model = Registry(data_dir / "models").active_model()
     steps = 7
@@ -751,22 +837,20 @@ def run_bench(
         "machine": machine_info(),
         "load_avg_1min_start": load_avg(),
         "quick": quick,
+        "line_database": None if database is None else safe_url(database),
         "errors": [],
     }
     with tempfile.TemporaryDirectory(prefix="plant-bench-") as tmp:
-        work = Path(tmp)
-        say(f"[1/{steps}] line at full speed: {cells} cells, feeder {FULL_SPEED_RATE:g} cells/s")
-        t_dir, t_cfg = private_line(config_dir, work, "throughput", data_dir)
-        full = eventloop.run(line_run(t_cfg, t_dir, cells=cells, rate=FULL_SPEED_RATE))
-        rate, n = latency_run_size(full.throughput, cells, latency_rate)
-        say(f"[2/{steps}] line at {rate:g} cells/s for decision latency: {n} cells")
-        if full.throughput and rate > full.throughput:
-            say(
-                f"warning: {rate:g} cells/s is above the throughput just measured "
-                f"({full.throughput:g} cells/s): the latency will be mostly queueing"
-            )
-        l_dir, l_cfg = private_line(config_dir, work, "latency", data_dir)
-        paced = eventloop.run(line_run(l_cfg, l_dir, cells=n, rate=rate))
+        full, paced, l_dir, l_cfg = line_runs(
+            config_dir,
+            Path(tmp),
+            data_dir,
+            cells=cells,
+            say=say,
+            latency_rate=latency_rate,
+            database=database,
+            steps=(f"[1/{steps}] ", f"[2/{steps}] "),
+        )
         say(f"[3/{steps}] bare pymodbus write+read round trip against `plant sim`")
         rtt = percentiles(
             [s * 1000.0 for s in modbus_rtt_against_sim(l_cfg, l_dir, 500 if quick else 2000)],
@@ -784,25 +868,7 @@ def run_bench(
         lost_records=sum(r.sent - r.stored for r in runs),
         unfinished_records=sum(r.stored - r.final for r in runs),
         counters_match=all(r.counters_match for r in runs),
-        runs={
-            name: {
-                "feeder_cells_per_s": r.rate,
-                "sent": r.sent,
-                "stored": r.stored,
-                "final": r.final,
-                "seconds": round(r.seconds, 3),
-                "decision_latency_ms": r.summary["decision_latency_ms"] if r.summary else None,
-                "routes": r.summary["routes"] if r.summary else None,
-                "plc_counters": r.summary["plc_counters"] if r.summary else None,
-                "cpu_s": r.cpu_s,
-                "controller_cpu_ms_per_cell": round(1000 * r.cpu_s["controller"] / r.final, 1)
-                if r.final
-                else None,
-                "cpu_steal_pct": r.steal_pct,
-                "scheduling": r.summary.get("scheduling") if r.summary else None,
-            }
-            for name, r in (("full_speed", full), ("latency", paced))
-        },
+        runs={name: run_figures(r) for name, r in (("full_speed", full), ("latency", paced))},
     )
     n_spectra, passes = (128, 3) if quick else (512, 8)
     say(f"[4/{steps}] classifying {n_spectra * passes} spectra with model {model.version}")

@@ -6,18 +6,21 @@ plant/spectrum_archive.py keeps them) through bulk Core inserts, then times the 
 line and the HMI really make: plant/passports.py `find_passport`, plant/cell_view.py
 `search_cells` for each filter the HMI offers, plant/genealogy.py traces, then times
 `plant db maintain` (plant/partitions.py) archiving the loaded month and the cell page reading
-spectra back from the archive. docs/bench.md says how each figure is measured.
+spectra back from the archive; last, the line itself (`plant bench`'s line runs) writing into the
+loaded store and into an empty database beside it, alternated. docs/bench.md says how each
+figure is measured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -26,7 +29,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from rich.progress import Progress
-from sqlalchemy import Connection, Table, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Table, bindparam, create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from drivers.sim.cells import DEFAULT_CHEMISTRY_MIX, CellFormat, CellStream, CellTruth
@@ -35,7 +38,18 @@ from drivers.sim.profiles import PROFILES
 from drivers.sim.xrf import DEFAULT_PROFILE
 from drivers.sim.xrfphysics import simulate_cell
 from plant.cell_view import CellQuery, cell_spectrum, search_cells
-from plant.commands.bench_harness import BenchError, figure, git_commit, load_avg, machine_info
+from plant.commands.bench_harness import (
+    BenchError,
+    Budget,
+    LineRun,
+    Say,
+    figure,
+    git_commit,
+    line_runs,
+    load_avg,
+    machine_info,
+    run_figures,
+)
 from plant.domain import CellState, DecisionSource, Route
 from plant.genealogy import trace_batch, trace_passport
 from plant.partitions import MONTHS_AHEAD, ensure_months, maintain, month_of
@@ -75,25 +89,24 @@ ARCHIVE_BEFORE_DAYS = 30.0  # the loaded months (from START) are older: maintain
 ARCHIVE_READS = 50
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
-# Issue #26 "Budgets" (10^7 cells on PostgreSQL, this 2-core machine): figure <= limit
-STORE_BUDGETS: dict[str, float] = {
-    "passport_lookup_ms.p99": 10.0,
-    "search_first_page_ms.worst_p99": 100.0,
-    "trace_batch_ms.p99": 1000.0,
-    "trace_passport_ms.p99": 1000.0,
-    "bytes_per_cell": 300.0,
-    "bytes_per_spectrum": 2048.0,
-}
+# Issue #26 "Budgets" (10^7 cells on PostgreSQL, this 2-core machine)
+STORE_BUDGETS = (
+    Budget("passport_lookup_ms.p99", 10.0, at_most=True),
+    Budget("search_first_page_ms.worst_p99", 100.0, at_most=True),
+    Budget("trace_batch_ms.p99", 1000.0, at_most=True),
+    Budget("trace_passport_ms.p99", 1000.0, at_most=True),
+    Budget("bytes_per_cell", 300.0, at_most=True),
+    Budget("bytes_per_spectrum", 2048.0, at_most=True),
+    # the line's figures with the store loaded within 20 % of an empty store's
+    Budget("line_vs_empty.throughput_ratio", 0.8, at_most=False),
+    Budget("line_vs_empty.decision_latency_p99_ratio", 1.2, at_most=True),
+)
 T = TypeVar("T")
 
 
 def store_budgets_met(result: dict[str, Any]) -> dict[str, bool | None]:
     """Each budget: met, missed, or None when its figure is missing (no spectra kept ...)."""
-    met: dict[str, bool | None] = {}
-    for key, limit in STORE_BUDGETS.items():
-        value = figure(result, key)
-        met[key] = None if value is None else bool(value <= limit)
-    return met
+    return {b.key: b.met(figure(result, b.key)) for b in STORE_BUDGETS}
 
 
 def percentiles_ms(times: list[float]) -> dict[str, float]:
@@ -584,14 +597,135 @@ def maintained(store: Store, plant: Plant, rng: random.Random) -> dict[str, Any]
     }
 
 
+# -- the line on the loaded store ---------------------------------------------------------------
+@contextlib.contextmanager
+def empty_database(url: str) -> Iterator[str]:
+    """A new, empty database beside the one at `url` (same PostgreSQL server, or a SQLite file
+    in a temporary directory), dropped afterwards."""
+    if _backend(url) == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="plant-bench-empty-") as tmp:
+            yield f"sqlite:///{tmp}/empty.db"
+        return
+    name = f"plant_bench_empty_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _maintain_now(url: str) -> None:
+    """`plant db maintain`'s partitions (this month and the months ahead) in the database at
+    `url`, archiving nothing: the loaded store has had them made by `maintained`."""
+    store = Store(url)
+    try:
+        with tempfile.TemporaryDirectory(prefix="plant-bench-archive-") as archive:
+            maintain(
+                store,
+                months_ahead=MONTHS_AHEAD,
+                archive_before_days=None,
+                archive_dir=Path(archive),
+            )
+    finally:
+        store.close()
+
+
+def _mean(values: list[float | None], digits: int) -> float | None:
+    """The mean, or None if a run gave no figure."""
+    known = [v for v in values if v is not None]
+    return round(statistics.fmean(known), digits) if known and len(known) == len(values) else None
+
+
+def _side(measured: list[tuple[LineRun, LineRun]]) -> dict[str, Any]:
+    """Mean throughput and decision-latency p99 of one store's line measurements, and each."""
+    p99 = [p.summary["decision_latency_ms"]["p99"] if p.summary else None for _, p in measured]
+    return {
+        "throughput_cells_per_s": _mean([full.throughput for full, _ in measured], 1),
+        "decision_latency_ms_p99": _mean(p99, 2),
+        "runs": [
+            {"full_speed": run_figures(full), "latency": run_figures(paced)}
+            for full, paced in measured
+        ],
+    }
+
+
+def line_vs_empty(
+    url: str, config_dir: Path, data_dir: Path, *, cells: int, pairs: int, say: Say
+) -> dict[str, Any]:
+    """`plant bench`'s two line runs (full speed; paced, for decision latency) writing into the
+    loaded store at `url` and into an empty database beside it, alternated loaded, empty,
+    empty, loaded ... so a drift of the machine's load weighs on both alike. Every paced run
+    feeds at the rate the first full-speed run set."""
+    measured: dict[str, list[tuple[LineRun, LineRun]]] = {"loaded": [], "empty": []}
+    order = [
+        kind for k in range(pairs) for kind in (("loaded", "empty"), ("empty", "loaded"))[k % 2]
+    ]
+    rate: float | None = None
+    with (
+        empty_database(url) as empty_url,
+        tempfile.TemporaryDirectory(prefix="plant-bench-") as tmp,
+    ):
+        upgrade(empty_url)
+        _maintain_now(empty_url)
+        for k, kind in enumerate(order):
+            say(f"line on the {kind} store ({k + 1} of {len(order)})")
+            full, paced, _, _ = line_runs(
+                config_dir,
+                Path(tmp) / f"{k}-{kind}",
+                data_dir,
+                cells=cells,
+                say=say,
+                latency_rate=rate,
+                database=url if kind == "loaded" else empty_url,
+            )
+            rate = paced.rate
+            measured[kind].append((full, paced))
+    loaded, empty = _side(measured["loaded"]), _side(measured["empty"])
+
+    def ratio(key: str) -> float | None:
+        a, b = loaded[key], empty[key]
+        return round(a / b, 3) if a is not None and b else None
+
+    every = [run for side in measured.values() for pair in side for run in pair]
+    return {
+        "pairs": pairs,
+        "cells": cells,
+        "latency_rate": rate,
+        "order": order,
+        "loaded": loaded,
+        "empty": empty,
+        "throughput_ratio": ratio("throughput_cells_per_s"),
+        "decision_latency_p99_ratio": ratio("decision_latency_ms_p99"),
+        "loaded_cells_written": sum(r.stored for pair in measured["loaded"] for r in pair),
+        "lost_records": sum(r.sent - r.stored for r in every),
+        "errors": [r.error for r in every if r.error],
+    }
+
+
 def _backend(url: str) -> str:
     return make_url(url).get_backend_name()
 
 
 def run_store_bench(
-    url: str, cells: int, *, spectrum_share: float, seed: int, progress: Progress
+    url: str,
+    cells: int,
+    *,
+    spectrum_share: float,
+    seed: int,
+    progress: Progress,
+    line: tuple[Path, Path] | None = None,
+    line_cells: int = 2000,
+    line_pairs: int = 2,
 ) -> dict[str, Any]:
-    """Load `cells` into the empty database at `url` and measure it (one JSON-ready object)."""
+    """Load `cells` into the empty database at `url` and measure it (one JSON-ready object);
+    with `line` (config and data directories), the line on it too: `line_pairs` measurements
+    of `line_cells` a run on each store (`line_vs_empty`)."""
     upgrade(url)
     store = Store(url)
     try:
@@ -609,7 +743,7 @@ def run_store_bench(
                 ensure_months(conn, START.date(), last)
         load_s = load(store, plant, progress)
         rng = random.Random(seed)
-        task = progress.add_task("measuring", total=4)
+        task = progress.add_task("measuring", total=5 if line else 4)
         lookup = lookups(store, plant, rng)
         progress.advance(task)
         search = searches(store, plant, rng)
@@ -621,6 +755,14 @@ def run_store_bench(
         stored = store.count_cells()
         maintenance = maintained(store, plant, rng)
         progress.advance(task)
+        line_figures = None
+        if line is not None:
+
+            def say(message: str) -> None:
+                progress.console.print(message, markup=False, highlight=False)
+
+            line_figures = line_vs_empty(url, *line, cells=line_cells, pairs=line_pairs, say=say)
+            progress.advance(task)
     finally:
         store.close()
     result: dict[str, Any] = {
@@ -653,9 +795,11 @@ def run_store_bench(
             round(sizes["passports"] / plant.passports, 1) if plant.passports else None
         ),
         "maintain": maintenance,
+        "line_vs_empty": line_figures,
         "load_avg_1min_start": started,
         "load_avg_1min_end": load_avg(),
-        "budgets": STORE_BUDGETS,
+        "budgets": {b.key: b.limit for b in STORE_BUDGETS},
+        "budget_words": {b.key: b.words() for b in STORE_BUDGETS},
     }
     result["budgets_met"] = store_budgets_met(result)
     return result

@@ -611,7 +611,9 @@ def _secondary(
     exc_w: list[Floats] = []  # photons produced per unit depth, per incident energy
     for z, frac in comp:
         for line, energy in _lines(z):
-            prod = np.concatenate([_tau_grid(z, line), [_tau_at(z, line, float(e)) for e in line_e]])
+            prod = np.concatenate(
+                [_tau_grid(z, line), [_tau_at(z, line, float(e)) for e in line_e]]
+            )
             weighted = incoming * prod * frac
             if weighted.sum() > 0:
                 exc_e.append(energy)

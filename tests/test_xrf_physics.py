@@ -223,7 +223,7 @@ def test_simulate_material_rejects_bad_composition() -> None:
 
 
 def test_secondary_fluorescence_kernel_is_shermans_for_a_thick_layer() -> None:
-    # Shiraiwa & Fujino / Sherman, infinitely thick: [ln(1+mu0/mui)/mu0 + ln(1+mu2/mui)/mu2]/2(mu0+mu2)
+    # Shiraiwa & Fujino / Sherman, thick: [ln(1+mu0/mui)/mu0 + ln(1+mu2/mui)/mu2] / 2(mu0+mu2)
     mu0 = np.array([5.0, 50.0, 300.0, 2000.0])
     mu2, mu_i = np.array([80.0]), np.array([120.0])
     closed = (np.log1p(mu0 / mu_i) / mu0 + np.log1p(mu2 / mu_i) / mu2) / (2 * (mu0 + mu2))

@@ -137,6 +137,11 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
             k: part([i for i in range(n) if data.instruments[i] == k])
             for k in sorted(set(data.instruments))
         },
+        # NiCd/NiMH in steel cans apart: readable only when Cd or La/Ce K lines pass the can
+        "per_format": {
+            f: part([i for i in range(n) if data.formats[i] == f])
+            for f in sorted(set(data.formats))
+        },
     }
 
 
@@ -209,6 +214,11 @@ def markdown(result: dict[str, Any]) -> str:
     for k, title in DIRECTIONS:
         for name, v in result[k]["per_instrument"].items():
             lines.append(f"| {name} | {title} | {_cell(v)} |")
+    lines += ["", "| cell format | " + " | ".join(t for _, t in DIRECTIONS) + " |"]
+    lines.append("|---" * (len(DIRECTIONS) + 1) + "|")
+    for fmt in result["sim_to_fisx"]["per_format"]:
+        cells = [_cell(result[k]["per_format"][fmt]) for k, _ in DIRECTIONS]
+        lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

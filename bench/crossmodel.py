@@ -27,7 +27,7 @@ from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES
 from drivers.sim.xrfphysics import draw_presentation, render_cell
 from drivers.spectra import Spectrum
 from models.classifier import Classifier, Rules, train, training_label
-from models.features import extract_batch
+from models.features import INDEX, extract_batch
 from models.registry import Registry
 from plant.calibration import fit_with_site
 from plant.commands.spectra import simulate_cells
@@ -128,7 +128,20 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
         }
 
     n = len(data.truth)
+    # Canned NiCd / NiMH: readable only where their own K lines (Cd; La/Ce) pass the can at
+    # `heavy_min_snr`; the split shows how much of the coverage the physics leaves to win.
+    canned = [
+        i for i in range(n) if data.formats[i] == "steel_can" and data.truth[i] in ("NiCd", "NiMH")
+    ]
+    feats = extract_batch([data.spectra[i] for i in canned]) if canned else np.zeros((0, 1))
+    seen_at = np.log1p(clf.rules.heavy_min_snr)
+    own = [INDEX["snr_Cd"] if data.truth[i] == "NiCd" else INDEX["snr_REE"] for i in canned]
+    shows = {i for i, row, k in zip(canned, feats, own, strict=True) if row[k] >= seen_at}
     return {
+        "canned_nicd_nimh": {
+            "own_k_lines_seen": part(sorted(shows)),
+            "own_k_lines_not_seen": part([i for i in canned if i not in shows]),
+        },
         "all": part(list(range(n))),
         "per_class": {
             c: part([i for i in range(n) if data.truth[i] == c]) for c in sorted(set(data.truth))
@@ -219,6 +232,11 @@ def markdown(result: dict[str, Any]) -> str:
     for fmt in result["sim_to_fisx"]["per_format"]:
         cells = [_cell(result[k]["per_format"][fmt]) for k, _ in DIRECTIONS]
         lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
+    for part, title in (("own_k_lines_seen", ">="), ("own_k_lines_not_seen", "<")):
+        subsets = [result[k]["canned_nicd_nimh"][part] for k, _ in DIRECTIONS]
+        cells = [f"{_cell(v)} (n {v['n']})" for v in subsets]
+        label = f"canned NiCd/NiMH, own K lines {title} 3 sigma"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

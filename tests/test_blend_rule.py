@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from drivers.sim.profiles import PROFILES, TRAIN_PROFILES
 from models.classifier import AMBIGUOUS
 from models.registry import Registry
@@ -14,6 +16,9 @@ from plant.commands.spectra import simulate_cells
 # Cell 5588 of `plant spectra generate --n 16000 --seed 11 --profiles train --mix balanced`
 # (the default's training data, validation split): NMC111 with 30 % LMO on the wide_18 head.
 BLEND = 5588
+
+# 15-30 s each on this shared machine (the simulator's templates of two heads)
+pytestmark = pytest.mark.slow
 
 
 def test_lmo_read_with_co_lines_is_not_sent_to_black_mass() -> None:

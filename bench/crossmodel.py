@@ -117,6 +117,7 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
             [data.truth[i] for i in rows],
             [data.formats[i] for i in rows],
             rules,
+            names=[f"{data.instruments[i]}#{i}" for i in rows],
         )
         return {
             "n": rep["n"],
@@ -125,6 +126,7 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
             "misroute_rate": rep["misroute_rate"],
             "misrouted": rep["misrouted"],
             "quarantine_reasons": rep["quarantine_reasons"],
+            "misrouted_cells": rep["misrouted_cells"],
         }
 
     n = len(data.truth)

@@ -27,7 +27,7 @@ from drivers.sim.profiles import HELDOUT_PROFILES, PROFILES, TRAIN_PROFILES
 from drivers.sim.xrfphysics import draw_presentation, render_cell
 from drivers.spectra import Spectrum
 from models.classifier import Classifier, Rules, train, training_label
-from models.features import extract_batch
+from models.features import INDEX, extract_batch
 from models.registry import Registry
 from plant.calibration import fit_with_site
 from plant.commands.spectra import simulate_cells
@@ -117,6 +117,7 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
             [data.truth[i] for i in rows],
             [data.formats[i] for i in rows],
             rules,
+            names=[f"{data.instruments[i]}#{i}" for i in rows],
         )
         return {
             "n": rep["n"],
@@ -125,10 +126,24 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
             "misroute_rate": rep["misroute_rate"],
             "misrouted": rep["misrouted"],
             "quarantine_reasons": rep["quarantine_reasons"],
+            "misrouted_cells": rep["misrouted_cells"],
         }
 
     n = len(data.truth)
+    # Canned NiCd / NiMH: readable only where their own K lines (Cd; La/Ce) pass the can at
+    # `heavy_min_snr`; the split shows how much of the coverage the physics leaves to win.
+    canned = [
+        i for i in range(n) if data.formats[i] == "steel_can" and data.truth[i] in ("NiCd", "NiMH")
+    ]
+    feats = extract_batch([data.spectra[i] for i in canned]) if canned else np.zeros((0, 1))
+    seen_at = np.log1p(clf.rules.heavy_min_snr)
+    own = [INDEX["snr_Cd"] if data.truth[i] == "NiCd" else INDEX["snr_REE"] for i in canned]
+    shows = {i for i, row, k in zip(canned, feats, own, strict=True) if row[k] >= seen_at}
     return {
+        "canned_nicd_nimh": {
+            "own_k_lines_seen": part(sorted(shows)),
+            "own_k_lines_not_seen": part([i for i in canned if i not in shows]),
+        },
         "all": part(list(range(n))),
         "per_class": {
             c: part([i for i in range(n) if data.truth[i] == c]) for c in sorted(set(data.truth))
@@ -136,6 +151,11 @@ def figures(clf: Classifier, data: Labelled) -> dict[str, Any]:
         "per_instrument": {
             k: part([i for i in range(n) if data.instruments[i] == k])
             for k in sorted(set(data.instruments))
+        },
+        # NiCd/NiMH in steel cans apart: readable only when Cd or La/Ce K lines pass the can
+        "per_format": {
+            f: part([i for i in range(n) if data.formats[i] == f])
+            for f in sorted(set(data.formats))
         },
     }
 
@@ -209,6 +229,16 @@ def markdown(result: dict[str, Any]) -> str:
     for k, title in DIRECTIONS:
         for name, v in result[k]["per_instrument"].items():
             lines.append(f"| {name} | {title} | {_cell(v)} |")
+    lines += ["", "| cell format | " + " | ".join(t for _, t in DIRECTIONS) + " |"]
+    lines.append("|---" * (len(DIRECTIONS) + 1) + "|")
+    for fmt in result["sim_to_fisx"]["per_format"]:
+        cells = [_cell(result[k]["per_format"][fmt]) for k, _ in DIRECTIONS]
+        lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
+    for part, title in (("own_k_lines_seen", ">="), ("own_k_lines_not_seen", "<")):
+        subsets = [result[k]["canned_nicd_nimh"][part] for k, _ in DIRECTIONS]
+        cells = [f"{_cell(v)} (n {v['n']})" for v in subsets]
+        label = f"canned NiCd/NiMH, own K lines {title} 3 sigma"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -110,6 +110,13 @@ class Rules:
     # significance carrying `nimh_min_l_share` of the metal signal (an NMC811 cell with 40 % of
     # the spot on the Ni-plated casing can look like NiMH's Ni/Co/Mn and nothing else).
     nimh_min_l_share: float = 0.01
+    # Co lines carrying this share of the metal line signal at this significance in a
+    # spectrum read as LMO (no Co; casing, foils and traces bring none) -> ambiguous: a blend
+    # with a Co/Ni cathode, which belongs in hydromet. Simulated pure LMO: share < 0.002,
+    # < 1 sigma; a 70/30 NMC111/LMO blend read as LMO 0.96: 0.14. Not for LFP: its strong
+    # Fe Kβ (7.06 keV) leaves 3-5 % fitted "Co" (Kα 6.93 keV) in some pure LFP cells.
+    blend_co_min_share: float = 0.03
+    blend_co_min_snr: float = 5.0
     ood_min_share: float = 0.1
     ood_min_snr: float = 5.0
     ood_max_residual: float = 500.0
@@ -427,6 +434,9 @@ class Classifier:
             & (features[:, INDEX["ree_l_share"]] >= np.log(r.nimh_min_l_share))
         )
         named_at = np.log1p(r.heavy_id_snr)
+        co_blend = (features[:, INDEX["frac_Co"]] >= r.blend_co_min_share) & (
+            features[:, INDEX["snr_Co"]] >= np.log1p(r.blend_co_min_snr)
+        )
         no_lines = ~(features[:, _LINE_SNR].max(axis=1) >= np.log1p(r.min_line_snr))  # NaN: none
         # More counts than any detector delivers (a unit or file error) overflow the fit's
         # precision: such a spectrum shows nothing usable.
@@ -449,6 +459,14 @@ class Classifier:
                     AMBIGUOUS,
                     probs,
                     "read as NiMH but no La/Ce K or L lines: NiMH always shows them",
+                )
+            if res.chemistry == "LMO" and co_blend[i]:
+                res = SpectrumResult(
+                    UNKNOWN,
+                    res.confidence,
+                    AMBIGUOUS,
+                    probs,
+                    f"Co lines in a spectrum read as {res.chemistry}: a blend with a Co/Ni cathode",
                 )
             if ree_l is not None and ree_l[i] and res.chemistry not in ("NiMH", UNKNOWN):
                 res = SpectrumResult(

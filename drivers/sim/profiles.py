@@ -40,8 +40,8 @@ class InstrumentProfile:
     # (a factor on the scattered tube spectrum).
     scatter_scale: float = 1.0
     # Relative line sensitivities of the transition metals (Ti..Zn) spread by this much (1 sigma,
-    # log) per instrument: what secondary fluorescence (Ni Kα exciting Mn, Fe), detector
-    # efficiency and geometry change and a primary-fluorescence model does not capture.
+    # log) per instrument: what detector efficiency and geometry change and the model does not
+    # capture (secondary fluorescence it computes, xrfphysics._secondary).
     sensitivity_spread: float = 0.0
     tube_line_scale: float = 1.0
     tube_filter: str = "Al"

@@ -6,7 +6,8 @@ The model, in the order a photon meets it (details and limits in docs/spectra.md
 2. Sample: a stack of layers (air, pouch laminate or steel can, electrode coating, foils ...).
    Primary fluorescence of every K and L line in a simple fundamental-parameters way
    (Beer-Lambert in and out at 45°/45°, xraylib cross sections with cascade), plus Rayleigh and
-   Compton scatter of the whole tube spectrum at 90°; no secondary fluorescence.
+   Compton scatter of the whole tube spectrum at 90°; secondary fluorescence inside each layer
+   (Ni K exciting Mn/Fe K, Co K exciting Mn K ...; Sherman / Shiraiwa-Fujino, depth-resolved).
 3. Detector: Be window and Si absorption efficiency, Si escape peaks (Reed & Ware), an
    incomplete-charge shelf, Gaussian resolution with FWHM² = a + b·E (Fano), pile-up sum peaks
    growing with the count rate, gain drift and Poisson noise.
@@ -534,6 +535,7 @@ def _emission(
                     else f"trace:{xrl.AtomicNumberToSymbol(z)}"
                 )
                 out.lines.setdefault(name, []).append((energy, photons, 0.0))
+        _secondary(out, comp, t, inc_c, inc_l, line_e, mu_c, mu_l, emitters, exit_exponent)
         _scatter(out, comp, t, inc_c, inc_l, line_e, mu_c, mu_l, exit_exponent, doppler)
         if math.isinf(t):
             break
@@ -541,6 +543,124 @@ def _emission(
         above_line = above_line + mu_l * t / _SIN_IN
         above_out.append((comp, t))
     return out
+
+
+# Gauss-Legendre nodes on (0, 1) for the direction cosine of secondary-fluorescence paths.
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+_GL_U = 0.5 * (_GL_X + 1.0)
+_GL_UW = 0.5 * _GL_W / _GL_U  # weight/u: the 1/u of the path length
+
+
+def _sf_kernel(mu0: Floats, mu2: Floats, mu_i: Floats, t: float) -> Floats:
+    """Depth-and-direction integral of secondary fluorescence in one layer (g/cm², per unit
+    production), shape (pairs, len(mu0)), for incident attenuations mu0 (= mu(E0)/sin in), and
+    per (exciting line, receiver line) pair the receiver line's exit attenuation mu2
+    (= mu(Ej)/sin out) and the exciting line's attenuation mu_i = mu(Ei):
+
+        G = 1/2 ∫0^t∫0^t exp(-mu0 z) E1(mu_i |z - z'|) exp(-mu2 z') dz dz'
+
+    written as E1(x) = ∫0^1 exp(-x/u) du/u and integrated in closed form over both depths for
+    each direction cosine u (Gauss-Legendre in u). For an infinitely thick layer it is
+    Sherman's / Shiraiwa & Fujino's [ln(1 + mu0/mu_i)/mu0 + ln(1 + mu2/mu_i)/mu2] / (2(mu0 + mu2)).
+    """
+    m0 = mu0[None, :, None]
+    m2 = mu2[:, None, None]
+    b = mu_i[:, None, None] / _GL_U[None, None, :]  # attenuation per depth along direction u
+    if math.isinf(t):
+        total = (1.0 / (m0 + m2)) * (1.0 / (b + m2) + 1.0 / (b + m0))
+    else:
+        tiny = 1e-7 * (b + m0 + m2)
+        # downward (z' > z): [slab(m0 + mu2) - (e^-(m0+mu2)t - e^-(b+mu2)t) / (b - m0)] / (b + mu2)
+        d0 = b - m0
+        d0 = np.where(np.abs(d0) < tiny, tiny, d0)
+        s02 = _slab(m0 + m2, t)
+        down = (s02 - (np.exp(-(m0 + m2) * t) - np.exp(-(m0 + d0 + m2) * t)) / d0) / (b + m2)
+        # upward (z' < z): [slab(m0 + mu2) - slab(m0 + b)] / (b - mu2)
+        d2 = b - m2
+        d2 = np.where(np.abs(d2) < tiny, tiny, d2)
+        up = (s02 - _slab(m0 + m2 + d2, t)) / d2
+        total = down + up
+    return np.asarray(0.5 * (total * _GL_UW).sum(axis=2), dtype=np.float64)
+
+
+_SF_NODES = 32  # log-spaced incident attenuations on which the kernel is evaluated per layer
+_SF_PRUNE = 1e-5  # pairs estimated below this share of the strongest are left out
+
+
+def _secondary(
+    out: _Emission,
+    comp: Composition,
+    t: float,
+    inc_c: Floats,
+    inc_l: Floats,
+    line_e: Floats,
+    mu_c: Floats,
+    mu_l: Floats,
+    emitters: list[tuple[int, float, int]],
+    exit_exponent: object,
+) -> None:
+    """Secondary fluorescence inside one layer: every line of the layer's elements (Ni K, Co K,
+    Fe K ...) that a receiver element of the same layer absorbs above one of its edges excites
+    that receiver's lines (Ni K -> Mn/Fe K, Ni Kβ and Co K -> Mn K, Mn K -> Cr/Ti K ...).
+    Sherman (1955), Shiraiwa & Fujino (1966) in the depth-resolved form of de Boer (1990);
+    tertiary fluorescence and secondary across layers are left out (docs/spectra.md).
+    The kernel is smooth in the incident attenuation, so it is computed on _SF_NODES log-spaced
+    values and interpolated (in log-log) to the excitation grid: all pairs in one array."""
+    mu0 = np.concatenate([mu_c, mu_l]) / _SIN_IN
+    incoming = np.concatenate([inc_c, inc_l])
+    exc_e: list[float] = []
+    exc_w: list[Floats] = []  # photons produced per unit depth, per incident energy
+    for z, frac in comp:
+        for line, energy in _lines(z):
+            prod = np.concatenate(
+                [_tau_grid(z, line), [_tau_at(z, line, float(e)) for e in line_e]]
+            )
+            weighted = incoming * prod * frac
+            if weighted.sum() > 0:
+                exc_e.append(energy)
+                exc_w.append(weighted)
+    if not exc_e:
+        return
+    mu_exc = _mu_comp(comp, np.array(exc_e))
+    pairs: list[tuple[str, float, int, float]] = []  # (row, Ej, exciter index, frac_j·tau_j(Ei))
+    for z, frac, row_z in emitters:
+        symbol = xrl.AtomicNumberToSymbol(z)
+        name = symbol if row_z > 0 else f"trace:{symbol}"
+        for line, energy in _lines(z):
+            for k, e_i in enumerate(exc_e):
+                tau_j = _tau_at(z, line, e_i)
+                if tau_j > 0:
+                    pairs.append((name, energy, k, frac * tau_j))
+    if not pairs:
+        return
+    k_i = np.array([p[2] for p in pairs])
+    coef = np.array([p[3] for p in pairs])
+    # Pairs whose thick-layer estimate is under 1e-5 of the strongest are dropped (Cu K -> Cu L,
+    # weak L lines -> traces ...): they cost most of the time and change no spectrum.
+    estimate = coef * np.array([float((w / mu0).sum()) for w in exc_w])[k_i] / mu_exc[k_i]
+    keep = np.flatnonzero(estimate >= _SF_PRUNE * estimate.max())
+    pairs = [pairs[i] for i in keep]
+    k_i, coef = k_i[keep], coef[keep]
+    e_unique, at = np.unique(np.array([p[1] for p in pairs]), return_inverse=True)
+    mu2 = (_mu_comp(comp, e_unique) / _SIN_OUT)[at]
+    live = np.flatnonzero(np.max(exc_w, axis=0) > 0)  # incident energies that excite anything
+    mu0 = mu0[live]
+    lo, hi = float(mu0.min()), float(mu0.max())
+    nodes = np.geomspace(lo, hi * 1.0001, _SF_NODES)
+    log_g = np.log(_sf_kernel(nodes, mu2, mu_exc[k_i], t))
+    pos = np.interp(np.log(mu0), np.log(nodes), np.arange(_SF_NODES))
+    idx = np.minimum(pos.astype(int), _SF_NODES - 2)
+    w = pos - idx
+    kernel = np.exp(log_g[:, idx] * (1 - w) + log_g[:, idx + 1] * w)  # (pairs, incident energies)
+    weights = np.array(exc_w)[:, live][k_i]
+    photons = coef * np.einsum("pe,pe->p", kernel, weights) / (4 * math.pi * _SIN_IN)
+    photons *= np.exp(-exit_exponent(e_unique))[at]  # type: ignore[operator]
+    totals: dict[tuple[str, float], float] = {}
+    for (name, energy, _k, _c), value in zip(pairs, photons, strict=True):
+        totals[(name, energy)] = totals.get((name, energy), 0.0) + float(value)
+    for (name, energy), value in totals.items():
+        if value > 0:
+            out.lines.setdefault(name, []).append((energy, value, 0.0))
 
 
 def _slab(chi: Floats, t: float) -> Floats:

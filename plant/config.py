@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -288,6 +289,23 @@ class SpectraSection(Strict):
 SPC_RULES = ("WE1", "WE2", "WE3", "WE4", "N3", "MR", "EWMA")  # plant/purity.py's rules
 
 
+def _known_spc_rules(v: list[str]) -> list[str]:
+    """Refuse a rule we do not have: a misspelt one would chart nothing and say nothing."""
+    unknown = sorted(set(v) - set(SPC_RULES))
+    if unknown:
+        raise ValueError(f"unknown SPC rule(s) {unknown}; known: {list(SPC_RULES)}")
+    return v
+
+
+# The rules an SPC chart applies (product grades, process variables), checked at load.
+SpcRules = Annotated[list[str], AfterValidator(_known_spc_rules)]
+
+
+def default_spc_rules() -> list[str]:
+    """Western Electric 1-4, Nelson 3 and EWMA: the moving range only when asked for."""
+    return ["WE1", "WE2", "WE3", "WE4", "N3", "EWMA"]
+
+
 class ProcessSpcSection(Strict):
     """`[process_spc]` in config/plant.toml: which process variables are charted and how."""
 
@@ -306,7 +324,7 @@ class ProcessSpcSection(Strict):
     baseline_points: int = Field(20, ge=2, le=1000, description="first N points set the limits")
     recent_points: int = Field(30, ge=8, le=1000, description="points the rules look at")
     trend_run: int = Field(6, ge=3)
-    rules: list[str] = Field(default_factory=lambda: ["WE1", "WE2", "WE3", "WE4", "N3", "EWMA"])
+    rules: SpcRules = Field(default_factory=default_spc_rules)
     ewma_lambda: float = Field(0.2, gt=0, le=1)
     ewma_l: float = Field(2.7, gt=0)
     # The smallest credible sigma of a point, in the tag's unit (a probe's repeatability): a
@@ -328,14 +346,6 @@ class ProcessSpcSection(Strict):
         unknown = [t for t in v if t not in RECORDED_TAGS]
         if unknown:
             raise ValueError(f"not recorded by the historian: {unknown}; known: {RECORDED_TAGS}")
-        return v
-
-    @field_validator("rules")
-    @classmethod
-    def _known_rules(cls, v: list[str]) -> list[str]:
-        unknown = sorted(set(v) - set(SPC_RULES))
-        if unknown:
-            raise ValueError(f"unknown SPC rule(s) {unknown}; known: {list(SPC_RULES)}")
         return v
 
     def floor_of(self, tag: str) -> float:

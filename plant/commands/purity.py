@@ -234,7 +234,7 @@ def measure_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the assay as JSON.")] = False,
 ) -> None:
-    """Assay a lot's pellet, placed in the analyser, on [assay_analyser]; stored and audited."""
+    """Assay a lot's pellet placed in the analyser of plant.toml; stored and audited."""
     c = ctx_of(ctx)
     cfg = c.plant()
     store = c.store()

@@ -41,8 +41,8 @@ def sim(
         ),
     ] = "",
 ) -> None:
-    """Start the simulated PLC (Modbus TCP), XRF heads ([xrf] kind), code reader (TCP) and lot
-    analyser (SciAps HTTP) on the ports in plant.toml."""
+    """Start the simulated PLC (Modbus TCP), XRF heads (DP5 or SCPI, as plant.toml says), code
+    reader (TCP) and lot analyser (SciAps HTTP) on the ports in plant.toml."""
     from threadpoolctl import threadpool_limits
 
     from plant.commands.sim_hardware import SimHardware  # heavy: simulators, xraylib

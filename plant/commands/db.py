@@ -28,7 +28,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 def db_maintain(
     ctx: typer.Context,
     database: Annotated[
-        str | None, typer.Option(help="Database URL (default: [database] url of the config).")
+        str | None, typer.Option(help="Database URL (default: the database url in plant.toml).")
     ] = None,
     months_ahead: Annotated[
         int, typer.Option(min=0, max=36, help="Create the month partitions this far ahead.")
@@ -44,7 +44,7 @@ def db_maintain(
     ] = None,
     archive_dir: Annotated[
         Path | None,
-        typer.Option(help="Where the Parquet files go (default: [spectra] archive_dir)."),
+        typer.Option(help="Where the Parquet files go (default: spectra archive_dir)."),
     ] = None,
 ) -> None:
     """Create month partitions ahead and archive old spectra; safe while lines write.
